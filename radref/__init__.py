@@ -1,0 +1,12 @@
+"""radref: the reference NumPy implementation of Rad (Real and Discrete) normalizing flows.
+
+Functional core (parameters in, outputs plus an explicit cache out; every
+``*_forward`` has a hand-derived ``*_backward``):
+
+- :mod:`radref.slopes`      boundary gating P, Q -> slopes and breakpoints (eq. 26-30)
+- :mod:`radref.surjection`  five-piece (eq. 23) and three-piece (eq. 14) surjections
+- :mod:`radref.gating`      the gating distribution p(k | z) (eq. 31-33)
+- :mod:`radref.base`        standard normal base density
+- :mod:`radref.layer1d`     a complete one-dimensional Rad model
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,161 @@
+"""Slopes and breakpoints of the five-piece surjection from the boundary gating.
+
+Paper eq. 10-13 and 26-30; notes sections 3 and 8.
+
+The boundary gating distributions are ``P = p(. | v = +1)`` and
+``Q = p(. | v = -1)``, each the softmax of three free logits.  Continuity of
+the log-likelihood at ``u = -1, a, b, 1`` fixes the five slopes::
+
+    alpha_2     = 1 + P1/P2 + Q3/Q2                      (eq. 26)
+    alpha_1     = alpha_2 * P2 / P1                      (eq. 27)
+    alpha_3     = alpha_2 * Q2 / Q3                      (eq. 28)
+    alpha_minus = alpha_1 * Q1                           (eq. 29)
+    alpha_plus  = alpha_3 * P3                           (eq. 30)
+    a = 2 / alpha_1 - 1,   b = 1 - 2 / alpha_3           (eq. 11, 12)
+
+(1-based indices as in the paper; the code indexes the last axis 0, 1, 2.)
+Everything is computed in log space so that saturated boundary gating (P or Q
+entries far below 1e-300) still gives exact, finite log-slopes.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Slopes(NamedTuple):
+    """Log-slopes and breakpoints; every field has the batch shape ``(...)``.
+
+    ``log_p`` and ``log_q`` (shape ``(..., 3)``) are the log boundary gating
+    distributions, kept because the gating (eq. 31-33) needs them too.
+    """
+
+    log_alpha_minus: np.ndarray
+    log_alpha_1: np.ndarray
+    log_alpha_2: np.ndarray
+    log_alpha_3: np.ndarray
+    log_alpha_plus: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    log_p: np.ndarray
+    log_q: np.ndarray
+
+
+class SlopesCache(NamedTuple):
+    slopes: Slopes
+    prob_p: np.ndarray  # P, shape (..., 3)
+    prob_q: np.ndarray  # Q, shape (..., 3)
+    weights: np.ndarray  # softmax(0, r_p, r_q): d log alpha_2 / d (0, r_p, r_q)
+
+
+def log_softmax_forward(logits):
+    """Log-softmax over the last axis: ``logits - logsumexp(logits)``.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (..., m)
+
+    Returns
+    -------
+    log_prob : ndarray, shape (..., m)
+    cache : ndarray
+        ``prob = exp(log_prob)``, all the backward pass needs.
+    """
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    log_prob = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    return log_prob, np.exp(log_prob)
+
+
+def log_softmax_backward(dlog_prob, prob):
+    """Backward of :func:`log_softmax_forward`.
+
+    ``d logits_j = d log_prob_j - prob_j * sum_i d log_prob_i``.
+    """
+    return dlog_prob - prob * np.sum(dlog_prob, axis=-1, keepdims=True)
+
+
+def slopes_forward(p_logits, q_logits):
+    """Log-slopes and breakpoints from the boundary logits (eq. 26-30).
+
+    Parameters
+    ----------
+    p_logits, q_logits : ndarray, shape (..., 3)
+        Free logits of ``P = softmax(p_logits)`` and ``Q = softmax(q_logits)``.
+
+    Returns
+    -------
+    slopes : Slopes
+        Fields of shape ``(...)`` (``log_p``, ``log_q`` of shape ``(..., 3)``).
+    cache : SlopesCache
+
+    Notes
+    -----
+    ``log alpha_2 = logsumexp(0, lP1 - lP2, lQ3 - lQ2)`` and ``lP1 - lP2`` equals
+    ``p_logits[..., 0] - p_logits[..., 1]`` (the normaliser cancels), so the
+    three slopes of the folded region never see an underflowed probability.
+    """
+    log_p, prob_p = log_softmax_forward(p_logits)
+    log_q, prob_q = log_softmax_forward(q_logits)
+    ratio_p = p_logits[..., 0] - p_logits[..., 1]  # log(P1 / P2)
+    ratio_q = q_logits[..., 2] - q_logits[..., 1]  # log(Q3 / Q2)
+    terms = np.stack([np.zeros_like(ratio_p), ratio_p, ratio_q], axis=-1)
+    log_weights, weights = log_softmax_forward(terms)
+    # log_softmax(t)_0 = t_0 - logsumexp(t) = -logsumexp(t), as t_0 = 0.
+    log_alpha_2 = -log_weights[..., 0]
+    log_alpha_1 = log_alpha_2 - ratio_p
+    log_alpha_3 = log_alpha_2 - ratio_q
+    slopes = Slopes(
+        log_alpha_minus=log_alpha_1 + log_q[..., 0],
+        log_alpha_1=log_alpha_1,
+        log_alpha_2=log_alpha_2,
+        log_alpha_3=log_alpha_3,
+        log_alpha_plus=log_alpha_3 + log_p[..., 2],
+        a=2.0 * np.exp(-log_alpha_1) - 1.0,
+        b=1.0 - 2.0 * np.exp(-log_alpha_3),
+        log_p=log_p,
+        log_q=log_q,
+    )
+    return slopes, SlopesCache(slopes, prob_p, prob_q, weights)
+
+
+def slopes_backward(dslopes, cache):
+    """Backward of :func:`slopes_forward`.
+
+    Parameters
+    ----------
+    dslopes : Slopes
+        Upstream gradients, one per field of :class:`Slopes` (``b`` included).
+    cache : SlopesCache
+
+    Returns
+    -------
+    dp_logits, dq_logits : ndarray, shape (..., 3)
+
+    Notes
+    -----
+    With ``L_i = log alpha_i`` (derivation in docs/derivations.md)::
+
+        g1 = dL1 + dL_minus - 2 exp(-L1) da      (L_minus = L1 + lQ1,  a = 2 e^{-L1} - 1)
+        g3 = dL3 + dL_plus  + 2 exp(-L3) db      (L_plus  = L3 + lP3,  b = 1 - 2 e^{-L3})
+        g2 = dL2 + g1 + g3                       (L1 = L2 - r_p,  L3 = L2 - r_q)
+        d r_p = g2 w_1 - g1,   d r_q = g2 w_2 - g3   (w = softmax(0, r_p, r_q))
+    """
+    s = cache.slopes
+    g1 = dslopes.log_alpha_1 + dslopes.log_alpha_minus - 2.0 * np.exp(-s.log_alpha_1) * dslopes.a
+    g3 = dslopes.log_alpha_3 + dslopes.log_alpha_plus + 2.0 * np.exp(-s.log_alpha_3) * dslopes.b
+    g2 = dslopes.log_alpha_2 + g1 + g3
+    d_ratio_p = g2 * cache.weights[..., 1] - g1
+    d_ratio_q = g2 * cache.weights[..., 2] - g3
+
+    dlog_p = np.broadcast_to(dslopes.log_p, s.log_p.shape).astype(np.float64)
+    dlog_q = np.broadcast_to(dslopes.log_q, s.log_q.shape).astype(np.float64)
+    dlog_p[..., 2] += dslopes.log_alpha_plus
+    dlog_q[..., 0] += dslopes.log_alpha_minus
+    dp_logits = log_softmax_backward(dlog_p, cache.prob_p)
+    dq_logits = log_softmax_backward(dlog_q, cache.prob_q)
+    # r_p = p0 - p1 and r_q = q2 - q1 act on the raw logits directly.
+    dp_logits[..., 0] += d_ratio_p
+    dp_logits[..., 1] -= d_ratio_p
+    dq_logits[..., 2] += d_ratio_q
+    dq_logits[..., 1] -= d_ratio_q
+    return dp_logits, dq_logits
+

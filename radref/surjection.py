@@ -1,0 +1,195 @@
+"""The piecewise-linear surjection of Rad (paper eq. 9, 14, 23; notes section 1).
+
+Every piece is a line through an anchor point ``(u0, v0)``::
+
+    v = v0 + sign * alpha * (u - u0)
+
+=====  ============  ==================  =========  ====  =====  ===
+piece  domain        eq. 23              alpha      u0    v0     k
+=====  ============  ==================  =========  ====  =====  ===
+0      u < -1        alpha_-(u+1) - 1    alpha_-    -1    -1     0
+1      -1 <= u < a   alpha_1(u+1) - 1    alpha_1    -1    -1     0
+2      a <= u < b    -alpha_2(u-a) + 1   alpha_2    a     +1     1
+3      b <= u <= 1   alpha_3(u-1) + 1    alpha_3    +1    +1     2
+4      u > 1         alpha_+(u-1) + 1    alpha_+    +1    +1     2
+=====  ============  ==================  =========  ====  =====  ===
+
+``k`` is 0-based in code (paper: k = 1, 2, 3).  ``|f'(u)| = alpha`` of the piece.
+
+Tie-break rule at breakpoints (ports must follow it): the folded interval
+``[-1, 1]`` is closed; inside it a breakpoint ``a`` or ``b`` belongs to the
+piece on its right.  So ``u = -1`` is piece 1, ``u = a`` piece 2, ``u = b``
+piece 3, ``u = 1`` piece 3.  With this rule ``|u| <= 1`` exactly when
+``|v| <= 1``, and the gating (which uses P and Q at ``v = +-1``) always meets a
+slope of the folded region, so the log-likelihood at a breakpoint equals its
+(common) one-sided limits.
+
+The three-piece surjection of eq. 14 is pieces 1, 2, 3 extended to the whole
+line (piece 1 for ``u < a``).  It cannot satisfy the boundary conditions at
+``u = +-1`` (paper Fig. 6): kept as a teaching and negative example.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from radref.slopes import Slopes
+
+#: piece -> discrete latent k (0-based)
+PIECE_TO_K = np.array([0, 0, 1, 2, 2])
+_SIGN = np.array([1.0, 1.0, -1.0, 1.0, 1.0])
+_V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
+
+
+class SurjectionCache(NamedTuple):
+    u: np.ndarray
+    piece: np.ndarray  # int, which of the five pieces (0..4)
+    slope: np.ndarray  # alpha of that piece, = |f'(u)|
+    slopes: Slopes
+
+
+def five_piece_index(u, a, b):
+    """Piece index (0..4) of each ``u`` under the tie-break rule of this module."""
+    piece = np.full(np.shape(u), 3, dtype=np.intp)
+    piece[u < b] = 2
+    piece[u < a] = 1
+    piece[u < -1.0] = 0
+    piece[u > 1.0] = 4
+    return piece
+
+
+def three_piece_index(u, a, b):
+    """Piece index (1..3) for the three-piece surjection of eq. 14."""
+    piece = np.full(np.shape(u), 3, dtype=np.intp)
+    piece[u < b] = 2
+    piece[u < a] = 1
+    return piece
+
+
+def _log_alpha(slopes, piece):
+    log_alphas = (slopes.log_alpha_minus, slopes.log_alpha_1, slopes.log_alpha_2,
+                  slopes.log_alpha_3, slopes.log_alpha_plus)
+    return np.choose(piece, log_alphas)
+
+
+def _anchor_u(slopes, piece):
+    return np.where(piece == 2, slopes.a, np.where(piece <= 1, -1.0, 1.0))
+
+
+def _piecewise_forward(u, piece, slopes):
+    log_slope = _log_alpha(slopes, piece)
+    slope = np.exp(log_slope)
+    v = _V0[piece] + _SIGN[piece] * slope * (u - _anchor_u(slopes, piece))
+    return v, PIECE_TO_K[piece], log_slope, SurjectionCache(u, piece, slope, slopes)
+
+
+def surjection_forward(u, slopes):
+    """Five-piece surjection ``u -> (v, k, log|f'(u)|)`` (eq. 23).
+
+    Parameters
+    ----------
+    u : ndarray of float64, shape (...)
+        Normalized input.
+    slopes : Slopes
+        From :func:`radref.slopes.slopes_forward`; fields of shape ``(...)``.
+
+    Returns
+    -------
+    v : ndarray, shape (...)
+        ``f(u)``.
+    k : ndarray of int, shape (...)
+        Which of the three branches (0-based) ``u`` lies on.
+    log_slope : ndarray, shape (...)
+        ``log |f'(u)|``, the log-slope of the piece.
+    cache : SurjectionCache
+    """
+    return _piecewise_forward(u, five_piece_index(u, slopes.a, slopes.b), slopes)
+
+
+def three_piece_forward(u, slopes):
+    """Three-piece surjection of eq. 14 (no outer pieces); same outputs as
+    :func:`surjection_forward`.  Uses only ``alpha_1..3``, ``a`` and ``b``."""
+    return _piecewise_forward(u, three_piece_index(u, slopes.a, slopes.b), slopes)
+
+
+def surjection_backward(dv, dlog_slope, cache):
+    """Backward of :func:`surjection_forward` (and :func:`three_piece_forward`).
+
+    Parameters
+    ----------
+    dv, dlog_slope : ndarray, shape (...)
+        Upstream gradients on ``v`` and on ``log |f'(u)|``.
+    cache : SurjectionCache
+
+    Returns
+    -------
+    du : ndarray, shape (...)
+    dslopes : Slopes
+        Gradients on the log-slopes and on ``a`` (the anchor of the middle
+        piece); ``b``, ``log_p`` and ``log_q`` do not enter ``f`` between
+        breakpoints, so their gradients are zero.
+
+    Notes
+    -----
+    With ``v = v0 + sign * alpha * (u - u0)`` and ``alpha = exp(L)``::
+
+        dv/du = sign * alpha,  dv/dL = sign * alpha * (u - u0),  dv/du0 = -sign * alpha
+
+    and ``d log|f'| / dL = 1`` for the ``L`` of the active piece.
+    """
+    piece, slope, slopes = cache.piece, cache.slope, cache.slopes
+    signed_slope = _SIGN[piece] * slope
+    du = dv * signed_slope
+    dlog_alpha = dv * signed_slope * (cache.u - _anchor_u(slopes, piece)) + dlog_slope
+    zero = np.zeros_like(du)
+    dslopes = Slopes(
+        *(np.where(piece == i, dlog_alpha, zero) for i in range(5)),
+        a=np.where(piece == 2, -dv * signed_slope, zero),
+        b=zero,
+        log_p=np.zeros(np.shape(slopes.log_p)),
+        log_q=np.zeros(np.shape(slopes.log_q)),
+    )
+    return du, dslopes
+
+
+def surjection_inverse(v, k, slopes):
+    """Invert the five-piece surjection on branch ``k`` (notes section 5).
+
+    Parameters
+    ----------
+    v : ndarray of float64, shape (...)
+    k : ndarray of int, shape (...)
+        Branch, 0-based.  For ``v > 1`` only ``k = 2`` has a preimage, for
+        ``v < -1`` only ``k = 0``.
+    slopes : Slopes
+
+    Returns
+    -------
+    u : ndarray, shape (...)
+
+    Raises
+    ------
+    ValueError
+        If some ``(v, k)`` has no preimage or ``k`` is not in {0, 1, 2}.
+    """
+    k = np.asarray(k)
+    if np.any((k < 0) | (k > 2)):
+        raise ValueError("k must be 0, 1 or 2 (0-based branch index)")
+    if np.any(((v > 1.0) & (k != 2)) | ((v < -1.0) & (k != 0))):
+        raise ValueError("(v, k) has no preimage: |v| > 1 requires k = 2 above, k = 0 below")
+    piece = np.choose(k, [np.where(v < -1.0, 0, 1), 2, np.where(v > 1.0, 4, 3)])
+    return _piecewise_inverse(v, piece, slopes)
+
+
+def three_piece_inverse(v, k, slopes):
+    """Invert the three-piece surjection of eq. 14 on branch ``k`` (0-based)."""
+    k = np.asarray(k)
+    if np.any((k < 0) | (k > 2)):
+        raise ValueError("k must be 0, 1 or 2 (0-based branch index)")
+    if np.any(((v > 1.0) & (k != 2)) | ((v < -1.0) & (k != 0))):
+        raise ValueError("(v, k) has no preimage: |v| > 1 requires k = 2 above, k = 0 below")
+    return _piecewise_inverse(v, k + 1, slopes)
+
+
+def _piecewise_inverse(v, piece, slopes):
+    inverse_slope = np.exp(-_log_alpha(slopes, piece))
+    return _anchor_u(slopes, piece) + _SIGN[piece] * inverse_slope * (v - _V0[piece])
