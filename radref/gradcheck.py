@@ -39,10 +39,22 @@ def numerical_gradient(f, x, h=1e-6):
 
 
 def relative_error(analytic, numeric):
-    """``max |x - y| / max(1e-8, |x| + |y|)`` over all entries (0 for empty)."""
+    """Relative error of a gradient array, in the max norm.
+
+    ``max |x - y| / max(1e-8, max |x| + max |y|)`` (0 for empty arrays).
+
+    The error is measured against the scale of the whole gradient array rather
+    than entry by entry: a finite difference has an absolute error of about
+    ``eps |L| / h``, which would dominate an entrywise ratio on entries whose
+    true gradient is tiny (say a weight feeding a branch of probability 1e-9)
+    without saying anything about the backward pass.  A wrong sign or index
+    changes entries of the array's own magnitude and is caught.
+    """
     analytic = np.asarray(analytic, dtype=np.float64)
     numeric = np.asarray(numeric, dtype=np.float64)
+    if analytic.shape != numeric.shape:
+        raise ValueError(f"shape mismatch: {analytic.shape} vs {numeric.shape}")
     if analytic.size == 0:
         return 0.0
-    denom = np.maximum(1e-8, np.abs(analytic) + np.abs(numeric))
-    return float(np.max(np.abs(analytic - numeric) / denom))
+    scale = max(1e-8, float(np.max(np.abs(analytic)) + np.max(np.abs(numeric))))
+    return float(np.max(np.abs(analytic - numeric))) / scale

@@ -1,0 +1,194 @@
+"""A flow: a stack of coupling layers with alternating masks and a standard
+normal base (paper §4.2; notes §4-5).
+
+``log p(x) = log N(z_L; 0, I) + sum_l term_l``  (eq. 15 summed over layers), with
+``z_0 = x`` and ``z_{l+1}, k_l, term_l = layer_l(z_l)``.
+
+Parameters are one flat dict ``{"<layer>.<net>.<name>": array}`` (for example
+``"0.cond.W1"``, ``"3.gate.b2"``), convenient for Adam, checkpoints and ports;
+:func:`layer_params` gives the nested view a layer function takes (same arrays).
+
+Discrete latents are returned as one int array ``k`` of shape ``(n, L, d)``:
+``k[:, l, j]`` is the branch (0, 1, 2) of column ``j`` in layer ``l`` and ``-1``
+where layer ``l`` does not transform column ``j`` (conditioning columns, and
+every column of an affine layer).
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from radref.base import normal_logpdf_backward, normal_logpdf_forward
+from radref.coupling import (affine_coupling_backward, affine_coupling_forward,
+                             affine_coupling_init, affine_coupling_inverse,
+                             rad_coupling_backward, rad_coupling_forward,
+                             rad_coupling_init, rad_coupling_inverse,
+                             rad_coupling_sample, split)
+
+KINDS = ("rad", "affine")
+
+
+class FlowConfig(NamedTuple):
+    """Architecture of a flow.
+
+    kind : "rad" or "affine"; dim : data dimension d >= 2; n_layers : L >= 1;
+    hidden : conditioner hidden units; gate_hidden : gating-net hidden units (Rad).
+    """
+
+    kind: str
+    dim: int
+    n_layers: int
+    hidden: int
+    gate_hidden: int = 0
+
+
+class FlowCache(NamedTuple):
+    config: FlowConfig
+    layer_caches: list
+    base_cache: np.ndarray
+
+
+def flow_init(config, out_std=0.01, random_state=None):
+    """Random parameters of a flow, as a flat dict (see module docstring)."""
+    rng = np.random.default_rng(random_state)
+    params = {}
+    for layer in range(config.n_layers):
+        if config.kind == "rad":
+            nets = rad_coupling_init(config.dim, layer, config.hidden, config.gate_hidden,
+                                     out_std=out_std, random_state=rng)
+        else:
+            nets = affine_coupling_init(config.dim, layer, config.hidden,
+                                        out_std=out_std, random_state=rng)
+        for net, net_params in nets.items():
+            for name, value in net_params.items():
+                params[f"{layer}.{net}.{name}"] = value
+    return params
+
+
+def layer_params(params, layer):
+    """Nested view ``{"cond": {...}, "gate": {...}}`` of one layer's parameters."""
+    nested = {}
+    prefix = f"{layer}."
+    for key, value in params.items():
+        if key.startswith(prefix):
+            _, net, name = key.split(".")
+            nested.setdefault(net, {})[name] = value
+    return nested
+
+
+def _flatten(layer, nested):
+    return {f"{layer}.{net}.{name}": value
+            for net, net_grads in nested.items() for name, value in net_grads.items()}
+
+
+def flow_forward(x, params, config):
+    """Exact log-density and inference ``x -> (z, k)``.
+
+    Parameters
+    ----------
+    x : ndarray of float64, shape (n, d)
+    params : dict
+        Flat parameter dict from :func:`flow_init`.
+    config : FlowConfig
+
+    Returns
+    -------
+    log_px : ndarray, shape (n,)
+    z : ndarray, shape (n, d)
+        Latent ``z_L``.
+    k : ndarray of int, shape (n, L, d)
+    cache : FlowCache
+    """
+    n = x.shape[0]
+    k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
+    log_px = np.zeros(n)
+    layer_caches = []
+    z = x
+    for layer in range(config.n_layers):
+        nested = layer_params(params, layer)
+        if config.kind == "rad":
+            z, k_layer, term, layer_cache = rad_coupling_forward(z, nested, layer)
+            k[:, layer, split(config.dim, layer)[1]] = k_layer
+        else:
+            z, term, layer_cache = affine_coupling_forward(z, nested, layer)
+        log_px += term
+        layer_caches.append(layer_cache)
+    log_base, base_cache = normal_logpdf_forward(z)
+    return log_px + log_base, z, k, FlowCache(config, layer_caches, base_cache)
+
+
+def flow_backward(dlog_px, cache):
+    """Backward of :func:`flow_forward` with respect to ``x`` and every parameter.
+
+    Parameters
+    ----------
+    dlog_px : ndarray, shape (n,)
+        Upstream gradient on ``log p(x)`` (for the mean log-likelihood: ``1/n``).
+
+    Returns
+    -------
+    dx : ndarray, shape (n, d)
+    grads : dict
+        Flat, keyed like the parameters.
+    """
+    backward = rad_coupling_backward if cache.config.kind == "rad" else affine_coupling_backward
+    dz = normal_logpdf_backward(dlog_px, cache.base_cache)
+    grads = {}
+    for layer in reversed(range(cache.config.n_layers)):
+        dz, layer_grads = backward(dz, dlog_px, cache.layer_caches[layer])
+        grads.update(_flatten(layer, layer_grads))
+    return dz, grads
+
+
+def flow_inverse(z, k, params, config):
+    """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
+    :func:`flow_forward` (ignored for affine flows)."""
+    x = z
+    for layer in reversed(range(config.n_layers)):
+        nested = layer_params(params, layer)
+        if config.kind == "rad":
+            cols_b = split(config.dim, layer)[1]
+            x = rad_coupling_inverse(x, k[:, layer, cols_b], params=nested, layer=layer)
+        else:
+            x = affine_coupling_inverse(x, nested, layer)
+    return x
+
+
+def flow_sample_from_noise(normals, uniforms, params, config):
+    """Exact sampling from given noise (notes §5): ``z_L = normals``; from the top
+    layer down, draw each ``k`` by inverse CDF from ``uniforms`` and invert.
+
+    Parameters
+    ----------
+    normals : ndarray, shape (n, d)
+        Standard normal draws (the latent ``z_L``).
+    uniforms : ndarray, shape (n, L, d)
+        Uniform draws on [0, 1); entry ``[:, l, j]`` is used only where layer
+        ``l`` transforms column ``j`` of a Rad flow.
+
+    Returns
+    -------
+    x : ndarray, shape (n, d)
+    k : ndarray of int, shape (n, L, d)
+    """
+    n = normals.shape[0]
+    k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
+    x = normals
+    for layer in reversed(range(config.n_layers)):
+        nested = layer_params(params, layer)
+        if config.kind == "rad":
+            cols_b = split(config.dim, layer)[1]
+            x, k[:, layer, cols_b] = rad_coupling_sample(x, uniforms[:, layer, cols_b],
+                                                         nested, layer)
+        else:
+            x = affine_coupling_inverse(x, nested, layer)
+    return x, k
+
+
+def flow_sample(n, params, config, random_state=None):
+    """Draw ``n`` exact samples; returns ``(x, z, k)``.  The normals are drawn
+    before the uniforms from one ``np.random.default_rng(random_state)``."""
+    rng = np.random.default_rng(random_state)
+    normals = rng.standard_normal((n, config.dim))
+    uniforms = rng.random((n, config.n_layers, config.dim))
+    x, k = flow_sample_from_noise(normals, uniforms, params, config)
+    return x, normals, k
