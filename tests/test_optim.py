@@ -1,0 +1,234 @@
+"""Tests of radref.optim (Adam)."""
+import copy
+import math
+
+import numpy as np
+import pytest
+
+from radref.optim import (AdamConfig, adam_init, adam_update, adam_update_inplace,
+                          check_adam_config)
+
+
+def _run(config, grads_seq, p0):
+    """Apply adam_update for each gradient of grads_seq to the single parameter "w"."""
+    params = {"w": np.array(p0, dtype=np.float64)}
+    state = adam_init(params)
+    for g in grads_seq:
+        params, state = adam_update(params, {"w": np.array(g, dtype=np.float64)}, state, config)
+    return params["w"], state
+
+
+def test_defaults():
+    assert AdamConfig() == AdamConfig(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+    assert check_adam_config(AdamConfig()) == AdamConfig()
+
+
+def test_init_state():
+    params = {"a": np.ones((2, 3)), "b": np.ones(4)}
+    state = adam_init(params)
+    assert state["t"] == 0
+    for key in ("m", "v"):
+        assert set(state[key]) == {"a", "b"}
+        for name, value in params.items():
+            assert state[key][name].shape == value.shape
+            assert np.all(state[key][name] == 0.0)
+            assert state[key][name] is not value
+
+
+def test_first_three_steps_by_hand():
+    # lr = 0.1, beta1 = 0.9, beta2 = 0.999, eps = 0.01 (large, so that eps
+    # visibly enters); gradients 0.5, -0.2, 0.1 at p0 = 1.  Moments computed by
+    # hand:
+    #   t=1: m = 0.1*0.5 = 0.05                 v = 0.001*0.25 = 0.00025
+    #   t=2: m = 0.045 - 0.02 = 0.025           v = 0.00024975 + 0.00004 = 0.00028975
+    #   t=3: m = 0.0225 + 0.01 = 0.0325         v = 0.00028946025 + 0.00001 = 0.00029946025
+    # bias corrections 1 - 0.9**t = 0.1, 0.19, 0.271 and
+    # 1 - 0.999**t = 0.001, 0.001999, 0.002997001.
+    config = AdamConfig(lr=0.1, beta1=0.9, beta2=0.999, eps=0.01)
+    p1 = 1.0 - 0.1 * (0.05 / 0.1) / (math.sqrt(0.00025 / 0.001) + 0.01)
+    p2 = p1 - 0.1 * (0.025 / 0.19) / (math.sqrt(0.00028975 / 0.001999) + 0.01)
+    p3 = p2 - 0.1 * (0.0325 / 0.271) / (math.sqrt(0.00029946025 / 0.002997001) + 0.01)
+    # p1 = 1 - 0.05 / 0.51
+    assert p1 == pytest.approx(1.0 - 0.05 / 0.51, rel=1e-15)
+
+    grads = [0.5, -0.2, 0.1]
+    params = {"w": np.array(1.0)}
+    state = adam_init(params)
+    expected_m = [0.05, 0.025, 0.0325]
+    expected_v = [0.00025, 0.00028975, 0.00029946025]
+    for t, (g, p_exp) in enumerate(zip(grads, [p1, p2, p3]), start=1):
+        params, state = adam_update(params, {"w": np.array(g)}, state, config)
+        assert state["t"] == t
+        assert state["m"]["w"] == pytest.approx(expected_m[t - 1], rel=1e-13)
+        assert state["v"]["w"] == pytest.approx(expected_v[t - 1], rel=1e-13)
+        assert params["w"] == pytest.approx(p_exp, rel=1e-13, abs=0.0)
+
+
+def test_update_is_elementwise():
+    """A vector parameter is updated as independent scalars."""
+    rng = np.random.default_rng(0)
+    grads_seq = rng.standard_normal((3, 5))
+    p0 = rng.standard_normal(5)
+    config = AdamConfig(lr=0.05)
+    w, _ = _run(config, grads_seq, p0)
+    for i in range(5):
+        wi, _ = _run(config, grads_seq[:, i], p0[i])
+        assert w[i] == pytest.approx(float(wi), rel=1e-15)
+
+
+def test_several_parameters_use_their_own_moments():
+    params = {"a": np.array([1.0]), "b": np.array([1.0])}
+    state = adam_init(params)
+    config = AdamConfig(lr=0.1)
+    for ga, gb in [(1.0, 0.0), (0.0, 1.0)]:
+        params, state = adam_update(params, {"a": np.array([ga]), "b": np.array([gb])},
+                                    state, config)
+    wa, _ = _run(config, [[1.0], [0.0]], [1.0])
+    wb, _ = _run(config, [[0.0], [1.0]], [1.0])
+    assert params["a"][0] == wa[0] and params["b"][0] == wb[0]
+    assert params["a"][0] != params["b"][0]
+
+
+# Tiny, varying gradients: eps = 1e-8 is comparable to sqrt(v_hat), and with a
+# constant gradient the bias-corrected m_hat (and v_hat) would not depend on
+# beta1 (beta2) at all.
+TINY_GRADS = [[3e-9, -1e-8], [-2e-8, 5e-9], [1e-8, 2e-8]]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", 2e-3), ("beta1", 0.5), ("beta2", 0.5), ("eps", 1e-6),
+])
+def test_every_hyperparameter_changes_the_result(field, value):
+    base = AdamConfig()
+    p0 = [0.3, -0.7]
+    w_base, _ = _run(base, TINY_GRADS, p0)
+    w_changed, _ = _run(base._replace(**{field: value}), TINY_GRADS, p0)
+    displacement = np.abs(w_base - np.array(p0))
+    # The change is a sizeable fraction of the total displacement, far above round-off.
+    assert np.max(np.abs(w_changed - w_base)) > 1e-2 * np.max(displacement), field
+
+
+@pytest.mark.parametrize("g", [1e-4, -3e-3, 0.7, -1.0, 42.0, -1e4])
+def test_first_step_has_magnitude_lr(g):
+    """Bias correction: m_hat = g, v_hat = g**2 at t = 1, so the step is lr * sign(g)."""
+    config = AdamConfig(lr=1e-3, eps=1e-12)
+    w, _ = _run(config, [[g]], [0.5])
+    assert w[0] - 0.5 == pytest.approx(-math.copysign(1e-3, g), rel=1e-7)
+
+
+def test_zero_gradient_gives_zero_step():
+    w, state = _run(AdamConfig(), [[0.0, 0.0]] * 3, [1.5, -2.0])
+    np.testing.assert_array_equal(w, [1.5, -2.0])
+    assert state["t"] == 3
+
+
+def test_minimises_a_convex_quadratic():
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((5, 5))
+    a = q @ q.T + 0.5 * np.eye(5)  # symmetric positive definite
+    c = rng.standard_normal(5)
+    params = {"x": np.zeros(5)}
+    state = adam_init(params)
+    config = AdamConfig(lr=0.05)
+    for _ in range(1000):
+        grads = {"x": a @ (params["x"] - c)}  # gradient of 0.5 (x - c)' A (x - c)
+        params, state = adam_update(params, grads, state, config)
+    assert np.max(np.abs(params["x"] - c)) < 1e-6
+
+
+def test_adam_update_does_not_mutate_inputs():
+    rng = np.random.default_rng(2)
+    params = {"a": rng.standard_normal((2, 3)), "b": rng.standard_normal(4)}
+    state = adam_init(params)
+    params, state = adam_update(params, {k: rng.standard_normal(v.shape)
+                                         for k, v in params.items()}, state, AdamConfig())
+    grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    before = copy.deepcopy((params, grads, state))
+    new_params, new_state = adam_update(params, grads, state, AdamConfig(lr=0.1))
+    for old, snapshot in zip((params, grads), before[:2]):
+        for name in old:
+            np.testing.assert_array_equal(old[name], snapshot[name])
+    assert state["t"] == before[2]["t"] == 1
+    for key in ("m", "v"):
+        for name in params:
+            np.testing.assert_array_equal(state[key][name], before[2][key][name])
+    # The results are new arrays, not views of the inputs.
+    assert new_state["t"] == 2
+    for name in params:
+        assert not np.shares_memory(new_params[name], params[name])
+        assert not np.shares_memory(new_state["m"][name], state["m"][name])
+        assert not np.shares_memory(new_state["v"][name], state["v"][name])
+        assert not np.array_equal(new_params[name], params[name])
+
+
+def test_inplace_and_pure_agree_bitwise():
+    rng = np.random.default_rng(3)
+    shapes = {"W": (3, 4), "b": (4,), "s": ()}
+    pure = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    pure["s"] = np.array(pure["s"])  # a writable 0-d array
+    inplace = {k: v.copy() for k, v in pure.items()}
+    refs = dict(inplace)  # e.g. a model holding the parameter arrays
+    state_pure, state_inplace = adam_init(pure), adam_init(inplace)
+    config = AdamConfig(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-7)
+    for _ in range(5):
+        grads = {k: rng.standard_normal(s) for k, s in shapes.items()}
+        pure, state_pure = adam_update(pure, grads, state_pure, config)
+        assert adam_update_inplace(inplace, grads, state_inplace, config) is None
+    assert state_inplace["t"] == state_pure["t"] == 5
+    for name in shapes:
+        assert inplace[name] is refs[name]
+        assert np.array_equal(inplace[name], pure[name])
+        assert np.array_equal(state_inplace["m"][name], state_pure["m"][name])
+        assert np.array_equal(state_inplace["v"][name], state_pure["v"][name])
+
+
+def test_inplace_rejects_arrays_it_cannot_update():
+    config = AdamConfig()
+    for params in ({"w": np.float64(1.0)}, {"w": np.array([1, 2])}):
+        state = adam_init(params)
+        with pytest.raises(TypeError, match="'w'"):
+            adam_update_inplace(params, {"w": np.ones(np.shape(params["w"]))}, state, config)
+        assert state["t"] == 0
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", 0.0), ("lr", -1e-3), ("lr", math.inf), ("lr", math.nan), ("lr", "0.1"),
+    ("beta1", -0.1), ("beta1", 1.0), ("beta1", math.nan),
+    ("beta2", -1e-9), ("beta2", 1.0), ("beta2", 1.5),
+    ("eps", 0.0), ("eps", -1e-8), ("eps", math.inf), ("eps", math.nan), ("eps", None),
+])
+def test_config_validation(field, value):
+    config = AdamConfig()._replace(**{field: value})
+    with pytest.raises(ValueError, match=field):
+        check_adam_config(config)
+    params = {"w": np.ones(2)}
+    state = adam_init(params)
+    with pytest.raises(ValueError, match=field):
+        adam_update(params, {"w": np.ones(2)}, state, config)
+    with pytest.raises(ValueError, match=field):
+        adam_update_inplace(params, {"w": np.ones(2)}, state, config)
+    np.testing.assert_array_equal(params["w"], [1.0, 1.0])
+
+
+def test_config_boundary_values_are_accepted():
+    check_adam_config(AdamConfig(beta1=0.0, beta2=0.0))
+    w, _ = _run(AdamConfig(lr=0.1, beta1=0.0, beta2=0.0, eps=1e-12), [[2.0], [-3.0]], [0.0])
+    # With beta1 = beta2 = 0 every step is lr * g / (|g| + eps): +0.1 then -0.1 ... back to 0.
+    assert w[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_config_must_be_an_adam_config():
+    with pytest.raises(ValueError, match="AdamConfig"):
+        check_adam_config({"lr": 1e-3})
+
+
+def test_mismatched_keys_and_shapes_are_rejected():
+    params = {"a": np.ones(2), "b": np.ones(3)}
+    state = adam_init(params)
+    with pytest.raises(ValueError, match="grads"):
+        adam_update(params, {"a": np.ones(2)}, state, AdamConfig())
+    with pytest.raises(ValueError, match="shape"):
+        adam_update(params, {"a": np.ones(2), "b": np.ones(2)}, state, AdamConfig())
+    with pytest.raises(ValueError, match="state"):
+        adam_update(params, {"a": np.ones(2), "b": np.ones(3)}, adam_init({"a": np.ones(2)}),
+                    AdamConfig())
