@@ -11,9 +11,10 @@ N, N_IN, N_HIDDEN, N_OUT = 6, 3, 8, 4
 KINK_MARGIN = 1e-3  # no hidden pre-activation this close to the ReLU kink
 GRAD_TOL = 1e-6
 # Finite-difference step: h = 1e-5 balances the O(h**2) truncation error
-# against the O(eps_machine / h) round-off best here (measured: h = 1e-6 gives
-# errors up to ~1e-6 on small gradient entries, h = 1e-5 about 2e-7).  It moves
-# a hidden pre-activation by ~h * |W1| << KINK_MARGIN, so no ReLU flips.
+# against the O(eps_machine |L| / h) round-off best here (measured with the
+# entrywise ratio below: h = 1e-6 gives up to ~1e-6 on the smallest gradient
+# entries, h = 1e-5 about 2e-7).  It moves a hidden pre-activation by
+# ~h * |W1| << KINK_MARGIN, so no ReLU flips.
 FD_STEP = 1e-5
 
 
@@ -32,6 +33,16 @@ def _problem(output, seed=0):
     # gradient would otherwise often go unnoticed.
     dout = rng.standard_normal((N, N_OUT))
     return x, params, dout
+
+
+def _entrywise_relative_error(analytic, numeric):
+    """``max |a - n| / max(1e-8, |a| + |n|)`` entry by entry.
+
+    Stricter than :func:`relative_error` (normalised by the whole array's
+    magnitude): an error confined to the small entries of a gradient is caught too.
+    """
+    denom = np.maximum(1e-8, np.abs(analytic) + np.abs(numeric))
+    return float(np.max(np.abs(analytic - numeric) / denom))
 
 
 def _hidden_pre(x, params):
@@ -58,11 +69,15 @@ def test_gradients_match_finite_differences(output, seed):
     def loss():
         return float(np.sum(dout * mlp_forward(x, params)[0]))
 
-    errors = {"x": relative_error(dx, numerical_gradient(loss, x, FD_STEP))}
+    analytic = {"x": dx, **grads}
+    numeric = {"x": numerical_gradient(loss, x, FD_STEP)}
     for name in params:
-        errors[name] = relative_error(grads[name], numerical_gradient(loss, params[name], FD_STEP))
-    for name, err in errors.items():
+        numeric[name] = numerical_gradient(loss, params[name], FD_STEP)
+    for name in analytic:
+        err = relative_error(analytic[name], numeric[name])
         assert err <= GRAD_TOL, (output, name, err)
+        err = _entrywise_relative_error(analytic[name], numeric[name])
+        assert err <= GRAD_TOL, (output, name, "entrywise", err)
 
 
 @pytest.mark.parametrize("output", ["tanh", "linear"])
