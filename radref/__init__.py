@@ -8,5 +8,16 @@ Functional core (parameters in, outputs plus an explicit cache out; every
 - :mod:`radref.gating`      the gating distribution p(k | z) (eq. 31-33)
 - :mod:`radref.base`        standard normal base density
 - :mod:`radref.layer1d`     a complete one-dimensional Rad model
+- :mod:`radref.mlp`         conditioner and gating networks
+- :mod:`radref.coupling`    Rad and affine coupling layers
+- :mod:`radref.flow`        stacks of coupling layers: log-density, inference, sampling
+- :mod:`radref.optim`       Adam
+- :mod:`radref.train`       minibatch maximum-likelihood training
+
+User layer: :class:`RadFlow`, :class:`RealNVPFlow` (scikit-learn conventions),
+:mod:`radref.datasets` (the paper's six problems) and the ``radref`` command.
 """
+from radref.estimators import NotFittedError, RadFlow, RealNVPFlow, load_model
+
 __version__ = "0.1.0"
+__all__ = ["RadFlow", "RealNVPFlow", "load_model", "NotFittedError", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from radref.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""Checkpoint files: a versioned, checksummed ``.npz`` written atomically.
+
+Layout of the archive (loaded with ``allow_pickle=False``):
+
+- ``meta``: UTF-8 JSON (a uint8 array) with ``format`` (``"radref-checkpoint"``),
+  ``version``, ``model`` (class name), ``hyperparameters``, ``step``,
+  ``adam_t``, ``names`` (parameter names in order) and ``checksum``.
+- ``param/<name>``, ``adam_m/<name>``, ``adam_v/<name>``: float64 arrays.
+
+``checksum`` is the SHA-256 of the JSON of the other ``meta`` fields followed by
+the bytes of every array in ``names`` order.  A file is written to a temporary
+file in the same directory and renamed over the target, so a crash never leaves
+a half-written checkpoint and an existing file is replaced only by a complete one.
+"""
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "radref-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, corrupted, or of the wrong kind."""
+
+
+def _digest(meta, arrays):
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for key in sorted(arrays):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(arrays[key], dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=0):
+    """Write a checkpoint atomically.  ``adam_state`` may be ``None``."""
+    names = list(params)
+    arrays = {f"param/{n}": np.asarray(params[n], dtype=np.float64) for n in names}
+    if adam_state is not None:
+        for n in names:
+            arrays[f"adam_m/{n}"] = np.asarray(adam_state["m"][n], dtype=np.float64)
+            arrays[f"adam_v/{n}"] = np.asarray(adam_state["v"][n], dtype=np.float64)
+    meta = {"format": FORMAT, "version": VERSION, "model": model,
+            "hyperparameters": hyperparameters, "step": int(step), "names": names,
+            "adam_t": None if adam_state is None else int(adam_state["t"])}
+    meta["checksum"] = _digest(meta, arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".radref-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path, expected_model=None):
+    """Read and verify a checkpoint.
+
+    Returns
+    -------
+    meta : dict
+    params : dict of ndarray
+    adam_state : dict or None
+
+    Raises
+    ------
+    CheckpointError
+        Truncated, corrupted, wrong format or version, checksum mismatch, or a
+        model class other than ``expected_model``.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable radref checkpoint ({exc})") from None
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a radref checkpoint")
+        if meta.get("version") != VERSION:
+            raise CheckpointError(f"{path}: checkpoint version {meta.get('version')} "
+                                  f"is not supported (this radref reads version {VERSION})")
+        checksum = meta.pop("checksum")
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise CheckpointError(f"{path}: checkpoint metadata is corrupted") from None
+    if _digest(meta, arrays) != checksum:
+        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted")
+    if expected_model is not None and meta["model"] != expected_model:
+        raise CheckpointError(f"{path}: holds a {meta['model']}, not a {expected_model}")
+    params = {n: arrays[f"param/{n}"] for n in meta["names"]}
+    adam_state = None
+    if meta["adam_t"] is not None:
+        adam_state = {"t": meta["adam_t"],
+                      "m": {n: arrays[f"adam_m/{n}"] for n in meta["names"]},
+                      "v": {n: arrays[f"adam_v/{n}"] for n in meta["names"]}}
+    return meta, params, adam_state

@@ -1,0 +1,246 @@
+"""User-facing estimators with scikit-learn conventions: :class:`RadFlow` and
+:class:`RealNVPFlow`.
+
+They are thin wrappers around the functional core (:mod:`radref.flow`,
+:mod:`radref.train`): all arithmetic happens there.
+"""
+import numpy as np
+
+from radref._validation import check_array, check_float, check_int
+from radref.checkpoint import load_checkpoint, save_checkpoint
+from radref.flow import (FlowConfig, flow_forward, flow_init, flow_inverse,
+                         flow_sample)
+from radref.optim import AdamConfig
+from radref.train import mean_loglik_and_grad, train
+
+
+class NotFittedError(RuntimeError):
+    """The model is used before :meth:`fit` or :meth:`load`."""
+
+
+class _FlowEstimator:
+    _kind = None
+
+    def _hyperparameters(self):
+        raise NotImplementedError
+
+    def _config(self, dim):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- fitting
+    def fit(self, X, steps=1000, batch_size=500, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+            X_val=None, eval_every=1000, progress=None):
+        """Fit by maximum likelihood with Adam (fresh parameters every call).
+
+        Parameters
+        ----------
+        X : array_like, shape (n, d), d >= 2
+            Training data.
+        steps : int
+            Adam steps (>= 1).
+        batch_size : int
+            Minibatch size, at most ``n``.
+        lr, beta1, beta2, eps : float
+            Adam hyperparameters.
+        X_val : array_like, shape (m, d), optional
+            Held-out data, scored every ``eval_every`` steps (``history_``).
+        progress : bool or None
+            Progress line on stderr; ``None``: only if stderr is a terminal.
+
+        Returns
+        -------
+        self
+        """
+        X = check_array("X", X)
+        if X.shape[1] < 2:
+            raise ValueError(f"X must have at least 2 columns for coupling layers, got {X.shape[1]}")
+        steps = check_int("steps", steps)
+        batch_size = check_int("batch_size", batch_size)
+        if batch_size > X.shape[0]:
+            raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
+                             f"samples in X ({X.shape[0]})")
+        eval_every = check_int("eval_every", eval_every)
+        if X_val is not None:
+            X_val = check_array("X_val", X_val, dim=X.shape[1])
+        adam = AdamConfig(check_float("lr", lr), float(beta1), float(beta2), float(eps))
+
+        init_seed, order_seed = np.random.SeedSequence(self._seed()).spawn(2)
+        self.config_ = self._config(X.shape[1])
+        self.params_ = flow_init(self.config_, out_std=self.out_std,
+                                 random_state=np.random.default_rng(init_seed))
+        self.history_ = train(self.params_, self.config_, X, steps, batch_size, adam,
+                              random_state=np.random.default_rng(order_seed),
+                              x_val=X_val, eval_every=eval_every, progress=progress)
+        self.optimizer_state_ = self.history_.pop("optimizer_state")
+        self.n_steps_ = steps
+        return self
+
+    def _seed(self):
+        if self.random_state is None:
+            return None
+        if isinstance(self.random_state, np.random.SeedSequence):
+            return self.random_state
+        return check_int("random_state", self.random_state, minimum=0)
+
+    def _check_fitted(self):
+        if not hasattr(self, "params_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted: call fit() or load()")
+
+    # ------------------------------------------------------------ inference
+    def score_samples(self, X):
+        """Log-density ``log p(x)`` in nats of each row of ``X`` (shape ``(n,)``)."""
+        self._check_fitted()
+        X = check_array("X", X, dim=self.config_.dim)
+        return flow_forward(X, self.params_, self.config_)[0]
+
+    def score(self, X):
+        """Mean log-likelihood of ``X`` in nats (a mean, not a sum)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def transform(self, X):
+        """Exact inference ``X -> (Z, K)``.
+
+        Returns
+        -------
+        Z : ndarray, shape (n, d)
+        K : ndarray of int, shape (n, n_layers, d)
+            Branch (0, 1, 2) per layer and column, ``-1`` where a layer has no
+            discrete latent for that column.
+        """
+        self._check_fitted()
+        X = check_array("X", X, dim=self.config_.dim)
+        _, Z, K, _ = flow_forward(X, self.params_, self.config_)
+        return Z, K
+
+    def inverse_transform(self, Z, K):
+        """Exact inverse ``(Z, K) -> X`` of :meth:`transform`."""
+        self._check_fitted()
+        Z = check_array("Z", Z, dim=self.config_.dim)
+        K = np.asarray(K)
+        expected = (Z.shape[0], self.config_.n_layers, self.config_.dim)
+        if K.shape != expected or not np.issubdtype(K.dtype, np.integer):
+            raise ValueError(f"K must be an integer array of shape {expected}, "
+                             f"got {K.dtype} {K.shape}")
+        return flow_inverse(Z, K, self.params_, self.config_)
+
+    def sample(self, n, random_state=None):
+        """Draw ``n`` exact samples, shape ``(n, d)``."""
+        self._check_fitted()
+        n = check_int("n", n)
+        return flow_sample(n, self.params_, self.config_, random_state)[0]
+
+    # ----------------------------------------------------------- parameters
+    def parameters(self):
+        """The live parameter dict (name -> array); mutating an array changes the model."""
+        self._check_fitted()
+        return self.params_
+
+    def n_parameters(self):
+        """Number of scalar parameters."""
+        return int(sum(p.size for p in self.parameters().values()))
+
+    def loglik_and_grad(self, X):
+        """Mean log-likelihood of ``X`` and its gradient, keyed like :meth:`parameters`."""
+        self._check_fitted()
+        X = check_array("X", X, dim=self.config_.dim)
+        return mean_loglik_and_grad(X, self.params_, self.config_)
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path):
+        """Save model, hyperparameters and optimizer state (see :mod:`radref.checkpoint`)."""
+        self._check_fitted()
+        hyper = dict(self._hyperparameters(), dim=self.config_.dim)
+        save_checkpoint(path, type(self).__name__, hyper, self.params_,
+                        getattr(self, "optimizer_state_", None), getattr(self, "n_steps_", 0))
+
+    @classmethod
+    def load(cls, path):
+        """Load a model saved by :meth:`save`; the file must hold this class."""
+        meta, params, adam_state = load_checkpoint(path, expected_model=cls.__name__)
+        hyper = dict(meta["hyperparameters"])
+        dim = hyper.pop("dim")
+        model = cls(**hyper)
+        model.config_ = model._config(dim)
+        expected = flow_init(model.config_, random_state=0)
+        if set(expected) != set(params) or any(expected[k].shape != params[k].shape
+                                               for k in expected):
+            raise ValueError(f"{path}: parameters do not match the architecture")
+        model.params_ = {k: np.array(params[k]) for k in expected}
+        model.optimizer_state_ = adam_state
+        model.n_steps_ = meta["step"]
+        return model
+
+
+class RadFlow(_FlowEstimator):
+    """Rad flow: Rad coupling layers with a standard normal base (paper §4.2).
+
+    Parameters
+    ----------
+    n_layers : int
+        Number of coupling layers (paper: 6).
+    hidden : int
+        Hidden units of each conditioner (paper: 8).
+    gate_hidden : int or None
+        Hidden units of each gating logit network (default: ``hidden``).
+    out_std : float
+        Standard deviation of the output weights at initialisation.
+    random_state : None or int
+        Seeds initialisation and minibatch order.
+    """
+
+    def __init__(self, n_layers=6, hidden=8, gate_hidden=None, out_std=0.01, random_state=None):
+        self.n_layers = check_int("n_layers", n_layers)
+        self.hidden = check_int("hidden", hidden)
+        self.gate_hidden = hidden if gate_hidden is None else check_int("gate_hidden", gate_hidden)
+        self.out_std = check_float("out_std", out_std, positive=False)
+        if self.out_std < 0:
+            raise ValueError(f"out_std must be >= 0, got {out_std}")
+        self.random_state = random_state
+
+    def _hyperparameters(self):
+        return dict(n_layers=self.n_layers, hidden=self.hidden, gate_hidden=self.gate_hidden,
+                    out_std=self.out_std, random_state=self.random_state)
+
+    def _config(self, dim):
+        return FlowConfig("rad", dim, self.n_layers, self.hidden, self.gate_hidden)
+
+
+class RealNVPFlow(_FlowEstimator):
+    """Real NVP baseline: affine coupling layers with a standard normal base.
+
+    Parameters
+    ----------
+    n_layers : int
+        Number of coupling layers (paper: 6).
+    hidden : int
+        Hidden units of each conditioner (paper: 56).
+    out_std : float
+        Standard deviation of the output weights at initialisation.
+    random_state : None or int
+        Seeds initialisation and minibatch order.
+    """
+
+    def __init__(self, n_layers=6, hidden=56, out_std=0.01, random_state=None):
+        self.n_layers = check_int("n_layers", n_layers)
+        self.hidden = check_int("hidden", hidden)
+        self.out_std = check_float("out_std", out_std, positive=False)
+        if self.out_std < 0:
+            raise ValueError(f"out_std must be >= 0, got {out_std}")
+        self.random_state = random_state
+
+    def _hyperparameters(self):
+        return dict(n_layers=self.n_layers, hidden=self.hidden, out_std=self.out_std,
+                    random_state=self.random_state)
+
+    def _config(self, dim):
+        return FlowConfig("affine", dim, self.n_layers, self.hidden)
+
+
+def load_model(path):
+    """Load a checkpoint written by :meth:`RadFlow.save` or :meth:`RealNVPFlow.save`,
+    whichever class it holds."""
+    meta, _, _ = load_checkpoint(path)
+    classes = {cls.__name__: cls for cls in (RadFlow, RealNVPFlow)}
+    if meta["model"] not in classes:
+        raise ValueError(f"{path}: unknown model class {meta['model']!r}")
+    return classes[meta["model"]].load(path)
