@@ -4,7 +4,8 @@ Layout of the archive (loaded with ``allow_pickle=False``):
 
 - ``meta``: UTF-8 JSON (a uint8 array) with ``format`` (``"radref-checkpoint"``),
   ``version``, ``model`` (class name), ``hyperparameters``, ``step``,
-  ``adam_t``, ``names`` (parameter names in order) and ``checksum``.
+  ``adam_t``, ``names`` (parameter names in order), ``extra`` (training
+  settings and history) and ``checksum``.
 - ``param/<name>``, ``adam_m/<name>``, ``adam_v/<name>``: float64 arrays.
 
 ``checksum`` is the SHA-256 of the JSON of the other ``meta`` fields followed by
@@ -36,8 +37,12 @@ def _digest(meta, arrays):
     return h.hexdigest()
 
 
-def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=0):
-    """Write a checkpoint atomically.  ``adam_state`` may be ``None``."""
+def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=0, extra=None):
+    """Write a checkpoint atomically.
+
+    ``adam_state`` may be ``None``; ``extra`` is any JSON-serialisable dict kept
+    in ``meta["extra"]`` (training settings, history).
+    """
     names = list(params)
     arrays = {f"param/{n}": np.asarray(params[n], dtype=np.float64) for n in names}
     if adam_state is not None:
@@ -46,9 +51,10 @@ def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=
             arrays[f"adam_v/{n}"] = np.asarray(adam_state["v"][n], dtype=np.float64)
     meta = {"format": FORMAT, "version": VERSION, "model": model,
             "hyperparameters": hyperparameters, "step": int(step), "names": names,
-            "adam_t": None if adam_state is None else int(adam_state["t"])}
+            "adam_t": None if adam_state is None else int(adam_state["t"]),
+            "extra": extra if extra is not None else {}}
     meta["checksum"] = _digest(meta, arrays)
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
 
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

@@ -4,13 +4,16 @@
 They are thin wrappers around the functional core (:mod:`radref.flow`,
 :mod:`radref.train`): all arithmetic happens there.
 """
+import hashlib
+import os
+
 import numpy as np
 
 from radref._validation import check_array, check_float, check_int
 from radref.checkpoint import load_checkpoint, save_checkpoint
 from radref.flow import (FlowConfig, flow_forward, flow_init, flow_inverse,
                          flow_sample)
-from radref.optim import AdamConfig
+from radref.optim import AdamConfig, check_adam_config
 from radref.train import mean_loglik_and_grad, train
 
 
@@ -29,15 +32,15 @@ class _FlowEstimator:
 
     # ------------------------------------------------------------- fitting
     def fit(self, X, steps=1000, batch_size=500, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-            X_val=None, eval_every=1000, progress=None):
-        """Fit by maximum likelihood with Adam (fresh parameters every call).
+            X_val=None, eval_every=1000, progress=None, checkpoint=None, checkpoint_every=1000):
+        """Fit by maximum likelihood with Adam.
 
         Parameters
         ----------
         X : array_like, shape (n, d), d >= 2
             Training data.
         steps : int
-            Adam steps (>= 1).
+            Total number of Adam steps (>= 1).
         batch_size : int
             Minibatch size, at most ``n``.
         lr, beta1, beta2, eps : float
@@ -46,6 +49,11 @@ class _FlowEstimator:
             Held-out data, scored every ``eval_every`` steps (``history_``).
         progress : bool or None
             Progress line on stderr; ``None``: only if stderr is a terminal.
+        checkpoint : path, optional
+            Training state is saved there every ``checkpoint_every`` steps and
+            at the end.  If the file exists, training resumes from it (same
+            data, model and settings required) and reaches bit-identical
+            parameters to an uninterrupted run.
 
         Returns
         -------
@@ -60,20 +68,60 @@ class _FlowEstimator:
             raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
                              f"samples in X ({X.shape[0]})")
         eval_every = check_int("eval_every", eval_every)
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every)
         if X_val is not None:
             X_val = check_array("X_val", X_val, dim=X.shape[1])
-        adam = AdamConfig(check_float("lr", lr), float(beta1), float(beta2), float(eps))
+        adam = check_adam_config(AdamConfig(check_float("lr", lr), beta1, beta2, eps))
 
-        init_seed, order_seed = np.random.SeedSequence(self._seed()).spawn(2)
+        seed = np.random.SeedSequence(self._seed())
+        settings = {"batch_size": batch_size, "adam": list(adam), "entropy": str(seed.entropy),
+                    "data_sha256": hashlib.sha256(X.tobytes()).hexdigest()}
         self.config_ = self._config(X.shape[1])
-        self.params_ = flow_init(self.config_, out_std=self.out_std,
-                                 random_state=np.random.default_rng(init_seed))
+        state, start, history = None, 0, None
+        if checkpoint is not None and os.path.exists(checkpoint):
+            state, start, history, settings = self._resume(checkpoint, settings)
+            seed = np.random.SeedSequence(int(settings["entropy"]))
+        init_seed, order_seed = seed.spawn(2)
+        if state is None:
+            self.params_ = flow_init(self.config_, out_std=self.out_std,
+                                     random_state=np.random.default_rng(init_seed))
+
+        def save_state(step, params, optimizer_state, new_history):
+            self.optimizer_state_, self.n_steps_ = optimizer_state, step
+            self._save(checkpoint, dict(settings, history=_merge(history, new_history)))
+
         self.history_ = train(self.params_, self.config_, X, steps, batch_size, adam,
-                              random_state=np.random.default_rng(order_seed),
-                              x_val=X_val, eval_every=eval_every, progress=progress)
+                              random_state=order_seed, optimizer_state=state, start_step=start,
+                              x_val=X_val, eval_every=eval_every, progress=progress,
+                              callback=save_state if checkpoint is not None else None,
+                              callback_every=checkpoint_every)
         self.optimizer_state_ = self.history_.pop("optimizer_state")
-        self.n_steps_ = steps
+        self.history_ = _merge(history, self.history_)
+        self.n_steps_ = max(steps, start)
         return self
+
+    def _resume(self, path, settings):
+        meta, params, state = load_checkpoint(path, expected_model=type(self).__name__)
+        hyper = dict(meta["hyperparameters"])
+        if hyper.pop("dim") != self.config_.dim or hyper != self._hyperparameters():
+            raise ValueError(f"checkpoint {path} was written by a model with other "
+                             f"hyperparameters: {meta['hyperparameters']}")
+        saved = dict(meta["extra"])
+        history = saved.pop("history", None)
+        mine = {k: v for k, v in settings.items() if k != "entropy"}
+        theirs = {k: saved.get(k) for k in mine}
+        if mine != theirs:
+            raise ValueError(f"checkpoint {path} was written with other data or training "
+                             f"settings: {theirs} (now {mine})")
+        self._set_params(params, path)
+        return state, meta["step"], history, saved
+
+    def _set_params(self, params, path):
+        expected = flow_init(self.config_, random_state=0)
+        if set(expected) != set(params) or any(expected[k].shape != params[k].shape
+                                               for k in expected):
+            raise ValueError(f"{path}: parameters do not match the architecture")
+        self.params_ = {k: np.array(params[k], dtype=np.float64) for k in expected}
 
     def _seed(self):
         if self.random_state is None:
@@ -149,9 +197,13 @@ class _FlowEstimator:
     def save(self, path):
         """Save model, hyperparameters and optimizer state (see :mod:`radref.checkpoint`)."""
         self._check_fitted()
+        self._save(path, {})
+
+    def _save(self, path, extra):
         hyper = dict(self._hyperparameters(), dim=self.config_.dim)
         save_checkpoint(path, type(self).__name__, hyper, self.params_,
-                        getattr(self, "optimizer_state_", None), getattr(self, "n_steps_", 0))
+                        getattr(self, "optimizer_state_", None), getattr(self, "n_steps_", 0),
+                        extra=extra)
 
     @classmethod
     def load(cls, path):
@@ -161,14 +213,20 @@ class _FlowEstimator:
         dim = hyper.pop("dim")
         model = cls(**hyper)
         model.config_ = model._config(dim)
-        expected = flow_init(model.config_, random_state=0)
-        if set(expected) != set(params) or any(expected[k].shape != params[k].shape
-                                               for k in expected):
-            raise ValueError(f"{path}: parameters do not match the architecture")
-        model.params_ = {k: np.array(params[k]) for k in expected}
+        model._set_params(params, path)
         model.optimizer_state_ = adam_state
         model.n_steps_ = meta["step"]
+        if "history" in meta["extra"]:
+            model.history_ = meta["extra"]["history"]
         return model
+
+
+def _merge(old, new):
+    """Concatenate two training histories (``old`` may be ``None``)."""
+    keys = ("step", "loglik", "val_step", "val_loglik")
+    if old is None:
+        return {k: list(new[k]) for k in keys}
+    return {k: list(old[k]) + list(new[k]) for k in keys}
 
 
 class RadFlow(_FlowEstimator):

@@ -63,9 +63,43 @@ class Progress:
             self.stream.flush()
 
 
+class MinibatchSchedule:
+    """Which rows of the training set each step uses.
+
+    Epoch ``e = step // (n // batch_size)`` shuffles the rows with a generator
+    seeded by ``seed_sequence`` extended with ``e``; step ``i`` of the epoch takes
+    rows ``[i * batch_size, (i + 1) * batch_size)`` of that permutation (the
+    ``n % batch_size`` leftover rows of an epoch are skipped).  The schedule is a
+    pure function of ``(seed, step)``, so a resumed run draws the same batches
+    as an uninterrupted one.
+    """
+
+    def __init__(self, n, batch_size, seed_sequence):
+        self.n, self.batch_size, self.seed_sequence = n, batch_size, seed_sequence
+        self.per_epoch = n // batch_size
+        self._epoch, self._permutation = None, None
+
+    def indices(self, step):
+        """Row indices (shape ``(batch_size,)``) for the 0-based ``step``."""
+        epoch, position = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            ss = self.seed_sequence
+            epoch_seed = np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (epoch,))
+            self._epoch = epoch
+            self._permutation = np.random.default_rng(epoch_seed).permutation(self.n)
+        return self._permutation[position * self.batch_size:(position + 1) * self.batch_size]
+
+
+def as_seed_sequence(random_state):
+    """``None``, an int or a SeedSequence -> SeedSequence."""
+    if isinstance(random_state, np.random.SeedSequence):
+        return random_state
+    return np.random.SeedSequence(random_state)
+
+
 def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_state=None,
-          optimizer_state=None, x_val=None, eval_every=1000, progress=None,
-          start_step=0):
+          optimizer_state=None, start_step=0, x_val=None, eval_every=1000, progress=None,
+          callback=None, callback_every=1000):
     """Maximise the mean log-likelihood of ``x`` with Adam; updates ``params`` in place.
 
     Parameters
@@ -76,21 +110,23 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     x : ndarray, shape (n, d)
         Training data.
     steps : int
-        Number of Adam steps.
+        Total number of Adam steps; the loop runs steps ``start_step + 1 .. steps``.
     batch_size : int
-        Minibatch size; each step draws a batch without replacement from an
-        epoch-wise permutation of the data.
+        Minibatch size (see :class:`MinibatchSchedule`).
     adam : AdamConfig
-    random_state : None, int or Generator
-        Seeds the minibatch order.
+    random_state : None, int or SeedSequence
+        Seeds the minibatch schedule.
     optimizer_state : dict, optional
-        Adam state to continue from (from :func:`radref.optim.adam_init`).
+        Adam state to continue from (``adam_init(params)`` if not given).
+    start_step : int
+        Steps already done (when resuming from a checkpoint).
     x_val : ndarray, optional
         Held-out data, scored every ``eval_every`` steps and at the end.
     progress : bool or None
         Show progress; ``None`` means only when stderr is a terminal.
-    start_step : int
-        Steps already done (for the display and the history only).
+    callback : callable, optional
+        ``callback(step, params, optimizer_state, history)`` every
+        ``callback_every`` steps and after the last one (e.g. to checkpoint).
 
     Returns
     -------
@@ -104,20 +140,14 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
         The parameters keep their last finite values.
     """
     check_adam_config(adam)
-    rng = np.random.default_rng(random_state)
+    schedule = MinibatchSchedule(x.shape[0], batch_size, as_seed_sequence(random_state))
     state = optimizer_state if optimizer_state is not None else adam_init(params)
-    n = x.shape[0]
-    order, cursor = rng.permutation(n), 0
     history = {"step": [], "loglik": [], "val_step": [], "val_loglik": []}
-    display = Progress(start_step + steps, enabled=progress)
+    display = Progress(steps, enabled=progress)
     val = None
-    for i in range(1, steps + 1):
-        if cursor + batch_size > n:
-            order, cursor = rng.permutation(n), 0
-        batch = x[order[cursor:cursor + batch_size]]
-        cursor += batch_size
+    for step in range(start_step + 1, steps + 1):
+        batch = x[schedule.indices(step - 1)]
         loglik, grads = mean_loglik_and_grad(batch, params, config)
-        step = start_step + i
         if not np.isfinite(loglik):
             raise NonFiniteError(step, "loss")
         bad = _first_non_finite(grads)
@@ -126,12 +156,14 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
         adam_update_inplace(params, {k: -g for k, g in grads.items()}, state, adam)
         history["step"].append(step)
         history["loglik"].append(loglik)
-        if x_val is not None and (i % eval_every == 0 or i == steps):
+        if x_val is not None and (step % eval_every == 0 or step == steps):
             val = float(np.mean(flow_forward(x_val, params, config)[0]))
             history["val_step"].append(step)
             history["val_loglik"].append(val)
-        if i % 50 == 0 or i == steps:
+        if step % 50 == 0 or step == steps:
             display.update(step, loglik, val)
+        if callback is not None and (step % callback_every == 0 or step == steps):
+            callback(step, params, state, history)
     display.close()
     history["optimizer_state"] = state
     return history
