@@ -96,6 +96,23 @@ def _cmd_sample(args):
     print(f"wrote {args.n} samples to {args.out}")
 
 
+def _cmd_reproduce(args):
+    from radref import reproduce
+    protocol = dict(reproduce.QUICK if args.quick else reproduce.FULL)
+    if args.steps is not None:
+        protocol["steps"] = args.steps
+    if args.seeds is not None:
+        protocol["seeds"] = tuple(args.seeds)
+    if args.lr is not None:
+        protocol["lr"] = args.lr
+    out = args.out or ("validation/results-quick" if args.quick else "validation/results")
+    print(f"protocol: {protocol}; results in {out}")
+    results = reproduce.run_all(protocol, out, workers=args.workers,
+                                problems=args.problems, models=args.models)
+    summary = reproduce.summarize(results)
+    print(reproduce.markdown_table(summary))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="radref", description="Rad (Real and Discrete) normalizing flows in NumPy.")
@@ -148,6 +165,22 @@ def build_parser():
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--out", required=True, help="output file, .npy or .csv")
     sample.set_defaults(func=_cmd_sample)
+
+    rep = sub.add_parser("reproduce", help="the paper's experiment (§4.3 table)",
+                         description="Train Rad and Real NVP on the six problems over several "
+                                     "seeds in parallel; resumable; writes results tables.")
+    rep.add_argument("--quick", action="store_true",
+                     help="smoke test: 200 steps, 2000 points, one seed (results-quick/)")
+    rep.add_argument("--steps", type=int, help="override the number of Adam steps")
+    rep.add_argument("--seeds", type=int, nargs="+", help="override the seeds (default 0 1 2)")
+    rep.add_argument("--lr", type=float, help="override the learning rate")
+    rep.add_argument("--problems", nargs="+", default=list(datasets.PROBLEMS),
+                     choices=datasets.PROBLEMS, help="subset of problems (default: all six)")
+    rep.add_argument("--models", nargs="+", default=["rad", "realnvp"],
+                     choices=["rad", "realnvp"], help="subset of models (default: both)")
+    rep.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    rep.add_argument("--out", help="results directory (default validation/results)")
+    rep.set_defaults(func=_cmd_reproduce)
     return parser
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.slopes import log_softmax_backward, log_softmax_forward
+from radref.softmax import log_softmax_backward, log_softmax_forward, sum_last
 
 
 class GatingCache(NamedTuple):
@@ -107,7 +107,7 @@ def log_gating_backward(dlog_gate, cache):
     dc = -0.5 * np.pi * np.sin(np.pi * v)
     dw_p = 0.25 * np.pi * np.cos(0.5 * np.pi * v)
     dlam_dv = dc[..., None] * cache.s + dw_p[..., None] * (cache.log_p - cache.log_q)
-    dv = np.where(cache.inside, np.sum(dlam * dlam_dv, axis=-1), 0.0)
+    dv = np.where(cache.inside, sum_last(dlam * dlam_dv), 0.0)
     return dv, c[..., None] * dlam, w_p[..., None] * dlam, w_q[..., None] * dlam
 
 

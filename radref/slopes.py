@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from radref.softmax import log_softmax_backward, log_softmax_forward
+
 
 class Slopes(NamedTuple):
     """Log-slopes and breakpoints; every field has the batch shape ``(...)``.
@@ -45,32 +47,6 @@ class SlopesCache(NamedTuple):
     prob_p: np.ndarray  # P, shape (..., 3)
     prob_q: np.ndarray  # Q, shape (..., 3)
     weights: np.ndarray  # softmax(0, r_p, r_q): d log alpha_2 / d (0, r_p, r_q)
-
-
-def log_softmax_forward(logits):
-    """Log-softmax over the last axis: ``logits - logsumexp(logits)``.
-
-    Parameters
-    ----------
-    logits : ndarray, shape (..., m)
-
-    Returns
-    -------
-    log_prob : ndarray, shape (..., m)
-    cache : ndarray
-        ``prob = exp(log_prob)``, all the backward pass needs.
-    """
-    shifted = logits - np.max(logits, axis=-1, keepdims=True)
-    log_prob = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-    return log_prob, np.exp(log_prob)
-
-
-def log_softmax_backward(dlog_prob, prob):
-    """Backward of :func:`log_softmax_forward`.
-
-    ``d logits_j = d log_prob_j - prob_j * sum_i d log_prob_i``.
-    """
-    return dlog_prob - prob * np.sum(dlog_prob, axis=-1, keepdims=True)
 
 
 def slopes_forward(p_logits, q_logits):
