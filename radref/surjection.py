@@ -79,6 +79,12 @@ def _piecewise_forward(u, piece, slopes):
     log_slope = _log_alpha(slopes, piece)
     slope = np.exp(log_slope)
     v = _V0[piece] + _SIGN[piece] * slope * (u - _anchor_u(slopes, piece))
+    # Rounding must not carry v across +-1 against u (the tie-break rule promises
+    # |u| <= 1 exactly when |v| <= 1): e.g. u = b - 1 ulp gave v = -1 - 4e-16 on
+    # piece 2, and the gating, which reads v, then returned log p(k | z) = -inf.
+    lo = np.where(u > 1.0, np.nextafter(1.0, np.inf), np.where(u < -1.0, -np.inf, -1.0))
+    hi = np.where(u < -1.0, np.nextafter(-1.0, -np.inf), np.where(u > 1.0, np.inf, 1.0))
+    v = np.clip(v, lo, hi)
     return v, PIECE_TO_K[piece], log_slope, SurjectionCache(u, piece, slope, slopes)
 
 
