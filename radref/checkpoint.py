@@ -8,8 +8,9 @@ Layout of the archive (loaded with ``allow_pickle=False``):
   settings and history) and ``checksum``.
 - ``param/<name>``, ``adam_m/<name>``, ``adam_v/<name>``: float64 arrays.
 
-``checksum`` is the SHA-256 of the JSON of the other ``meta`` fields followed by
-the bytes of every array in ``names`` order.  A file is written to a temporary
+``checksum`` is the SHA-256 of the JSON of the other ``meta`` fields (keys
+sorted) followed by, for every array in sorted key order, the key's name and
+the array's float64 bytes.  A file is written to a temporary
 file in the same directory and renamed over the target, so a crash never leaves
 a half-written checkpoint and an existing file is replaced only by a complete one.
 """

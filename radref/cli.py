@@ -74,6 +74,10 @@ def _cmd_train(args):
     kwargs = dict(n_layers=args.layers, random_state=args.seed)
     if args.hidden is not None:
         kwargs["hidden"] = args.hidden
+    if args.gate_hidden is not None:
+        if args.model != "rad":
+            raise CLIError("--gate-hidden applies to --model rad only")
+        kwargs["gate_hidden"] = args.gate_hidden
     model = cls(**kwargs).fit(X, steps=args.steps, batch_size=min(args.batch_size, len(X)),
                               lr=args.lr, progress=False if args.quiet else None)
     model.save(args.out)
@@ -145,6 +149,8 @@ def build_parser():
     train.add_argument("--layers", type=int, default=6, help="coupling layers (default 6)")
     train.add_argument("--hidden", type=int, default=None,
                        help="hidden units (default: 8 for rad, 56 for realnvp)")
+    train.add_argument("--gate-hidden", type=int, default=None,
+                       help="hidden units of the Rad gating network (default: --hidden)")
     train.add_argument("--steps", type=int, default=5000, help="Adam steps (default 5000)")
     train.add_argument("--batch-size", type=int, default=500, help="minibatch size (default 500)")
     train.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")

@@ -124,11 +124,7 @@ class _FlowEstimator:
         self.params_ = {k: np.array(params[k], dtype=np.float64) for k in expected}
 
     def _seed(self):
-        if self.random_state is None:
-            return None
-        if isinstance(self.random_state, np.random.SeedSequence):
-            return self.random_state
-        return check_int("random_state", self.random_state, minimum=0)
+        return self.random_state
 
     def _check_fitted(self):
         if not hasattr(self, "params_"):
@@ -160,10 +156,18 @@ class _FlowEstimator:
         _, Z, K, _ = flow_forward(X, self.params_, self.config_)
         return Z, K
 
-    def inverse_transform(self, Z, K):
-        """Exact inverse ``(Z, K) -> X`` of :meth:`transform`."""
+    def inverse_transform(self, Z, K=None):
+        """Exact inverse ``(Z, K) -> X`` of :meth:`transform`.
+
+        ``K`` is required for a Rad flow; a Real NVP flow has no discrete
+        latent and accepts ``K=None``.
+        """
         self._check_fitted()
         Z = check_array("Z", Z, dim=self.config_.dim)
+        if K is None and self.config_.kind == "affine":
+            K = np.full((Z.shape[0], self.config_.n_layers, self.config_.dim), -1)
+        elif K is None:
+            raise ValueError("K is required to invert a Rad flow (the branch of every fold)")
         K = np.asarray(K)
         expected = (Z.shape[0], self.config_.n_layers, self.config_.dim)
         if K.shape != expected or not np.issubdtype(K.dtype, np.integer):
@@ -221,6 +225,14 @@ class _FlowEstimator:
         return model
 
 
+def _check_random_state(random_state):
+    """``None`` or a non-negative integer (stored as a plain ``int`` so that it
+    can be written to a checkpoint)."""
+    if random_state is None:
+        return None
+    return check_int("random_state", random_state, minimum=0)
+
+
 def _merge(old, new):
     """Concatenate two training histories (``old`` may be ``None``)."""
     keys = ("step", "loglik", "val_step", "val_loglik")
@@ -253,7 +265,7 @@ class RadFlow(_FlowEstimator):
         self.out_std = check_float("out_std", out_std, positive=False)
         if self.out_std < 0:
             raise ValueError(f"out_std must be >= 0, got {out_std}")
-        self.random_state = random_state
+        self.random_state = _check_random_state(random_state)
 
     def _hyperparameters(self):
         return dict(n_layers=self.n_layers, hidden=self.hidden, gate_hidden=self.gate_hidden,
@@ -284,7 +296,7 @@ class RealNVPFlow(_FlowEstimator):
         self.out_std = check_float("out_std", out_std, positive=False)
         if self.out_std < 0:
             raise ValueError(f"out_std must be >= 0, got {out_std}")
-        self.random_state = random_state
+        self.random_state = _check_random_state(random_state)
 
     def _hyperparameters(self):
         return dict(n_layers=self.n_layers, hidden=self.hidden, out_std=self.out_std,

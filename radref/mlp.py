@@ -61,7 +61,9 @@ def mlp_init(n_in, n_hidden, n_out, output="tanh", out_std=0.01, random_state=No
         Output head; ``"tanh"`` adds the per-output ``scale`` parameter.
     out_std : float
         Standard deviation of ``W2`` (finite, ``>= 0``).  Small by default so
-        that a fresh coupling layer is close to the identity; ``0`` is allowed
+        that a fresh coupling layer starts near its zero-output state (the
+        identity for an affine layer; for a Rad layer the uniform fold with
+        alpha_1 = alpha_2 = alpha_3 = 3 and uniform gating); ``0`` is allowed
         and makes the initial output exactly 0 (as ``b2 = 0``).
     random_state : None, int, or numpy.random.Generator
         Passed to :func:`numpy.random.default_rng`.
