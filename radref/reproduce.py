@@ -80,9 +80,10 @@ def _smooth(values, window):
 
 
 def jobs(protocol, out, problems=datasets.PROBLEMS, models=MODELS):
-    """All (problem, model, seed) jobs, slow Rad runs first (better packing)."""
+    """All (problem, model, seed) jobs, seed by seed (so that an interrupted
+    reproduction has complete tables for its first seeds), slow Rad runs first."""
     return [(p, m, s, protocol, os.path.join(out, "runs", f"{p}-{m}-s{s}"))
-            for m in models for s in protocol["seeds"] for p in problems]
+            for s in protocol["seeds"] for m in models for p in problems]
 
 
 def run_all(protocol, out, workers=None, problems=datasets.PROBLEMS, models=MODELS, log=print):
