@@ -117,6 +117,32 @@ def _cmd_reproduce(args):
     print(reproduce.markdown_table(summary))
 
 
+def _cmd_golden(args):
+    from radref import golden
+    json_path, npz_path = golden.write_golden(args.out)
+    print(f"wrote {json_path} and {npz_path}")
+
+
+def _cmd_check_port(args):
+    from radref import golden
+    if not os.path.exists(args.port):
+        raise CLIError(f"no such file: {args.port}")
+    golden_dir = args.golden or golden.default_golden_dir()
+    if golden_dir is None:
+        raise CLIError("no golden vectors found next to this radref: pass --golden DIR "
+                       "(a directory written by 'radref golden --out DIR')")
+    golden_path = os.path.join(golden_dir, golden.JSON_NAME)
+    if not os.path.exists(golden_path):
+        raise CLIError(f"no {golden.JSON_NAME} in {golden_dir}")
+    gold = golden.load_document(golden_path)
+    port = golden.from_json(golden.read_json(args.port), where=args.port)
+    report = golden.check_port(port, gold, tolerance=args.tolerance, partial=args.partial)
+    print(golden.format_report(report, title=f"{args.port} against {golden_path} "
+                                             f"({args.tolerance} tolerances)"))
+    if not report.passed:
+        sys.exit(1)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="radref", description="Rad (Real and Discrete) normalizing flows in NumPy.")
@@ -187,6 +213,28 @@ def build_parser():
     rep.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     rep.add_argument("--out", help="results directory (default validation/results)")
     rep.set_defaults(func=_cmd_reproduce)
+
+    gold = sub.add_parser("golden", help="write the golden reference vectors for ports",
+                          description="Write radref-golden.json and radref-golden.npz "
+                                      "(inputs, parameters, outputs and gradients of every "
+                                      "building block; see docs/golden.md).")
+    gold.add_argument("--out", required=True, help="output directory")
+    gold.set_defaults(func=_cmd_golden)
+
+    check = sub.add_parser("check-port", help="compare a port's outputs with the golden vectors",
+                           description="Compare the outputs and gradients in a port's JSON file "
+                                       "(golden schema, cases matched by id) with the golden "
+                                       "vectors; exit status 1 if a field is out of tolerance, "
+                                       "2 if a file is malformed.")
+    check.add_argument("port", help="the port's results, JSON in the golden schema")
+    check.add_argument("--golden", help="directory holding radref-golden.json "
+                                        "(default: validation/golden of this source tree)")
+    check.add_argument("--tolerance", choices=("float64", "float32"), default="float64",
+                       help="float64: 1e-12 outputs, 1e-9 gradients; float32: 1e-4, 1e-3, "
+                            "cases flagged Float64Only skipped (default float64)")
+    check.add_argument("--partial", action="store_true",
+                       help="blocks, cases or fields the port does not provide do not fail")
+    check.set_defaults(func=_cmd_check_port)
     return parser
 
 
