@@ -202,7 +202,7 @@ def build_parser():
                          description="Train Rad and Real NVP on the six problems over several "
                                      "seeds in parallel; resumable; writes results tables.")
     rep.add_argument("--quick", action="store_true",
-                     help="smoke test: 200 steps, 2000 points, one seed (results-quick/)")
+                     help="smoke test: 60 steps, 1000 points, one seed (results-quick/)")
     rep.add_argument("--steps", type=int, help="override the number of Adam steps")
     rep.add_argument("--seeds", type=int, nargs="+", help="override the seeds (default 0 1 2)")
     rep.add_argument("--lr", type=float, help="override the learning rate")

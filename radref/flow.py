@@ -192,3 +192,34 @@ def flow_sample(n, params, config, random_state=None):
     uniforms = rng.random((n, config.n_layers, config.dim))
     x, k = flow_sample_from_noise(normals, uniforms, params, config)
     return x, normals, k
+
+
+def flow_trajectory(x, params, config):
+    """Every intermediate representation of :func:`flow_forward` (for figures).
+
+    Returns
+    -------
+    zs : list of ndarray, shape (n, d)
+        ``zs[0] = x`` and ``zs[l + 1]`` the output of layer ``l``.
+    folded : list of ndarray of bool, shape (n, d) or None
+        For a Rad layer ``l``: ``True`` where the column is transformed and its
+        normalized input lies in the folded interval ``|u| <= 1`` (where ``k``
+        is needed to invert); ``None`` for an affine layer.
+    k : ndarray of int, shape (n, L, d)
+        As returned by :func:`flow_forward`.
+    """
+    zs, folded = [x], []
+    k = np.full((x.shape[0], config.n_layers, config.dim), -1, dtype=np.intp)
+    for layer in range(config.n_layers):
+        nested = layer_params(params, layer)
+        if config.kind == "rad":
+            cols_b = split(config.dim, layer)[1]
+            z, k[:, layer, cols_b], _, cache = rad_coupling_forward(zs[-1], nested, layer)
+            mask = np.zeros(x.shape, dtype=bool)
+            mask[:, cols_b] = np.abs(cache.u) <= 1.0
+            folded.append(mask)
+        else:
+            z, _, _ = affine_coupling_forward(zs[-1], nested, layer)
+            folded.append(None)
+        zs.append(z)
+    return zs, folded, k

@@ -25,8 +25,8 @@ PAPER = {"grid": (-1.20, -2.26), "ring": (3.57, 1.85), "two_moons": (-1.21, -1.4
 MODELS = ("rad", "realnvp")
 FULL = dict(steps=50_000, n_train=10_000, n_test=10_000, batch_size=500, lr=1e-3,
             seeds=(0, 1, 2), checkpoint_every=2_000, eval_every=2_500)
-QUICK = dict(steps=200, n_train=2_000, n_test=2_000, batch_size=500, lr=1e-3,
-             seeds=(0,), checkpoint_every=100, eval_every=100)
+QUICK = dict(steps=60, n_train=1_000, n_test=1_000, batch_size=500, lr=1e-3,
+             seeds=(0,), checkpoint_every=30, eval_every=30)
 
 
 def make_model(model, seed):
