@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -88,11 +87,16 @@ def load_checkpoint(path, expected_model=None):
         model class other than ``expected_model``.
     """
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
+        # Open the file here: np.load leaks its own handle when the zip directory
+        # is unreadable.  A damaged archive makes zipfile / numpy raise many types
+        # (BadZipFile, NotImplementedError for a flipped compression or version
+        # field, RuntimeError for a flipped encryption flag, TypeError for a .npy
+        # file, ...): every one means "not a readable checkpoint".
+        with open(os.fspath(path), "rb") as f, np.load(f, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except Exception as exc:
         raise CheckpointError(f"{path}: not a readable radref checkpoint ({exc})") from None
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode())
