@@ -261,7 +261,8 @@ class RadFlow(_FlowEstimator):
     def __init__(self, n_layers=6, hidden=8, gate_hidden=None, out_std=0.01, random_state=None):
         self.n_layers = check_int("n_layers", n_layers)
         self.hidden = check_int("hidden", hidden)
-        self.gate_hidden = hidden if gate_hidden is None else check_int("gate_hidden", gate_hidden)
+        self.gate_hidden = (self.hidden if gate_hidden is None
+                            else check_int("gate_hidden", gate_hidden))
         self.out_std = check_float("out_std", out_std, positive=False)
         if self.out_std < 0:
             raise ValueError(f"out_std must be >= 0, got {out_std}")
