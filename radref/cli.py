@@ -113,8 +113,12 @@ def _cmd_reproduce(args):
     print(f"protocol: {protocol}; results in {out}")
     results = reproduce.run_all(protocol, out, workers=args.workers,
                                 problems=args.problems, models=args.models)
-    summary = reproduce.summarize(results)
-    print(reproduce.markdown_table(summary))
+    table = reproduce.markdown_table(reproduce.summarize(results),
+                                     reproduce.negative_entropies(
+                                         args.problems, n=20_000 if args.quick else 200_000))
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
 
 
 def _cmd_golden(args):

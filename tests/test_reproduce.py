@@ -25,6 +25,7 @@ def test_quick_reproduction_end_to_end_and_resumes(tmp_path, capsys):
     assert all(np.isfinite(r["test_loglik"]) and np.isfinite(r["train_loglik"]) for r in rows)
     for problem in datasets.PROBLEMS:
         assert f"| {problem} |" in table
+    assert os.path.exists(os.path.join(out, "table.md"))
     # A second call finds every run finished and recomputes nothing.
     before = {r["problem"] + r["model"]: r["test_loglik"] for r in rows}
     assert main(["reproduce", "--quick", "--workers", "1", "--out", out]) == 0
@@ -39,7 +40,7 @@ def test_summary_mean_and_std_over_seeds():
     assert cell["test_mean"] == 7.0 / 3.0
     assert np.isclose(cell["test_std"], np.std([1.0, 2.0, 4.0], ddof=1))
     assert cell["paper"] == PAPER["spiral"][0]
-    assert "+2.333 ± 1.528" in markdown_table([cell])
+    assert "+2.333 ± 1.528 (3 seeds)" in markdown_table([cell])
 
 
 def test_full_protocol_is_the_papers():
