@@ -51,6 +51,7 @@ def _cmd_demo(args):
                               ("Real NVP", RealNVPFlow, args.realnvp_steps)):
         t0 = time.perf_counter()
         model = cls(random_state=args.seed).fit(X_train, steps=steps, lr=args.lr,
+                                                batch_size=min(500, len(X_train)),
                                                 progress=False if args.quiet else None)
         models[title] = model
         print(f"{title:9s} ({model.n_parameters():5d} parameters, {steps} steps): "
