@@ -1,0 +1,328 @@
+"""Tests of radref.flow: whole-model gradients, density normalization, exact
+sampling (goodness of fit against the integrated density), inverse and
+inference round trips (notes §4-5).
+"""
+import numpy as np
+import pytest
+from scipy import stats
+
+from helpers import check_gradient, record_error
+from radref.coupling import split
+from radref.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
+                         flow_sample, flow_sample_from_noise, layer_params)
+
+GRAD_TOL = 1e-6
+# h = 3e-7: the log-density of a 4-layer flow is strongly curved in some parameters
+# (exponentials of conditioner outputs, composed); with h = 1e-6 the O(h^2)
+# truncation error alone reached 8e-7 (measured; it scales as h^2), while the
+# round-off error eps |L| / h stays ~1e-8 at h = 3e-7.
+FD_STEP = 3e-7
+KINK_MARGIN = 1e-4
+
+GRAD_CONFIGS = {
+    "rad d=2": FlowConfig("rad", 2, 4, 8, 8),
+    "rad d=5": FlowConfig("rad", 5, 3, 6, 6),
+    "affine d=2": FlowConfig("affine", 2, 4, 8),
+    "affine d=5": FlowConfig("affine", 5, 3, 6),
+}
+
+
+# -------------------------------------------------------------------- helpers
+
+def _nontrivial_params(config, seed, out_std=0.3):
+    """Random parameters with non-zero biases and non-unit output scales."""
+    rng = np.random.default_rng(seed)
+    params = flow_init(config, out_std=out_std, random_state=rng)
+    for name, value in params.items():
+        if name.endswith(".b1") or name.endswith(".b2"):
+            value[...] = 0.2 * rng.standard_normal(value.shape)
+        elif name.endswith(".scale"):
+            value[...] = rng.uniform(0.7, 1.3, value.shape)
+    return params
+
+
+def _kink_distance(x, params, config):
+    """Per row, the distance to the nearest kink over all layers: ReLU
+    pre-activations of every network, and (Rad) u against -1, a, b, 1."""
+    _, _, _, cache = flow_forward(x, params, config)
+    dist = np.full(len(x), np.inf)
+    for layer, lc in enumerate(cache.layer_caches):
+        nested = layer_params(params, layer)
+        nets = [("cond", lc.cond_cache)]
+        if config.kind == "rad":
+            nets.append(("gate", lc.gate_cache))
+        for net, mc in nets:
+            pre = mc.x @ nested[net]["W1"] + nested[net]["b1"]
+            dist = np.minimum(dist, np.abs(pre).min(axis=1))
+        if config.kind == "rad":
+            u, s = lc.u, lc.surj_cache.slopes
+            d_u = np.min([np.abs(u + 1), np.abs(u - s.a), np.abs(u - s.b), np.abs(u - 1)], axis=0)
+            dist = np.minimum(dist, d_u.min(axis=1))
+    return dist
+
+
+def _pattern(x, params, config):
+    """Discrete state that a finite difference must not change."""
+    _, _, k, cache = flow_forward(x, params, config)
+    out = [k]
+    for lc in cache.layer_caches:
+        out.append(lc.cond_cache.active)
+        if config.kind == "rad":
+            out += [lc.gate_cache.active, lc.surj_cache.piece]
+    return out
+
+
+# ----------------------------------------------------------------- gradients
+
+@pytest.mark.parametrize("label", sorted(GRAD_CONFIGS))
+def test_flow_backward_matches_finite_differences(label):
+    config = GRAD_CONFIGS[label]
+    seed = sorted(GRAD_CONFIGS).index(label)
+    params = _nontrivial_params(config, seed)
+    rng = np.random.default_rng(1000 + seed)
+    # points from the model itself (typical log-densities, every branch visited),
+    # resampled where a kink is within KINK_MARGIN
+    n = 30
+    x = flow_sample(n, params, config, random_state=rng)[0]
+    for _ in range(50):
+        bad = _kink_distance(x, params, config) <= KINK_MARGIN
+        if not bad.any():
+            break
+        x[bad] = flow_sample(int(bad.sum()), params, config, random_state=rng)[0]
+    assert np.all(_kink_distance(x, params, config) > KINK_MARGIN)
+
+    log_px, _, k, cache = flow_forward(x, params, config)
+    if config.kind == "rad":
+        # far from trivial: every piece of the surjection is visited somewhere
+        pieces = np.concatenate([lc.surj_cache.piece.ravel() for lc in cache.layer_caches])
+        assert set(np.unique(pieces)) == {0, 1, 2, 3, 4}
+    dlog_px = rng.standard_normal(n)
+    dx, grads = flow_backward(dlog_px, cache)
+    assert set(grads) == set(params)
+    pattern = _pattern(x, params, config)
+
+    def loss():
+        lp = flow_forward(x, params, config)[0]
+        for now, then in zip(_pattern(x, params, config), pattern):
+            assert np.array_equal(now, then), "finite difference crossed a kink"
+        return np.sum(dlog_px * lp)
+
+    check_gradient(loss, dx, x, tol=GRAD_TOL, label=f"flow {label}", h=FD_STEP)
+    for name in sorted(params):
+        assert grads[name].shape == params[name].shape, name
+        check_gradient(loss, grads[name], params[name], tol=GRAD_TOL, label=f"flow {label}",
+                       h=FD_STEP)
+
+
+def test_flow_log_density_is_sum_of_layer_terms_and_base():
+    # Two layers of identity-initialised conditioners (out_std = 0): every
+    # conditioner output is 0, so an affine flow is the identity and log p is
+    # exactly the standard normal log-density.
+    config = FlowConfig("affine", 3, 2, 4)
+    params = flow_init(config, out_std=0.0, random_state=0)
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    log_px, z, _, _ = flow_forward(x, params, config)
+    np.testing.assert_array_equal(z, x)
+    np.testing.assert_allclose(log_px, stats.multivariate_normal(np.zeros(3)).logpdf(x),
+                               rtol=1e-13)
+
+
+# ---------------------------------------------- normalization and sampling
+
+# Parameters: flow_init(FlowConfig(kind, 2, 4, 8, 8), out_std=0.3, seed).  At
+# this out_std most random Rad flows have long, very thin tails (samples out to
+# |x| ~ 500); the seeds below have compact ones (99.99 % of the mass within a
+# few units), so a 1200 x 1200 grid resolves the density.  They were chosen
+# for that reason only, from the sample quantiles, before integrating.
+DENSITY_CASES = {"rad": 7, "affine": 8}
+N_GRID = 1200
+N_BOX_SAMPLES = 100_000
+N_FIT_SAMPLES = 20_000
+
+
+def _grid_edges(column, lo, hi, n_cells):
+    """Cell edges on [lo, hi]: half uniform, half at sample quantiles, so the
+    resolution follows the mass (the Rad density has sharp, narrow peaks)."""
+    quantiles = np.quantile(column, np.linspace(0.0, 1.0, n_cells // 2 + 1)[1:-1])
+    uniform = np.linspace(lo, hi, n_cells - len(quantiles) + 1)
+    return np.unique(np.concatenate([uniform, quantiles]))
+
+
+def _cell_masses(params, config, ex, ey, chunk=240_000):
+    """Midpoint rule: density at each cell centre times the cell area."""
+    cx, cy = 0.5 * (ex[1:] + ex[:-1]), 0.5 * (ey[1:] + ey[:-1])
+    wx, wy = np.diff(ex), np.diff(ey)
+    mass = np.empty((len(cy), len(cx)))
+    rows = max(1, chunk // len(cx))
+    for i in range(0, len(cy), rows):
+        gx, gy = np.meshgrid(cx, cy[i:i + rows])
+        log_p = flow_forward(np.column_stack([gx.ravel(), gy.ravel()]), params, config)[0]
+        mass[i:i + rows] = np.exp(log_p).reshape(gx.shape) * wy[i:i + rows, None] * wx[None, :]
+    return mass
+
+
+@pytest.fixture(scope="module", params=sorted(DENSITY_CASES))
+def integrated(request):
+    kind = request.param
+    seed = DENSITY_CASES[kind]
+    config = FlowConfig(kind, 2, 4, 8, 8)
+    params = flow_init(config, out_std=0.3, random_state=seed)
+    x_box = flow_sample(N_BOX_SAMPLES, params, config, random_state=10 * seed + 1)[0]
+    q_lo, q_hi = np.quantile(x_box, [1e-4, 1 - 1e-4], axis=0)
+    lo, hi = q_lo - 0.15 * (q_hi - q_lo), q_hi + 0.15 * (q_hi - q_lo)
+    ex = _grid_edges(x_box[:, 0], lo[0], hi[0], N_GRID)
+    ey = _grid_edges(x_box[:, 1], lo[1], hi[1], N_GRID)
+    mass = _cell_masses(params, config, ex, ey)
+    return dict(kind=kind, seed=seed, config=config, params=params, ex=ex, ey=ey, mass=mass)
+
+
+def test_density_integrates_to_one(integrated):
+    d = integrated
+    # Mass outside the box, estimated with fresh samples, is negligible.
+    x = flow_sample(200_000, d["params"], d["config"], random_state=10 * d["seed"] + 2)[0]
+    outside = np.any((x < [d["ex"][0], d["ey"][0]]) | (x > [d["ex"][-1], d["ey"][-1]]), axis=1)
+    assert outside.mean() <= 2e-4
+    total = d["mass"].sum()
+    record_error(f"normalization {d['kind']}", abs(total - 1.0))
+    assert abs(total - 1.0) <= 1e-3, total
+    # and the density is far from the base N(0, I): total variation > 0.2
+    cx, cy = 0.5 * (d["ex"][1:] + d["ex"][:-1]), 0.5 * (d["ey"][1:] + d["ey"][:-1])
+    normal = np.outer(stats.norm.pdf(cy) * np.diff(d["ey"]), stats.norm.pdf(cx) * np.diff(d["ex"]))
+    assert 0.5 * np.abs(d["mass"] - normal).sum() > 0.2
+
+
+def _merge_small(f_obs, f_exp, minimum=5.0):
+    """Pool every bin with expected count < ``minimum`` into one bin (and that
+    bin into the smallest remaining one if it is still below ``minimum``)."""
+    small = f_exp < minimum
+    obs, exp = list(f_obs[~small]), list(f_exp[~small])
+    pooled_obs, pooled_exp = f_obs[small].sum(), f_exp[small].sum()
+    if pooled_exp >= minimum:
+        obs.append(pooled_obs)
+        exp.append(pooled_exp)
+    else:
+        i = int(np.argmin(exp))
+        obs[i] += pooled_obs
+        exp[i] += pooled_exp
+    return np.array(obs, dtype=float), np.array(exp)
+
+
+def test_samples_match_integrated_density(integrated):
+    d = integrated
+    x, _, k = flow_sample(N_FIT_SAMPLES, d["params"], d["config"], random_state=10 * d["seed"] + 3)
+    if d["kind"] == "rad":
+        assert set(np.unique(k[k >= 0])) == {0, 1, 2}  # the folds are used
+    # about 30 x 30 bins whose edges are grid edges (every 40th and the last),
+    # plus one bin for "outside the box"
+    step = N_GRID // 30
+    ix = np.append(np.arange(0, len(d["ex"]) - 1, step), len(d["ex"]) - 1)
+    iy = np.append(np.arange(0, len(d["ey"]) - 1, step), len(d["ey"]) - 1)
+    bx, by = d["ex"][ix], d["ey"][iy]
+    bin_mass = np.add.reduceat(np.add.reduceat(d["mass"], iy[:-1], axis=0), ix[:-1], axis=1)
+    assert bin_mass.shape == (len(by) - 1, len(bx) - 1)
+    assert bin_mass.sum() == pytest.approx(d["mass"].sum(), rel=1e-12)
+    counts, _, _ = np.histogram2d(x[:, 1], x[:, 0], bins=[by, bx])
+    n_out = N_FIT_SAMPLES - counts.sum()
+    f_obs = np.append(counts.ravel(), n_out)
+    f_exp = N_FIT_SAMPLES * np.append(bin_mass.ravel(), max(0.0, 1.0 - bin_mass.sum()))
+    f_obs, f_exp = _merge_small(f_obs, f_exp)
+    assert len(f_exp) > 100
+    f_exp *= f_obs.sum() / f_exp.sum()  # the integral is 1 to 1e-3 (tested above)
+    p = stats.chisquare(f_obs, f_exp).pvalue
+    record_error(f"chi-square 1-p {d['kind']}", 1.0 - p)
+    assert p > 1e-3, (d["kind"], p)
+
+
+# ----------------------------------------------------- inverse and inference
+
+@pytest.mark.parametrize("label", sorted(GRAD_CONFIGS))
+def test_flow_inverse_of_forward_is_identity(label):
+    config = GRAD_CONFIGS[label]
+    params = _nontrivial_params(config, seed=7)
+    x = np.random.default_rng(3).normal(0.0, 2.0, (500, config.dim))
+    _, z, k, _ = flow_forward(x, params, config)
+    assert np.abs(z - x).max() > 0.1
+    np.testing.assert_allclose(flow_inverse(z, k, params, config), x, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("label", sorted(GRAD_CONFIGS))
+def test_forward_of_samples_reproduces_latents(label):
+    config = GRAD_CONFIGS[label]
+    params = _nontrivial_params(config, seed=8)
+    x, z, k = flow_sample(2000, params, config, random_state=4)
+    _, z2, k2, _ = flow_forward(x, params, config)
+    np.testing.assert_array_equal(k2, k)
+    np.testing.assert_allclose(z2, z, rtol=0, atol=1e-10)
+    if config.kind == "rad":
+        assert set(np.unique(k[k >= 0])) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("label", sorted(GRAD_CONFIGS))
+def test_k_layout(label):
+    config = GRAD_CONFIGS[label]
+    params = _nontrivial_params(config, seed=9)
+    x = np.random.default_rng(5).normal(0.0, 2.0, (300, config.dim))
+    _, _, k, _ = flow_forward(x, params, config)
+    assert k.shape == (300, config.n_layers, config.dim)
+    assert np.issubdtype(k.dtype, np.integer)
+    for layer in range(config.n_layers):
+        cols_a, cols_b = split(config.dim, layer)
+        np.testing.assert_array_equal(k[:, layer, cols_a], -1)
+        if config.kind == "rad":
+            assert np.all(np.isin(k[:, layer, cols_b], [0, 1, 2]))
+        else:
+            np.testing.assert_array_equal(k[:, layer, cols_b], -1)
+
+
+@pytest.mark.parametrize("label", sorted(GRAD_CONFIGS))
+def test_sample_from_noise_is_deterministic(label):
+    config = GRAD_CONFIGS[label]
+    params = _nontrivial_params(config, seed=11)
+    rng = np.random.default_rng(6)
+    normals = rng.standard_normal((400, config.dim))
+    uniforms = rng.random((400, config.n_layers, config.dim))
+    normals0, uniforms0 = normals.copy(), uniforms.copy()
+    x1, k1 = flow_sample_from_noise(normals, uniforms, params, config)
+    x2, k2 = flow_sample_from_noise(normals, uniforms, params, config)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(k1, k2)
+    np.testing.assert_array_equal(normals, normals0)  # the noise is not modified
+    np.testing.assert_array_equal(uniforms, uniforms0)
+
+    transformed = np.zeros((config.n_layers, config.dim), dtype=bool)
+    if config.kind == "rad":
+        for layer in range(config.n_layers):
+            transformed[layer, split(config.dim, layer)[1]] = True
+    np.testing.assert_array_equal(k1[:, ~transformed], -1)
+    if config.kind == "rad":
+        assert np.all(np.isin(k1[:, transformed], [0, 1, 2]))
+
+    # uniforms where no k is drawn are not used
+    other = uniforms.copy()
+    other[:, ~transformed] = rng.random(other[:, ~transformed].shape)
+    x3, k3 = flow_sample_from_noise(normals, other, params, config)
+    np.testing.assert_array_equal(x3, x1)
+    np.testing.assert_array_equal(k3, k1)
+    if config.kind == "rad":
+        # ... while the others are
+        x4, _ = flow_sample_from_noise(normals, rng.random(uniforms.shape), params, config)
+        assert not np.array_equal(x4, x1)
+
+    # the latent of a sample is the given normal draw
+    _, z, k = flow_forward(x1, params, config)[:3]
+    np.testing.assert_allclose(z, normals, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(k, k1)
+
+
+def test_flow_sample_draws_normals_then_uniforms():
+    # flow_sample's documented draw order: normals, then uniforms, one Generator
+    config = GRAD_CONFIGS["rad d=2"]
+    params = _nontrivial_params(config, seed=12)
+    x, z, k = flow_sample(100, params, config, random_state=123)
+    rng = np.random.default_rng(123)
+    normals = rng.standard_normal((100, 2))
+    uniforms = rng.random((100, config.n_layers, 2))
+    x2, k2 = flow_sample_from_noise(normals, uniforms, params, config)
+    np.testing.assert_array_equal(z, normals)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(k, k2)
