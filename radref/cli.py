@@ -3,6 +3,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -26,10 +27,15 @@ def _read_array(path):
         except ValueError as exc:
             raise CLIError(f"{path}: not a readable .npy array ({exc})") from None
     if path.endswith(".csv"):
-        try:
-            return np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError as exc:
-            raise CLIError(f"{path}: not a numeric CSV file ({exc})") from None
+        with warnings.catch_warnings():
+            # np.loadtxt only warns on a file without data rows: make it an error.
+            warnings.simplefilter("error", UserWarning)
+            try:
+                return np.loadtxt(path, delimiter=",", ndmin=2)
+            except UserWarning:
+                raise CLIError(f"{path}: the CSV file holds no data") from None
+            except ValueError as exc:
+                raise CLIError(f"{path}: not a numeric CSV file ({exc})") from None
     raise CLIError(f"{path}: expected a .npy or .csv file")
 
 

@@ -13,8 +13,8 @@ from radref._validation import check_array, check_float, check_int
 from radref.checkpoint import load_checkpoint, save_checkpoint
 from radref.flow import (FlowConfig, flow_forward, flow_init, flow_inverse,
                          flow_sample)
-from radref.optim import AdamConfig, check_adam_config
-from radref.train import mean_loglik_and_grad, train
+from radref.optim import AdamConfig, adam_init, check_adam_config
+from radref.train import NonFiniteError, mean_loglik_and_grad, train
 
 
 class NotFittedError(RuntimeError):
@@ -76,34 +76,46 @@ class _FlowEstimator:
         seed = np.random.SeedSequence(self._seed())
         settings = {"batch_size": batch_size, "adam": list(adam), "entropy": str(seed.entropy),
                     "data_sha256": hashlib.sha256(X.tobytes()).hexdigest()}
-        self.config_ = self._config(X.shape[1])
+        # Everything is built in locals and assigned to the model only at the end,
+        # so a failed fit never leaves a half-updated model.
+        config = self._config(X.shape[1])
         state, start, history = None, 0, None
         if checkpoint is not None and os.path.exists(checkpoint):
-            state, start, history, settings = self._resume(checkpoint, settings)
+            params, state, start, history, settings = self._resume(checkpoint, config, settings)
             seed = np.random.SeedSequence(int(settings["entropy"]))
         init_seed, order_seed = seed.spawn(2)
         if state is None:
-            self.params_ = flow_init(self.config_, out_std=self.out_std,
-                                     random_state=np.random.default_rng(init_seed))
+            params = flow_init(config, out_std=self.out_std,
+                               random_state=np.random.default_rng(init_seed))
+            state = adam_init(params)
 
         def save_state(step, params, optimizer_state, new_history):
-            self.optimizer_state_, self.n_steps_ = optimizer_state, step
-            self._save(checkpoint, dict(settings, history=_merge(history, new_history)))
+            extra = dict(settings, history=_merge(history, new_history))
+            self._write(checkpoint, config, params, optimizer_state, step, extra)
 
-        self.history_ = train(self.params_, self.config_, X, steps, batch_size, adam,
-                              random_state=order_seed, optimizer_state=state, start_step=start,
-                              x_val=X_val, eval_every=eval_every, progress=progress,
-                              callback=save_state if checkpoint is not None else None,
-                              callback_every=checkpoint_every)
-        self.optimizer_state_ = self.history_.pop("optimizer_state")
-        self.history_ = _merge(history, self.history_)
-        self.n_steps_ = max(steps, start)
+        try:
+            new_history = train(params, config, X, steps, batch_size, adam,
+                                random_state=order_seed, optimizer_state=state,
+                                start_step=start, x_val=X_val, eval_every=eval_every,
+                                progress=progress,
+                                callback=save_state if checkpoint is not None else None,
+                                callback_every=checkpoint_every)
+        except NonFiniteError as err:
+            # Keep the last finite parameters (train updates only after its checks).
+            self._set_fitted(config, params, state, err.step - 1, _merge(history, err.history))
+            raise
+        new_history.pop("optimizer_state")
+        self._set_fitted(config, params, state, max(steps, start), _merge(history, new_history))
         return self
 
-    def _resume(self, path, settings):
+    def _set_fitted(self, config, params, state, n_steps, history):
+        self.config_, self.params_, self.optimizer_state_ = config, params, state
+        self.n_steps_, self.history_ = n_steps, history
+
+    def _resume(self, path, config, settings):
         meta, params, state = load_checkpoint(path, expected_model=type(self).__name__)
         hyper = dict(meta["hyperparameters"])
-        if hyper.pop("dim") != self.config_.dim or hyper != self._hyperparameters():
+        if hyper.pop("dim") != config.dim or hyper != self._hyperparameters():
             raise ValueError(f"checkpoint {path} was written by a model with other "
                              f"hyperparameters: {meta['hyperparameters']}")
         saved = dict(meta["extra"])
@@ -113,15 +125,9 @@ class _FlowEstimator:
         if mine != theirs:
             raise ValueError(f"checkpoint {path} was written with other data or training "
                              f"settings: {theirs} (now {mine})")
-        self._set_params(params, path)
-        return state, meta["step"], history, saved
-
-    def _set_params(self, params, path):
-        expected = flow_init(self.config_, random_state=0)
-        if set(expected) != set(params) or any(expected[k].shape != params[k].shape
-                                               for k in expected):
-            raise ValueError(f"{path}: parameters do not match the architecture")
-        self.params_ = {k: np.array(params[k], dtype=np.float64) for k in expected}
+        if state is None:
+            raise ValueError(f"checkpoint {path} holds no optimizer state to resume from")
+        return _checked_params(params, config, path), state, meta["step"], history, saved
 
     def _seed(self):
         return self.random_state
@@ -204,9 +210,12 @@ class _FlowEstimator:
         self._save(path, {})
 
     def _save(self, path, extra):
-        hyper = dict(self._hyperparameters(), dim=self.config_.dim)
-        save_checkpoint(path, type(self).__name__, hyper, self.params_,
-                        getattr(self, "optimizer_state_", None), getattr(self, "n_steps_", 0),
+        self._write(path, self.config_, self.params_, getattr(self, "optimizer_state_", None),
+                    getattr(self, "n_steps_", 0), extra)
+
+    def _write(self, path, config, params, optimizer_state, step, extra):
+        hyper = dict(self._hyperparameters(), dim=config.dim)
+        save_checkpoint(path, type(self).__name__, hyper, params, optimizer_state, step,
                         extra=extra)
 
     @classmethod
@@ -217,12 +226,22 @@ class _FlowEstimator:
         dim = hyper.pop("dim")
         model = cls(**hyper)
         model.config_ = model._config(dim)
-        model._set_params(params, path)
+        model.params_ = _checked_params(params, model.config_, path)
         model.optimizer_state_ = adam_state
         model.n_steps_ = meta["step"]
         if "history" in meta["extra"]:
             model.history_ = meta["extra"]["history"]
         return model
+
+
+def _checked_params(params, config, path):
+    """``params`` as fresh float64 arrays, after checking names and shapes
+    against the architecture ``config``."""
+    expected = flow_init(config, random_state=0)
+    if set(expected) != set(params) or any(expected[k].shape != params[k].shape
+                                           for k in expected):
+        raise ValueError(f"{path}: parameters do not match the architecture")
+    return {k: np.array(params[k], dtype=np.float64) for k in expected}
 
 
 def _check_random_state(random_state):

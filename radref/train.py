@@ -13,11 +13,12 @@ class NonFiniteError(FloatingPointError):
 
     The parameters are left at their last finite values.  ``step`` is the
     1-based step that failed; ``where`` names the first offending parameter
-    (``"<layer>.<net>.<name>"``) or ``"loss"``.
+    (``"<layer>.<net>.<name>"``) or ``"loss"``; ``history`` the training
+    history up to the last finite step.
     """
 
-    def __init__(self, step, where):
-        self.step, self.where = step, where
+    def __init__(self, step, where, history=None):
+        self.step, self.where, self.history = step, where, history
         layer = where.split(".")[0] if where != "loss" else None
         place = f"in layer {layer} (parameter {where})" if layer is not None else "in the loss"
         super().__init__(f"non-finite value at training step {step} {place}; "
@@ -149,10 +150,10 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
         batch = x[schedule.indices(step - 1)]
         loglik, grads = mean_loglik_and_grad(batch, params, config)
         if not np.isfinite(loglik):
-            raise NonFiniteError(step, "loss")
+            raise NonFiniteError(step, "loss", history)
         bad = _first_non_finite(grads)
         if bad is not None:
-            raise NonFiniteError(step, bad)
+            raise NonFiniteError(step, bad, history)
         adam_update_inplace(params, {k: -g for k, g in grads.items()}, state, adam)
         history["step"].append(step)
         history["loglik"].append(loglik)

@@ -261,6 +261,10 @@ def test_bad_csv(trained, tmp_path, capsys):
         status, _, err = _run(capsys, ["score", "--model", str(trained["rad"]),
                                        "--data", str(path)])
         _assert_user_error(status, err, name, "not a numeric CSV file")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    status, _, err = _run(capsys, ["score", "--model", str(trained["rad"]), "--data", str(empty)])
+    _assert_user_error(status, err, "empty.csv", "holds no data")
 
 
 def test_bad_npy_and_extension(trained, tmp_path, capsys):

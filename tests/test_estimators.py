@@ -483,3 +483,35 @@ def test_fit_propagates_non_finite_error():
     with np.errstate(over="ignore", invalid="ignore"):
         with pytest.raises(NonFiniteError, match="non-finite value at training step"):
             RadFlow(n_layers=2, hidden=4, random_state=0).fit(X, steps=20, batch_size=40)
+
+
+def test_failed_fit_leaves_a_consistent_model_at_its_last_finite_step(monkeypatch):
+    # A model fitted once, then refitted on data whose 3rd batch poisons a
+    # gradient: the model must hold the refit's last finite parameters, with the
+    # optimizer state, step count and history of that same point (not a mix of
+    # the two fits).
+    import radref.train as train_module
+    X = _data(2, 200)
+    model = RadFlow(n_layers=2, hidden=4, random_state=0).fit(X, steps=5, batch_size=50)
+    first_params = {k: v.copy() for k, v in model.parameters().items()}
+    real = train_module.mean_loglik_and_grad
+    seen = []
+
+    def poisoned(x, p, c):
+        loglik, grads = real(x, p, c)
+        seen.append({k: v.copy() for k, v in p.items()})
+        if len(seen) == 3:
+            grads["0.cond.b2"] = np.full_like(grads["0.cond.b2"], np.inf)
+        return loglik, grads
+
+    monkeypatch.setattr(train_module, "mean_loglik_and_grad", poisoned)
+    refit = RadFlow(n_layers=2, hidden=4, random_state=1)
+    refit.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    with pytest.raises(NonFiniteError):
+        refit.fit(X, steps=10, batch_size=50)
+    assert refit.n_steps_ == 2
+    assert refit.optimizer_state_["t"] == 2
+    assert refit.history_["step"] == [1, 2]
+    for name, value in refit.parameters().items():
+        np.testing.assert_array_equal(value, seen[2][name])
+    assert any(not np.array_equal(refit.parameters()[k], first_params[k]) for k in first_params)
