@@ -1,6 +1,7 @@
 """Independent autodiff cross-check of radref's log-likelihood and gradients.
 
-Re-implements the Rad and Real NVP log-likelihoods in PyTorch (CPU, float64)
+Re-implements the Rad and Real NVP log-likelihoods in PyTorch (CPU, float64;
+the model lives in validation/peers/torch_flows.py, shared with the benchmark)
 straight from the formulas of the Rad notes (slopes in log space from the
 boundary gating P, Q; five-piece surjection with radref's tie-break rule;
 trigonometric gating; affine couplings; standard normal base) -- none of
@@ -30,7 +31,6 @@ never a runtime dependency of radref)::
 
 Exit status 0 if every check passes, 1 otherwise.
 """
-import math
 import os
 import sys
 import time
@@ -50,113 +50,13 @@ from radref.flow import flow_forward  # noqa: E402
 from radref.gradcheck import relative_error  # noqa: E402
 from radref.train import mean_loglik_and_grad  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers.torch_flows import t_flow, to_torch  # noqa: E402  (the torch model)
+
 LOGLIK_TOL = 1e-12
 GRAD_TOL = 1e-10
 STEPS = 200
 N_TRAIN, N_EVAL = 2000, 1000
-
-
-# ------------------------------------------------------------------ torch model
-
-def t_mlp(x, p, prefix, tanh_head):
-    h = torch.relu(x @ p[prefix + "W1"] + p[prefix + "b1"])
-    a = h @ p[prefix + "W2"] + p[prefix + "b2"]
-    return p[prefix + "scale"] * torch.tanh(a) if tanh_head else a
-
-
-def t_masks(dim, layer):
-    cols_a = [j for j in range(dim) if (j + layer) % 2 == 0]
-    cols_b = [j for j in range(dim) if (j + layer) % 2 == 1]
-    return cols_a, cols_b
-
-
-def t_rad_layer(x, p, layer):
-    """One Rad coupling layer (notes §1-4); returns (z, k, term)."""
-    n, dim = x.shape
-    cols_a, cols_b = t_masks(dim, layer)
-    nb = len(cols_b)
-    c = t_mlp(x[:, cols_a], p, f"{layer}.cond.", True).reshape(n, nb, 10)
-    s_in, t_in = c[..., 0], c[..., 1]
-    s_out, t_out = c[..., 8], c[..., 9]
-    lP = torch.log_softmax(c[..., 2:5], dim=-1)  # log P, P = p(. | v = +1)
-    lQ = torch.log_softmax(c[..., 5:8], dim=-1)  # log Q, Q = p(. | v = -1)
-    # slopes in log space (notes §3 and §8; paper indices 1, 2, 3 -> 0, 1, 2)
-    L2 = torch.logsumexp(torch.stack([torch.zeros_like(s_in), lP[..., 0] - lP[..., 1],
-                                      lQ[..., 2] - lQ[..., 1]], dim=-1), dim=-1)
-    L1 = L2 + lP[..., 1] - lP[..., 0]
-    L3 = L2 + lQ[..., 1] - lQ[..., 2]
-    Lm = L1 + lQ[..., 0]
-    Lp = L3 + lP[..., 2]
-    a = 2.0 * torch.exp(-L1) - 1.0
-    b = 1.0 - 2.0 * torch.exp(-L3)
-
-    u = (x[:, cols_b] - t_in) * torch.exp(-s_in)
-    # the five pieces of eq. 23, tie-break: [-1, 1] closed, a and b belong to the right
-    with torch.no_grad():
-        left_out, right_out = u < -1.0, u > 1.0
-        first = (u >= -1.0) & (u < a)
-        middle = (u >= a) & (u < b)
-    one = torch.ones_like(u)
-    L = torch.where(left_out, Lm, torch.where(first, L1, torch.where(
-        middle, L2, torch.where(right_out, Lp, L3))))
-    slope = torch.exp(L)
-    v = torch.where(left_out | first, slope * (u + 1.0) - 1.0,
-                    torch.where(middle, -slope * (u - a) + 1.0, slope * (u - 1.0) + 1.0))
-    # rounding must not carry v across +-1 against u (|u| <= 1 iff |v| <= 1)
-    inside_u = ~(left_out | right_out)
-    v = torch.where(inside_u, torch.clamp(v, -1.0, 1.0),
-                    torch.where(right_out, torch.clamp(v, min=math.nextafter(1.0, 2.0)),
-                                torch.clamp(v, max=math.nextafter(-1.0, -2.0))))
-    k = torch.where(left_out | first, 0, torch.where(middle, 1, 2))
-
-    z = x.clone()
-    z[:, cols_b] = v * torch.exp(s_out) + t_out
-    s = t_mlp(z, p, f"{layer}.gate.", False).reshape(n, nb, 3)
-    # gating (notes §2): logits interpolate s, log P, log Q with trigonometric weights
-    vc = torch.clamp(v, -1.0, 1.0)
-    cw = 0.5 * (1.0 + torch.cos(math.pi * vc))
-    wp = 0.5 * (1.0 + torch.sin(0.5 * math.pi * vc))
-    wq = 0.5 * (1.0 - torch.sin(0.5 * math.pi * vc))
-    lam = cw[..., None] * s + wp[..., None] * lP + wq[..., None] * lQ
-    log_gate_in = torch.gather(torch.log_softmax(lam, dim=-1), -1, k[..., None])[..., 0]
-    log_gate = torch.where(torch.abs(v) <= 1.0, log_gate_in, torch.zeros_like(v))
-    term = torch.sum(log_gate + L - s_in + s_out, dim=1)
-    return z, k, term
-
-
-def t_affine_layer(x, p, layer):
-    n, dim = x.shape
-    cols_a, cols_b = t_masks(dim, layer)
-    c = t_mlp(x[:, cols_a], p, f"{layer}.cond.", True).reshape(n, len(cols_b), 2)
-    z = x.clone()
-    z[:, cols_b] = x[:, cols_b] * torch.exp(c[..., 0]) + c[..., 1]
-    return z, None, torch.sum(c[..., 0], dim=1)
-
-
-def t_flow(x, p, kind, n_layers, layers=False):
-    """log p(x) = log N(z_L; 0, I) + sum of the layer terms; returns (log_px, z, k)
-    and, with ``layers``, the stacked output and term of every layer."""
-    n, dim = x.shape
-    layer_fn = t_rad_layer if kind == "rad" else t_affine_layer
-    total = torch.zeros(n, dtype=x.dtype)
-    k = torch.full((n, n_layers, dim), -1, dtype=torch.int64)
-    z = x
-    zs, terms = [], []
-    for layer in range(n_layers):
-        z, k_layer, term = layer_fn(z, p, layer)
-        if k_layer is not None:
-            k[:, layer, t_masks(dim, layer)[1]] = k_layer
-        total = total + term
-        zs.append(z)
-        terms.append(term)
-    log_base = -0.5 * torch.sum(z * z, dim=1) - 0.5 * dim * math.log(2.0 * math.pi)
-    if layers:
-        return total + log_base, z, k, torch.stack(zs), torch.stack(terms)
-    return total + log_base, z, k
-
-
-def to_torch(params, dtype):
-    return {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in params.items()}
 
 
 # ---------------------------------------------------------------- part 1

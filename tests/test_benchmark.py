@@ -1,0 +1,91 @@
+"""Smoke test of the benchmark script (validation/benchmark.py) in --quick mode,
+radref only: every code path runs and the outputs have the documented shape.
+No timing is asserted (the numbers of a quick run mean nothing)."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "radref_benchmark", os.path.join(ROOT, "validation", "benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(bench, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("benchmark")
+    markdown = tmp / "performance.md"
+    markdown.write_text(f"# Performance\n\nintro\n\n{bench.MARK_START}\nold table\n"
+                        f"{bench.MARK_END}\n\noutro\n")
+    status = bench.main(["--quick", "--peers", "none", "--out", str(tmp / "bench.json"),
+                             "--markdown", str(markdown), "--figure", str(tmp / "scaling.png")])
+    with open(tmp / "bench.json") as f:
+        result = json.load(f)
+    return status, result, tmp
+
+
+def test_quick_run_writes_every_measurement(quick_run):
+    status, result, _ = quick_run
+    assert status == 0
+    assert result["quick"] is True
+    assert set(result["modes"]) == {"single", "default"}
+    single = result["modes"]["single"]
+    assert single["environment_variables"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert result["modes"]["default"]["environment_variables"]["OPENBLAS_NUM_THREADS"] is None
+    for mode in result["modes"].values():
+        assert mode["peers"] == {}
+        for op in ("train_step", "logdensity", "sample"):
+            assert set(mode[op]) == {"radref"}
+            assert set(mode[op]["radref"]) == {"rad", "affine"}
+            for r in mode[op]["radref"].values():
+                assert r["median_s"] > 0 and r["reps"] >= 2
+        assert {(r["axis"], r["kind"], r["op"]) for r in mode["scaling"]} == {
+            (axis, kind, op) for axis in ("batch", "dim", "depth")
+            for kind in ("rad", "affine") for op in ("train_step", "logdensity")}
+    # memory is probed once, in the first mode, in fresh subprocesses
+    assert "memory" not in result["modes"]["default"]
+    assert {(r["impl"], r["kind"]) for r in single["memory"]} == {("radref", "rad"),
+                                                                 ("radref", "affine")}
+    assert all(r["tracemalloc_peak_mb"] > 0 for r in single["memory"])
+    assert single["models"]["rad"]["config"] == ["rad", 2, 6, 8, 8]
+    assert single["models"]["affine"]["config"] == ["affine", 2, 6, 56, 0]
+    env = result["environment"]
+    assert env["numpy"] and env["python"] and env["logical_cpus"] >= 1
+
+
+def test_markdown_is_replaced_between_the_markers(quick_run, bench):
+    _, result, tmp = quick_run
+    text = (tmp / "performance.md").read_text()
+    assert text.startswith("# Performance\n\nintro\n\n")
+    assert text.endswith("\n\noutro\n")
+    assert "old table" not in text
+    assert text.count(bench.MARK_START) == 1 and text.count(bench.MARK_END) == 1
+    assert "| radref (NumPy), 1 thread |" in text
+    assert "| radref (NumPy), default threads |" in text
+    assert "QUICK SMOKE RUN" in text
+    # Updating again replaces the block in place.
+    bench.update_markdown(str(tmp / "performance.md"), "new block")
+    again = (tmp / "performance.md").read_text()
+    assert again == (f"# Performance\n\nintro\n\n{bench.MARK_START}\nnew block\n"
+                     f"{bench.MARK_END}\n\noutro\n")
+
+
+def test_figure_is_written_when_matplotlib_is_installed(quick_run):
+    pytest.importorskip("matplotlib")
+    _, _, tmp = quick_run
+    assert (tmp / "scaling.png").stat().st_size > 0
+
+
+def test_unknown_peer_or_mode_is_rejected(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--peers", "tensorflow"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--modes", "many"])

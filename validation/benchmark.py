@@ -1,0 +1,797 @@
+"""Performance of radref, side by side with PyTorch and JAX peers (issue 8).
+
+Usage, from the repository root::
+
+    python validation/benchmark.py [--quick] [--out validation/results/benchmark.json]
+                                   [--markdown docs/performance.md] [--figure PNG]
+                                   [--peers all|none|torch|jax|torch,jax]
+                                   [--modes single,default]
+
+What is measured (docs/performance.md describes the method):
+
+1. Training-step time at batch 500 of the paper's models, Rad
+   ``FlowConfig("rad", 2, 6, 8, 8)`` and Real NVP ``FlowConfig("affine", 2, 6, 56)``:
+   one step is ``radref.train.mean_loglik_and_grad`` + ``radref.optim.adam_update_inplace``.
+2. Log-density throughput on 100,000 points (no gradient) and sampling
+   throughput (``radref.flow.flow_sample``) on 100,000 points.
+3. Scaling of the time per point with the batch size, the data dimension and
+   the depth (radref only), plotted to docs/figures/performance_scaling.png.
+4. Peak memory of a 100,000-point log-density (tracemalloc and the growth of
+   the maximum resident set size, each in a fresh subprocess).
+5. The machine, Python, NumPy, BLAS and thread settings.
+6. Peers: PyTorch eager and JAX jit (CPU, float64) on identical parameters and
+   batches, for the training step and the log-density; before timing, each
+   peer's log-likelihood must agree with radref's to 1e-10 and one training
+   step must move the parameters identically (1e-9).
+
+Every number is the median over repetitions after a warm-up, timed with
+``time.perf_counter`` with the garbage collector disabled.  The script runs
+itself twice as a subprocess: once with single-threaded BLAS
+(``OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=MKL_NUM_THREADS=1`` set before NumPy is
+imported, ``torch.set_num_threads(1)``, XLA without its thread pool) and once
+with the libraries' default threading, and merges the two into one JSON file.
+
+``--quick`` is a smoke test of every code path with tiny sizes and repetition
+counts; its numbers mean nothing.  Exit status: 0, or 1 if a peer disagreed
+with radref or a subprocess failed.
+"""
+import argparse
+import contextlib
+import copy
+import datetime
+import gc
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from typing import NamedTuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# NumPy, radref and the peers are imported only in the worker subprocesses, once
+# the thread environment is final (the top-level process starts them with it).
+
+MODES = {
+    "single": {"label": "1 thread",
+               "env": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                       "MKL_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+                       "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false "
+                                    "intra_op_parallelism_threads=1"}},
+    "default": {"label": "default threads", "env": {}},
+}
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "XLA_FLAGS")
+
+PAPER_MODELS = {"rad": ("rad", 2, 6, 8, 8), "affine": ("affine", 2, 6, 56, 0)}
+MODEL_LABELS = {"rad": "Rad", "affine": "Real NVP"}
+LOGLIK_TOL = 1e-10  # relative, max norm, per-point log-likelihood
+STEP_TOL = 1e-9  # absolute, parameters after one Adam step (the step is ~lr = 1e-3)
+PROBLEM = "ring"  # the 2-D data set of the batches (radref.datasets)
+MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+class Timing(NamedTuple):
+    """Repetition policy: ``warmup`` untimed calls, then up to ``reps`` timed
+    calls, stopping early once ``budget_s`` seconds are spent and at least
+    ``min_reps`` calls are timed."""
+
+    warmup: int
+    reps: int
+    min_reps: int
+    budget_s: float
+
+
+class Settings(NamedTuple):
+    n_points: int  # log-density and sampling throughput
+    batch: int  # training step
+    n_batches: int  # distinct training batches, cycled
+    pretrain_steps: int  # radref Adam steps before anything is measured
+    step: Timing
+    bulk: Timing  # log-density and sampling of n_points
+    scaling: Timing
+    batch_sizes: tuple
+    dims: tuple
+    depths: tuple
+    scaling_batch: int  # training step of the dimension and depth curves
+    scaling_points: int  # log-density of the dimension and depth curves
+
+
+FULL = Settings(n_points=100_000, batch=500, n_batches=10, pretrain_steps=100,
+                step=Timing(warmup=20, reps=300, min_reps=30, budget_s=15.0),
+                bulk=Timing(warmup=2, reps=30, min_reps=7, budget_s=30.0),
+                scaling=Timing(warmup=2, reps=30, min_reps=5, budget_s=4.0),
+                batch_sizes=(100, 300, 1000, 3000, 10_000, 30_000, 100_000),
+                dims=(2, 4, 8, 16, 32, 64), depths=(2, 4, 8, 16, 32),
+                scaling_batch=500, scaling_points=10_000)
+QUICK = Settings(n_points=2000, batch=500, n_batches=2, pretrain_steps=5,
+                 step=Timing(1, 3, 3, 0.0), bulk=Timing(1, 2, 2, 0.0),
+                 scaling=Timing(1, 2, 2, 0.0), batch_sizes=(100, 1000), dims=(2, 4),
+                 depths=(2, 4), scaling_batch=100, scaling_points=500)
+
+
+# --------------------------------------------------------------------- timing
+
+def time_calls(fn, timing):
+    """Median and spread of the wall time of ``fn()`` under ``timing``."""
+    for _ in range(timing.warmup):
+        fn()
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    times = []
+    try:
+        start = time.perf_counter()
+        while len(times) < timing.reps:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            if len(times) >= timing.min_reps and time.perf_counter() - start > timing.budget_s:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median_s": statistics.median(times), "min_s": min(times), "q1_s": quartiles[0],
+            "q3_s": quartiles[2], "reps": len(times), "warmup": timing.warmup}
+
+
+def fmt_time(seconds):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def fmt_rate(points_per_s):
+    return f"{points_per_s:,.0f} points/s"
+
+
+# ------------------------------------------------------------- implementations
+
+class Radref:
+    """radref behind the peers' interface (see validation/peers/__init__.py)."""
+
+    name = "radref"
+    label = "radref (NumPy)"
+
+    def __init__(self, params, config, adam):
+        from radref.optim import adam_init
+        self.params, self.config, self.adam = copy.deepcopy(params), config, adam
+        self.state = adam_init(self.params)
+
+    @staticmethod
+    def prepare(x):
+        return x
+
+    def loglik(self, x):
+        from radref.flow import flow_forward
+        return flow_forward(x, self.params, self.config)[0]
+
+    @staticmethod
+    def to_numpy(value):
+        return value
+
+    def train_step(self, x):
+        """One step as in radref.train.train: loss, gradient, Adam."""
+        from radref.optim import adam_update_inplace
+        from radref.train import mean_loglik_and_grad
+        loglik, grads = mean_loglik_and_grad(x, self.params, self.config)
+        adam_update_inplace(self.params, {k: -g for k, g in grads.items()}, self.state, self.adam)
+        return loglik
+
+    def params_numpy(self):
+        return self.params
+
+
+def peer_classes(names, log):
+    """``{name: Peer class}`` for the peers that import; the others get a reason."""
+    import peers
+    found, missing = {}, {}
+    for name in names:
+        try:
+            found[name] = peers.load(name).Peer
+        except ImportError as exc:
+            missing[name] = str(exc)
+            log(f"peer {name}: not available, {exc}")
+    return found, missing
+
+
+# ------------------------------------------------------------------ environment
+
+def machine_info():
+    """CPU, memory, OS, Python, NumPy and BLAS of this process."""
+    import numpy as np
+    info = {"cpu_model": None, "logical_cpus": os.cpu_count(), "physical_cores": None,
+            "platform": platform.platform(), "python": platform.python_version(),
+            "python_implementation": platform.python_implementation(), "numpy": np.__version__}
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cpus"] = len(os.sched_getaffinity(0))
+    try:
+        with open("/proc/cpuinfo") as f:
+            cores, block = set(), {}
+            for line in f.read().splitlines() + [""]:
+                if ":" in line:
+                    key, value = (s.strip() for s in line.split(":", 1))
+                    block[key] = value
+                    if key == "model name" and info["cpu_model"] is None:
+                        info["cpu_model"] = value
+                elif block:
+                    if "core id" in block:
+                        cores.add((block.get("physical id"), block["core id"]))
+                    block = {}
+            info["physical_cores"] = len(cores) or None
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            info["memory_gib"] = round(kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        config = np.show_config(mode="dicts")
+        info["blas"] = config.get("Build Dependencies", {}).get("blas")
+        info["simd"] = config.get("SIMD Extensions")
+    except TypeError:  # NumPy < 1.25: text only
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            np.show_config()
+        info["blas"] = {"show_config": text.getvalue()}
+    return info
+
+
+def load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------- workloads
+
+def paper_config(kind, dim=None, n_layers=None):
+    from radref.flow import FlowConfig
+    kind_, d, layers, hidden, gate_hidden = PAPER_MODELS[kind]
+    return FlowConfig(kind_, dim or d, n_layers or layers, hidden, gate_hidden)
+
+
+def make_data(settings):
+    """Training batches and the n_points evaluation set, from the ring problem."""
+    from radref import datasets
+    train = datasets.sample(PROBLEM, settings.batch * settings.n_batches, random_state=0)
+    evaluation = datasets.sample(PROBLEM, max(settings.n_points, max(settings.batch_sizes)),
+                                 random_state=1)
+    batches = [train[i * settings.batch:(i + 1) * settings.batch]
+               for i in range(settings.n_batches)]
+    return batches, train, evaluation
+
+
+def pretrained_params(config, train, settings):
+    """radref Adam steps from flow_init(seed 0), so parameters are non-trivial."""
+    from radref.flow import flow_init
+    from radref.optim import AdamConfig
+    from radref.train import train as radref_train
+    params = flow_init(config, random_state=0)
+    radref_train(params, config, train, steps=settings.pretrain_steps, batch_size=settings.batch,
+                 adam=AdamConfig(lr=5e-3), random_state=0, progress=False)
+    return params
+
+
+class Cycle:
+    """Calls ``fn(batches[i])`` with i cycling, so steps see different batches."""
+
+    def __init__(self, fn, batches):
+        self.fn, self.batches, self.i = fn, batches, 0
+
+    def __call__(self):
+        batch = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return self.fn(batch)
+
+
+def check_agreement(peer_cls, params, config, adam, batch, evaluation):
+    """A peer against radref on identical inputs: the per-point log-likelihood,
+    then one training step each.  Returns (report, the peer after its step)."""
+    import numpy as np
+    from radref.gradcheck import relative_error
+    ref = Radref(params, config, adam)
+    peer = peer_cls(params, config, adam)
+    ll_ref = ref.loglik(evaluation)
+    ll_peer = peer.to_numpy(peer.loglik(peer.prepare(evaluation)))
+    mean_ref = ref.train_step(batch)
+    mean_peer = peer.train_step(peer.prepare(batch))
+    after_ref, after_peer = ref.params_numpy(), peer.params_numpy()
+    report = {
+        "loglik_rel_err": float(relative_error(ll_peer, ll_ref)),
+        "step_loglik_rel_err": abs(mean_peer - mean_ref) / abs(mean_ref),
+        "step_param_abs_err": max(float(np.max(np.abs(after_peer[k] - after_ref[k])))
+                                  for k in after_ref),
+    }
+    report["ok"] = bool(report["loglik_rel_err"] <= LOGLIK_TOL
+                        and report["step_loglik_rel_err"] <= LOGLIK_TOL
+                        and report["step_param_abs_err"] <= STEP_TOL)
+    return report, peer
+
+
+def headline(settings, peer_cls, log):
+    """Items 1, 2 and 6: training step, log-density and sampling; peers."""
+    from radref.flow import flow_sample
+    from radref.optim import AdamConfig
+    adam = AdamConfig()
+    batches, train, evaluation = make_data(settings)
+    evaluation = evaluation[:settings.n_points]
+    out = {"train_step": {}, "logdensity": {}, "sample": {}, "agreement": {}, "models": {}}
+    for kind in PAPER_MODELS:
+        config = paper_config(kind)
+        params = pretrained_params(config, train, settings)
+        out["models"][kind] = {"config": list(config),
+                               "n_params": int(sum(p.size for p in params.values()))}
+        impls = [Radref(params, config, adam)]
+        for name, cls in peer_cls.items():
+            report, peer = check_agreement(cls, params, config, adam, batches[0], evaluation)
+            out["agreement"].setdefault(name, {})[kind] = report
+            log(f"agreement {name:<6s} {kind:<6s} loglik {report['loglik_rel_err']:.1e}  "
+                f"step loglik {report['step_loglik_rel_err']:.1e}  step params "
+                f"{report['step_param_abs_err']:.1e}  {'ok' if report['ok'] else 'FAILED'}")
+            if report["ok"]:
+                impls.append(peer)
+            else:
+                log(f"peer {name} disagrees with radref on {kind}: not timed")
+        for impl in impls:
+            prepared = [impl.prepare(b) for b in batches]
+            r = time_calls(Cycle(impl.train_step, prepared), settings.step)
+            out["train_step"].setdefault(impl.name, {})[kind] = r
+            log(f"train step (batch {settings.batch}) {kind:<6s} {impl.name:<6s} "
+                f"{fmt_time(r['median_s'])}  ({r['reps']} reps)")
+            x = impl.prepare(evaluation)
+            r = time_calls(lambda: impl.loglik(x), settings.bulk)
+            r["points_per_s"] = settings.n_points / r["median_s"]
+            out["logdensity"].setdefault(impl.name, {})[kind] = r
+            log(f"log-density ({settings.n_points} points) {kind:<6s} {impl.name:<6s} "
+                f"{fmt_time(r['median_s'])}  {fmt_rate(r['points_per_s'])}  ({r['reps']} reps)")
+        r = time_calls(lambda: flow_sample(settings.n_points, params, config, random_state=0),
+                       settings.bulk)
+        r["points_per_s"] = settings.n_points / r["median_s"]
+        out["sample"].setdefault("radref", {})[kind] = r
+        log(f"sampling ({settings.n_points} points) {kind:<6s} radref "
+            f"{fmt_time(r['median_s'])}  {fmt_rate(r['points_per_s'])}")
+    return out
+
+
+def scaling(settings, log):
+    """Item 3 (radref only): time per point over batch size, dimension, depth.
+
+    Batch curve: the paper models (pretrained), both operations at each batch
+    size.  Dimension and depth curves: fresh flow_init parameters, the training
+    step at ``scaling_batch`` points and the log-density at ``scaling_points``.
+    """
+    import numpy as np
+    from radref.flow import flow_init
+    from radref.optim import AdamConfig
+    batches, train, evaluation = make_data(settings)
+    rows = []
+
+    def measure(axis, value, kind, config, params, x_step, x_density):
+        impl = Radref(params, config, AdamConfig())
+        for op, x, fn in (("train_step", x_step, impl.train_step),
+                          ("logdensity", x_density, impl.loglik)):
+            r = time_calls(lambda: fn(x), settings.scaling)
+            r.update(axis=axis, value=value, kind=kind, op=op, n=len(x),
+                     per_point_s=r["median_s"] / len(x))
+            rows.append(r)
+            log(f"scaling {axis:<5s} {value:>6d} {kind:<6s} {op:<10s} n={len(x):<6d} "
+                f"{r['per_point_s'] * 1e6:8.3f} µs/point")
+
+    for kind in PAPER_MODELS:
+        config = paper_config(kind)
+        params = pretrained_params(config, train, settings)
+        for n in settings.batch_sizes:
+            measure("batch", n, kind, config, params, evaluation[:n], evaluation[:n])
+    rng = np.random.default_rng(0)
+    for kind in PAPER_MODELS:
+        for dim in settings.dims:
+            config = paper_config(kind, dim=dim)
+            x = rng.standard_normal((max(settings.scaling_batch, settings.scaling_points), dim))
+            measure("dim", dim, kind, config, flow_init(config, random_state=0),
+                    x[:settings.scaling_batch], x[:settings.scaling_points])
+        for depth in settings.depths:
+            config = paper_config(kind, n_layers=depth)
+            measure("depth", depth, kind, config, flow_init(config, random_state=0),
+                    evaluation[:settings.scaling_batch], evaluation[:settings.scaling_points])
+    return rows
+
+
+def memory_probe(impl_name, kind, n):
+    """Item 4, run in a fresh subprocess: the memory of one n-point log-density."""
+    from radref import datasets
+    from radref.flow import flow_init
+    from radref.optim import AdamConfig
+    config = paper_config(kind)
+    params = flow_init(config, random_state=0)
+    x = datasets.sample(PROBLEM, n, random_state=1)
+    if impl_name == "radref":
+        impl = Radref(params, config, AdamConfig())
+    else:
+        impl = peer_classes([impl_name], lambda msg: None)[0][impl_name](params, config,
+                                                                          AdamConfig())
+    xn = impl.prepare(x)
+    result = {"impl": impl_name, "kind": kind, "n": n, "input_mb": x.nbytes / 2**20}
+    if impl_name == "jax":  # compile for this shape outside the measurement
+        run, stats = impl.compile_loglik(xn)
+        if stats is not None:
+            result["xla_temp_mb"] = stats.temp_size_in_bytes / 2**20
+            result["xla_output_mb"] = stats.output_size_in_bytes / 2**20
+    else:
+        impl.loglik(impl.prepare(x[:100]))  # load every lazily initialised code path
+        run = lambda: impl.loglik(xn)  # noqa: E731
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    out = run()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.update(maxrss_delta_mb=(after - before) / 1024, maxrss_mb=after / 1024)
+    del out
+    if impl_name == "radref":  # NumPy reports its allocations to tracemalloc
+        gc.collect()
+        tracemalloc.start()
+        out = run()
+        result["tracemalloc_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    print(json.dumps(result))
+
+
+def memory(settings, impl_names, log):
+    rows = []
+    for name in impl_names:
+        for kind in PAPER_MODELS:
+            cmd = [sys.executable, os.path.abspath(__file__), "--_memory-probe", name, kind,
+                   str(settings.n_points)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                log(f"memory probe {name} {kind} failed:\n{proc.stderr}")
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            extra = "".join(f", {key} {row[key]:.1f} MB" for key in
+                            ("tracemalloc_peak_mb", "xla_temp_mb") if key in row)
+            log(f"memory {name:<6s} {kind:<6s} log-density of {row['n']} points: "
+                f"max RSS growth {row['maxrss_delta_mb']:.1f} MB{extra}")
+    return rows
+
+
+# ---------------------------------------------------------------------- worker
+
+def worker(mode, args, out_path):
+    """One threading mode, in a subprocess whose environment is already set."""
+    settings = QUICK if args.quick else FULL
+    label = MODES[mode]["label"]
+
+    def log(message):
+        print(f"[{label}] {message}", flush=True)
+
+    start = time.perf_counter()
+    load_start = load_average()
+    cpus = os.cpu_count() or 1
+    if load_start is not None and load_start[0] > 0.25 * cpus:
+        log(f"WARNING: the machine is busy (load average {load_start[0]:.2f} on {cpus} CPUs); "
+            "timings will be inflated")
+    peer_cls, missing = peer_classes(args.peer_names, log)
+    threads = {var: os.environ.get(var) for var in THREAD_VARS}
+    peer_info = {}
+    if "torch" in peer_cls:
+        import torch
+        if mode == "single":
+            torch.set_num_threads(1)
+            torch.set_num_interop_threads(1)
+    for name, cls in peer_cls.items():
+        peer_info[name] = {"available": True, "label": cls.label, **cls.info()}
+    for name, reason in missing.items():
+        peer_info[name] = {"available": False, "reason": reason}
+    log(f"threads: {threads}; peers: {', '.join(peer_cls) or 'none'}")
+
+    result = {"mode": mode, "label": label, "environment_variables": threads,
+              "peers": peer_info, "load_average_start": load_start}
+    result.update(headline(settings, peer_cls, log))
+    if not args.no_scaling:
+        result["scaling"] = scaling(settings, log)
+    if args.memory_here:
+        result["memory"] = memory(settings, ["radref", *peer_cls], log)
+    result["load_average_end"] = load_average()
+    result["elapsed_s"] = time.perf_counter() - start
+    log(f"done in {result['elapsed_s']:.0f} s")
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=1)
+    failed = any(not r["ok"] for per_kind in result["agreement"].values()
+                 for r in per_kind.values())
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------- reporting
+
+def ratios(mode_result):
+    """radref time / peer time for each peer (> 1: radref is slower)."""
+    out = {}
+    for op in ("train_step", "logdensity"):
+        ref = mode_result[op].get("radref", {})
+        for peer, per_kind in mode_result[op].items():
+            if peer == "radref":
+                continue
+            for kind, r in per_kind.items():
+                out.setdefault(peer, {})[f"{op}.{kind}"] = ref[kind]["median_s"] / r["median_s"]
+    return out
+
+
+def markdown_block(result, markdown_path, figure_path, json_path):
+    env = result["environment"]
+    blas = env.get("blas") or {}
+    blas_text = (f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+                 if "name" in blas else "see the JSON")
+    versions = [f"Python {env['python']}", f"NumPy {env['numpy']} ({blas_text})"]
+    for mode_result in result["modes"].values():
+        for name, info in mode_result["peers"].items():
+            entry = f"{name} {info['version']}" if info["available"] else f"{name}: not installed"
+            if entry not in versions:
+                versions.append(entry)
+    loads = [m["load_average_start"][0] for m in result["modes"].values()
+             if m.get("load_average_start")]
+    lines = []
+    if result["quick"]:
+        lines += ["**QUICK SMOKE RUN: these numbers are not measurements.**", ""]
+    elapsed = result["elapsed_s"]
+    elapsed = f"{elapsed:.0f} s" if elapsed < 120 else f"{elapsed / 60:.0f} min"
+    lines += [f"Run of {result['created']} (`{result['command']}`, {elapsed}). "
+              f"Machine: {env.get('cpu_model')}, {env.get('logical_cpus')} logical CPUs "
+              f"({env.get('physical_cores')} cores), {env.get('memory_gib')} GiB; "
+              f"{env['platform']}. {', '.join(versions)}."
+              + (f" Load average (1 min) at the start of each mode: "
+                 f"{', '.join(f'{x:.2f}' for x in loads)}." if loads else ""), ""]
+    for mode_result in result["modes"].values():
+        set_vars = [f"{k}={v}" for k, v in mode_result["environment_variables"].items() if v]
+        torch_info = mode_result["peers"].get("torch", {})
+        torch_threads = (f"; torch threads: {torch_info['threads']}"
+                         if torch_info.get("available") else "")
+        lines.append(f"- {mode_result['label']}: "
+                     f"{', '.join(f'`{v}`' for v in set_vars) or 'no thread variable set'}"
+                     f"{torch_threads}.")
+    lines.append("")
+    n = result["settings"]["n_points"]
+    lines += [f"| implementation | Rad step | Real NVP step | Rad log-density throughput "
+              f"({n:,} points, no grad) |", "|---|---|---|---|"]
+    for mode_result in result["modes"].values():
+        for impl, per_kind in mode_result["train_step"].items():
+            label = Radref.label if impl == "radref" else mode_result["peers"][impl]["label"]
+            density = mode_result["logdensity"][impl]["rad"]["points_per_s"]
+            lines.append(f"| {label}, {mode_result['label']} | "
+                         f"{fmt_time(per_kind['rad']['median_s'])} | "
+                         f"{fmt_time(per_kind['affine']['median_s'])} | {fmt_rate(density)} |")
+    lines += ["", f"Step: batch {result['settings']['batch']}, log-likelihood + backward + Adam "
+              "update; medians. Time ratio radref / peer (> 1: radref is slower):", "",
+              "| peer | threads | Rad step | Real NVP step | Rad log-density | "
+              "Real NVP log-density |", "|---|---|---|---|---|---|"]
+    for mode_result in result["modes"].values():
+        for peer, r in ratios(mode_result).items():
+            lines.append(f"| {mode_result['peers'][peer]['label']} | {mode_result['label']} | "
+                         + " | ".join(f"{r[key]:.2f}" for key in
+                                      ("train_step.rad", "train_step.affine", "logdensity.rad",
+                                       "logdensity.affine")) + " |")
+    lines += ["", "radref only:", "", "| threads | model | log-density throughput | "
+              "sampling throughput |", "|---|---|---|---|"]
+    for mode_result in result["modes"].values():
+        for kind in PAPER_MODELS:
+            lines.append(f"| {mode_result['label']} | {MODEL_LABELS[kind]} | "
+                         f"{fmt_rate(mode_result['logdensity']['radref'][kind]['points_per_s'])}"
+                         f" | {fmt_rate(mode_result['sample']['radref'][kind]['points_per_s'])} |")
+    mem = [row for m in result["modes"].values() for row in m.get("memory", [])]
+    if mem:
+        lines += ["", f"Peak memory of one {n:,}-point log-density (fresh process, "
+                  "1 thread): growth of the maximum resident set size; for radref also the "
+                  "tracemalloc peak, for JAX the temporary buffers XLA reports.", "",
+                  "| implementation | model | max RSS growth | tracemalloc peak | XLA temp |",
+                  "|---|---|---|---|---|"]
+        for row in mem:
+            cells = [f"{row[key]:.1f} MB" if key in row else "—"
+                     for key in ("maxrss_delta_mb", "tracemalloc_peak_mb", "xla_temp_mb")]
+            lines.append(f"| {row['impl']} | {MODEL_LABELS[row['kind']]} | {' | '.join(cells)} |")
+    if figure_path and os.path.exists(figure_path):
+        rel = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(markdown_path)))
+        lines += ["", f"![time per point over batch size, dimension and depth]({rel})"]
+    shown = os.path.relpath(os.path.abspath(json_path), ROOT)
+    shown = json_path if shown.startswith("..") else shown
+    lines += ["", f"All raw numbers and the environment: `{shown}`."]
+    return "\n".join(lines)
+
+
+def update_markdown(path, block):
+    """Replace the text between the markers (append a section if there are none)."""
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    section = f"{MARK_START}\n{block}\n{MARK_END}"
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        text = head + section + rest.split(MARK_END, 1)[1]
+    else:
+        text = (text.rstrip() + "\n\n" if text else "# Performance\n\n") + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def plot_scaling(result, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
+    except ImportError:
+        print("matplotlib is not installed: no scaling figure (pip install matplotlib)")
+        return False
+    axes_spec = (("batch", "batch size (points)"), ("dim", "data dimension"),
+                 ("depth", "coupling layers"))
+    ops = (("train_step", "training step"), ("logdensity", "log-density"))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), squeeze=False)
+    styles = {"single": "-", "default": "--"}
+    colors = {"rad": "tab:blue", "affine": "tab:orange"}
+    settings = result["settings"]
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for i, (op, op_label) in enumerate(ops):
+        for j, (axis, axis_label) in enumerate(axes_spec):
+            ax = axes[i][j]
+            for mode, mode_result in result["modes"].items():
+                for kind in PAPER_MODELS:
+                    rows = sorted((r for r in mode_result.get("scaling", [])
+                                   if r["axis"] == axis and r["kind"] == kind and r["op"] == op),
+                                  key=lambda r: r["value"])
+                    if rows:
+                        ax.plot([r["value"] for r in rows],
+                                [r["per_point_s"] * 1e6 for r in rows], styles.get(mode, ":"),
+                                marker="o", ms=3, color=colors[kind],
+                                label=f"{MODEL_LABELS[kind]}, {mode_result['label']}")
+            ax.set_xscale("log", base=10 if axis == "batch" else 2)
+            ax.set_yscale("log")
+            if axis != "batch":
+                ax.set_xticks(settings[{"dim": "dims", "depth": "depths"}[axis]])
+            ax.xaxis.set_major_formatter(plain)
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+            ax.set_xlabel(axis_label)
+            n = "" if axis == "batch" else (f", {settings['scaling_batch']} points"
+                                            if op == "train_step"
+                                            else f", {settings['scaling_points']} points")
+            ax.set_title(f"{op_label}{n}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel("µs per point")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    title = "radref time per point (median)" + (" — QUICK SMOKE RUN" if result["quick"] else "")
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def print_summary(result):
+    for mode_result in result["modes"].values():
+        print(f"\n{mode_result['label']}: time ratio radref / peer (> 1: radref is slower)")
+        table = ratios(mode_result)
+        if not table:
+            print("  no peer timed")
+        for peer, r in table.items():
+            print("  " + f"{peer:<6s} " + "  ".join(f"{key} {value:.2f}"
+                                                   for key, value in r.items()))
+
+
+# ------------------------------------------------------------------------ main
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny sizes and repetition counts (numbers mean nothing)")
+    parser.add_argument("--out", help="JSON results (default validation/results/benchmark.json, "
+                        "benchmark-quick.json with --quick)")
+    parser.add_argument("--markdown", help="update this Markdown file between "
+                        f"{MARK_START} and {MARK_END}")
+    parser.add_argument("--figure", help="scaling plot (default docs/figures/"
+                        "performance_scaling.png; next to --out with --quick)")
+    parser.add_argument("--peers", default="all",
+                        help="all (those installed), none, or a comma list of torch, jax")
+    parser.add_argument("--modes", default="single,default",
+                        help="comma list of threading modes: single, default")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling curves")
+    parser.add_argument("--_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--_worker-out", help=argparse.SUPPRESS)
+    parser.add_argument("--_memory-here", dest="memory_here", action="store_true",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--_memory-probe", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.peers in ("all", "none"):
+        args.peer_names = ["torch", "jax"] if args.peers == "all" else []
+    else:
+        args.peer_names = [p.strip() for p in args.peers.split(",") if p.strip()]
+    bad = [p for p in args.peer_names if p not in ("torch", "jax")]
+    args.mode_names = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad += [m for m in args.mode_names if m not in MODES]
+    if bad or not args.mode_names:
+        parser.error(f"unknown peer or mode: {', '.join(bad) or '(no mode)'}")
+    return args
+
+
+def run_modes(args, argv):
+    """Top level: one subprocess per threading mode, then merge and report."""
+    settings = QUICK if args.quick else FULL
+    out = args.out or os.path.join(HERE, "results",
+                                   "benchmark-quick.json" if args.quick else "benchmark.json")
+    figure = args.figure or (os.path.splitext(out)[0] + "_scaling.png" if args.quick else
+                             os.path.join(ROOT, "docs", "figures", "performance_scaling.png"))
+    start = time.perf_counter()
+    status = 0
+    modes = {}
+    with tempfile.TemporaryDirectory(prefix="radref-benchmark-") as tmp:
+        for i, mode in enumerate(args.mode_names):
+            env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+            env.update(MODES[mode]["env"])
+            # JAX: compile each shape once per mode (the memory probe reuses it).
+            env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tmp, f"jax-cache-{mode}")
+            env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+            part = os.path.join(tmp, f"{mode}.json")
+            cmd = [sys.executable, os.path.abspath(__file__), *argv, "--_worker", mode,
+                   "--_worker-out", part] + (["--_memory-here"] if i == 0 else [])
+            code = subprocess.run(cmd, env=env).returncode
+            if code != 0 or not os.path.exists(part):
+                print(f"mode {mode}: worker exited with status {code} (a peer disagreed with "
+                      "radref, or the worker failed: see above)", file=sys.stderr)
+                status = 1
+            if os.path.exists(part):
+                with open(part) as f:
+                    modes[mode] = json.load(f)
+    if not modes:
+        return 1
+    result = {"schema": "radref-benchmark", "schema_version": 1,
+              "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "command": " ".join(["python", "validation/benchmark.py", *argv]),
+              "quick": args.quick, "settings": settings._asdict(),
+              "tolerances": {"loglik_rel": LOGLIK_TOL, "step_param_abs": STEP_TOL},
+              "environment": machine_info(), "modes": modes,
+              "elapsed_s": time.perf_counter() - start}
+    result["ratios_radref_over_peer"] = {mode: ratios(m) for mode, m in modes.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nresults: {out}")
+    if not args.no_scaling and plot_scaling(result, figure):
+        print(f"figure: {figure}")
+    if args.markdown:
+        update_markdown(args.markdown, markdown_block(result, args.markdown, figure, out))
+        print(f"markdown: {args.markdown}")
+    print_summary(result)
+    print(f"\ntotal {result['elapsed_s']:.0f} s")
+    return status
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args._memory_probe or args._worker:  # subprocesses: find peers/ and radref/
+        for path in (HERE, ROOT):  # (radref need not be installed)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+    if args._memory_probe:
+        name, kind, n = args._memory_probe
+        memory_probe(name, kind, int(n))
+        return 0
+    if args._worker:
+        return worker(args._worker, args, args._worker_out)
+    return run_modes(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
