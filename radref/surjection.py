@@ -27,6 +27,18 @@ slope of the folded region, so the log-likelihood at a breakpoint equals its
 The three-piece surjection of eq. 14 is pieces 1, 2, 3 extended to the whole
 line (piece 1 for ``u < a``).  It cannot satisfy the boundary conditions at
 ``u = +-1`` (paper Fig. 6): kept as a teaching and negative example.
+
+Saturated gating (docs/errors.md, "Numerical extremes"): the log-slopes are
+exact in log space (:mod:`radref.slopes`) but a slope ``alpha = exp(L)`` need
+not be a float64 (``P2 = e^-1000`` gives ``alpha_2 = e^1000``).  Every product
+``factor * alpha`` (and ``factor / alpha`` in the inverse) is therefore
+evaluated directly, bit for bit as written above, only where no intermediate
+can overflow (``|L| <= 230`` and factors ``<= 2^300``); elsewhere it is
+``sign * exp(L + sum log|factor|)``: exact zero when a factor is zero (``u`` at
+the anchor of a piece whose slope is ``e^1000`` gives ``v = v0``, not
+``inf * 0 = NaN``), ``+-inf`` when the true value exceeds float64 (a point on
+an outer piece of slope ``e^1000`` has ``v`` beyond 1e308), a relative error of
+about ``eps * |L|`` otherwise; never a NaN or a floating-point warning.
 """
 from typing import NamedTuple
 
@@ -40,11 +52,53 @@ _SIGN = np.array([1.0, 1.0, -1.0, 1.0, 1.0])
 _V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
 
 
+#: ``exp(L)`` overflows float64 for ``L`` above this (``exp(_LOG_MAX)`` is finite)
+_LOG_MAX = float(np.log(np.finfo(np.float64).max))
+#: ``factor * exp(L)`` is computed directly when ``|L| <= _DIRECT_LOG`` and every
+#: ``|factor| <= _DIRECT_FACTOR``: then no intermediate can overflow
+#: (``e^230 * 2^300 * 2^300 < 2^932``).
+_DIRECT_LOG = 230.0
+_DIRECT_FACTOR = 2.0 ** 300
+
+
 class SurjectionCache(NamedTuple):
     u: np.ndarray
     piece: np.ndarray  # int, which of the five pieces (0..4)
-    slope: np.ndarray  # alpha of that piece, = |f'(u)|
+    slope: np.ndarray  # alpha of that piece, = |f'(u)| (inf if beyond float64)
     slopes: Slopes
+    log_slope: np.ndarray = None  # log alpha of that piece (always finite)
+
+
+def _direct(log_scale, *factors):
+    """Where ``prod(factors) * exp(log_scale)`` can be computed directly."""
+    ok = np.abs(log_scale) <= _DIRECT_LOG
+    for f in factors:
+        ok = ok & (np.abs(f) <= _DIRECT_FACTOR)
+    return ok
+
+
+def _exp_product(log_scale, *factors):
+    """``prod(factors) * exp(log_scale)`` in log space, for any magnitudes.
+
+    Exact 0 where a factor is 0, ``+-inf`` where the magnitude exceeds float64,
+    no floating-point warnings.  (Used only where :func:`_direct` is false.)
+    """
+    log_mag = np.array(log_scale, dtype=np.float64)
+    negative = np.zeros(log_mag.shape, dtype=bool)
+    zero = np.zeros(log_mag.shape, dtype=bool)
+    for f in factors:
+        size = np.abs(f)
+        zero = zero | (size == 0)
+        negative = negative ^ (f < 0)
+        log_mag = log_mag + np.log(np.where(size == 0, 1.0, size))
+    mag = np.where(log_mag > _LOG_MAX, np.inf, np.exp(np.minimum(log_mag, _LOG_MAX)))
+    mag = np.where(zero, 0.0, mag)
+    return np.where(negative, -mag, mag)
+
+
+def _exp(log_scale):
+    """``exp(log_scale)``, ``inf`` (without a warning) where it overflows."""
+    return np.where(log_scale > _LOG_MAX, np.inf, np.exp(np.minimum(log_scale, _LOG_MAX)))
 
 
 def five_piece_index(u, a, b):
@@ -77,15 +131,23 @@ def _anchor_u(slopes, piece):
 
 def _piecewise_forward(u, piece, slopes):
     log_slope = _log_alpha(slopes, piece)
-    slope = np.exp(log_slope)
-    v = _V0[piece] + _SIGN[piece] * slope * (u - _anchor_u(slopes, piece))
+    offset = u - _anchor_u(slopes, piece)
+    direct = _direct(log_slope, offset)
+    if np.all(direct):
+        slope = np.exp(log_slope)
+        v = _V0[piece] + _SIGN[piece] * slope * offset
+    else:  # saturated gating or far input: see the module docstring
+        slope = _exp(log_slope)
+        v = _V0[piece] + np.where(direct, _SIGN[piece] * np.where(direct, slope, 0.0) * offset,
+                                  _SIGN[piece] * _exp_product(log_slope, offset))
     # Rounding must not carry v across +-1 against u (the tie-break rule promises
     # |u| <= 1 exactly when |v| <= 1): e.g. u = b - 1 ulp gave v = -1 - 4e-16 on
     # piece 2, and the gating, which reads v, then returned log p(k | z) = -inf.
     lo = np.where(u > 1.0, np.nextafter(1.0, np.inf), np.where(u < -1.0, -np.inf, -1.0))
     hi = np.where(u < -1.0, np.nextafter(-1.0, -np.inf), np.where(u > 1.0, np.inf, 1.0))
     v = np.clip(v, lo, hi)
-    return v, PIECE_TO_K[piece], log_slope, SurjectionCache(u, piece, slope, slopes)
+    return v, PIECE_TO_K[piece], log_slope, SurjectionCache(u, piece, slope, slopes,
+                                                                   log_slope)
 
 
 def surjection_forward(u, slopes):
@@ -143,13 +205,25 @@ def surjection_backward(dv, dlog_slope, cache):
     and ``d log|f'| / dL = 1`` for the ``L`` of the active piece.
     """
     piece, slope, slopes = cache.piece, cache.slope, cache.slopes
-    signed_slope = _SIGN[piece] * slope
-    du = dv * signed_slope
-    dlog_alpha = dv * signed_slope * (cache.u - _anchor_u(slopes, piece)) + dlog_slope
+    offset = cache.u - _anchor_u(slopes, piece)
+    log_slope = cache.log_slope if cache.log_slope is not None else np.log(slope)
+    direct = _direct(log_slope, offset, dv)
+    if np.all(direct):
+        signed_slope = _SIGN[piece] * slope
+        du = dv * signed_slope
+        dlog_alpha = dv * signed_slope * offset + dlog_slope
+        da = -dv * signed_slope
+    else:  # saturated gating or far input: see the module docstring
+        signed_slope = _SIGN[piece] * np.where(direct, slope, 0.0)
+        sign = _SIGN[piece]
+        du = np.where(direct, dv * signed_slope, sign * _exp_product(log_slope, dv))
+        dlog_alpha = np.where(direct, dv * signed_slope * offset,
+                              sign * _exp_product(log_slope, dv, offset)) + dlog_slope
+        da = -du
     zero = np.zeros_like(du)
     dslopes = Slopes(
         *(np.where(piece == i, dlog_alpha, zero) for i in range(5)),
-        a=np.where(piece == 2, -dv * signed_slope, zero),
+        a=np.where(piece == 2, da, zero),
         b=zero,
         log_p=np.zeros(np.shape(slopes.log_p)),
         log_q=np.zeros(np.shape(slopes.log_q)),
@@ -197,5 +271,14 @@ def three_piece_inverse(v, k, slopes):
 
 
 def _piecewise_inverse(v, piece, slopes):
-    inverse_slope = np.exp(-_log_alpha(slopes, piece))
-    return _anchor_u(slopes, piece) + _SIGN[piece] * inverse_slope * (v - _V0[piece])
+    log_inverse_slope = -_log_alpha(slopes, piece)
+    offset = v - _V0[piece]
+    direct = _direct(log_inverse_slope, offset)
+    if np.all(direct):
+        inverse_slope = np.exp(log_inverse_slope)
+        return _anchor_u(slopes, piece) + _SIGN[piece] * inverse_slope * offset
+    # saturated gating or far input: see the module docstring
+    inverse_slope = np.exp(np.where(direct, log_inverse_slope, 0.0))
+    return _anchor_u(slopes, piece) + np.where(
+        direct, _SIGN[piece] * inverse_slope * offset,
+        _SIGN[piece] * _exp_product(log_inverse_slope, offset))
