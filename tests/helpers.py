@@ -7,6 +7,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from radref.flow import flow_forward, layer_params
+
 from radref.gradcheck import numerical_gradient, relative_error
 
 EPS = float(np.finfo(np.float64).eps)
@@ -107,3 +109,36 @@ def mutable_copy(x):
     """A writable float64 copy (also of 0-d values) that the finite-difference
     helper can perturb in place."""
     return np.array(x, dtype=np.float64, copy=True)
+
+
+# ------------------------------------------------- whole-flow kink avoidance
+
+def flow_kink_distance(x, params, config):
+    """Per row, the distance to the nearest kink over all layers: ReLU
+    pre-activations of every network, and (Rad) u against -1, a, b, 1."""
+    _, _, _, cache = flow_forward(x, params, config)
+    dist = np.full(len(x), np.inf)
+    for layer, lc in enumerate(cache.layer_caches):
+        nested = layer_params(params, layer)
+        nets = [("cond", lc.cond_cache)]
+        if config.kind == "rad":
+            nets.append(("gate", lc.gate_cache))
+        for net, mc in nets:
+            pre = mc.x @ nested[net]["W1"] + nested[net]["b1"]
+            dist = np.minimum(dist, np.abs(pre).min(axis=1))
+        if config.kind == "rad":
+            u, s = lc.u, lc.surj_cache.slopes
+            d_u = np.min([np.abs(u + 1), np.abs(u - s.a), np.abs(u - s.b), np.abs(u - 1)], axis=0)
+            dist = np.minimum(dist, d_u.min(axis=1))
+    return dist
+
+
+def flow_discrete_pattern(x, params, config):
+    """Discrete state that a finite difference must not change."""
+    _, _, k, cache = flow_forward(x, params, config)
+    out = [k]
+    for lc in cache.layer_caches:
+        out.append(lc.cond_cache.active)
+        if config.kind == "rad":
+            out += [lc.gate_cache.active, lc.surj_cache.piece]
+    return out

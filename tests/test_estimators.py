@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import radref
-from helpers import check_gradient
+from helpers import check_gradient, flow_discrete_pattern, flow_kink_distance
 from radref import NotFittedError, RadFlow, RealNVPFlow, load_model
 from radref.checkpoint import CheckpointError
 from radref.datasets import negative_entropy, train_test_split_samples
@@ -42,32 +42,6 @@ def _small_model(cls, X, seed=0):
     return model
 
 
-def _kink_distance(X, params, config):
-    _, _, _, cache = flow_forward(X, params, config)
-    dist = np.full(len(X), np.inf)
-    for layer, lc in enumerate(cache.layer_caches):
-        nested = layer_params(params, layer)
-        nets = [("cond", lc.cond_cache)]
-        if config.kind == "rad":
-            nets.append(("gate", lc.gate_cache))
-        for net, mc in nets:
-            pre = mc.x @ nested[net]["W1"] + nested[net]["b1"]
-            dist = np.minimum(dist, np.abs(pre).min(axis=1))
-        if config.kind == "rad":
-            u, s = lc.u, lc.surj_cache.slopes
-            d_u = np.min([np.abs(u + 1), np.abs(u - s.a), np.abs(u - s.b), np.abs(u - 1)], axis=0)
-            dist = np.minimum(dist, d_u.min(axis=1))
-    return dist
-
-
-def _pattern(X, params, config):
-    _, _, k, cache = flow_forward(X, params, config)
-    out = [k]
-    for lc in cache.layer_caches:
-        out.append(lc.cond_cache.active)
-        if config.kind == "rad":
-            out += [lc.gate_cache.active, lc.surj_cache.piece]
-    return out
 
 
 # ------------------------------------------------------------------ gradients
@@ -80,19 +54,19 @@ def test_loglik_and_grad_matches_finite_differences(cls, dim):
     params, config = model.parameters(), model.config_
     rng = np.random.default_rng(99)
     for _ in range(50):
-        bad = _kink_distance(X, params, config) <= KINK_MARGIN
+        bad = flow_kink_distance(X, params, config) <= KINK_MARGIN
         if not bad.any():
             break
         X[bad] = rng.normal(0.0, 1.0, (int(bad.sum()), dim))
-    assert np.all(_kink_distance(X, params, config) > KINK_MARGIN)
+    assert np.all(flow_kink_distance(X, params, config) > KINK_MARGIN)
 
     loglik, grads = model.loglik_and_grad(X)
     assert loglik == pytest.approx(model.score(X), rel=1e-14)
     assert set(grads) == set(params)
-    pattern = _pattern(X, params, config)
+    pattern = flow_discrete_pattern(X, params, config)
 
     def loss():
-        for now, then in zip(_pattern(X, params, config), pattern):
+        for now, then in zip(flow_discrete_pattern(X, params, config), pattern):
             assert np.array_equal(now, then), "finite difference crossed a kink"
         return model.score(X)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from helpers import check_gradient, record_error
+from helpers import check_gradient, record_error, flow_discrete_pattern, flow_kink_distance
 from radref.coupling import split
 from radref.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
                          flow_sample, flow_sample_from_noise, layer_params)
@@ -41,35 +41,6 @@ def _nontrivial_params(config, seed, out_std=0.3):
     return params
 
 
-def _kink_distance(x, params, config):
-    """Per row, the distance to the nearest kink over all layers: ReLU
-    pre-activations of every network, and (Rad) u against -1, a, b, 1."""
-    _, _, _, cache = flow_forward(x, params, config)
-    dist = np.full(len(x), np.inf)
-    for layer, lc in enumerate(cache.layer_caches):
-        nested = layer_params(params, layer)
-        nets = [("cond", lc.cond_cache)]
-        if config.kind == "rad":
-            nets.append(("gate", lc.gate_cache))
-        for net, mc in nets:
-            pre = mc.x @ nested[net]["W1"] + nested[net]["b1"]
-            dist = np.minimum(dist, np.abs(pre).min(axis=1))
-        if config.kind == "rad":
-            u, s = lc.u, lc.surj_cache.slopes
-            d_u = np.min([np.abs(u + 1), np.abs(u - s.a), np.abs(u - s.b), np.abs(u - 1)], axis=0)
-            dist = np.minimum(dist, d_u.min(axis=1))
-    return dist
-
-
-def _pattern(x, params, config):
-    """Discrete state that a finite difference must not change."""
-    _, _, k, cache = flow_forward(x, params, config)
-    out = [k]
-    for lc in cache.layer_caches:
-        out.append(lc.cond_cache.active)
-        if config.kind == "rad":
-            out += [lc.gate_cache.active, lc.surj_cache.piece]
-    return out
 
 
 # ----------------------------------------------------------------- gradients
@@ -85,11 +56,11 @@ def test_flow_backward_matches_finite_differences(label):
     n = 30
     x = flow_sample(n, params, config, random_state=rng)[0]
     for _ in range(50):
-        bad = _kink_distance(x, params, config) <= KINK_MARGIN
+        bad = flow_kink_distance(x, params, config) <= KINK_MARGIN
         if not bad.any():
             break
         x[bad] = flow_sample(int(bad.sum()), params, config, random_state=rng)[0]
-    assert np.all(_kink_distance(x, params, config) > KINK_MARGIN)
+    assert np.all(flow_kink_distance(x, params, config) > KINK_MARGIN)
 
     log_px, _, k, cache = flow_forward(x, params, config)
     if config.kind == "rad":
@@ -99,11 +70,11 @@ def test_flow_backward_matches_finite_differences(label):
     dlog_px = rng.standard_normal(n)
     dx, grads = flow_backward(dlog_px, cache)
     assert set(grads) == set(params)
-    pattern = _pattern(x, params, config)
+    pattern = flow_discrete_pattern(x, params, config)
 
     def loss():
         lp = flow_forward(x, params, config)[0]
-        for now, then in zip(_pattern(x, params, config), pattern):
+        for now, then in zip(flow_discrete_pattern(x, params, config), pattern):
             assert np.array_equal(now, then), "finite difference crossed a kink"
         return np.sum(dlog_px * lp)
 
