@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from radref.flow import flow_forward, layer_params
-
 from radref.gradcheck import numerical_gradient, relative_error
 
 EPS = float(np.finfo(np.float64).eps)
