@@ -2,6 +2,8 @@
 import numpy as np
 
 LOG_2PI = float(np.log(2.0 * np.pi))
+#: entries up to this magnitude: ``z * z`` and the row sums cannot overflow
+_DIRECT = 2.0 ** 500
 
 
 def normal_logpdf_forward(z):
@@ -14,10 +16,26 @@ def normal_logpdf_forward(z):
     Returns
     -------
     log_prob : ndarray, shape (n,)
+        Finite wherever the true value is a float64; ``-inf`` where
+        ``|z|^2 / 2`` exceeds the largest float64 (``|z| > ~1.3e154``, or an
+        infinite entry), without overflow warnings.
     cache : ndarray
         ``z`` itself.
     """
-    return -0.5 * np.sum(z * z, axis=-1) - 0.5 * z.shape[-1] * LOG_2PI, z
+    const = 0.5 * z.shape[-1] * LOG_2PI
+    direct = np.all(np.abs(z) <= _DIRECT, axis=-1)
+    if np.all(direct):
+        return -0.5 * np.sum(z * z, axis=-1) - const, z
+    # Far rows: |z|^2 / 2 = q 2^1024 with q from z 2^-512 (power-of-two scaling
+    # is exact), so the squares cannot overflow; q >= 1 means -|z|^2/2 < -DBL_MAX.
+    log_prob = np.empty(z.shape[:-1])
+    log_prob[direct] = -0.5 * np.sum(z[direct] * z[direct], axis=-1) - const
+    y = z[~direct] * 2.0 ** -512
+    q = 0.5 * np.sum(y * y, axis=-1)
+    overflow = q >= 1.0  # False for NaN: a NaN stays a NaN
+    log_prob[~direct] = np.where(overflow, -np.inf,
+                                 -np.ldexp(np.where(overflow, 0.0, q), 1024) - const)
+    return log_prob, z
 
 
 def normal_logpdf_backward(dlog_prob, z):
