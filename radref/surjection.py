@@ -69,8 +69,17 @@ class SurjectionCache(NamedTuple):
     log_slope: np.ndarray = None  # log alpha of that piece (always finite)
 
 
+def _within(a, bound):
+    """``np.all(np.abs(a) <= bound)`` (False if ``a`` has a NaN), without temporaries."""
+    a = np.asarray(a)
+    return a.size == 0 or bool(a.max() <= bound) and bool(a.min() >= -bound)
+
+
 def _direct(log_scale, *factors):
-    """Where ``prod(factors) * exp(log_scale)`` can be computed directly."""
+    """Where ``prod(factors) * exp(log_scale)`` can be computed directly: True
+    (everywhere, the usual case) or a bool mask."""
+    if _within(log_scale, _DIRECT_LOG) and all(_within(f, _DIRECT_FACTOR) for f in factors):
+        return True
     ok = np.abs(log_scale) <= _DIRECT_LOG
     for f in factors:
         ok = ok & (np.abs(f) <= _DIRECT_FACTOR)
@@ -133,7 +142,7 @@ def _piecewise_forward(u, piece, slopes):
     log_slope = _log_alpha(slopes, piece)
     offset = u - _anchor_u(slopes, piece)
     direct = _direct(log_slope, offset)
-    if np.all(direct):
+    if direct is True:
         slope = np.exp(log_slope)
         v = _V0[piece] + _SIGN[piece] * slope * offset
     else:  # saturated gating or far input: see the module docstring
@@ -208,7 +217,7 @@ def surjection_backward(dv, dlog_slope, cache):
     offset = cache.u - _anchor_u(slopes, piece)
     log_slope = cache.log_slope if cache.log_slope is not None else np.log(slope)
     direct = _direct(log_slope, offset, dv)
-    if np.all(direct):
+    if direct is True:
         signed_slope = _SIGN[piece] * slope
         du = dv * signed_slope
         dlog_alpha = dv * signed_slope * offset + dlog_slope
@@ -274,7 +283,7 @@ def _piecewise_inverse(v, piece, slopes):
     log_inverse_slope = -_log_alpha(slopes, piece)
     offset = v - _V0[piece]
     direct = _direct(log_inverse_slope, offset)
-    if np.all(direct):
+    if direct is True:
         inverse_slope = np.exp(log_inverse_slope)
         return _anchor_u(slopes, piece) + _SIGN[piece] * inverse_slope * offset
     # saturated gating or far input: see the module docstring
