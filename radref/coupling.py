@@ -23,6 +23,13 @@ log_scale``; conditioner column ``2 i + j``: ``j = 0`` log_scale, ``1`` shift.
 
 Layer parameters are dicts ``{"cond": mlp_params}`` (affine) and
 ``{"cond": mlp_params, "gate": mlp_params}`` (Rad).
+
+Range (docs/errors.md, "Numerical extremes"): the layers expect inputs within
+``+-RANGE`` (``1e120``; :mod:`radref.flow` screens them).  An output that
+overflows float64 (e.g. ``v = inf`` on an outer piece of slope ``e^1000``)
+comes out as ``+-inf`` without a warning; the Rad gating network, which reads
+the layer output, is then evaluated at ``z = 0`` for the rows of ``z`` that
+leave ``+-RANGE``, and the flow reports those rows as out of range.
 """
 from typing import NamedTuple
 
@@ -36,6 +43,28 @@ from radref.surjection import surjection_backward, surjection_forward, surjectio
 
 N_RAD_FEATURES = 10
 N_AFFINE_FEATURES = 2
+#: Largest magnitude of a value the layers (and the flow) evaluate; beyond it a
+#: row is out of range (its squares, and gradients ~ |x|^2, could overflow).
+RANGE = 1e120
+
+
+def in_range(z):
+    """Whether every entry of ``z`` lies within ``+-RANGE`` (False for a NaN)."""
+    return z.size == 0 or bool(z.max() <= RANGE) and bool(z.min() >= -RANGE)
+
+
+def out_of_range(z):
+    """Rows of ``z`` (shape ``(n, d)``) with an entry beyond ``+-RANGE`` or not
+    finite (NaN included); bool, shape ``(n,)``."""
+    if in_range(z):
+        return np.zeros(z.shape[0], dtype=bool)
+    return ~np.all(np.abs(z) <= RANGE, axis=1)
+
+
+def park(z, rows):
+    """``z`` with the rows ``rows`` (bool, shape ``(n,)``) replaced by zeros, the
+    finite stand-in at which out-of-range rows are evaluated (``z`` itself if none)."""
+    return np.where(rows[:, None], 0.0, z) if rows.any() else z
 
 
 def split(dim, layer):
@@ -64,6 +93,7 @@ class RadCouplingCache(NamedTuple):
     v: np.ndarray
     log_scale_in: np.ndarray
     log_scale_out: np.ndarray
+    out_of_range: np.ndarray = None  # rows of z out of range (None: all in range)
 
 
 def rad_coupling_init(dim, layer, hidden, gate_hidden, out_std=0.01, random_state=None):
@@ -114,15 +144,17 @@ def rad_coupling_forward(x, params, layer):
     u = (x[:, cols_b] - shift_in) * np.exp(-log_scale_in)
     v, k, log_slope, surj_cache = surjection_forward(u, slopes)
     z = x.copy()
-    z[:, cols_b] = v * np.exp(log_scale_out) + shift_out
+    with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
+        z[:, cols_b] = v * np.exp(log_scale_out) + shift_out
 
-    gate_out, gate_cache = mlp_forward(z, params["gate"])
+    far = None if in_range(z) else out_of_range(z)
+    gate_out, gate_cache = mlp_forward(z if far is None else park(z, far), params["gate"])
     s = gate_out.reshape(n, len(cols_b), 3)
     log_gate, gating_cache = log_gating_forward(v, k, s, slopes.log_p, slopes.log_q)
 
     term = np.sum(log_gate + log_slope - log_scale_in + log_scale_out, axis=1)
     cache = RadCouplingCache(cols_a, cols_b, cond_cache, gate_cache, slopes_cache,
-                             surj_cache, gating_cache, u, v, log_scale_in, log_scale_out)
+                             surj_cache, gating_cache, u, v, log_scale_in, log_scale_out, far)
     return z, k, term, cache
 
 
@@ -186,7 +218,8 @@ def _rad_invert(z, k_or_uniforms, params, layer, sample):
         k = k_or_uniforms
     u = surjection_inverse(v, k, slopes)
     x = z.copy()
-    x[:, cols_b] = u * np.exp(c[..., 0]) + c[..., 1]
+    with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
+        x[:, cols_b] = u * np.exp(c[..., 0]) + c[..., 1]
     return x, k
 
 
@@ -230,7 +263,8 @@ def affine_coupling_forward(x, params, layer):
     c = out.reshape(n, len(cols_b), N_AFFINE_FEATURES)
     scale = np.exp(c[..., 0])
     z = x.copy()
-    z[:, cols_b] = x[:, cols_b] * scale + c[..., 1]
+    with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
+        z[:, cols_b] = x[:, cols_b] * scale + c[..., 1]
     cache = AffineCouplingCache(cols_a, cols_b, cond_cache, x[:, cols_b], scale)
     return z, np.sum(c[..., 0], axis=1), cache
 
@@ -256,5 +290,6 @@ def affine_coupling_inverse(z, params, layer):
     out, _ = mlp_forward(z[:, cols_a], params["cond"])
     c = out.reshape(n, len(cols_b), N_AFFINE_FEATURES)
     x = z.copy()
-    x[:, cols_b] = (z[:, cols_b] - c[..., 1]) * np.exp(-c[..., 0])
+    with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
+        x[:, cols_b] = (z[:, cols_b] - c[..., 1]) * np.exp(-c[..., 0])
     return x

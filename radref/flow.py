@@ -12,6 +12,16 @@ Discrete latents are returned as one int array ``k`` of shape ``(n, L, d)``:
 ``k[:, l, j]`` is the branch (0, 1, 2) of column ``j`` in layer ``l`` and ``-1``
 where layer ``l`` does not transform column ``j`` (conditioning columns, and
 every column of an affine layer).
+
+Out-of-range rows (docs/errors.md, "Numerical extremes"): a row whose input, or
+whose value after some layer, has an entry beyond ``+-coupling.RANGE`` (1e120)
+or not finite (e.g. ``inf`` from an outer piece of slope ``e^1000``) is not
+evaluated further.  :func:`flow_forward` gives it ``log_px = -inf``, ``z = inf``
+and ``k = -1`` (and ``cache.out_of_range`` marks it); its layers are evaluated
+at a stand-in ``z = 0`` so that every cache stays finite, and
+:func:`flow_backward` gives it a zero gradient.  :func:`flow_inverse` and the
+samplers give such a row ``x = inf`` (and ``k = -1`` for the layers not
+reached).  Rows in range are computed exactly as if the others were absent.
 """
 from typing import NamedTuple
 
@@ -21,7 +31,7 @@ from radref.base import normal_logpdf_backward, normal_logpdf_forward
 from radref.coupling import (affine_coupling_backward, affine_coupling_forward,
                              affine_coupling_init, affine_coupling_inverse,
                              rad_coupling_backward, rad_coupling_forward,
-                             rad_coupling_init, rad_coupling_inverse,
+                             in_range, out_of_range, park, rad_coupling_init, rad_coupling_inverse,
                              rad_coupling_sample, split)
 
 KINDS = ("rad", "affine")
@@ -45,6 +55,7 @@ class FlowCache(NamedTuple):
     config: FlowConfig
     layer_caches: list
     base_cache: np.ndarray
+    out_of_range: np.ndarray = None  # bool (n,): rows not evaluated (module docstring)
 
 
 def flow_init(config, out_std=0.01, random_state=None):
@@ -102,18 +113,38 @@ def flow_forward(x, params, config):
     k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
     log_px = np.zeros(n)
     layer_caches = []
-    z = x
+    out = out_of_range(x)
+    any_out = bool(out.any())
+    z = park(x, out) if any_out else x
     for layer in range(config.n_layers):
         nested = layer_params(params, layer)
+        while True:
+            if config.kind == "rad":
+                z_next, k_layer, term, layer_cache = rad_coupling_forward(z, nested, layer)
+                far = layer_cache.out_of_range  # the layer has checked its output
+            else:
+                z_next, term, layer_cache = affine_coupling_forward(z, nested, layer)
+                far = None if in_range(z_next) else out_of_range(z_next)
+            if far is None or not (far & ~out).any():
+                break
+            # Recompute the layer with the new out-of-range rows at the stand-in,
+            # so that its cache (read by flow_backward) holds no infinities.
+            out = out | far
+            any_out = True
+            z = park(z, out)
         if config.kind == "rad":
-            z, k_layer, term, layer_cache = rad_coupling_forward(z, nested, layer)
             k[:, layer, split(config.dim, layer)[1]] = k_layer
-        else:
-            z, term, layer_cache = affine_coupling_forward(z, nested, layer)
+        z = park(z_next, out) if any_out else z_next
         log_px += term
         layer_caches.append(layer_cache)
     log_base, base_cache = normal_logpdf_forward(z)
-    return log_px + log_base, z, k, FlowCache(config, layer_caches, base_cache)
+    log_px = log_px + log_base
+    if any_out:
+        log_px[out] = -np.inf
+        z = z.copy()
+        z[out] = np.inf
+        k[out] = -1
+    return log_px, z, k, FlowCache(config, layer_caches, base_cache, out)
 
 
 def flow_backward(dlog_px, cache):
@@ -131,6 +162,8 @@ def flow_backward(dlog_px, cache):
         Flat, keyed like the parameters.
     """
     backward = rad_coupling_backward if cache.config.kind == "rad" else affine_coupling_backward
+    if cache.out_of_range is not None and cache.out_of_range.any():
+        dlog_px = np.where(cache.out_of_range, 0.0, dlog_px)  # their gradient is zero
     dz = normal_logpdf_backward(dlog_px, cache.base_cache)
     grads = {}
     for layer in reversed(range(cache.config.n_layers)):
@@ -141,16 +174,34 @@ def flow_backward(dlog_px, cache):
 
 def flow_inverse(z, k, params, config):
     """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
-    :func:`flow_forward` (ignored for affine flows)."""
+    :func:`flow_forward` (ignored for affine flows).  Out-of-range rows (module
+    docstring) give ``x = inf``."""
     x = z
+    out = out_of_range(z)
     for layer in reversed(range(config.n_layers)):
         nested = layer_params(params, layer)
+        rows = ~out  # evaluate only the rows in range (their k need not be valid)
+        x_in = x if not np.any(out) else x[rows]
         if config.kind == "rad":
             cols_b = split(config.dim, layer)[1]
-            x = rad_coupling_inverse(x, k[:, layer, cols_b], params=nested, layer=layer)
+            x_new = rad_coupling_inverse(x_in, k[rows][:, layer, cols_b] if np.any(out)
+                                         else k[:, layer, cols_b], params=nested, layer=layer)
         else:
-            x = affine_coupling_inverse(x, nested, layer)
+            x_new = affine_coupling_inverse(x_in, nested, layer)
+        x, out = _merge_rows(x, x_new, out)
+    if np.any(out):
+        x = x.copy()
+        x[out] = np.inf
     return x
+
+
+def _merge_rows(x, x_new, out):
+    """Put ``x_new`` (the rows of ``x`` not in ``out``) back; mark new out-of-range rows."""
+    if np.any(out):
+        merged = x.copy()
+        merged[~out] = x_new
+        x_new = merged
+    return x_new, out | out_of_range(x_new)
 
 
 def flow_sample_from_noise(normals, uniforms, params, config):
@@ -173,14 +224,24 @@ def flow_sample_from_noise(normals, uniforms, params, config):
     n = normals.shape[0]
     k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
     x = normals
+    out = out_of_range(normals)
     for layer in reversed(range(config.n_layers)):
         nested = layer_params(params, layer)
+        rows = ~out
+        x_in = x if not np.any(out) else x[rows]
         if config.kind == "rad":
             cols_b = split(config.dim, layer)[1]
-            x, k[:, layer, cols_b] = rad_coupling_sample(x, uniforms[:, layer, cols_b],
-                                                         nested, layer)
+            x_new, k_layer = rad_coupling_sample(x_in, uniforms[rows][:, layer, cols_b],
+                                                 nested, layer)
+            k_all = k[:, layer, :]
+            k_all[np.ix_(rows, cols_b)] = k_layer
         else:
-            x = affine_coupling_inverse(x, nested, layer)
+            x_new = affine_coupling_inverse(x_in, nested, layer)
+        x, out = _merge_rows(x, x_new, out)
+    if np.any(out):
+        x = x.copy()
+        x[out] = np.inf
+        k[out] = -1
     return x, k
 
 
