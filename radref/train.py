@@ -4,8 +4,12 @@ import time
 
 import numpy as np
 
-from radref.flow import flow_backward, flow_forward
-from radref.optim import AdamConfig, adam_init, adam_update_inplace, check_adam_config
+from radref.base import normal_logpdf_backward, normal_logpdf_forward
+from radref.coupling import (RANGE, affine_coupling_backward, affine_coupling_forward,
+                             out_of_range, rad_coupling_backward, rad_coupling_forward)
+from radref.flow import flow_backward, flow_forward, layer_params
+from radref.optim import (AdamConfig, adam_init, adam_update, adam_update_inplace,
+                          check_adam_config)
 
 
 class NonFiniteError(FloatingPointError):
@@ -13,16 +17,114 @@ class NonFiniteError(FloatingPointError):
 
     The parameters are left at their last finite values.  ``step`` is the
     1-based step that failed; ``where`` names the first offending parameter
-    (``"<layer>.<net>.<name>"``) or ``"loss"``; ``history`` the training
+    (``"<layer>.<net>.<name>"``), ``"loss"`` (the minibatch log-likelihood is not
+    finite, or its forward pass overflows) or ``"gradient"`` (the backward pass
+    overflows); ``layer`` is the first layer where the failing batch goes wrong
+    (an int, or ``None`` when the training point itself is out of range or the
+    base density is at fault); ``row`` the index, in the training set, of a
+    training point that triggers it (or ``None``); ``history`` the training
     history up to the last finite step.
     """
 
-    def __init__(self, step, where, history=None):
+    def __init__(self, step, where, history=None, layer=None, row=None, detail=None):
         self.step, self.where, self.history = step, where, history
-        layer = where.split(".")[0] if where != "loss" else None
-        place = f"in layer {layer} (parameter {where})" if layer is not None else "in the loss"
+        self.layer, self.row, self.detail = layer, row, detail
+        if where in ("loss", "gradient"):
+            place = f"in the {where}"
+            if layer is not None:
+                place += f" (first in layer {layer}"
+                place += f": {detail})" if detail else ")"
+            elif detail:
+                place += f" ({detail})"
+        else:
+            self.layer = int(where.split(".")[0])
+            place = (f"in layer {self.layer} (parameter {where}"
+                     + (f": {detail})" if detail else ")"))
         super().__init__(f"non-finite value at training step {step} {place}; "
                          "the parameters keep their last finite values")
+
+
+def _layer_forward(z, params, layer, config):
+    nested = layer_params(params, layer)
+    if config.kind == "rad":
+        z, _, term, cache = rad_coupling_forward(z, nested, layer)
+    else:
+        z, term, cache = affine_coupling_forward(z, nested, layer)
+    return z, term, cache
+
+
+def locate_non_finite(x, params, config, row_names=None):
+    """Where the log-likelihood of ``x`` (or its gradient) first goes wrong.
+
+    Re-runs the forward pass layer by layer with floating-point errors raised,
+    then (if the forward pass is clean) the backward pass layer by layer.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, d)
+    params, config
+        As for :func:`radref.flow.flow_forward`.
+    row_names : sequence, optional
+        How to name row ``i`` of ``x`` in ``detail`` (default ``"row i"``).
+
+    Returns
+    -------
+    where : {"loss", "gradient"} or None
+        ``None`` if nothing goes wrong.
+    layer : int or None
+    row : int or None
+        A row of ``x`` concerned (when known).
+    detail : str
+    """
+    def first(rows):
+        return int(np.flatnonzero(rows)[0])
+
+    def name(row):
+        return f"row {row}" if row_names is None else str(row_names[row])
+
+    limit = f"{RANGE:g}".replace("e+", "e")
+    far = out_of_range(x)
+    if far.any():
+        row = first(far)
+        return "loss", None, row, f"{name(row)} lies beyond +-{limit}: out of range"
+    z, caches = x, []
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        for layer in range(config.n_layers):
+            try:
+                z_next, term, cache = _layer_forward(z, params, layer, config)
+            except FloatingPointError as exc:
+                return "loss", layer, None, f"{exc} in its forward pass"
+            far = out_of_range(z_next)
+            if far.any():
+                row = first(far)
+                return "loss", layer, row, f"its output leaves +-{limit} for {name(row)}"
+            if not np.all(np.isfinite(term)):
+                row = first(~np.isfinite(term))
+                return "loss", layer, row, \
+                    f"its log-likelihood term is not finite for {name(row)}"
+            z = z_next
+            caches.append(cache)
+        try:
+            log_base, base_cache = normal_logpdf_forward(z)
+        except FloatingPointError as exc:
+            return "loss", None, None, f"{exc} in the base density"
+        if not np.all(np.isfinite(log_base)):
+            row = first(~np.isfinite(log_base))
+            return "loss", None, row, f"the base density is not finite for {name(row)}"
+        backward = rad_coupling_backward if config.kind == "rad" else affine_coupling_backward
+        n = x.shape[0]
+        dlog = np.full(n, 1.0 / n)
+        dz = normal_logpdf_backward(dlog, base_cache)
+        for layer in reversed(range(config.n_layers)):
+            try:
+                dz, grads = backward(dz, dlog, caches[layer])
+            except FloatingPointError as exc:
+                return "gradient", layer, None, f"{exc} in its backward pass"
+            if not (np.all(np.isfinite(dz))
+                    and all(np.all(np.isfinite(g)) for net in grads.values()
+                            for g in net.values())):
+                return "gradient", layer, None, "its gradient is not finite"
+    return None, None, None, ""
 
 
 def mean_loglik_and_grad(x, params, config):
@@ -39,6 +141,19 @@ def _first_non_finite(grads):
         if not np.all(np.isfinite(g)):
             return name
     return None
+
+
+def _first_adam_overflow(params, descent, state, adam):
+    """The first parameter whose Adam update overflows (nothing is modified)."""
+    for name in params:
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                adam_update({name: params[name]}, {name: descent[name]},
+                            {"t": state["t"], "m": {name: state["m"][name]},
+                             "v": {name: state["v"][name]}}, adam)
+        except FloatingPointError:
+            return name
+    return next(iter(params))
 
 
 class Progress:
@@ -147,14 +262,30 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     display = Progress(steps, enabled=progress)
     val = None
     for step in range(start_step + 1, steps + 1):
-        batch = x[schedule.indices(step - 1)]
-        loglik, grads = mean_loglik_and_grad(batch, params, config)
-        if not np.isfinite(loglik):
-            raise NonFiniteError(step, "loss", history)
+        indices = schedule.indices(step - 1)
+        batch = x[indices]
+        try:
+            # Floating-point errors (overflow, invalid operations) stop training at
+            # this step instead of turning into warnings and NaN further on.
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                loglik, grads = mean_loglik_and_grad(batch, params, config)
+        except FloatingPointError:
+            loglik = None
+        if loglik is None or not np.isfinite(loglik):
+            where, layer, row, detail = locate_non_finite(
+                batch, params, config, [f"training point {i}" for i in indices])
+            row = None if row is None else int(indices[row])
+            raise NonFiniteError(step, where or "loss", history, layer, row, detail or None)
         bad = _first_non_finite(grads)
         if bad is not None:
             raise NonFiniteError(step, bad, history)
-        adam_update_inplace(params, {k: -g for k, g in grads.items()}, state, adam)
+        descent = {k: -g for k, g in grads.items()}
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                adam_update_inplace(params, descent, state, adam)  # all or nothing
+        except FloatingPointError:
+            raise NonFiniteError(step, _first_adam_overflow(params, descent, state, adam),
+                                 history, detail="Adam's update overflows") from None
         history["step"].append(step)
         history["loglik"].append(loglik)
         if x_val is not None and (step % eval_every == 0 or step == steps):
