@@ -26,15 +26,16 @@ def normal_logpdf_forward(z):
     if z.size == 0 or (z.max() <= _DIRECT and z.min() >= -_DIRECT):
         return -0.5 * np.sum(z * z, axis=-1) - const, z
     direct = np.all(np.abs(z) <= _DIRECT, axis=-1)
-    # Far rows: |z|^2 / 2 = q 2^1024 with q from z 2^-512 (power-of-two scaling
-    # is exact), so the squares cannot overflow; q >= 1 means -|z|^2/2 < -DBL_MAX.
+    # Far rows: |z|^2 / 2 = q 2^1200 with q from z 2^-600 (power-of-two scaling is
+    # exact; entries too small to survive it are negligible next to the far one),
+    # so no square can overflow; q >= 2^-176 means -|z|^2/2 < -2^1024 < -DBL_MAX.
     log_prob = np.empty(z.shape[:-1])
     log_prob[direct] = -0.5 * np.sum(z[direct] * z[direct], axis=-1) - const
-    y = z[~direct] * 2.0 ** -512
+    y = z[~direct] * 2.0 ** -600
     q = 0.5 * np.sum(y * y, axis=-1)
-    overflow = q >= 1.0  # False for NaN: a NaN stays a NaN
+    overflow = q >= 2.0 ** -176  # False for NaN: a NaN stays a NaN
     log_prob[~direct] = np.where(overflow, -np.inf,
-                                 -np.ldexp(np.where(overflow, 0.0, q), 1024) - const)
+                                 -np.ldexp(np.where(overflow, 0.0, q), 1200) - const)
     return log_prob, z
 
 
