@@ -121,6 +121,9 @@ QUAD_NODES_PER_PANEL = 8  # Gauss-Legendre nodes per panel
 QUAD_PANEL_ARC_SIGMAS = 1.0  # arc length of one panel, in units of the problem's sigma
 
 _CHUNK_ELEMENTS = 1 << 16  # rows x nodes per block in log_density (bounds memory)
+# Rows with an entry beyond this go through _far_log_density: below it the
+# expanded squares of _mixture_log_density cannot overflow (|x|^2 / sigma^2 < 1e306).
+_FAR = 2.0 ** 500
 
 
 # ---------------------------------------------------------------------------
@@ -319,6 +322,15 @@ def _check_count(n, what="n"):
     return int(n)
 
 
+def _check_rng(random_state):
+    """``np.random.default_rng(random_state)``, with an error that names the argument."""
+    try:
+        return np.random.default_rng(random_state)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"random_state must be None, a non-negative int, a sequence of them, "
+                        f"a SeedSequence or a Generator, got {random_state!r} ({exc})") from None
+
+
 def _check_points(X):
     try:
         arr = np.asarray(X)
@@ -368,7 +380,7 @@ def sample(name, n, random_state=None):
     """
     spec = _spec(_check_name(name))
     n = _check_count(n)
-    rng = np.random.default_rng(random_state)
+    rng = _check_rng(random_state)
     if spec.centres is not None:
         labels = rng.choice(len(spec.weights), size=n, p=spec.weights)
         mean = spec.centres[labels]
@@ -427,15 +439,32 @@ def log_density(name, X):
     Returns
     -------
     log_p : ndarray, shape (n,), float64
-        Finite for any finite input up to ``|x| ~ 1e150`` (beyond that the
-        squared distance itself overflows float64 and the value is ``-inf``).
+        Finite wherever the log-density is a float64 (up to ``|x| ~ 1e152``);
+        ``-inf`` beyond, where ``|x|^2 / (2 sigma^2)`` exceeds the largest
+        float64.  Never NaN, no floating-point warnings.
     """
     centres, log_weights, sigma = _quadrature(_check_name(name))
     X = _check_points(X)
     if len(X) == 0:
         return np.empty(0)
-    with np.errstate(over="ignore"):
+    near = np.all(np.abs(X) <= _FAR, axis=1)
+    if np.all(near):
         return _mixture_log_density(X, centres, log_weights, sigma)
+    out = np.empty(len(X))
+    out[near] = _mixture_log_density(X[near], centres, log_weights, sigma)
+    out[~near] = _far_log_density(X[~near], sigma)
+    return out
+
+
+def _far_log_density(X, sigma):
+    """``-|x|^2 / (2 sigma^2)`` for rows with an entry beyond ``_FAR``: there the
+    centres, weights and normalising constant change the log-density by a
+    relative 1e-140, far below one ulp.  Computed after an exact power-of-two
+    scaling (no square can overflow); ``-inf`` where the value is below -DBL_MAX."""
+    y = X * 2.0 ** -600
+    q = 0.5 / (sigma * sigma) * np.sum(y * y, axis=1)  # |x|^2 / (2 sigma^2) = q 2^1200
+    overflow = q >= 2.0 ** -176
+    return np.where(overflow, -np.inf, -np.ldexp(np.where(overflow, 0.0, q), 1200))
 
 
 def train_test_split_samples(name, n_train, n_test, random_state=None):
@@ -466,7 +495,11 @@ def train_test_split_samples(name, n_train, n_test, random_state=None):
     elif isinstance(random_state, (np.random.Generator, np.random.BitGenerator)):
         raise TypeError("random_state must be None, an int, a sequence of ints or a SeedSequence")
     else:
-        root = np.random.SeedSequence(random_state)
+        try:
+            root = np.random.SeedSequence(random_state)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"random_state must be None, a non-negative int, a sequence of "
+                            f"them or a SeedSequence, got {random_state!r} ({exc})") from None
     train_seq, test_seq = root.spawn(2)
     return sample(name, n_train, train_seq), sample(name, n_test, test_seq)
 
