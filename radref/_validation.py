@@ -31,10 +31,17 @@ def check_array(name, value, dim=None, ndim=2, allow_empty=False):
     refused with ``TypeError``.  Read-only and non-contiguous arrays are fine
     (the result is a fresh float64 array when a conversion is needed).
     """
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested sequences, ...
+        raise TypeError(f"{name} must be a real numeric array: {exc}") from None
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
                                    or np.issubdtype(array.dtype, np.floating)):
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8 and array.size:
+        # long double: values beyond the float64 range would overflow in the cast
+        if not np.all(np.abs(array[np.isfinite(array)]) <= np.finfo(np.float64).max):
+            raise ValueError(f"{name} has values beyond the float64 range")
     array = array.astype(np.float64, copy=False)
     if array.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}")
