@@ -86,6 +86,9 @@ def load_checkpoint(path, expected_model=None):
         Truncated, corrupted, wrong format or version, checksum mismatch, or a
         model class other than ``expected_model``.
     """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), "
+                        f"got {type(path).__name__} {path!r}")
     try:
         # Open the file here: np.load leaks its own handle when the zip directory
         # is unreadable.  A damaged archive makes zipfile / numpy raise many types
@@ -108,14 +111,29 @@ def load_checkpoint(path, expected_model=None):
         checksum = meta.pop("checksum")
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         raise CheckpointError(f"{path}: checkpoint metadata is corrupted") from None
-    if _digest(meta, arrays) != checksum:
+    try:
+        digest = _digest(meta, arrays)
+    except (TypeError, ValueError):  # an array that is not numeric
+        raise CheckpointError(f"{path}: checkpoint arrays are corrupted") from None
+    if digest != checksum:
         raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted")
-    if expected_model is not None and meta["model"] != expected_model:
-        raise CheckpointError(f"{path}: holds a {meta['model']}, not a {expected_model}")
-    params = {n: arrays[f"param/{n}"] for n in meta["names"]}
-    adam_state = None
-    if meta["adam_t"] is not None:
-        adam_state = {"t": meta["adam_t"],
-                      "m": {n: arrays[f"adam_m/{n}"] for n in meta["names"]},
-                      "v": {n: arrays[f"adam_v/{n}"] for n in meta["names"]}}
+    # A file whose checksum matches was written by save_checkpoint, unless it was
+    # forged: a missing field or array is still a CheckpointError, never a KeyError.
+    try:
+        if expected_model is not None and meta["model"] != expected_model:
+            raise CheckpointError(f"{path}: holds a {meta['model']}, not a {expected_model}")
+        params = {n: arrays[f"param/{n}"] for n in meta["names"]}
+        adam_state = None
+        if meta["adam_t"] is not None:
+            adam_state = {"t": int(meta["adam_t"]),
+                          "m": {n: arrays[f"adam_m/{n}"] for n in meta["names"]},
+                          "v": {n: arrays[f"adam_v/{n}"] for n in meta["names"]}}
+        missing = [key for key in ("hyperparameters", "step", "extra") if key not in meta]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: checkpoint is incomplete "
+                              f"({type(exc).__name__}: {exc})") from None
     return meta, params, adam_state
