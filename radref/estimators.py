@@ -10,7 +10,8 @@ import os
 import numpy as np
 
 from radref._validation import check_array, check_float, check_int
-from radref.checkpoint import load_checkpoint, save_checkpoint
+from radref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from radref.coupling import split
 from radref.flow import (FlowConfig, flow_forward, flow_init, flow_inverse,
                          flow_sample)
 from radref.optim import AdamConfig, adam_init, check_adam_config
@@ -69,6 +70,8 @@ class _FlowEstimator:
                              f"samples in X ({X.shape[0]})")
         eval_every = check_int("eval_every", eval_every)
         checkpoint_every = check_int("checkpoint_every", checkpoint_every)
+        if checkpoint is not None:
+            checkpoint = _check_path("checkpoint", checkpoint)
         if X_val is not None:
             X_val = check_array("X_val", X_val, dim=X.shape[1])
         adam = check_adam_config(AdamConfig(check_float("lr", lr), beta1, beta2, eps))
@@ -166,7 +169,8 @@ class _FlowEstimator:
         """Exact inverse ``(Z, K) -> X`` of :meth:`transform`.
 
         ``K`` is required for a Rad flow; a Real NVP flow has no discrete
-        latent and accepts ``K=None``.
+        latent and accepts ``K=None``.  Entries of ``K`` where a layer has no
+        discrete latent (``-1`` in the output of :meth:`transform`) are ignored.
         """
         self._check_fitted()
         Z = check_array("Z", Z, dim=self.config_.dim)
@@ -174,18 +178,40 @@ class _FlowEstimator:
             K = np.full((Z.shape[0], self.config_.n_layers, self.config_.dim), -1)
         elif K is None:
             raise ValueError("K is required to invert a Rad flow (the branch of every fold)")
-        K = np.asarray(K)
+        try:
+            K = np.asarray(K)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"K must be an integer array: {exc}") from None
         expected = (Z.shape[0], self.config_.n_layers, self.config_.dim)
         if K.shape != expected or not np.issubdtype(K.dtype, np.integer):
             raise ValueError(f"K must be an integer array of shape {expected}, "
                              f"got {K.dtype} {K.shape}")
-        return flow_inverse(Z, K, self.params_, self.config_)
+        if self.config_.kind == "rad":
+            transformed = np.zeros(expected[1:], dtype=bool)
+            for layer in range(self.config_.n_layers):
+                transformed[layer, split(self.config_.dim, layer)[1]] = True
+            bad = transformed & ((K < 0) | (K > 2))
+            if bad.any():
+                i, layer, j = (int(a[0]) for a in np.nonzero(bad))
+                raise ValueError(f"K must be a branch 0, 1 or 2 where layer {layer} transforms "
+                                 f"column {j}, got K[{i}, {layer}, {j}] = {K[i, layer, j]}")
+        try:
+            return flow_inverse(Z, K, self.params_, self.config_)
+        except ValueError as exc:  # from surjection_inverse: a branch without preimage
+            raise ValueError(f"K does not match Z: {exc} (the K that transform() returns "
+                             f"for the same points always matches)") from None
 
     def sample(self, n, random_state=None):
         """Draw ``n`` exact samples, shape ``(n, d)``."""
         self._check_fitted()
         n = check_int("n", n)
-        return flow_sample(n, self.params_, self.config_, random_state)[0]
+        try:
+            rng = np.random.default_rng(random_state)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"random_state must be None, a non-negative int, a sequence of "
+                            f"them, a SeedSequence or a Generator, got {random_state!r} "
+                            f"({exc})") from None
+        return flow_sample(n, self.params_, self.config_, rng)[0]
 
     # ----------------------------------------------------------- parameters
     def parameters(self):
@@ -214,6 +240,10 @@ class _FlowEstimator:
                     getattr(self, "n_steps_", 0), extra)
 
     def _write(self, path, config, params, optimizer_state, step, extra):
+        path = _check_path("path", path)
+        for name, value in params.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"parameter {name} has non-finite values: not saved")
         hyper = dict(self._hyperparameters(), dim=config.dim)
         save_checkpoint(path, type(self).__name__, hyper, params, optimizer_state, step,
                         extra=extra)
@@ -222,15 +252,21 @@ class _FlowEstimator:
     def load(cls, path):
         """Load a model saved by :meth:`save`; the file must hold this class."""
         meta, params, adam_state = load_checkpoint(path, expected_model=cls.__name__)
-        hyper = dict(meta["hyperparameters"])
-        dim = hyper.pop("dim")
-        model = cls(**hyper)
+        try:
+            hyper = dict(meta["hyperparameters"])
+            dim = check_int("dim", hyper.pop("dim"), minimum=2)
+            model = cls(**hyper)
+            step = check_int("step", meta["step"], minimum=0)
+            history = meta["extra"].get("history")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: invalid model description in the checkpoint "
+                                  f"({type(exc).__name__}: {exc})") from None
         model.config_ = model._config(dim)
         model.params_ = _checked_params(params, model.config_, path)
         model.optimizer_state_ = adam_state
-        model.n_steps_ = meta["step"]
-        if "history" in meta["extra"]:
-            model.history_ = meta["extra"]["history"]
+        model.n_steps_ = step
+        if history is not None:
+            model.history_ = history
         return model
 
 
@@ -240,8 +276,23 @@ def _checked_params(params, config, path):
     expected = flow_init(config, random_state=0)
     if set(expected) != set(params) or any(expected[k].shape != params[k].shape
                                            for k in expected):
-        raise ValueError(f"{path}: parameters do not match the architecture")
-    return {k: np.array(params[k], dtype=np.float64) for k in expected}
+        raise CheckpointError(f"{path}: parameters do not match the architecture")
+    checked = {k: np.array(params[k], dtype=np.float64) for k in expected}
+    for name, value in checked.items():
+        if not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{path}: parameter {name} has non-finite values")
+    return checked
+
+
+def _check_path(name, path):
+    """A file path (str, bytes or os.PathLike) whose directory exists."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), "
+                        f"got {type(path).__name__} {path!r}")
+    directory = os.path.dirname(os.path.abspath(os.fsdecode(path)))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{name}: directory {directory} does not exist")
+    return path
 
 
 def _check_random_state(random_state):
