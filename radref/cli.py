@@ -10,6 +10,7 @@ import numpy as np
 from radref import datasets
 from radref.checkpoint import CheckpointError
 from radref.estimators import RadFlow, RealNVPFlow, load_model
+from radref.train import NonFiniteError
 
 MODELS = {"rad": RadFlow, "realnvp": RealNVPFlow}
 
@@ -39,6 +40,22 @@ def _read_array(path):
     raise CLIError(f"{path}: expected a .npy or .csv file")
 
 
+def _check_seed(seed, option="--seed"):
+    if seed < 0:
+        raise CLIError(f"{option} must be >= 0, got {seed}")
+    return seed
+
+
+def _check_output(path, extensions=(".npy", ".csv")):
+    """Fail before any work if ``path`` cannot be written: wrong extension or
+    missing directory."""
+    if extensions and not path.endswith(extensions):
+        raise CLIError(f"{path}: output must end in {' or '.join(extensions)}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CLIError(f"{path}: directory {directory} does not exist")
+
+
 def _write_array(path, array):
     if path.endswith(".npy"):
         np.save(path, array)
@@ -49,6 +66,9 @@ def _write_array(path, array):
 
 
 def _cmd_demo(args):
+    _check_seed(args.seed)
+    if args.figure:
+        _check_output(args.figure, extensions=())
     start = time.perf_counter()
     X_train, X_test = datasets.train_test_split_samples(
         "two_moons", args.n_train, args.n_test, random_state=args.seed)
@@ -73,6 +93,8 @@ def _cmd_demo(args):
 
 
 def _cmd_train(args):
+    _check_seed(args.seed)
+    _check_output(args.out, extensions=())
     if args.data:
         X = _read_array(args.data)
     else:
@@ -93,6 +115,8 @@ def _cmd_train(args):
 
 
 def _cmd_score(args):
+    if args.out:
+        _check_output(args.out)
     model = load_model(args.model)
     scores = model.score_samples(_read_array(args.data))
     if args.out:
@@ -101,6 +125,8 @@ def _cmd_score(args):
 
 
 def _cmd_sample(args):
+    _check_seed(args.seed)
+    _check_output(args.out)
     model = load_model(args.model)
     samples = model.sample(args.n, random_state=args.seed)
     _write_array(args.out, samples)
@@ -116,6 +142,15 @@ def _cmd_reproduce(args):
         protocol["seeds"] = tuple(args.seeds)
     if args.lr is not None:
         protocol["lr"] = args.lr
+    # Check everything before creating directories or starting worker processes.
+    if protocol["steps"] < 1:
+        raise CLIError(f"--steps must be >= 1, got {protocol['steps']}")
+    for seed in protocol["seeds"]:
+        _check_seed(seed, "--seeds")
+    if not (np.isfinite(protocol["lr"]) and protocol["lr"] > 0):
+        raise CLIError(f"--lr must be a finite number > 0, got {protocol['lr']}")
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
     out = args.out or ("validation/results-quick" if args.quick else "validation/results")
     print(f"protocol: {protocol}; results in {out}")
     results = reproduce.run_all(protocol, out, workers=args.workers,
@@ -253,8 +288,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CLIError, CheckpointError, ValueError, TypeError, OSError, ImportError) as exc:
+    except (CLIError, CheckpointError, ValueError, TypeError, OSError, ImportError,
+            NonFiniteError) as exc:
         print(f"radref: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # e.g. sample -n 10**14
+        print(f"radref: error: out of memory ({exc})", file=sys.stderr)
         return 2
     return 0
 
