@@ -1151,7 +1151,11 @@ def check_port(port_doc, golden_doc, tolerance="float64", partial=False):
         Integer fields (``k``) must match exactly; for them ``max_rel`` holds
         the number of differing entries.
     """
-    if tolerance not in TOLERANCES:
+    for label, doc in (("port_doc", port_doc), ("golden_doc", golden_doc)):
+        if not isinstance(doc, dict) or not isinstance(doc.get("blocks"), dict):
+            raise TypeError(f"{label} must be a document read by from_json() or "
+                            f"load_document(), got {type(doc).__name__}")
+    if not isinstance(tolerance, str) or tolerance not in TOLERANCES:
         raise ValueError(f"tolerance must be one of {sorted(TOLERANCES)}, got {tolerance!r}")
     tol = TOLERANCES[tolerance]
     problems, missing, skipped = [], [], []
