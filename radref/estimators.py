@@ -383,5 +383,5 @@ def load_model(path):
     meta, _, _ = load_checkpoint(path)
     classes = {cls.__name__: cls for cls in (RadFlow, RealNVPFlow)}
     if meta["model"] not in classes:
-        raise ValueError(f"{path}: unknown model class {meta['model']!r}")
+        raise CheckpointError(f"{path}: unknown model class {meta['model']!r}")
     return classes[meta["model"]].load(path)
