@@ -4,6 +4,7 @@
 They are thin wrappers around the functional core (:mod:`radref.flow`,
 :mod:`radref.train`): all arithmetic happens there.
 """
+import contextlib
 import hashlib
 import os
 
@@ -144,7 +145,8 @@ class _FlowEstimator:
         """Log-density ``log p(x)`` in nats of each row of ``X`` (shape ``(n,)``)."""
         self._check_fitted()
         X = check_array("X", X, dim=self.config_.dim)
-        return flow_forward(X, self.params_, self.config_)[0]
+        with _arithmetic("score_samples", self.params_):
+            return flow_forward(X, self.params_, self.config_)[0]
 
     def score(self, X):
         """Mean log-likelihood of ``X`` in nats (a mean, not a sum)."""
@@ -162,7 +164,8 @@ class _FlowEstimator:
         """
         self._check_fitted()
         X = check_array("X", X, dim=self.config_.dim)
-        _, Z, K, _ = flow_forward(X, self.params_, self.config_)
+        with _arithmetic("transform", self.params_):
+            _, Z, K, _ = flow_forward(X, self.params_, self.config_)
         return Z, K
 
     def inverse_transform(self, Z, K=None):
@@ -196,7 +199,8 @@ class _FlowEstimator:
                 raise ValueError(f"K must be a branch 0, 1 or 2 where layer {layer} transforms "
                                  f"column {j}, got K[{i}, {layer}, {j}] = {K[i, layer, j]}")
         try:
-            return flow_inverse(Z, K, self.params_, self.config_)
+            with _arithmetic("inverse_transform", self.params_):
+                return flow_inverse(Z, K, self.params_, self.config_)
         except ValueError as exc:  # from surjection_inverse: a branch without preimage
             raise ValueError(f"K does not match Z: {exc} (the K that transform() returns "
                              f"for the same points always matches)") from None
@@ -211,7 +215,8 @@ class _FlowEstimator:
             raise type(exc)(f"random_state must be None, a non-negative int, a sequence of "
                             f"them, a SeedSequence or a Generator, got {random_state!r} "
                             f"({exc})") from None
-        return flow_sample(n, self.params_, self.config_, rng)[0]
+        with _arithmetic("sample", self.params_):
+            return flow_sample(n, self.params_, self.config_, rng)[0]
 
     # ----------------------------------------------------------- parameters
     def parameters(self):
@@ -227,7 +232,8 @@ class _FlowEstimator:
         """Mean log-likelihood of ``X`` and its gradient, keyed like :meth:`parameters`."""
         self._check_fitted()
         X = check_array("X", X, dim=self.config_.dim)
-        return mean_loglik_and_grad(X, self.params_, self.config_)
+        with _arithmetic("loglik_and_grad", self.params_):
+            return mean_loglik_and_grad(X, self.params_, self.config_)
 
     # ---------------------------------------------------------- persistence
     def save(self, path):
@@ -282,6 +288,23 @@ def _checked_params(params, config, path):
         if not np.all(np.isfinite(value)):
             raise CheckpointError(f"{path}: parameter {name} has non-finite values")
     return checked
+
+
+@contextlib.contextmanager
+def _arithmetic(what, params):
+    """Evaluate the flow: never from non-finite parameters (set through
+    :meth:`parameters`), and with floating-point errors raised, so that a model
+    whose parameters overflow float64 (far beyond what training produces)
+    gives an error rather than NaN and RuntimeWarnings."""
+    for name, value in params.items():
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{what}: parameter {name} has non-finite values")
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            yield
+    except FloatingPointError as exc:
+        raise FloatingPointError(f"{what}: {exc} in the flow: this model's parameters "
+                                 f"overflow float64 for this input") from None
 
 
 def _check_path(name, path):
