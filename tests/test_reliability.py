@@ -955,3 +955,29 @@ def test_locate_non_finite_on_a_clean_batch():
     where, layer, row, detail = locate_non_finite(np.array([[0.0, 0.0], [np.inf, 0.0]]),
                                                   params, config)
     assert (where, layer, row) == ("loss", None, 1) and "row 1 lies beyond" in detail
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_evaluation_refuses_non_finite_parameters(cls):
+    model = cls(n_layers=2, hidden=3, random_state=0).fit(_moons(50), steps=1, batch_size=50)
+    model.parameters()["1.cond.b1"][0] = np.nan  # through the live parameters
+    for call in (lambda: model.score_samples(X2), lambda: model.transform(X2),
+                 lambda: model.inverse_transform(X2, K_OK), lambda: model.sample(3),
+                 lambda: model.loglik_and_grad(X2)):
+        with pytest.raises(ValueError, match="parameter 1.cond.b1 has non-finite values"):
+            call()
+
+
+def test_parameters_that_overflow_give_floating_point_error_not_nan():
+    # Weights of 1e200 (far beyond what training produces): the gating net's
+    # logits overflow for |x| ~ 1e110; evaluation raises instead of returning
+    # NaN with RuntimeWarnings.
+    model = RadFlow(n_layers=2, hidden=3, random_state=0).fit(_moons(50), steps=1,
+                                                              batch_size=50)
+    for name, value in model.parameters().items():
+        if ".gate.W" in name:
+            value *= 1e200
+    X = np.array([[1e110, -1e110]])
+    for call in (lambda: model.score_samples(X), lambda: model.loglik_and_grad(X)):
+        with pytest.raises(FloatingPointError, match="overflow"):
+            call()
