@@ -6,6 +6,7 @@ They are thin wrappers around the functional core (:mod:`radref.flow`,
 """
 import contextlib
 import hashlib
+import numbers
 import os
 
 import numpy as np
@@ -75,7 +76,8 @@ class _FlowEstimator:
             checkpoint = _check_path("checkpoint", checkpoint)
         if X_val is not None:
             X_val = check_array("X_val", X_val, dim=X.shape[1])
-        adam = check_adam_config(AdamConfig(check_float("lr", lr), beta1, beta2, eps))
+        adam = check_adam_config(AdamConfig(check_float("lr", lr), _real("beta1", beta1),
+                                            _real("beta2", beta2), _real("eps", eps)))
 
         seed = np.random.SeedSequence(self._seed())
         settings = {"batch_size": batch_size, "adam": list(adam), "entropy": str(seed.entropy),
@@ -305,6 +307,13 @@ def _arithmetic(what, params):
     except FloatingPointError as exc:
         raise FloatingPointError(f"{what}: {exc} in the flow: this model's parameters "
                                  f"overflow float64 for this input") from None
+
+
+def _real(name, value):
+    """A real number (``bool`` refused), as a float; its range is checked later."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
 def _check_path(name, path):
