@@ -2,7 +2,7 @@
 
 Layout of the archive (loaded with ``allow_pickle=False``):
 
-- ``meta``: UTF-8 JSON (a uint8 array) with ``format`` (``"radref-checkpoint"``),
+- ``meta``: UTF-8 JSON (a uint8 array; ``Infinity`` allowed, NaN refused) with ``format`` (``"radref-checkpoint"``),
   ``version``, ``model`` (class name), ``hyperparameters``, ``step``,
   ``adam_t``, ``names`` (parameter names in order), ``extra`` (training
   settings and history) and ``checksum``.
@@ -37,6 +37,19 @@ def _digest(meta, arrays):
     return h.hexdigest()
 
 
+def _refuse_nan(obj, where="meta"):
+    """NaN is not storable; +-inf is (as JSON's ``Infinity`` extension, which
+    Python's json reads back): a held-out log-likelihood can be -inf."""
+    if isinstance(obj, float) and obj != obj:
+        raise ValueError(f"checkpoint {where} holds NaN, which cannot be stored")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _refuse_nan(value, f"{where}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _refuse_nan(value, f"{where}[{i}]")
+
+
 def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=0, extra=None):
     """Write a checkpoint atomically.
 
@@ -53,8 +66,9 @@ def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=
             "hyperparameters": hyperparameters, "step": int(step), "names": names,
             "adam_t": None if adam_state is None else int(adam_state["t"]),
             "extra": extra if extra is not None else {}}
+    _refuse_nan(meta)
     meta["checksum"] = _digest(meta, arrays)
-    arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
