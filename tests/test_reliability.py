@@ -983,3 +983,20 @@ def test_parameters_that_overflow_give_floating_point_error_not_nan():
     for call in (lambda: model.score_samples(X), lambda: model.loglik_and_grad(X)):
         with pytest.raises(FloatingPointError, match="overflow"):
             call()
+
+
+def test_held_out_score_of_minus_inf_is_checkpointed(tmp_path):
+    # A held-out point out of range makes the held-out mean -inf: the history
+    # holding it is stored (JSON's Infinity), and training resumes from it.
+    X = _moons(100)
+    path = tmp_path / "ck.npz"
+    kwargs = dict(steps=4, batch_size=50, X_val=[[1e130, 0.0]], eval_every=1, checkpoint=path,
+                  checkpoint_every=2)
+    model = RadFlow(n_layers=1, hidden=2, random_state=0).fit(X, **dict(kwargs, steps=2))
+    assert model.history_["val_loglik"] == [-np.inf, -np.inf]
+    assert load_model(path).history_["val_loglik"] == [-np.inf, -np.inf]
+    resumed = RadFlow(n_layers=1, hidden=2, random_state=0).fit(X, **kwargs)
+    assert resumed.history_["val_step"] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="holds NaN"):
+        save_checkpoint(tmp_path / "nan.npz", "RadFlow", {}, {}, extra={"x": [1.0, np.nan]})
+    assert not (tmp_path / "nan.npz").exists()
