@@ -74,6 +74,9 @@ def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".radref-", suffix=".tmp", dir=directory)
     try:
+        # mkstemp makes the file private (0600); give the checkpoint the mode of
+        # the file it replaces, or the usual mode of a new file (0666 & ~umask).
+        os.chmod(tmp, _target_mode(path))
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -83,6 +86,15 @@ def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _target_mode(path):
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def load_checkpoint(path, expected_model=None):

@@ -340,3 +340,21 @@ def test_save_into_missing_directory(tmp_path):
         _save(target)
     assert not (tmp_path / "no").exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_saved_file_has_the_usual_mode_and_keeps_the_mode_it_replaces(tmp_path):
+    import os
+    from radref.checkpoint import save_checkpoint
+    params = {"w": np.arange(3.0)}
+    umask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.npz"
+        save_checkpoint(new, "RadFlow", {}, params)
+        assert os.stat(new).st_mode & 0o777 == 0o644
+        existing = tmp_path / "existing.npz"
+        save_checkpoint(existing, "RadFlow", {}, params)
+        os.chmod(existing, 0o640)
+        save_checkpoint(existing, "RadFlow", {}, params)
+        assert os.stat(existing).st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
