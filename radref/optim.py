@@ -197,12 +197,17 @@ def adam_update_inplace(params, grads, state, config=AdamConfig()):
         if not (isinstance(p, np.ndarray) and np.issubdtype(p.dtype, np.floating)):
             raise TypeError(
                 f"params[{name!r}] must be a floating-point ndarray to be updated in place")
-    # Compute every step before writing anything, so a failure leaves all untouched.
+    # Compute everything, the new parameter values included, before writing
+    # anything, so that a failure (e.g. an overflow raised under np.errstate)
+    # leaves all untouched.
     t = state["t"] + 1
-    results = {name: _adam_step(grads[name], state["m"][name], state["v"][name], t, config)
-               for name in params}
-    for name, (m_new, v_new, step) in results.items():
-        params[name] -= step
+    results = {}
+    for name in params:
+        m_new, v_new, step = _adam_step(grads[name], state["m"][name], state["v"][name], t,
+                                        config)
+        results[name] = (params[name] - step, m_new, v_new)
+    for name, (p_new, m_new, v_new) in results.items():
+        params[name][...] = p_new
         state["m"][name][...] = m_new
         state["v"][name][...] = v_new
     state["t"] = t
