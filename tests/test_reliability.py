@@ -1000,3 +1000,16 @@ def test_held_out_score_of_minus_inf_is_checkpointed(tmp_path):
     with pytest.raises(ValueError, match="holds NaN"):
         save_checkpoint(tmp_path / "nan.npz", "RadFlow", {}, {}, extra={"x": [1.0, np.nan]})
     assert not (tmp_path / "nan.npz").exists()
+
+
+def test_adam_overflow_in_the_parameter_update_leaves_all_parameters_finite():
+    # Found by test_fuzz: at lr = 1.14e308 the second Adam step's p - step
+    # overflowed while the in-place update was writing: some parameters were
+    # already inf when NonFiniteError was raised.  Now nothing is written.
+    model = RealNVPFlow(n_layers=1, hidden=1, out_std=0.0, random_state=0)
+    with pytest.raises(NonFiniteError, match="Adam's update overflows"):
+        model.fit(np.zeros((1, 2)), steps=2, batch_size=1, lr=1.139691793744536e308,
+                  beta1=0.5, beta2=0.5)
+    assert model.n_steps_ == 1
+    for value in model.parameters().values():
+        assert np.all(np.isfinite(value))
