@@ -289,7 +289,11 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
         history["step"].append(step)
         history["loglik"].append(loglik)
         if x_val is not None and (step % eval_every == 0 or step == steps):
-            val = float(np.mean(flow_forward(x_val, params, config)[0]))
+            try:
+                with np.errstate(over="raise", invalid="raise", divide="raise"):
+                    val = float(np.mean(flow_forward(x_val, params, config)[0]))
+            except FloatingPointError:
+                val = -np.inf  # the new parameters overflow float64 on the held-out data
             history["val_step"].append(step)
             history["val_loglik"].append(val)
         if step % 50 == 0 or step == steps:
