@@ -1013,3 +1013,12 @@ def test_adam_overflow_in_the_parameter_update_leaves_all_parameters_finite():
     assert model.n_steps_ == 1
     for value in model.parameters().values():
         assert np.all(np.isfinite(value))
+
+
+def test_held_out_evaluation_that_overflows_is_minus_inf_not_nan():
+    # One step at lr = 1e300 leaves weights of ~1e300: the held-out score after
+    # it overflows.  It is recorded as -inf (was NaN with RuntimeWarnings).
+    X = _moons(50)
+    model = RadFlow(n_layers=2, hidden=3, random_state=0).fit(X, steps=1, batch_size=50,
+                                                              lr=1e300, X_val=X)
+    assert model.history_["val_loglik"] == [-np.inf]
