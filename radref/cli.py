@@ -152,9 +152,14 @@ def _cmd_reproduce(args):
     if args.workers is not None and args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
     out = args.out or ("validation/results-quick" if args.quick else "validation/results")
-    print(f"protocol: {protocol}; results in {out}")
-    results = reproduce.run_all(protocol, out, workers=args.workers,
-                                problems=args.problems, models=args.models)
+    if args.table_only:
+        results = reproduce.finished_results(out)
+        if not results:
+            raise CLIError(f"no finished runs under {out}")
+    else:
+        print(f"protocol: {protocol}; results in {out}")
+        results = reproduce.run_all(protocol, out, workers=args.workers,
+                                    problems=args.problems, models=args.models)
     table = reproduce.markdown_table(reproduce.summarize(results),
                                      reproduce.negative_entropies(
                                          args.problems, n=20_000 if args.quick else 200_000))
@@ -257,6 +262,8 @@ def build_parser():
     rep.add_argument("--models", nargs="+", default=["rad", "realnvp"],
                      choices=["rad", "realnvp"], help="subset of models (default: both)")
     rep.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    rep.add_argument("--table-only", action="store_true",
+                     help="train nothing: write the tables from the runs finished so far")
     rep.add_argument("--out", help="results directory (default validation/results)")
     rep.set_defaults(func=_cmd_reproduce)
 

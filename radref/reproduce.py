@@ -106,6 +106,21 @@ def run_all(protocol, out, workers=None, problems=datasets.PROBLEMS, models=MODE
     return results
 
 
+def finished_results(out):
+    """The results of every finished run under ``out`` (also of an interrupted
+    reproduction); writes the tables for them."""
+    results = []
+    runs = os.path.join(out, "runs")
+    for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        path = os.path.join(runs, name, "result.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                results.append(json.load(f))
+    if results:
+        write_tables(results, out)
+    return results
+
+
 def negative_entropies(problems=datasets.PROBLEMS, n=200_000):
     """Best achievable mean log-likelihood of each problem (Monte Carlo, seed 0)."""
     return {p: datasets.negative_entropy(p, n=n, random_state=0)[0] for p in problems}

@@ -26,6 +26,11 @@ def test_quick_reproduction_end_to_end_and_resumes(tmp_path, capsys):
     for problem in datasets.PROBLEMS:
         assert f"| {problem} |" in table
     assert os.path.exists(os.path.join(out, "table.md"))
+    # --table-only summarises the finished runs without training anything.
+    os.remove(os.path.join(out, "table.md"))
+    assert main(["reproduce", "--quick", "--table-only", "--out", out]) == 0
+    with open(os.path.join(out, "table.md")) as f:
+        assert "| two_moons |" in f.read()
     # A second call finds every run finished and recomputes nothing.
     before = {r["problem"] + r["model"]: r["test_loglik"] for r in rows}
     assert main(["reproduce", "--quick", "--workers", "1", "--out", out]) == 0
