@@ -167,7 +167,7 @@ def test_demo_figure_needs_matplotlib(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_with_figure(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (a test dependency: the figure code is tested)
     figure = tmp_path / "d.png"
     status, out, err = _run(capsys, ["demo", "--rad-steps", "30", "--realnvp-steps", "30",
                                      "--n-train", "1000", "--n-test", "500",
