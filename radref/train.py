@@ -4,10 +4,8 @@ import time
 
 import numpy as np
 
-from radref.base import normal_logpdf_backward, normal_logpdf_forward
-from radref.coupling import (RANGE, affine_coupling_backward, affine_coupling_forward,
-                             out_of_range, rad_coupling_backward, rad_coupling_forward)
-from radref.flow import flow_backward, flow_forward, layer_params
+from radref.diagnostics import locate_non_finite
+from radref.flow import flow_backward, flow_forward
 from radref.optim import (AdamConfig, adam_init, adam_update, adam_update_inplace,
                           check_adam_config)
 
@@ -42,89 +40,6 @@ class NonFiniteError(FloatingPointError):
                      + (f": {detail})" if detail else ")"))
         super().__init__(f"non-finite value at training step {step} {place}; "
                          "the parameters keep their last finite values")
-
-
-def _layer_forward(z, params, layer, config):
-    nested = layer_params(params, layer)
-    if config.kind == "rad":
-        z, _, term, cache = rad_coupling_forward(z, nested, layer)
-    else:
-        z, term, cache = affine_coupling_forward(z, nested, layer)
-    return z, term, cache
-
-
-def locate_non_finite(x, params, config, row_names=None):
-    """Where the log-likelihood of ``x`` (or its gradient) first goes wrong.
-
-    Re-runs the forward pass layer by layer with floating-point errors raised,
-    then (if the forward pass is clean) the backward pass layer by layer.
-
-    Parameters
-    ----------
-    x : ndarray, shape (n, d)
-    params, config
-        As for :func:`radref.flow.flow_forward`.
-    row_names : sequence, optional
-        How to name row ``i`` of ``x`` in ``detail`` (default ``"row i"``).
-
-    Returns
-    -------
-    where : {"loss", "gradient"} or None
-        ``None`` if nothing goes wrong.
-    layer : int or None
-    row : int or None
-        A row of ``x`` concerned (when known).
-    detail : str
-    """
-    def first(rows):
-        return int(np.flatnonzero(rows)[0])
-
-    def name(row):
-        return f"row {row}" if row_names is None else str(row_names[row])
-
-    limit = f"{RANGE:g}".replace("e+", "e")
-    far = out_of_range(x)
-    if far.any():
-        row = first(far)
-        return "loss", None, row, f"{name(row)} lies beyond +-{limit}: out of range"
-    z, caches = x, []
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        for layer in range(config.n_layers):
-            try:
-                z_next, term, cache = _layer_forward(z, params, layer, config)
-            except FloatingPointError as exc:
-                return "loss", layer, None, f"{exc} in its forward pass"
-            far = out_of_range(z_next)
-            if far.any():
-                row = first(far)
-                return "loss", layer, row, f"its output leaves +-{limit} for {name(row)}"
-            if not np.all(np.isfinite(term)):
-                row = first(~np.isfinite(term))
-                return "loss", layer, row, \
-                    f"its log-likelihood term is not finite for {name(row)}"
-            z = z_next
-            caches.append(cache)
-        try:
-            log_base, base_cache = normal_logpdf_forward(z)
-        except FloatingPointError as exc:
-            return "loss", None, None, f"{exc} in the base density"
-        if not np.all(np.isfinite(log_base)):
-            row = first(~np.isfinite(log_base))
-            return "loss", None, row, f"the base density is not finite for {name(row)}"
-        backward = rad_coupling_backward if config.kind == "rad" else affine_coupling_backward
-        n = x.shape[0]
-        dlog = np.full(n, 1.0 / n)
-        dz = normal_logpdf_backward(dlog, base_cache)
-        for layer in reversed(range(config.n_layers)):
-            try:
-                dz, grads = backward(dz, dlog, caches[layer])
-            except FloatingPointError as exc:
-                return "gradient", layer, None, f"{exc} in its backward pass"
-            if not (np.all(np.isfinite(dz))
-                    and all(np.all(np.isfinite(g)) for net in grads.values()
-                            for g in net.values())):
-                return "gradient", layer, None, "its gradient is not finite"
-    return None, None, None, ""
 
 
 def mean_loglik_and_grad(x, params, config):

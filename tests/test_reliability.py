@@ -1027,15 +1027,15 @@ def test_held_out_evaluation_that_overflows_is_minus_inf_not_nan():
 def test_overflow_in_the_backward_pass_names_the_layer(monkeypatch):
     # The backward pass of layer 1 overflowing (simulated: the real cases need
     # parameters far beyond training's) is reported as "in the gradient".
-    import radref.train as train_module
-    real = train_module.rad_coupling_backward
+    import radref.diagnostics as diagnostics_module
+    real = diagnostics_module.rad_coupling_backward
 
     def overflows_in_layer_1(dz, dterm, cache):
         if cache.cols_b.tolist() == [0]:  # layer 1 of a 2-d flow transforms column 0
             np.multiply(np.array([1e308]), np.array([10.0]))
         return real(dz, dterm, cache)
 
-    monkeypatch.setattr(train_module, "rad_coupling_backward", overflows_in_layer_1)
+    monkeypatch.setattr(diagnostics_module, "rad_coupling_backward", overflows_in_layer_1)
     monkeypatch.setattr("radref.flow.rad_coupling_backward", overflows_in_layer_1)
     config = FlowConfig("rad", 2, 2, 3, 3)
     params = flow_init(config, out_std=0.1, random_state=0)
