@@ -18,7 +18,7 @@ User layer: :class:`RadFlow`, :class:`RealNVPFlow` (scikit-learn conventions),
 :mod:`radref.datasets` (the paper's six problems) and the ``radref`` command.
 """
 from radref import datasets
+from radref._version import __version__
 from radref.estimators import NotFittedError, RadFlow, RealNVPFlow, load_model
 
-__version__ = "0.1.0"
 __all__ = ["datasets", "RadFlow", "RealNVPFlow", "load_model", "NotFittedError", "__version__"]

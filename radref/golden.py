@@ -897,7 +897,7 @@ def _generate_cases(block_name):
 def generate():
     """The golden document in memory: ``{"blocks": {name: {"comment", "function",
     "cases": [case, ...]}}, ...header}`` with NumPy arrays (see :func:`to_json`)."""
-    from radref import __version__
+    from radref._version import __version__
     blocks = {}
     for name, block in BLOCKS.items():
         blocks[name] = {"function": block.function, "comment": block.comment,
