@@ -176,32 +176,10 @@ def flow_inverse(z, k, params, config):
     """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
     :func:`flow_forward` (ignored for affine flows).  Out-of-range rows (module
     docstring) give ``x = inf``."""
-    x = z
-    out = out_of_range(z)
-    for layer in reversed(range(config.n_layers)):
-        nested = layer_params(params, layer)
-        rows = ~out  # evaluate only the rows in range (their k need not be valid)
-        x_in = x if not np.any(out) else x[rows]
-        if config.kind == "rad":
-            cols_b = split(config.dim, layer)[1]
-            x_new = rad_coupling_inverse(x_in, k[rows][:, layer, cols_b] if np.any(out)
-                                         else k[:, layer, cols_b], params=nested, layer=layer)
-        else:
-            x_new = affine_coupling_inverse(x_in, nested, layer)
-        x, out = _merge_rows(x, x_new, out)
-    if np.any(out):
-        x = x.copy()
-        x[out] = np.inf
-    return x
+    def rad_step(x_in, rows, layer, nested, cols_b):
+        return rad_coupling_inverse(x_in, k[rows][:, layer, cols_b], nested, layer)
 
-
-def _merge_rows(x, x_new, out):
-    """Put ``x_new`` (the rows of ``x`` not in ``out``) back; mark new out-of-range rows."""
-    if np.any(out):
-        merged = x.copy()
-        merged[~out] = x_new
-        x_new = merged
-    return x_new, out | out_of_range(x_new)
+    return _invert_layers(z, params, config, rad_step)[0]
 
 
 def flow_sample_from_noise(normals, uniforms, params, config):
@@ -221,28 +199,49 @@ def flow_sample_from_noise(normals, uniforms, params, config):
     x : ndarray, shape (n, d)
     k : ndarray of int, shape (n, L, d)
     """
-    n = normals.shape[0]
-    k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
-    x = normals
-    out = out_of_range(normals)
+    k = np.full((normals.shape[0], config.n_layers, config.dim), -1, dtype=np.intp)
+
+    def rad_step(x_in, rows, layer, nested, cols_b):
+        x_new, k_layer = rad_coupling_sample(x_in, uniforms[rows][:, layer, cols_b],
+                                             nested, layer)
+        k_of_layer = k[:, layer, :]  # a view: writing it writes k
+        k_of_layer[np.ix_(rows, cols_b)] = k_layer
+        return x_new
+
+    x, out = _invert_layers(normals, params, config, rad_step)
+    k[out] = -1
+    return x, k
+
+
+def _invert_layers(z, params, config, rad_step):
+    """Run the layers backwards from ``z`` (shared by :func:`flow_inverse` and
+    :func:`flow_sample_from_noise`); a Rad layer is inverted by
+    ``rad_step(x_in, rows, layer, nested_params, cols_b) -> x``.  Only the rows
+    in range are evaluated; returns ``(x, out_of_range_rows)``."""
+    x = z
+    out = out_of_range(z)
     for layer in reversed(range(config.n_layers)):
         nested = layer_params(params, layer)
         rows = ~out
-        x_in = x if not np.any(out) else x[rows]
+        x_in = x[rows] if np.any(out) else x
         if config.kind == "rad":
-            cols_b = split(config.dim, layer)[1]
-            x_new, k_layer = rad_coupling_sample(x_in, uniforms[rows][:, layer, cols_b],
-                                                 nested, layer)
-            k_all = k[:, layer, :]
-            k_all[np.ix_(rows, cols_b)] = k_layer
+            x_new = rad_step(x_in, rows, layer, nested, split(config.dim, layer)[1])
         else:
             x_new = affine_coupling_inverse(x_in, nested, layer)
         x, out = _merge_rows(x, x_new, out)
     if np.any(out):
         x = x.copy()
         x[out] = np.inf
-        k[out] = -1
-    return x, k
+    return x, out
+
+
+def _merge_rows(x, x_new, out):
+    """Put ``x_new`` (the rows of ``x`` not in ``out``) back; mark new out-of-range rows."""
+    if np.any(out):
+        merged = x.copy()
+        merged[~out] = x_new
+        x_new = merged
+    return x_new, out | out_of_range(x_new)
 
 
 def flow_sample(n, params, config, random_state=None):

@@ -17,7 +17,7 @@ What is measured (docs/performance.md describes the method):
 3. Scaling of the time per point with the batch size, the data dimension and
    the depth (radref only), plotted to docs/figures/performance_scaling.png.
 4. Peak memory of a 100,000-point log-density (tracemalloc and the growth of
-   the maximum resident set size, each in a fresh subprocess).
+   the peak resident set size (VmHWM, reset before the call), each in a fresh subprocess).
 5. The machine, Python, NumPy, BLAS and thread settings.
 6. Peers: PyTorch eager and JAX jit (CPU, float64) on identical parameters and
    batches, for the training step and the log-density; before timing, each
@@ -409,6 +409,28 @@ def scaling(settings, log):
     return rows
 
 
+def _status_kib(field):
+    """A ``kB`` field of /proc/self/status (0 where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak_rss():
+    """Reset the process's peak-RSS mark (Linux); False where that is impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def memory_probe(impl_name, kind, n):
     """Item 4, run in a fresh subprocess: the memory of one n-point log-density."""
     from radref import datasets
@@ -433,10 +455,15 @@ def memory_probe(impl_name, kind, n):
         impl.loglik(impl.prepare(x[:100]))  # load every lazily initialised code path
         run = lambda: impl.loglik(xn)  # noqa: E731
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # The peak resident set size of this process is already high from importing
+    # the peers, so ru_maxrss would not move: reset the kernel's high-water mark
+    # (Linux: write 5 to /proc/self/clear_refs) and read VmHWM after the call.
+    before = _status_kib("VmRSS")
+    reset = _reset_peak_rss()
     out = run()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result.update(maxrss_delta_mb=(after - before) / 1024, maxrss_mb=after / 1024)
+    after = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.update(maxrss_delta_mb=(after - before) / 1024, maxrss_mb=after / 1024,
+                  peak_reset=reset)
     del out
     if impl_name == "radref":  # NumPy reports its allocations to tracemalloc
         gc.collect()
@@ -462,7 +489,7 @@ def memory(settings, impl_names, log):
             extra = "".join(f", {key} {row[key]:.1f} MB" for key in
                             ("tracemalloc_peak_mb", "xla_temp_mb") if key in row)
             log(f"memory {name:<6s} {kind:<6s} log-density of {row['n']} points: "
-                f"max RSS growth {row['maxrss_delta_mb']:.1f} MB{extra}")
+                f"peak RSS growth {row['maxrss_delta_mb']:.1f} MB{extra}")
     return rows
 
 
@@ -591,9 +618,10 @@ def markdown_block(result, markdown_path, figure_path, json_path):
     mem = [row for m in result["modes"].values() for row in m.get("memory", [])]
     if mem:
         lines += ["", f"Peak memory of one {n:,}-point log-density (fresh process, "
-                  "1 thread): growth of the maximum resident set size; for radref also the "
+                  "1 thread): peak resident set size during the call minus the resident size "
+                  "before it (Linux VmHWM after resetting it); for radref also the "
                   "tracemalloc peak, for JAX the temporary buffers XLA reports.", "",
-                  "| implementation | model | max RSS growth | tracemalloc peak | XLA temp |",
+                  "| implementation | model | peak RSS growth | tracemalloc peak | XLA temp |",
                   "|---|---|---|---|---|"]
         for row in mem:
             cells = [f"{row[key]:.1f} MB" if key in row else "—"
