@@ -27,6 +27,15 @@ class NotFittedError(RuntimeError):
 class _FlowEstimator:
     _kind = None
 
+    def _set_common(self, n_layers, hidden, out_std, random_state):
+        """Check and store the hyperparameters both flows share."""
+        self.n_layers = check_int("n_layers", n_layers)
+        self.hidden = check_int("hidden", hidden)
+        self.out_std = check_float("out_std", out_std, positive=False)
+        if self.out_std < 0:
+            raise ValueError(f"out_std must be >= 0, got {out_std}")
+        self.random_state = _check_random_state(random_state)
+
     def _hyperparameters(self):
         raise NotImplementedError
 
@@ -361,14 +370,9 @@ class RadFlow(_FlowEstimator):
     """
 
     def __init__(self, n_layers=6, hidden=8, gate_hidden=None, out_std=0.01, random_state=None):
-        self.n_layers = check_int("n_layers", n_layers)
-        self.hidden = check_int("hidden", hidden)
+        self._set_common(n_layers, hidden, out_std, random_state)
         self.gate_hidden = (self.hidden if gate_hidden is None
                             else check_int("gate_hidden", gate_hidden))
-        self.out_std = check_float("out_std", out_std, positive=False)
-        if self.out_std < 0:
-            raise ValueError(f"out_std must be >= 0, got {out_std}")
-        self.random_state = _check_random_state(random_state)
 
     def _hyperparameters(self):
         return dict(n_layers=self.n_layers, hidden=self.hidden, gate_hidden=self.gate_hidden,
@@ -394,12 +398,7 @@ class RealNVPFlow(_FlowEstimator):
     """
 
     def __init__(self, n_layers=6, hidden=56, out_std=0.01, random_state=None):
-        self.n_layers = check_int("n_layers", n_layers)
-        self.hidden = check_int("hidden", hidden)
-        self.out_std = check_float("out_std", out_std, positive=False)
-        if self.out_std < 0:
-            raise ValueError(f"out_std must be >= 0, got {out_std}")
-        self.random_state = _check_random_state(random_state)
+        self._set_common(n_layers, hidden, out_std, random_state)
 
     def _hyperparameters(self):
         return dict(n_layers=self.n_layers, hidden=self.hidden, out_std=self.out_std,

@@ -3,6 +3,8 @@
 Imported by the test modules as ``from helpers import ...`` (pytest puts this
 directory on ``sys.path``, the test directory having no ``__init__.py``).
 """
+import json
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -141,3 +143,30 @@ def flow_discrete_pattern(x, params, config):
         if config.kind == "rad":
             out += [lc.gate_cache.active, lc.surj_cache.piece]
     return out
+
+
+# ------------------------------------------------------------ forged checkpoints
+
+def checkpoint_arrays(path):
+    """Every array of a checkpoint file (to tamper with and write back)."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def forge_checkpoint(path, source, array_changes=None, **meta_changes):
+    """Rewrite checkpoint ``source`` at ``path`` with metadata fields changed and
+    arrays replaced (``None`` removes one), built exactly as ``save_checkpoint``
+    builds a file (valid checksum), so that only the change can make loading fail."""
+    from radref import checkpoint
+    arrays = checkpoint_arrays(source)
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    del meta["checksum"]
+    meta.update(meta_changes)
+    for key, value in (array_changes or {}).items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value
+    meta["checksum"] = checkpoint._digest(meta, arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from helpers import checkpoint_arrays, forge_checkpoint
 from radref import checkpoint
 from radref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from radref.flow import FlowConfig, flow_init
@@ -36,20 +37,6 @@ def _save(path, **kwargs):
     args.update(kwargs)
     save_checkpoint(path, **args)
     return args
-
-
-def _write_like_save(path, source, **meta_changes):
-    """Rewrite checkpoint ``source`` at ``path`` with some metadata fields changed,
-    built exactly as save_checkpoint builds it (valid checksum), so that only
-    the changed field can make loading fail."""
-    with np.load(source, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    meta = json.loads(arrays.pop("meta").tobytes().decode())
-    del meta["checksum"]
-    meta.update(meta_changes)
-    meta["checksum"] = checkpoint._digest(meta, arrays)
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(path, **arrays)
 
 
 def _tmp_files(directory):
@@ -164,68 +151,58 @@ def test_flipped_bytes_in_zip_headers(saved, tmp_path):
     assert outcomes["error"] > 0.5 * len(positions)
 
 
+def _assert_rejected(path, arrays, match):
+    """Write ``arrays`` as a (valid zip) ``.npz`` at ``path``; loading must fail."""
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
 def test_changed_array_with_valid_zip_fails_checksum(saved, tmp_path):
     # The zip is intact (rewritten with fresh CRCs), but a parameter changed:
     # only the checksum can tell.
     path, _ = saved
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    arrays = checkpoint_arrays(path)
     name = next(key for key in arrays if key.startswith("param/"))
     arrays[name] = arrays[name].copy()
     arrays[name].flat[0] = np.nextafter(arrays[name].flat[0], np.inf)  # one ulp
-    bad = tmp_path / "tampered.npz"
-    np.savez(bad, **arrays)
-    with pytest.raises(CheckpointError, match="tampered.npz: checksum mismatch"):
-        load_checkpoint(bad)
+    _assert_rejected(tmp_path / "tampered.npz", arrays, "tampered.npz: checksum mismatch")
 
 
 def test_renamed_array_fails_checksum(saved, tmp_path):
     # Same bytes in the same (sorted) order under another name: the checksum
     # covers the names too, so this is caught before a missing key could be.
     path, _ = saved
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    arrays = checkpoint_arrays(path)
     arrays["param/0.cond.W1x"] = arrays.pop("param/0.cond.W1")
-    bad = tmp_path / "renamed.npz"
-    np.savez(bad, **arrays)
-    with pytest.raises(CheckpointError, match="renamed.npz: checksum mismatch"):
-        load_checkpoint(bad)
+    _assert_rejected(tmp_path / "renamed.npz", arrays, "renamed.npz: checksum mismatch")
 
 
 def test_changed_metadata_fails_checksum(saved, tmp_path):
     path, _ = saved
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    arrays = checkpoint_arrays(path)
     meta = json.loads(arrays["meta"].tobytes().decode())
     meta["hyperparameters"]["hidden"] = 4  # checksum left as it was
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    bad = tmp_path / "meta.npz"
-    np.savez(bad, **arrays)
-    with pytest.raises(CheckpointError, match="checksum mismatch"):
-        load_checkpoint(bad)
+    _assert_rejected(tmp_path / "meta.npz", arrays, "checksum mismatch")
 
 
 def test_corrupted_metadata(saved, tmp_path):
     path, _ = saved
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    arrays = checkpoint_arrays(path)
     for meta_bytes in (b"\xff\xfe not utf-8", b"{not json", b"[1, 2, 3]", b"{}"):
         arrays["meta"] = np.frombuffer(meta_bytes, dtype=np.uint8)
-        bad = tmp_path / "meta.npz"
-        np.savez(bad, **arrays)
-        with pytest.raises(CheckpointError, match="meta.npz: (checkpoint metadata is "
-                                                  "corrupted|not a radref checkpoint)"):
-            load_checkpoint(bad)
+        _assert_rejected(tmp_path / "meta.npz", arrays,
+                         "meta.npz: (checkpoint metadata is corrupted|not a radref checkpoint)")
     del arrays["meta"]
-    np.savez(tmp_path / "nometa.npz", **arrays)
-    with pytest.raises(CheckpointError, match="nometa.npz: checkpoint metadata is corrupted"):
-        load_checkpoint(tmp_path / "nometa.npz")
+    _assert_rejected(tmp_path / "nometa.npz", arrays,
+                     "nometa.npz: checkpoint metadata is corrupted")
 
 
 def test_wrong_format(saved, tmp_path):
     path, _ = saved
     bad = tmp_path / "format.npz"
-    _write_like_save(bad, path, format="something-else")
+    forge_checkpoint(bad, path, format="something-else")
     with pytest.raises(CheckpointError, match="format.npz: not a radref checkpoint"):
         load_checkpoint(bad)
 
@@ -248,14 +225,14 @@ def test_foreign_files(tmp_path, content):
 def test_wrong_version(saved, tmp_path):
     path, _ = saved
     bad = tmp_path / "v99.npz"
-    _write_like_save(bad, path, version=99)
+    forge_checkpoint(bad, path, version=99)
     with pytest.raises(CheckpointError,
                        match=r"v99.npz: checkpoint version 99 is not supported "
                              r"\(this radref reads version 1\)"):
         load_checkpoint(bad)
     # the helper builds files exactly like save_checkpoint: unchanged, it loads
     ok = tmp_path / "v1.npz"
-    _write_like_save(ok, path)
+    forge_checkpoint(ok, path)
     assert load_checkpoint(ok)[0]["version"] == checkpoint.VERSION
 
 

@@ -423,23 +423,31 @@ def test_non_finite_loss_names_step_and_keeps_last_finite_parameters(kind):
         assert params[name].tobytes() == reference[name].tobytes(), name
 
 
-def test_non_finite_gradient_names_parameter(monkeypatch):
-    # Force a NaN into one gradient at the 4th step (the loss stays finite).
+def _poison_gradient(monkeypatch, call, name, value):
+    """Make the ``call``-th gradient evaluation of training return ``value`` in
+    the first entry of gradient ``name``; returns the list of the parameters
+    each evaluation saw (copies)."""
     import radref.train as train_module
-    config, params = _tiny_flow("rad")
-    X = _data(2, 100)
     real = train_module.mean_loglik_and_grad
-    calls = []
+    seen = []
 
     def poisoned(x, p, c):
         loglik, grads = real(x, p, c)
-        calls.append({k: v.copy() for k, v in p.items()})
-        if len(calls) == 4:
-            grads["1.gate.W2"] = grads["1.gate.W2"].copy()
-            grads["1.gate.W2"][0, 0] = np.nan
+        seen.append({k: v.copy() for k, v in p.items()})
+        if len(seen) == call:
+            grads[name] = grads[name].copy()
+            grads[name].flat[0] = value
         return loglik, grads
 
     monkeypatch.setattr(train_module, "mean_loglik_and_grad", poisoned)
+    return seen
+
+
+def test_non_finite_gradient_names_parameter(monkeypatch):
+    # Force a NaN into one gradient at the 4th step (the loss stays finite).
+    config, params = _tiny_flow("rad")
+    X = _data(2, 100)
+    calls = _poison_gradient(monkeypatch, call=4, name="1.gate.W2", value=np.nan)
     with pytest.raises(NonFiniteError) as info:
         train(params, config, X, steps=10, batch_size=20, random_state=0, start_step=0)
     err = info.value
@@ -464,21 +472,10 @@ def test_failed_fit_leaves_a_consistent_model_at_its_last_finite_step(monkeypatc
     # gradient: the model must hold the refit's last finite parameters, with the
     # optimizer state, step count and history of that same point (not a mix of
     # the two fits).
-    import radref.train as train_module
     X = _data(2, 200)
     model = RadFlow(n_layers=2, hidden=4, random_state=0).fit(X, steps=5, batch_size=50)
     first_params = {k: v.copy() for k, v in model.parameters().items()}
-    real = train_module.mean_loglik_and_grad
-    seen = []
-
-    def poisoned(x, p, c):
-        loglik, grads = real(x, p, c)
-        seen.append({k: v.copy() for k, v in p.items()})
-        if len(seen) == 3:
-            grads["0.cond.b2"] = np.full_like(grads["0.cond.b2"], np.inf)
-        return loglik, grads
-
-    monkeypatch.setattr(train_module, "mean_loglik_and_grad", poisoned)
+    seen = _poison_gradient(monkeypatch, call=3, name="0.cond.b2", value=np.inf)
     refit = RadFlow(n_layers=2, hidden=4, random_state=1)
     refit.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
     with pytest.raises(NonFiniteError):

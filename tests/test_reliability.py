@@ -28,7 +28,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import check_gradient
+from helpers import check_gradient, forge_checkpoint
 from radref import RadFlow, RealNVPFlow, datasets, golden, load_model
 from radref import checkpoint as ck
 from radref.base import normal_logpdf_forward
@@ -457,12 +457,17 @@ def _u_grid(s):
     return np.array(pts)
 
 
+def _saturated_grid(name):
+    """Points ``u`` around every breakpoint of the saturated case ``name``, and
+    its slopes repeated once per point."""
+    p, q = SATURATED[name]
+    u = _u_grid(_slopes_rows(p, q, 1))
+    return u, _slopes_rows(p, q, len(u))
+
+
 @pytest.mark.parametrize("name", sorted(SATURATED))
 def test_saturated_surjection_never_nan(name):
-    p, q = SATURATED[name]
-    s1 = _slopes_rows(p, q, 1)
-    u = _u_grid(s1)
-    s = _slopes_rows(p, q, len(u))
+    u, s = _saturated_grid(name)
     v, k, log_slope, cache = surjection_forward(u, s)
     assert not np.any(np.isnan(v))
     assert np.all(np.isfinite(log_slope))
@@ -499,10 +504,7 @@ def test_anchor_of_a_piece_with_slope_beyond_float64():
 
 @pytest.mark.parametrize("name", sorted(SATURATED))
 def test_saturated_inverse_round_trip(name):
-    p, q = SATURATED[name]
-    s1 = _slopes_rows(p, q, 1)
-    u = _u_grid(s1)
-    s = _slopes_rows(p, q, len(u))
+    u, s = _saturated_grid(name)
     v, k, _, _ = surjection_forward(u, s)
     finite = np.isfinite(v)
     back = surjection_inverse(v[finite], k[finite],
@@ -826,19 +828,9 @@ def test_failed_resume_never_touches_the_model(damage, tmp_path):
 
 
 def _rewrite(path, **meta_changes):
-    """Rewrite a checkpoint with metadata changed and a valid checksum (a forgery)."""
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    meta = json.loads(arrays.pop("meta").tobytes().decode())
-    del meta["checksum"]
-    meta.update(meta_changes)
-    array_changes = meta.pop("_arrays", {})
-    arrays.update(array_changes)
-    for key in [k for k, v in array_changes.items() if v is None]:
-        del arrays[key]
-    meta["checksum"] = ck._digest(meta, arrays)
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(path, **arrays)
+    """Rewrite a checkpoint in place with metadata (and ``_arrays``) changed and a
+    valid checksum (a forgery)."""
+    forge_checkpoint(path, path, meta_changes.pop("_arrays", None), **meta_changes)
 
 
 @pytest.fixture
