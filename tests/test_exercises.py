@@ -150,14 +150,20 @@ def test_exercise_7_number_of_folds_for_epsilon():
         densities[1]).lower
 
 
+def _random_fold_slopes(rng, spread):
+    """Slopes alpha_k = 1 / w_k of a random fold, w = softmax of logits drawn
+    uniformly on [-spread, spread] (so sum_k 1 / alpha_k = 1, eq. 10)."""
+    logits = rng.uniform(-spread, spread, 3)
+    return 1.0 / (np.exp(logits) / np.exp(logits).sum())
+
+
 @given(seed=seeds)
 @settings(max_examples=20, deadline=None)
 def test_exercise_8_the_uniform_fold_contracts_best(seed):
     # ||p_Z'|| <= ||p_X'|| sum_k alpha_k^-2, and sum_k alpha_k^-2 >= 1/3
     # (Cauchy-Schwarz with sum_k alpha_k^-1 = 1), with equality iff alpha_k = 3.
     rng = np.random.default_rng(seed)
-    logits = rng.uniform(-2, 2, 3)
-    alphas = 1.0 / (np.exp(logits) / np.exp(logits).sum())
+    alphas = _random_fold_slopes(rng, spread=2.0)
     contraction = np.sum(alphas**-2.0)
     assert contraction >= 1 / 3 - 4 * EPS
     s = fold_slopes(alphas)
@@ -175,8 +181,7 @@ def test_exercise_9_exact_posterior_meets_the_continuity_conditions(seed):
     # P0 / P1 = alpha_2 / alpha_1; at z = -1 those of branches 1 and 2 (x = b),
     # so Q2 / Q1 = alpha_2 / alpha_3: eq. 18-19 hold for any continuous p_X.
     rng = np.random.default_rng(seed)
-    logits = rng.uniform(-1.5, 1.5, 3)
-    alphas = 1.0 / (np.exp(logits) / np.exp(logits).sum())
+    alphas = _random_fold_slopes(rng, spread=1.5)
     gating = posterior_gating(random_bump_density(rng), fold_slopes(alphas))
     big_p, big_q = gating(np.array(1.0)), gating(np.array(-1.0))
     assert alphas[0] * big_p[0] == pytest.approx(alphas[1] * big_p[1], rel=1e-13)
