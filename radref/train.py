@@ -52,6 +52,12 @@ def mean_loglik_and_grad(x, params, config):
 
 
 def _first_non_finite(grads):
+    """The name of the first gradient holding a non-finite value, or None."""
+    # One check of all the gradients joined (the common case: all finite); the
+    # search for the offending parameter runs only when there is one.
+    values = list(grads.values())
+    if values and np.all(np.isfinite(np.concatenate(values, axis=None))):
+        return None
     for name, g in grads.items():
         if not np.all(np.isfinite(g)):
             return name
