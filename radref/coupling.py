@@ -31,6 +31,7 @@ comes out as ``+-inf`` without a warning; the Rad gating network, which reads
 the layer output, is then evaluated at ``z = 0`` for the rows of ``z`` that
 leave ``+-RANGE``, and the flow reports those rows as out of range.
 """
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -79,11 +80,36 @@ def split(dim, layer):
     return columns[is_a], columns[~is_a]
 
 
+class Columns(NamedTuple):
+    """:func:`split` as index arrays (read-only) and as the equivalent slices
+    (``x[:, a]`` with a slice is a view, with an index array a copy)."""
+
+    cols_a: np.ndarray
+    cols_b: np.ndarray
+    a: slice
+    b: slice
+    n_b: int
+
+
+@functools.lru_cache(maxsize=None)
+def columns(dim, layer):
+    """The :class:`Columns` of layer ``layer`` for dimension ``dim`` (cached)."""
+    cols_a, cols_b = split(dim, layer)
+    cols_a.setflags(write=False)
+    cols_b.setflags(write=False)
+    return Columns(cols_a, cols_b, slice(layer % 2, None, 2), slice((layer + 1) % 2, None, 2),
+                   len(cols_b))
+
+
+def _row_sums(m):
+    """``np.sum(m, axis=1)`` of an (n, m) array, as a matrix-vector product."""
+    return m @ np.ones(m.shape[1])
+
+
 # ---------------------------------------------------------------- Rad coupling
 
 class RadCouplingCache(NamedTuple):
-    cols_a: np.ndarray
-    cols_b: np.ndarray
+    cols: Columns
     cond_cache: tuple
     gate_cache: tuple
     slopes_cache: tuple
@@ -94,6 +120,14 @@ class RadCouplingCache(NamedTuple):
     log_scale_in: np.ndarray
     log_scale_out: np.ndarray
     out_of_range: np.ndarray = None  # rows of z out of range (None: all in range)
+
+    @property
+    def cols_a(self):
+        return self.cols.cols_a
+
+    @property
+    def cols_b(self):
+        return self.cols.cols_b
 
 
 def rad_coupling_init(dim, layer, hidden, gate_hidden, out_std=0.01, random_state=None):
@@ -135,25 +169,25 @@ def rad_coupling_forward(x, params, layer):
     cache : RadCouplingCache
     """
     n, dim = x.shape
-    cols_a, cols_b = split(dim, layer)
-    c, cond_cache = _rad_conditioner(x[:, cols_a], params, len(cols_b))
+    cols = columns(dim, layer)
+    c, cond_cache = _rad_conditioner(x[:, cols.a], params, cols.n_b)
     log_scale_in, shift_in = c[..., 0], c[..., 1]
     log_scale_out, shift_out = c[..., 8], c[..., 9]
     slopes, slopes_cache = slopes_forward(c[..., 2:5], c[..., 5:8])
 
-    u = (x[:, cols_b] - shift_in) * np.exp(-log_scale_in)
+    u = (x[:, cols.b] - shift_in) * np.exp(-log_scale_in)
     v, k, log_slope, surj_cache = surjection_forward(u, slopes)
     z = x.copy()
     with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
-        z[:, cols_b] = v * np.exp(log_scale_out) + shift_out
+        z[:, cols.b] = v * np.exp(log_scale_out) + shift_out
 
     far = None if in_range(z) else out_of_range(z)
     gate_out, gate_cache = mlp_forward(z if far is None else park(z, far), params["gate"])
-    s = gate_out.reshape(n, len(cols_b), 3)
+    s = gate_out.reshape(n, cols.n_b, 3)
     log_gate, gating_cache = log_gating_forward(v, k, s, slopes.log_p, slopes.log_q)
 
-    term = np.sum(log_gate + log_slope - log_scale_in + log_scale_out, axis=1)
-    cache = RadCouplingCache(cols_a, cols_b, cond_cache, gate_cache, slopes_cache,
+    term = _row_sums(log_gate + log_slope - log_scale_in + log_scale_out)
+    cache = RadCouplingCache(cols, cond_cache, gate_cache, slopes_cache,
                              surj_cache, gating_cache, u, v, log_scale_in, log_scale_out, far)
     return z, k, term, cache
 
@@ -175,17 +209,17 @@ def rad_coupling_backward(dz, dterm, cache):
         ``{"cond": ..., "gate": ...}``, shaped like the parameters.
     """
     n = dz.shape[0]
-    cols_a, cols_b = cache.cols_a, cache.cols_b
+    cols = cache.cols
     dterm_b = np.broadcast_to(dterm[:, None], cache.v.shape)
 
     # The gating net reads z, so z receives gradient from it as well.
     dv_gate, ds, dlog_p, dlog_q = log_gating_backward(dterm_b, cache.gating_cache)
     dz_gate, gate_grads = mlp_backward(ds.reshape(n, -1), cache.gate_cache)
     dz = dz + dz_gate
-    dz_b = dz[:, cols_b]
+    dz_b = dz[:, cols.b]
 
     scale_out = np.exp(cache.log_scale_out)
-    dc = np.zeros((n, len(cols_b), N_RAD_FEATURES))
+    dc = np.empty((n, cols.n_b, N_RAD_FEATURES))
     dc[..., 8] = dz_b * cache.v * scale_out + dterm_b
     dc[..., 9] = dz_b
     du, dslopes = surjection_backward(dz_b * scale_out + dv_gate, dterm_b, cache.surj_cache)
@@ -198,8 +232,8 @@ def rad_coupling_backward(dz, dterm, cache):
     dx_a, cond_grads = mlp_backward(dc.reshape(n, -1), cache.cond_cache)
 
     dx = np.empty_like(dz)
-    dx[:, cols_a] = dz[:, cols_a] + dx_a
-    dx[:, cols_b] = du * inv_scale_in
+    dx[:, cols.a] = dz[:, cols.a] + dx_a
+    dx[:, cols.b] = du * inv_scale_in
     return dx, {"cond": cond_grads, "gate": gate_grads}
 
 
@@ -240,11 +274,18 @@ def rad_coupling_sample(z, uniforms, params, layer):
 # ------------------------------------------------------------- affine coupling
 
 class AffineCouplingCache(NamedTuple):
-    cols_a: np.ndarray
-    cols_b: np.ndarray
+    cols: Columns
     cond_cache: tuple
     x_b: np.ndarray
     scale: np.ndarray
+
+    @property
+    def cols_a(self):
+        return self.cols.cols_a
+
+    @property
+    def cols_b(self):
+        return self.cols.cols_b
 
 
 def affine_coupling_init(dim, layer, hidden, out_std=0.01, random_state=None):
@@ -258,28 +299,29 @@ def affine_coupling_forward(x, params, layer):
     """Affine coupling ``z_B = x_B exp(log_scale) + shift``; returns ``(z, term, cache)``
     with ``term = sum_B log_scale`` of shape ``(n,)``."""
     n, dim = x.shape
-    cols_a, cols_b = split(dim, layer)
-    out, cond_cache = mlp_forward(x[:, cols_a], params["cond"])
-    c = out.reshape(n, len(cols_b), N_AFFINE_FEATURES)
+    cols = columns(dim, layer)
+    out, cond_cache = mlp_forward(x[:, cols.a], params["cond"])
+    c = out.reshape(n, cols.n_b, N_AFFINE_FEATURES)
     scale = np.exp(c[..., 0])
+    x_b = x[:, cols.b]
     z = x.copy()
     with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
-        z[:, cols_b] = x[:, cols_b] * scale + c[..., 1]
-    cache = AffineCouplingCache(cols_a, cols_b, cond_cache, x[:, cols_b], scale)
-    return z, np.sum(c[..., 0], axis=1), cache
+        z[:, cols.b] = x_b * scale + c[..., 1]
+    cache = AffineCouplingCache(cols, cond_cache, x_b, scale)
+    return z, _row_sums(c[..., 0]), cache
 
 
 def affine_coupling_backward(dz, dterm, cache):
     """Backward of :func:`affine_coupling_forward`; returns ``(dx, {"cond": grads})``."""
-    n = dz.shape[0]
-    dz_b = dz[:, cache.cols_b]
-    dc = np.empty((n, len(cache.cols_b), N_AFFINE_FEATURES))
+    n, cols = dz.shape[0], cache.cols
+    dz_b = dz[:, cols.b]
+    dc = np.empty((n, cols.n_b, N_AFFINE_FEATURES))
     dc[..., 0] = dz_b * cache.x_b * cache.scale + dterm[:, None]
     dc[..., 1] = dz_b
     dx_a, cond_grads = mlp_backward(dc.reshape(n, -1), cache.cond_cache)
     dx = np.empty_like(dz)
-    dx[:, cache.cols_a] = dz[:, cache.cols_a] + dx_a
-    dx[:, cache.cols_b] = dz_b * cache.scale
+    dx[:, cols.a] = dz[:, cols.a] + dx_a
+    dx[:, cols.b] = dz_b * cache.scale
     return dx, {"cond": cond_grads}
 
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from radref.base import normal_logpdf_backward, normal_logpdf_forward
-from radref.coupling import (affine_coupling_backward, affine_coupling_forward,
+from radref.coupling import (columns, affine_coupling_backward, affine_coupling_forward,
                              affine_coupling_init, affine_coupling_inverse,
                              rad_coupling_backward, rad_coupling_forward,
                              in_range, out_of_range, park, rad_coupling_init, rad_coupling_inverse,
@@ -86,6 +86,16 @@ def layer_params(params, layer):
     return nested
 
 
+def _all_layer_params(params, n_layers):
+    """``[layer_params(params, l) for l in range(n_layers)]`` in one pass over the keys."""
+    nested = [{} for _ in range(n_layers)]
+    for key, value in params.items():
+        layer, net, name = key.split(".")
+        if int(layer) < n_layers:
+            nested[int(layer)].setdefault(net, {})[name] = value
+    return nested
+
+
 def _flatten(layer, nested):
     return {f"{layer}.{net}.{name}": value
             for net, net_grads in nested.items() for name, value in net_grads.items()}
@@ -116,8 +126,7 @@ def flow_forward(x, params, config):
     out = out_of_range(x)
     any_out = bool(out.any())
     z = park(x, out) if any_out else x
-    for layer in range(config.n_layers):
-        nested = layer_params(params, layer)
+    for layer, nested in enumerate(_all_layer_params(params, config.n_layers)):
         while True:
             if config.kind == "rad":
                 z_next, k_layer, term, layer_cache = rad_coupling_forward(z, nested, layer)
@@ -133,7 +142,7 @@ def flow_forward(x, params, config):
             any_out = True
             z = park(z, out)
         if config.kind == "rad":
-            k[:, layer, split(config.dim, layer)[1]] = k_layer
+            k[:, layer, columns(config.dim, layer).b] = k_layer
         z = park(z_next, out) if any_out else z_next
         log_px += term
         layer_caches.append(layer_cache)
@@ -220,8 +229,9 @@ def _invert_layers(z, params, config, rad_step):
     in range are evaluated; returns ``(x, out_of_range_rows)``."""
     x = z
     out = out_of_range(z)
+    all_nested = _all_layer_params(params, config.n_layers)
     for layer in reversed(range(config.n_layers)):
-        nested = layer_params(params, layer)
+        nested = all_nested[layer]
         rows = ~out
         x_in = x[rows] if np.any(out) else x
         if config.kind == "rad":

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.softmax import log_softmax_backward, log_softmax_forward, sum_last
+from radref.softmax import log_softmax_forward, sum_last
 
 
 class GatingCache(NamedTuple):
@@ -29,6 +29,16 @@ class GatingCache(NamedTuple):
     log_p: np.ndarray
     log_q: np.ndarray
     prob: np.ndarray  # softmax(lambda), shape (..., 3)
+    weights: tuple  # (c, w_P, w_Q) at v
+    sin_half: np.ndarray  # sin(pi v / 2) (v clipped to [-1, 1]), for the derivatives
+
+
+def _weights(v):
+    """``(c, w_P, w_Q)`` and ``sin(pi v / 2)``, ``v`` clipped to ``[-1, 1]``."""
+    v = np.minimum(np.maximum(v, -1.0), 1.0)
+    c = 0.5 * (1.0 + np.cos(np.pi * v))
+    sin_half = np.sin(0.5 * np.pi * v)
+    return (c, 0.5 * (1.0 + sin_half), 0.5 * (1.0 - sin_half)), sin_half
 
 
 def interpolation_weights(v):
@@ -36,16 +46,22 @@ def interpolation_weights(v):
 
     ``v`` is clipped to ``[-1, 1]``; returns three arrays of ``v``'s shape.
     """
-    v = np.clip(v, -1.0, 1.0)
-    c = 0.5 * (1.0 + np.cos(np.pi * v))
-    sin_half = np.sin(0.5 * np.pi * v)
-    return c, 0.5 * (1.0 + sin_half), 0.5 * (1.0 - sin_half)
+    return _weights(v)[0]
+
+
+def _mix(weights, s, log_p, log_q):
+    c, w_p, w_q = weights
+    return c[..., None] * s + w_p[..., None] * log_p + w_q[..., None] * log_q
 
 
 def gating_logits(v, s, log_p, log_q):
     """``lambda(v)`` of eq. 31-33, shape ``(..., 3)`` (meaningful for |v| <= 1)."""
-    c, w_p, w_q = interpolation_weights(v)
-    return c[..., None] * s + w_p[..., None] * log_p + w_q[..., None] * log_q
+    return _mix(interpolation_weights(v), s, log_p, log_q)
+
+
+def _pick(x, k):
+    """``x[..., k]`` for an int array ``k`` of ``x.shape[:-1]`` (entries 0, 1, 2)."""
+    return np.where(k == 0, x[..., 0], np.where(k == 1, x[..., 1], x[..., 2]))
 
 
 def log_gating_forward(v, k, s, log_p, log_q):
@@ -70,12 +86,14 @@ def log_gating_forward(v, k, s, log_p, log_q):
     cache : GatingCache
     """
     inside = np.abs(v) <= 1.0
-    log_prob, prob = log_softmax_forward(gating_logits(v, s, log_p, log_q))
-    log_gate = np.take_along_axis(log_prob, k[..., None], axis=-1)[..., 0]
-    forced = np.where(v > 1.0, 2, 0)
-    outside_value = np.where(k == forced, 0.0, -np.inf)
-    log_gate = np.where(inside, log_gate, outside_value)
-    return log_gate, GatingCache(v, k, inside, s, log_p, log_q, prob)
+    weights, sin_half = _weights(v)
+    log_prob, prob = log_softmax_forward(_mix(weights, s, log_p, log_q))
+    log_gate = _pick(log_prob, k)
+    if not inside.all():
+        forced = np.where(v > 1.0, 2, 0)
+        outside_value = np.where(k == forced, 0.0, -np.inf)
+        log_gate = np.where(inside, log_gate, outside_value)
+    return log_gate, GatingCache(v, k, inside, s, log_p, log_q, prob, weights, sin_half)
 
 
 def log_gating_backward(dlog_gate, cache):
@@ -96,18 +114,19 @@ def log_gating_backward(dlog_gate, cache):
     ``d lambda = dlog_gate * (onehot(k) - softmax(lambda))``; then
     ``ds = c d lambda``, ``dlog P = w_P d lambda``, ``dlog Q = w_Q d lambda`` and
     ``dv = sum_j d lambda_j (c' s_j + w_P' log P_j + w_Q' log Q_j)`` with
-    ``c' = -pi/2 sin(pi v)``, ``w_P' = -w_Q' = pi/4 cos(pi v / 2)``.
+    ``c' = -pi/2 sin(pi v) = -pi sin(pi v / 2) cos(pi v / 2)`` and
+    ``w_P' = -w_Q' = pi/4 cos(pi v / 2)``.
     Outside ``[-1, 1]`` the gating is constant: every gradient is zero.
     """
-    g = np.where(cache.inside, dlog_gate, 0.0)
+    g = np.where(cache.inside, dlog_gate, 0.0)[..., None]
     onehot = np.arange(3) == cache.k[..., None]
-    dlam = log_softmax_backward(g[..., None] * onehot, cache.prob)
-    c, w_p, w_q = interpolation_weights(cache.v)
-    v = np.clip(cache.v, -1.0, 1.0)
-    dc = -0.5 * np.pi * np.sin(np.pi * v)
-    dw_p = 0.25 * np.pi * np.cos(0.5 * np.pi * v)
+    dlam = g * onehot - cache.prob * g  # log-softmax backward of g * onehot
+    cos_half = np.cos(0.5 * np.pi * np.minimum(np.maximum(cache.v, -1.0), 1.0))
+    dc = -np.pi * cache.sin_half * cos_half
+    dw_p = 0.25 * np.pi * cos_half
     dlam_dv = dc[..., None] * cache.s + dw_p[..., None] * (cache.log_p - cache.log_q)
     dv = np.where(cache.inside, sum_last(dlam * dlam_dv), 0.0)
+    c, w_p, w_q = cache.weights
     return dv, c[..., None] * dlam, w_p[..., None] * dlam, w_q[..., None] * dlam
 
 

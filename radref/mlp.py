@@ -35,13 +35,22 @@ class MLPCache(NamedTuple):
     output pre-activation ``a`` itself is not kept.
     """
 
-    x: np.ndarray  # input, (n, n_in): for dW1
+    x1: np.ndarray  # [x, 1], (n, n_in + 1): for dW1 and db1
     W1: np.ndarray  # (n_in, n_hidden): for dx
     W2: np.ndarray  # (n_hidden, n_out): for dh
-    active: np.ndarray  # pre > 0, bool (n, n_hidden): the ReLU derivative
-    h: np.ndarray  # ReLU output, (n, n_hidden): for dW2
+    h: np.ndarray  # ReLU output, (n, n_hidden): for dW2 and (h > 0) the ReLU derivative
     tanh: Optional[np.ndarray]  # tanh(a), (n, n_out), tanh head only
     scale: Optional[np.ndarray]  # (n_out,), tanh head only
+
+    @property
+    def x(self):
+        """The input ``x``, (n, n_in) (a view of ``x1``)."""
+        return self.x1[:, :-1]
+
+    @property
+    def active(self):
+        """``pre > 0`` (bool, (n, n_hidden)): where the ReLU passes its input."""
+        return self.h > 0
 
 
 def _check_positive_int(name, value):
@@ -101,6 +110,20 @@ def mlp_init(n_in, n_hidden, n_out, output="tanh", out_std=0.01, random_state=No
     return params
 
 
+def _with_ones_column(x):
+    """``[x, 1]``: ``x`` (n, m) with a column of ones appended, (n, m + 1)."""
+    x1 = np.empty((x.shape[0], x.shape[1] + 1))
+    x1[:, :-1] = x
+    x1[:, -1] = 1.0
+    return x1
+
+
+def _column_sums(m):
+    """``np.sum(m, axis=0)``, as a matrix-vector product (for narrow ``m`` a
+    reduction over the long axis costs several times more)."""
+    return np.ones(m.shape[0]) @ m
+
+
 def mlp_forward(x, params):
     """Forward pass of the conditioner network.
 
@@ -121,21 +144,28 @@ def mlp_forward(x, params):
     ------
     ValueError
         If ``x`` is not 2-D with ``W1.shape[0]`` columns.
+
+    Notes
+    -----
+    The first layer is computed as ``[x, 1] @ [W1; b1]``: one matrix product
+    instead of a product and a broadcast addition over the wide ``(n,
+    n_hidden)`` array, and in the backward pass ``[x, 1].T @ dpre`` gives
+    ``dW1`` and ``db1`` together.
     """
     x = np.asarray(x, dtype=np.float64)
     W1, W2 = params["W1"], params["W2"]
     if x.ndim != 2 or x.shape[1] != W1.shape[0]:
         raise ValueError(f"x must have shape (n, {W1.shape[0]}), got {x.shape}")
-    pre = x @ W1 + params["b1"]
-    # Strict inequality: at pre == 0 the ReLU derivative is taken to be 0.
-    active = pre > 0
-    h = np.where(active, pre, 0.0)
-    a = h @ W2 + params["b2"]
+    x1 = _with_ones_column(x)
+    pre = x1 @ np.concatenate([W1, params["b1"][None, :]])
+    h = np.maximum(pre, 0.0, out=pre)  # ReLU, in place: pre itself is not needed again
+    a = h @ W2
+    a += params["b2"]
     if "scale" in params:
         t = np.tanh(a)
         scale = params["scale"]
-        return scale * t, MLPCache(x, W1, W2, active, h, t, scale)
-    return a, MLPCache(x, W1, W2, active, h, None, None)
+        return scale * t, MLPCache(x1, W1, W2, h, t, scale)
+    return a, MLPCache(x1, W1, W2, h, None, None)
 
 
 def mlp_backward(dout, cache):
@@ -161,19 +191,21 @@ def mlp_backward(dout, cache):
         linear head: da = dout
         dW2 = h.T @ da,   db2 = sum_n da,   dh = da @ W2.T
         dpre = dh * [pre > 0]
-        dW1 = x.T @ dpre,  db1 = sum_n dpre,  dx = dpre @ W1.T
+        [dW1; db1] = [x, 1].T @ dpre,   dx = dpre @ W1.T
     """
     if cache.tanh is not None:
         t = cache.tanh
-        dscale = np.sum(dout * t, axis=0)
+        dscale = _column_sums(dout * t)
         da = dout * cache.scale * (1.0 - t * t)  # tanh'(a) = 1 - tanh(a)**2
     else:
         da = dout
     dW2 = cache.h.T @ da
-    db2 = np.sum(da, axis=0)
-    # ReLU passes the gradient only where it passed the signal.
-    dpre = np.where(cache.active, da @ cache.W2.T, 0.0)
-    grads = {"W1": cache.x.T @ dpre, "b1": np.sum(dpre, axis=0), "W2": dW2, "b2": db2}
+    db2 = _column_sums(da)
+    # ReLU passes the gradient only where it passed the signal (h > 0 iff pre > 0).
+    dpre = da @ cache.W2.T
+    dpre *= cache.active
+    dWb1 = cache.x1.T @ dpre
+    grads = {"W1": dWb1[:-1], "b1": dWb1[-1], "W2": dW2, "b2": db2}
     if cache.tanh is not None:
         grads["scale"] = dscale
     dx = dpre @ cache.W1.T

@@ -44,9 +44,11 @@ class Slopes(NamedTuple):
 
 class SlopesCache(NamedTuple):
     slopes: Slopes
-    prob_p: np.ndarray  # P, shape (..., 3)
-    prob_q: np.ndarray  # Q, shape (..., 3)
-    weights: np.ndarray  # softmax(0, r_p, r_q): d log alpha_2 / d (0, r_p, r_q)
+    #: softmax of the stacked rows ``[p_logits; q_logits; (0, r_p, r_q)]``,
+    #: shape (..., 3, 3): ``P``, ``Q`` and the weights ``w = d log alpha_2 / d (0, r_p, r_q)``
+    prob: np.ndarray
+    inv_alpha_1: np.ndarray  # exp(-L1) = 1 / alpha_1, for d a / d L1
+    inv_alpha_3: np.ndarray  # exp(-L3) = 1 / alpha_3, for d b / d L3
 
 
 def slopes_forward(p_logits, q_logits):
@@ -66,31 +68,38 @@ def slopes_forward(p_logits, q_logits):
     Notes
     -----
     ``log alpha_2 = logsumexp(0, lP1 - lP2, lQ3 - lQ2)`` and ``lP1 - lP2`` equals
-    ``p_logits[..., 0] - p_logits[..., 1]`` (the normaliser cancels), so the
+    ``r_p = p_logits[..., 0] - p_logits[..., 1]`` (the normaliser cancels), so the
     three slopes of the folded region never see an underflowed probability.
+    ``log alpha_2 = -log_softmax(0, r_p, r_q)_0``; this and the two
+    log-softmaxes of ``P`` and ``Q`` are one call on the rows stacked on a new
+    axis (the same arithmetic, with a third of the NumPy calls).
     """
-    log_p, prob_p = log_softmax_forward(p_logits)
-    log_q, prob_q = log_softmax_forward(q_logits)
-    ratio_p = p_logits[..., 0] - p_logits[..., 1]  # log(P1 / P2)
-    ratio_q = q_logits[..., 2] - q_logits[..., 1]  # log(Q3 / Q2)
-    terms = np.stack([np.zeros_like(ratio_p), ratio_p, ratio_q], axis=-1)
-    log_weights, weights = log_softmax_forward(terms)
+    rows = np.empty(np.shape(p_logits)[:-1] + (3, 3))
+    rows[..., 0, :] = p_logits
+    rows[..., 1, :] = q_logits
+    rows[..., 2, 0] = 0.0
+    ratio_p = np.subtract(p_logits[..., 0], p_logits[..., 1], out=rows[..., 2, 1])  # log(P1/P2)
+    ratio_q = np.subtract(q_logits[..., 2], q_logits[..., 1], out=rows[..., 2, 2])  # log(Q3/Q2)
+    log_rows, prob = log_softmax_forward(rows)
+    log_p, log_q = log_rows[..., 0, :], log_rows[..., 1, :]
     # log_softmax(t)_0 = t_0 - logsumexp(t) = -logsumexp(t), as t_0 = 0.
-    log_alpha_2 = -log_weights[..., 0]
+    log_alpha_2 = -log_rows[..., 2, 0]
     log_alpha_1 = log_alpha_2 - ratio_p
     log_alpha_3 = log_alpha_2 - ratio_q
+    inv_alpha_1 = np.exp(-log_alpha_1)
+    inv_alpha_3 = np.exp(-log_alpha_3)
     slopes = Slopes(
         log_alpha_minus=log_alpha_1 + log_q[..., 0],
         log_alpha_1=log_alpha_1,
         log_alpha_2=log_alpha_2,
         log_alpha_3=log_alpha_3,
         log_alpha_plus=log_alpha_3 + log_p[..., 2],
-        a=2.0 * np.exp(-log_alpha_1) - 1.0,
-        b=1.0 - 2.0 * np.exp(-log_alpha_3),
+        a=2.0 * inv_alpha_1 - 1.0,
+        b=1.0 - 2.0 * inv_alpha_3,
         log_p=log_p,
         log_q=log_q,
     )
-    return slopes, SlopesCache(slopes, prob_p, prob_q, weights)
+    return slopes, SlopesCache(slopes, prob, inv_alpha_1, inv_alpha_3)
 
 
 def slopes_backward(dslopes, cache):
@@ -114,24 +123,27 @@ def slopes_backward(dslopes, cache):
         g3 = dL3 + dL_plus  + 2 exp(-L3) db      (L_plus  = L3 + lP3,  b = 1 - 2 e^{-L3})
         g2 = dL2 + g1 + g3                       (L1 = L2 - r_p,  L3 = L2 - r_q)
         d r_p = g2 w_1 - g1,   d r_q = g2 w_2 - g3   (w = softmax(0, r_p, r_q))
-    """
-    s = cache.slopes
-    g1 = dslopes.log_alpha_1 + dslopes.log_alpha_minus - 2.0 * np.exp(-s.log_alpha_1) * dslopes.a
-    g3 = dslopes.log_alpha_3 + dslopes.log_alpha_plus + 2.0 * np.exp(-s.log_alpha_3) * dslopes.b
-    g2 = dslopes.log_alpha_2 + g1 + g3
-    d_ratio_p = g2 * cache.weights[..., 1] - g1
-    d_ratio_q = g2 * cache.weights[..., 2] - g3
 
-    dlog_p = np.broadcast_to(dslopes.log_p, s.log_p.shape).astype(np.float64)
-    dlog_q = np.broadcast_to(dslopes.log_q, s.log_q.shape).astype(np.float64)
-    dlog_p[..., 2] += dslopes.log_alpha_plus
-    dlog_q[..., 0] += dslopes.log_alpha_minus
-    dp_logits = log_softmax_backward(dlog_p, cache.prob_p)
-    dq_logits = log_softmax_backward(dlog_q, cache.prob_q)
+    ``g2 w_j`` is the log-softmax backward of ``-g2`` on ``log w_0``, so, as in
+    the forward pass, the three rows ``(P, Q, w)`` go through one call.
+    """
+    g1 = dslopes.log_alpha_1 + dslopes.log_alpha_minus - 2.0 * cache.inv_alpha_1 * dslopes.a
+    g3 = dslopes.log_alpha_3 + dslopes.log_alpha_plus + 2.0 * cache.inv_alpha_3 * dslopes.b
+    g2 = dslopes.log_alpha_2 + g1 + g3
+
+    dlog_rows = np.zeros(cache.prob.shape)
+    dlog_rows[..., 0, :] = dslopes.log_p
+    dlog_rows[..., 1, :] = dslopes.log_q
+    dlog_rows[..., 0, 2] += dslopes.log_alpha_plus
+    dlog_rows[..., 1, 0] += dslopes.log_alpha_minus
+    dlog_rows[..., 2, 0] = -g2  # L2 = -log w_0
+    d_rows = log_softmax_backward(dlog_rows, cache.prob)
+    dp_logits, dq_logits = d_rows[..., 0, :], d_rows[..., 1, :]
     # r_p = p0 - p1 and r_q = q2 - q1 act on the raw logits directly.
+    d_ratio_p = d_rows[..., 2, 1] - g1
+    d_ratio_q = d_rows[..., 2, 2] - g3
     dp_logits[..., 0] += d_ratio_p
     dp_logits[..., 1] -= d_ratio_p
     dq_logits[..., 2] += d_ratio_q
     dq_logits[..., 1] -= d_ratio_q
     return dp_logits, dq_logits
-

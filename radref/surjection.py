@@ -50,6 +50,14 @@ from radref.slopes import Slopes
 PIECE_TO_K = np.array([0, 0, 1, 2, 2])
 _SIGN = np.array([1.0, 1.0, -1.0, 1.0, 1.0])
 _V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
+#: u0 of each piece (the middle piece's anchor is ``a``, filled in per point)
+_U0 = np.array([-1.0, -1.0, 0.0, 1.0, 1.0])
+#: Range of v on each piece of the five, so that rounding cannot carry v across +-1 against
+#: u (the tie-break rule promises |u| <= 1 exactly when |v| <= 1): e.g.
+#: u = b - 1 ulp gave v = -1 - 4e-16 on piece 2, and the gating, which reads
+#: v, then returned log p(k | z) = -inf.
+_V_LO = np.array([-np.inf, -1.0, -1.0, -1.0, np.nextafter(1.0, np.inf)])
+_V_HI = np.array([np.nextafter(-1.0, -np.inf), 1.0, 1.0, 1.0, np.inf])
 
 
 #: ``exp(L)`` overflows float64 for ``L`` above this (``exp(_LOG_MAX)`` is finite)
@@ -66,7 +74,8 @@ class SurjectionCache(NamedTuple):
     piece: np.ndarray  # int, which of the five pieces (0..4)
     slope: np.ndarray  # alpha of that piece, = |f'(u)| (inf if beyond float64)
     slopes: Slopes
-    log_slope: np.ndarray = None  # log alpha of that piece (always finite)
+    log_slope: np.ndarray  # log alpha of that piece (always finite)
+    offset: np.ndarray  # u - u0 of that piece
 
 
 def _within(a, bound):
@@ -129,16 +138,20 @@ def three_piece_index(u, a, b):
 
 
 def _log_alpha(slopes, piece):
-    log_alphas = (slopes.log_alpha_minus, slopes.log_alpha_1, slopes.log_alpha_2,
-                  slopes.log_alpha_3, slopes.log_alpha_plus)
-    return np.choose(piece, log_alphas)
+    """``log alpha`` of each point's piece."""
+    return np.where(piece <= 1, np.where(piece == 0, slopes.log_alpha_minus, slopes.log_alpha_1),
+                    np.where(piece == 2, slopes.log_alpha_2,
+                             np.where(piece == 3, slopes.log_alpha_3, slopes.log_alpha_plus)))
 
 
 def _anchor_u(slopes, piece):
-    return np.where(piece == 2, slopes.a, np.where(piece <= 1, -1.0, 1.0))
+    return np.where(piece == 2, slopes.a, _U0[piece])
 
 
-def _piecewise_forward(u, piece, slopes):
+def _piecewise_forward(u, piece, slopes, region=None):
+    """``region``: the five-piece index of ``u`` (``piece`` itself unless the
+    pieces are those of eq. 14), which sets the range ``v`` is kept in."""
+    region = piece if region is None else region
     log_slope = _log_alpha(slopes, piece)
     offset = u - _anchor_u(slopes, piece)
     direct = _direct(log_slope, offset)
@@ -149,14 +162,9 @@ def _piecewise_forward(u, piece, slopes):
         slope = _exp(log_slope)
         v = _V0[piece] + np.where(direct, _SIGN[piece] * np.where(direct, slope, 0.0) * offset,
                                   _SIGN[piece] * _exp_product(log_slope, offset))
-    # Rounding must not carry v across +-1 against u (the tie-break rule promises
-    # |u| <= 1 exactly when |v| <= 1): e.g. u = b - 1 ulp gave v = -1 - 4e-16 on
-    # piece 2, and the gating, which reads v, then returned log p(k | z) = -inf.
-    lo = np.where(u > 1.0, np.nextafter(1.0, np.inf), np.where(u < -1.0, -np.inf, -1.0))
-    hi = np.where(u < -1.0, np.nextafter(-1.0, -np.inf), np.where(u > 1.0, np.inf, 1.0))
-    v = np.clip(v, lo, hi)
+    v = np.minimum(np.maximum(v, _V_LO[region]), _V_HI[region])
     return v, PIECE_TO_K[piece], log_slope, SurjectionCache(u, piece, slope, slopes,
-                                                                   log_slope)
+                                                            log_slope, offset)
 
 
 def surjection_forward(u, slopes):
@@ -185,7 +193,8 @@ def surjection_forward(u, slopes):
 def three_piece_forward(u, slopes):
     """Three-piece surjection of eq. 14 (no outer pieces); same outputs as
     :func:`surjection_forward`.  Uses only ``alpha_1..3``, ``a`` and ``b``."""
-    return _piecewise_forward(u, three_piece_index(u, slopes.a, slopes.b), slopes)
+    region = np.where(u < -1.0, 0, np.where(u > 1.0, 4, 2))
+    return _piecewise_forward(u, three_piece_index(u, slopes.a, slopes.b), slopes, region)
 
 
 def surjection_backward(dv, dlog_slope, cache):
@@ -213,29 +222,24 @@ def surjection_backward(dv, dlog_slope, cache):
 
     and ``d log|f'| / dL = 1`` for the ``L`` of the active piece.
     """
-    piece, slope, slopes = cache.piece, cache.slope, cache.slopes
-    offset = cache.u - _anchor_u(slopes, piece)
-    log_slope = cache.log_slope if cache.log_slope is not None else np.log(slope)
+    piece, slope, offset, log_slope = cache.piece, cache.slope, cache.offset, cache.log_slope
     direct = _direct(log_slope, offset, dv)
+    sign = _SIGN[piece]
     if direct is True:
-        signed_slope = _SIGN[piece] * slope
-        du = dv * signed_slope
-        dlog_alpha = dv * signed_slope * offset + dlog_slope
-        da = -dv * signed_slope
+        du = dv * (sign * slope)
+        dlog_alpha = du * offset + dlog_slope
     else:  # saturated gating or far input: see the module docstring
-        signed_slope = _SIGN[piece] * np.where(direct, slope, 0.0)
-        sign = _SIGN[piece]
-        du = np.where(direct, dv * signed_slope, sign * _exp_product(log_slope, dv))
-        dlog_alpha = np.where(direct, dv * signed_slope * offset,
+        du_direct = dv * (sign * np.where(direct, slope, 0.0))
+        du = np.where(direct, du_direct, sign * _exp_product(log_slope, dv))
+        dlog_alpha = np.where(direct, du_direct * offset,
                               sign * _exp_product(log_slope, dv, offset)) + dlog_slope
-        da = -du
     zero = np.zeros_like(du)
     dslopes = Slopes(
         *(np.where(piece == i, dlog_alpha, zero) for i in range(5)),
-        a=np.where(piece == 2, da, zero),
+        a=np.where(piece == 2, -du, zero),  # dv/du0 = -sign * alpha = -dv/du
         b=zero,
-        log_p=np.zeros(np.shape(slopes.log_p)),
-        log_q=np.zeros(np.shape(slopes.log_q)),
+        log_p=np.zeros(np.shape(cache.slopes.log_p)),
+        log_q=np.zeros(np.shape(cache.slopes.log_q)),
     )
     return du, dslopes
 
