@@ -210,7 +210,7 @@ def rad_coupling_backward(dz, dterm, cache):
     """
     n = dz.shape[0]
     cols = cache.cols
-    dterm_b = np.broadcast_to(dterm[:, None], cache.v.shape)
+    dterm_b = dterm[:, None]  # the same for every transformed dimension
 
     # The gating net reads z, so z receives gradient from it as well.
     dv_gate, ds, dlog_p, dlog_q = log_gating_backward(dterm_b, cache.gating_cache)

@@ -14,7 +14,7 @@ import numpy as np
 from radref._validation import check_array, check_float, check_int
 from radref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from radref.coupling import split
-from radref.flow import (FlowConfig, flow_forward, flow_init, flow_inverse,
+from radref.flow import (FlowConfig, flow_forward, flow_init, flow_inverse, flow_log_density,
                          flow_sample)
 from radref.optim import AdamConfig, adam_init, check_adam_config
 from radref.train import NonFiniteError, mean_loglik_and_grad, train
@@ -157,7 +157,7 @@ class _FlowEstimator:
         self._check_fitted()
         X = check_array("X", X, dim=self.config_.dim)
         with _arithmetic("score_samples", self.params_):
-            return flow_forward(X, self.params_, self.config_)[0]
+            return flow_log_density(X, self.params_, self.config_)
 
     def score(self, X):
         """Mean log-likelihood of ``X`` in nats (a mean, not a sum)."""

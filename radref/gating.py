@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.softmax import log_softmax_forward, sum_last
+from radref.softmax import log_softmax, log_softmax_forward, sum_last
 
 
 class GatingCache(NamedTuple):
@@ -28,7 +28,7 @@ class GatingCache(NamedTuple):
     s: np.ndarray
     log_p: np.ndarray
     log_q: np.ndarray
-    prob: np.ndarray  # softmax(lambda), shape (..., 3)
+    log_prob: np.ndarray  # log_softmax(lambda), shape (..., 3)
     weights: tuple  # (c, w_P, w_Q) at v
     sin_half: np.ndarray  # sin(pi v / 2) (v clipped to [-1, 1]), for the derivatives
 
@@ -87,13 +87,13 @@ def log_gating_forward(v, k, s, log_p, log_q):
     """
     inside = np.abs(v) <= 1.0
     weights, sin_half = _weights(v)
-    log_prob, prob = log_softmax_forward(_mix(weights, s, log_p, log_q))
+    log_prob = log_softmax(_mix(weights, s, log_p, log_q))
     log_gate = _pick(log_prob, k)
     if not inside.all():
         forced = np.where(v > 1.0, 2, 0)
         outside_value = np.where(k == forced, 0.0, -np.inf)
         log_gate = np.where(inside, log_gate, outside_value)
-    return log_gate, GatingCache(v, k, inside, s, log_p, log_q, prob, weights, sin_half)
+    return log_gate, GatingCache(v, k, inside, s, log_p, log_q, log_prob, weights, sin_half)
 
 
 def log_gating_backward(dlog_gate, cache):
@@ -120,7 +120,7 @@ def log_gating_backward(dlog_gate, cache):
     """
     g = np.where(cache.inside, dlog_gate, 0.0)[..., None]
     onehot = np.arange(3) == cache.k[..., None]
-    dlam = g * onehot - cache.prob * g  # log-softmax backward of g * onehot
+    dlam = g * onehot - np.exp(cache.log_prob) * g  # log-softmax backward of g * onehot
     cos_half = np.cos(0.5 * np.pi * np.minimum(np.maximum(cache.v, -1.0), 1.0))
     dc = -np.pi * cache.sin_half * cos_half
     dw_p = 0.25 * np.pi * cos_half

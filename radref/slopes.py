@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.softmax import log_softmax_backward, log_softmax_forward
+from radref.softmax import log_softmax, log_softmax_backward
 
 
 class Slopes(NamedTuple):
@@ -44,9 +44,10 @@ class Slopes(NamedTuple):
 
 class SlopesCache(NamedTuple):
     slopes: Slopes
-    #: softmax of the stacked rows ``[p_logits; q_logits; (0, r_p, r_q)]``,
-    #: shape (..., 3, 3): ``P``, ``Q`` and the weights ``w = d log alpha_2 / d (0, r_p, r_q)``
-    prob: np.ndarray
+    #: log-softmax of the stacked rows ``[p_logits; q_logits; (0, r_p, r_q)]``,
+    #: shape (..., 3, 3): ``log P``, ``log Q`` and ``log w``, with the weights
+    #: ``w = d log alpha_2 / d (0, r_p, r_q)``
+    log_rows: np.ndarray
     inv_alpha_1: np.ndarray  # exp(-L1) = 1 / alpha_1, for d a / d L1
     inv_alpha_3: np.ndarray  # exp(-L3) = 1 / alpha_3, for d b / d L3
 
@@ -80,7 +81,7 @@ def slopes_forward(p_logits, q_logits):
     rows[..., 2, 0] = 0.0
     ratio_p = np.subtract(p_logits[..., 0], p_logits[..., 1], out=rows[..., 2, 1])  # log(P1/P2)
     ratio_q = np.subtract(q_logits[..., 2], q_logits[..., 1], out=rows[..., 2, 2])  # log(Q3/Q2)
-    log_rows, prob = log_softmax_forward(rows)
+    log_rows = log_softmax(rows)
     log_p, log_q = log_rows[..., 0, :], log_rows[..., 1, :]
     # log_softmax(t)_0 = t_0 - logsumexp(t) = -logsumexp(t), as t_0 = 0.
     log_alpha_2 = -log_rows[..., 2, 0]
@@ -99,7 +100,7 @@ def slopes_forward(p_logits, q_logits):
         log_p=log_p,
         log_q=log_q,
     )
-    return slopes, SlopesCache(slopes, prob, inv_alpha_1, inv_alpha_3)
+    return slopes, SlopesCache(slopes, log_rows, inv_alpha_1, inv_alpha_3)
 
 
 def slopes_backward(dslopes, cache):
@@ -131,13 +132,13 @@ def slopes_backward(dslopes, cache):
     g3 = dslopes.log_alpha_3 + dslopes.log_alpha_plus + 2.0 * cache.inv_alpha_3 * dslopes.b
     g2 = dslopes.log_alpha_2 + g1 + g3
 
-    dlog_rows = np.zeros(cache.prob.shape)
+    dlog_rows = np.zeros(cache.log_rows.shape)
     dlog_rows[..., 0, :] = dslopes.log_p
     dlog_rows[..., 1, :] = dslopes.log_q
     dlog_rows[..., 0, 2] += dslopes.log_alpha_plus
     dlog_rows[..., 1, 0] += dslopes.log_alpha_minus
     dlog_rows[..., 2, 0] = -g2  # L2 = -log w_0
-    d_rows = log_softmax_backward(dlog_rows, cache.prob)
+    d_rows = log_softmax_backward(dlog_rows, np.exp(cache.log_rows))
     dp_logits, dq_logits = d_rows[..., 0, :], d_rows[..., 1, :]
     # r_p = p0 - p1 and r_q = q2 - q1 act on the raw logits directly.
     d_ratio_p = d_rows[..., 2, 1] - g1

@@ -23,6 +23,14 @@ def max_last(x):
     return np.max(x, axis=-1)
 
 
+def log_softmax(logits):
+    """Log-softmax over the last axis, ``logits - logsumexp(logits)``, alone
+    (the forward passes of the model keep ``log_prob`` and leave
+    ``prob = exp(log_prob)`` to the backward pass, which is the only user)."""
+    shifted = logits - max_last(logits)[..., None]
+    return shifted - np.log(sum_last(np.exp(shifted)))[..., None]
+
+
 def log_softmax_forward(logits):
     """Log-softmax over the last axis: ``logits - logsumexp(logits)``.
 
@@ -36,8 +44,7 @@ def log_softmax_forward(logits):
     prob : ndarray, shape (..., m)
         ``exp(log_prob)``, all the backward pass needs (the cache).
     """
-    shifted = logits - max_last(logits)[..., None]
-    log_prob = shifted - np.log(sum_last(np.exp(shifted)))[..., None]
+    log_prob = log_softmax(logits)
     return log_prob, np.exp(log_prob)
 
 

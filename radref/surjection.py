@@ -79,9 +79,9 @@ class SurjectionCache(NamedTuple):
 
 
 def _within(a, bound):
-    """``np.all(np.abs(a) <= bound)`` (False if ``a`` has a NaN), without temporaries."""
+    """``np.all(np.abs(a) <= bound)`` (False if ``a`` has a NaN)."""
     a = np.asarray(a)
-    return a.size == 0 or bool(a.max() <= bound) and bool(a.min() >= -bound)
+    return a.size == 0 or bool(np.abs(a).max() <= bound)
 
 
 def _direct(log_scale, *factors):
@@ -233,11 +233,11 @@ def surjection_backward(dv, dlog_slope, cache):
         du = np.where(direct, du_direct, sign * _exp_product(log_slope, dv))
         dlog_alpha = np.where(direct, du_direct * offset,
                               sign * _exp_product(log_slope, dv, offset)) + dlog_slope
-    zero = np.zeros_like(du)
+    on_piece = [piece == i for i in range(5)]
     dslopes = Slopes(
-        *(np.where(piece == i, dlog_alpha, zero) for i in range(5)),
-        a=np.where(piece == 2, -du, zero),  # dv/du0 = -sign * alpha = -dv/du
-        b=zero,
+        *(np.where(mask, dlog_alpha, 0.0) for mask in on_piece),
+        a=np.where(on_piece[2], -du, 0.0),  # dv/du0 = -sign * alpha = -dv/du
+        b=np.zeros_like(du),
         log_p=np.zeros(np.shape(cache.slopes.log_p)),
         log_q=np.zeros(np.shape(cache.slopes.log_q)),
     )

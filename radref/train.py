@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from radref.diagnostics import locate_non_finite
-from radref.flow import flow_backward, flow_forward
+from radref.flow import flow_backward, flow_forward, flow_log_density
 from radref.optim import (AdamConfig, adam_init, adam_update, adam_update_inplace,
                           check_adam_config)
 
@@ -212,7 +212,7 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
         if x_val is not None and (step % eval_every == 0 or step == steps):
             try:
                 with np.errstate(over="raise", invalid="raise", divide="raise"):
-                    val = float(np.mean(flow_forward(x_val, params, config)[0]))
+                    val = float(np.mean(flow_log_density(x_val, params, config)))
             except FloatingPointError:
                 val = -np.inf  # the new parameters overflow float64 on the held-out data
             history["val_step"].append(step)

@@ -172,8 +172,8 @@ class Radref:
         return x
 
     def loglik(self, x):
-        from radref.flow import flow_forward
-        return flow_forward(x, self.params, self.config)[0]
+        from radref.flow import flow_log_density
+        return flow_log_density(x, self.params, self.config)
 
     @staticmethod
     def to_numpy(value):
