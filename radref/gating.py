@@ -30,15 +30,20 @@ class GatingCache(NamedTuple):
     log_q: np.ndarray
     log_prob: np.ndarray  # log_softmax(lambda), shape (..., 3)
     weights: tuple  # (c, w_P, w_Q) at v
+    v_clipped: np.ndarray  # v clipped to [-1, 1]
     sin_half: np.ndarray  # sin(pi v / 2) (v clipped to [-1, 1]), for the derivatives
 
 
+#: row k is onehot(k)
+_ONEHOT = np.eye(3)
+
+
 def _weights(v):
-    """``(c, w_P, w_Q)`` and ``sin(pi v / 2)``, ``v`` clipped to ``[-1, 1]``."""
+    """``(c, w_P, w_Q)``, ``v`` clipped to ``[-1, 1]`` and ``sin(pi v / 2)``."""
     v = np.minimum(np.maximum(v, -1.0), 1.0)
     c = 0.5 * (1.0 + np.cos(np.pi * v))
     sin_half = np.sin(0.5 * np.pi * v)
-    return (c, 0.5 * (1.0 + sin_half), 0.5 * (1.0 - sin_half)), sin_half
+    return (c, 0.5 * (1.0 + sin_half), 0.5 * (1.0 - sin_half)), v, sin_half
 
 
 def interpolation_weights(v):
@@ -86,14 +91,15 @@ def log_gating_forward(v, k, s, log_p, log_q):
     cache : GatingCache
     """
     inside = np.abs(v) <= 1.0
-    weights, sin_half = _weights(v)
+    weights, v_clipped, sin_half = _weights(v)
     log_prob = log_softmax(_mix(weights, s, log_p, log_q))
     log_gate = _pick(log_prob, k)
     if not inside.all():
         forced = np.where(v > 1.0, 2, 0)
         outside_value = np.where(k == forced, 0.0, -np.inf)
         log_gate = np.where(inside, log_gate, outside_value)
-    return log_gate, GatingCache(v, k, inside, s, log_p, log_q, log_prob, weights, sin_half)
+    return log_gate, GatingCache(v, k, inside, s, log_p, log_q, log_prob, weights,
+                                 v_clipped, sin_half)
 
 
 def log_gating_backward(dlog_gate, cache):
@@ -119,9 +125,9 @@ def log_gating_backward(dlog_gate, cache):
     Outside ``[-1, 1]`` the gating is constant: every gradient is zero.
     """
     g = np.where(cache.inside, dlog_gate, 0.0)[..., None]
-    onehot = np.arange(3) == cache.k[..., None]
+    onehot = _ONEHOT[cache.k]
     dlam = g * onehot - np.exp(cache.log_prob) * g  # log-softmax backward of g * onehot
-    cos_half = np.cos(0.5 * np.pi * np.minimum(np.maximum(cache.v, -1.0), 1.0))
+    cos_half = np.cos(0.5 * np.pi * cache.v_clipped)
     dc = -np.pi * cache.sin_half * cos_half
     dw_p = 0.25 * np.pi * cos_half
     dlam_dv = dc[..., None] * cache.s + dw_p[..., None] * (cache.log_p - cache.log_q)
