@@ -6,7 +6,7 @@ import numpy as np
 
 from radref.diagnostics import locate_non_finite
 from radref.flow import flow_backward, flow_forward, flow_log_density
-from radref.optim import (AdamConfig, adam_init, adam_update, adam_update_inplace,
+from radref.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                           check_adam_config)
 
 
@@ -182,45 +182,55 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     history = {"step": [], "loglik": [], "val_step": [], "val_loglik": []}
     display = Progress(steps, enabled=progress)
     val = None
-    for step in range(start_step + 1, steps + 1):
-        indices = schedule.indices(step - 1)
-        batch = x[indices]
-        try:
-            # Floating-point errors (overflow, invalid operations) stop training at
-            # this step instead of turning into warnings and NaN further on.
-            with np.errstate(over="raise", invalid="raise", divide="raise"):
-                loglik, grads = mean_loglik_and_grad(batch, params, config)
-        except FloatingPointError:
-            loglik = None
-        if loglik is None or not np.isfinite(loglik):
-            where, layer, row, detail = locate_non_finite(
-                batch, params, config, [f"training point {i}" for i in indices])
-            row = None if row is None else int(indices[row])
-            raise NonFiniteError(step, where or "loss", history, layer, row, detail or None)
-        bad = _first_non_finite(grads)
-        if bad is not None:
-            raise NonFiniteError(step, bad, history)
-        descent = {k: -g for k, g in grads.items()}
-        try:
-            with np.errstate(over="raise", invalid="raise", divide="raise"):
-                adam_update_inplace(params, descent, state, adam)  # all or nothing
-        except FloatingPointError:
-            raise NonFiniteError(step, _first_adam_overflow(params, descent, state, adam),
-                                 history, detail="Adam's update overflows") from None
-        history["step"].append(step)
-        history["loglik"].append(loglik)
-        if x_val is not None and (step % eval_every == 0 or step == steps):
-            try:
-                with np.errstate(over="raise", invalid="raise", divide="raise"):
-                    val = float(np.mean(flow_log_density(x_val, params, config)))
-            except FloatingPointError:
-                val = -np.inf  # the new parameters overflow float64 on the held-out data
-            history["val_step"].append(step)
-            history["val_loglik"].append(val)
-        if step % 50 == 0 or step == steps:
-            display.update(step, loglik, val)
-        if callback is not None and (step % callback_every == 0 or step == steps):
-            callback(step, params, state, history)
+    with PackedAdam(params, state, adam) as packed:  # restores the arrays' identity on exit
+        for step in range(start_step + 1, steps + 1):
+            val = _train_step(step, x, schedule, params, config, state, adam, packed, history,
+                              x_val, eval_every, steps, val)
+            if step % 50 == 0 or step == steps:
+                display.update(step, history["loglik"][-1], val)
+            if callback is not None and (step % callback_every == 0 or step == steps):
+                callback(step, params, state, history)
     display.close()
     history["optimizer_state"] = state
     return history
+
+
+def _train_step(step, x, schedule, params, config, state, adam, packed, history, x_val,
+                eval_every, steps, val):
+    """Step ``step`` of :func:`train`: loss, gradient, checks, Adam, held-out
+    score; appends to ``history`` and returns the latest held-out score."""
+    indices = schedule.indices(step - 1)
+    batch = x[indices]
+    try:
+        # Floating-point errors (overflow, invalid operations) stop training at
+        # this step instead of turning into warnings and NaN further on.
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            loglik, grads = mean_loglik_and_grad(batch, params, config)
+    except FloatingPointError:
+        loglik = None
+    if loglik is None or not np.isfinite(loglik):
+        where, layer, row, detail = locate_non_finite(
+            batch, params, config, [f"training point {i}" for i in indices])
+        row = None if row is None else int(indices[row])
+        raise NonFiniteError(step, where or "loss", history, layer, row, detail or None)
+    g = packed.flatten(grads)
+    if not np.all(np.isfinite(g)):
+        raise NonFiniteError(step, _first_non_finite(grads), history)
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            packed.update(-g)  # all or nothing
+    except FloatingPointError:
+        descent = {k: -grads[k] for k in params}
+        raise NonFiniteError(step, _first_adam_overflow(params, descent, state, adam),
+                             history, detail="Adam's update overflows") from None
+    history["step"].append(step)
+    history["loglik"].append(loglik)
+    if x_val is not None and (step % eval_every == 0 or step == steps):
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                val = float(np.mean(flow_log_density(x_val, params, config)))
+        except FloatingPointError:
+            val = -np.inf  # the new parameters overflow float64 on the held-out data
+        history["val_step"].append(step)
+        history["val_loglik"].append(val)
+    return val

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from helpers import check_gradient
-from radref.coupling import (N_AFFINE_FEATURES, N_RAD_FEATURES, affine_coupling_backward,
+from radref.coupling import (N_AFFINE_FEATURES, N_RAD_FEATURES, affine_coupling_backward, columns,
                              affine_coupling_forward, affine_coupling_init,
                              affine_coupling_inverse, rad_coupling_backward,
                              rad_coupling_forward, rad_coupling_init, rad_coupling_inverse,
@@ -161,6 +161,22 @@ def test_split_masks_are_complementary_and_alternate(dim):
         np.testing.assert_array_equal(next_b, cols_a)
         # and two consecutive layers transform every column once
         np.testing.assert_array_equal(np.sort(np.concatenate([cols_b, next_b])), np.arange(dim))
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4, 5, 6, 7, 8, 9])
+def test_columns_slices_select_the_split_columns(dim):
+    # The layers index with the slices; split() defines the mask.
+    x = np.arange(3 * dim, dtype=float).reshape(3, dim)
+    for layer in range(5):
+        cols = columns(dim, layer)
+        cols_a, cols_b = split(dim, layer)
+        np.testing.assert_array_equal(cols.cols_a, cols_a)
+        np.testing.assert_array_equal(cols.cols_b, cols_b)
+        np.testing.assert_array_equal(x[:, cols.a], x[:, cols_a])
+        np.testing.assert_array_equal(x[:, cols.b], x[:, cols_b])
+        assert cols.n_b == len(cols_b)
+        with pytest.raises(ValueError):  # cached, so shared: must be read-only
+            cols.cols_b[0] = 0
 
 
 def test_split_2d_documented_order():

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from radref.optim import (AdamConfig, adam_init, adam_update, adam_update_inplace,
-                          check_adam_config)
+from radref.optim import (AdamConfig, PackedAdam, adam_init, adam_update, adam_update_inplace,
+                          check_adam_config, pack)
 
 
 def _run(config, grads_seq, p0):
@@ -279,3 +279,86 @@ def test_many_arrays_agree_bitwise_with_the_formula_per_array():
     for n in names:
         assert inplace[n] is refs[n]
     assert inplace["4.w"].flags.f_contiguous and not inplace["4.w"].flags.c_contiguous
+
+
+# ------------------------------------------------------------------ PackedAdam
+
+def _random_problem(seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (4,), (1, 7), (), (2, 2, 2), (5,)]
+    params = {f"p{i}": rng.normal(size=shape) for i, shape in enumerate(shapes)}
+    grads = [{name: rng.normal(size=np.shape(p)) * 10.0 ** rng.integers(-6, 3)
+              for name, p in params.items()} for _ in range(6)]
+    return params, grads
+
+
+def test_pack_views_share_one_vector():
+    params, _ = _random_problem(0)
+    vector, views = pack(params)
+    assert vector.shape == (sum(np.size(p) for p in params.values()),)
+    for name, p in params.items():
+        np.testing.assert_array_equal(views[name], p)
+        assert np.shares_memory(views[name], vector)
+    vector[:] = 7.0
+    assert all(np.all(v == 7.0) for v in views.values())
+
+
+def test_packed_adam_matches_adam_update_inplace_bitwise():
+    params, grads = _random_problem(1)
+    reference, ref_state = copy.deepcopy(params), adam_init(params)
+    state = adam_init(params)
+    originals = dict(params)
+    config = AdamConfig(lr=3e-3)
+    with PackedAdam(params, state, config) as adam:
+        for g in grads:
+            adam_update_inplace(reference, g, ref_state, config)
+            adam.update(adam.flatten(g))
+            for name in params:  # the views show the current values during training
+                assert np.array_equal(params[name], reference[name])
+    assert state["t"] == ref_state["t"] == len(grads)
+    for name in params:
+        # on exit: the caller's own arrays again, holding the final values
+        assert params[name] is originals[name]
+        assert np.array_equal(params[name], reference[name])
+        assert np.array_equal(state["m"][name], ref_state["m"][name])
+        assert np.array_equal(state["v"][name], ref_state["v"][name])
+
+
+def test_packed_adam_is_all_or_nothing_on_overflow():
+    params = {"a": np.array([1.0, 2.0]), "b": np.array([3.0])}
+    state = adam_init(params)
+    with PackedAdam(params, state, AdamConfig()) as adam:
+        adam.update(adam.flatten({"a": np.array([1.0, 1.0]), "b": np.array([1.0])}))
+        before = {k: v.copy() for k, v in params.items()}
+        m_before = {k: v.copy() for k, v in state["m"].items()}
+        with pytest.raises(FloatingPointError), np.errstate(over="raise"):
+            adam.update(adam.flatten({"a": np.array([1e300, 1.0]), "b": np.array([1.0])}))
+        assert state["t"] == 1
+        for k in params:
+            assert np.array_equal(params[k], before[k])
+            assert np.array_equal(state["m"][k], m_before[k])
+
+
+def test_packed_adam_restores_arrays_after_an_exception():
+    params, grads = _random_problem(2)
+    originals = dict(params)
+    state = adam_init(params)
+    with pytest.raises(RuntimeError):
+        with PackedAdam(params, state, AdamConfig()) as adam:
+            adam.update(adam.flatten(grads[0]))
+            raise RuntimeError("interrupted")
+    assert all(params[k] is originals[k] for k in params)
+    assert state["t"] == 1 and all(np.any(params[k] != 0) for k in params)
+
+
+def test_packed_adam_rejects_bad_input():
+    params = {"a": np.zeros(2)}
+    with pytest.raises(TypeError, match="float64"):
+        PackedAdam({"a": np.zeros(2, dtype=np.float32)}, adam_init(params))
+    with pytest.raises(ValueError, match="keys"):
+        PackedAdam(params, {"t": 0, "m": {"b": np.zeros(2)}, "v": {"a": np.zeros(2)}})
+    with PackedAdam(params, adam_init(params)) as adam:
+        with pytest.raises(ValueError, match="no entry"):
+            adam.flatten({"b": np.zeros(2)})
+        with pytest.raises(ValueError, match="shapes"):
+            adam.flatten({"a": np.zeros(3)})

@@ -163,9 +163,11 @@ class Radref:
     label = "radref (NumPy)"
 
     def __init__(self, params, config, adam):
-        from radref.optim import adam_init
+        from radref.optim import PackedAdam, adam_init
         self.params, self.config, self.adam = copy.deepcopy(params), config, adam
         self.state = adam_init(self.params)
+        # As in radref.train.train: the parameters live in one vector while training.
+        self.packed = PackedAdam(self.params, self.state, adam).__enter__()
 
     @staticmethod
     def prepare(x):
@@ -181,10 +183,9 @@ class Radref:
 
     def train_step(self, x):
         """One step as in radref.train.train: loss, gradient, Adam."""
-        from radref.optim import adam_update_inplace
         from radref.train import mean_loglik_and_grad
         loglik, grads = mean_loglik_and_grad(x, self.params, self.config)
-        adam_update_inplace(self.params, {k: -g for k, g in grads.items()}, self.state, self.adam)
+        self.packed.update(-self.packed.flatten(grads))
         return loglik
 
     def params_numpy(self):
