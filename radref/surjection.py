@@ -76,6 +76,7 @@ class SurjectionCache(NamedTuple):
     slopes: Slopes
     log_slope: np.ndarray  # log alpha of that piece (always finite)
     offset: np.ndarray  # u - u0 of that piece
+    direct: object = False  # True if _direct(log_slope, offset) held everywhere
 
 
 def _within(a, bound):
@@ -164,7 +165,7 @@ def _piecewise_forward(u, piece, slopes, region=None):
                                   _SIGN[piece] * _exp_product(log_slope, offset))
     v = np.minimum(np.maximum(v, _V_LO[region]), _V_HI[region])
     return v, PIECE_TO_K[piece], log_slope, SurjectionCache(u, piece, slope, slopes,
-                                                            log_slope, offset)
+                                                            log_slope, offset, direct is True)
 
 
 def surjection_forward(u, slopes):
@@ -223,7 +224,11 @@ def surjection_backward(dv, dlog_slope, cache):
     and ``d log|f'| / dL = 1`` for the ``L`` of the active piece.
     """
     piece, slope, offset, log_slope = cache.piece, cache.slope, cache.offset, cache.log_slope
-    direct = _direct(log_slope, offset, dv)
+    # The forward pass has checked log_slope and offset; usually only dv is new.
+    if cache.direct is True and _within(dv, _DIRECT_FACTOR):
+        direct = True
+    else:
+        direct = _direct(log_slope, offset, dv)
     sign = _SIGN[piece]
     if direct is True:
         du = dv * (sign * slope)

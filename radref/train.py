@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from radref.diagnostics import locate_non_finite
-from radref.flow import flow_backward, flow_forward, flow_log_density
+from radref.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density
 from radref.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                           check_adam_config)
 
@@ -42,13 +42,32 @@ class NonFiniteError(FloatingPointError):
                          "the parameters keep their last finite values")
 
 
-def mean_loglik_and_grad(x, params, config):
+def mean_loglik_and_grad(x, params, config, chunk_rows=CHUNK_ROWS):
     """Mean log-likelihood of ``x`` (shape ``(n, d)``) and its gradient with
-    respect to every parameter (flat dict, same keys as ``params``)."""
-    log_px, _, _, cache = flow_forward(x, params, config)
+    respect to every parameter (flat dict, same keys as ``params``).
+
+    A batch of more than ``chunk_rows`` rows is processed ``chunk_rows`` rows
+    at a time, summing the chunks' gradients (each with upstream ``1/n``), so
+    that memory stays bounded and the time per point does not grow with the
+    batch; up to ``chunk_rows`` rows it is one forward and one backward pass.
+    """
     n = x.shape[0]
-    _, grads = flow_backward(np.full(n, 1.0 / n), cache)
-    return float(np.mean(log_px)), grads
+    if n <= chunk_rows:
+        log_px, _, _, cache = flow_forward(x, params, config)
+        _, grads = flow_backward(np.full(n, 1.0 / n), cache)
+        return float(np.mean(log_px)), grads
+    total, grads = 0.0, None
+    for start in range(0, n, chunk_rows):
+        chunk = x[start:start + chunk_rows]
+        log_px, _, _, cache = flow_forward(chunk, params, config)
+        _, chunk_grads = flow_backward(np.full(len(chunk), 1.0 / n), cache)
+        total += float(np.sum(log_px))
+        if grads is None:
+            grads = chunk_grads
+        else:
+            for name, g in chunk_grads.items():
+                grads[name] = grads[name] + g
+    return total / n, grads
 
 
 def _first_non_finite(grads):
