@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import gc
 import io
 import json
@@ -119,28 +120,46 @@ QUICK = Settings(n_points=2000, batch=500, n_batches=2, pretrain_steps=5,
 
 # --------------------------------------------------------------------- timing
 
+def _summary(times, warmup):
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median_s": statistics.median(times), "min_s": min(times), "q1_s": quartiles[0],
+            "q3_s": quartiles[2], "reps": len(times), "warmup": warmup}
+
+
 def time_calls(fn, timing):
     """Median and spread of the wall time of ``fn()`` under ``timing``."""
-    for _ in range(timing.warmup):
-        fn()
+    return time_interleaved({"fn": fn}, timing)["fn"]
+
+
+def time_interleaved(fns, timing):
+    """Median and spread of the wall time of each ``fns[name]()``, the calls
+    interleaved (one call of each per round, the order rotating from round to
+    round), so that a change in the machine's speed during the measurement
+    affects every implementation alike and their ratio stays fair.  The budget
+    of ``timing`` is per function."""
+    for fn in fns.values():
+        for _ in range(timing.warmup):
+            fn()
+    names = list(fns)
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    times = []
+    times = {name: [] for name in names}
     try:
         start = time.perf_counter()
-        while len(times) < timing.reps:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-            if len(times) >= timing.min_reps and time.perf_counter() - start > timing.budget_s:
+        for round_ in range(timing.reps):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                t0 = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - t0)
+            if (round_ + 1 >= timing.min_reps
+                    and time.perf_counter() - start > timing.budget_s * len(names)):
                 break
     finally:
         if gc_was_enabled:
             gc.enable()
-    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {"median_s": statistics.median(times), "min_s": min(times), "q1_s": quartiles[0],
-            "q3_s": quartiles[2], "reps": len(times), "warmup": timing.warmup}
+    return {name: _summary(times[name], timing.warmup) for name in names}
 
 
 def fmt_time(seconds):
@@ -346,18 +365,20 @@ def headline(settings, peer_cls, log):
                 impls.append(peer)
             else:
                 log(f"peer {name} disagrees with radref on {kind}: not timed")
-        for impl in impls:
-            prepared = [impl.prepare(b) for b in batches]
-            r = time_calls(Cycle(impl.train_step, prepared), settings.step)
-            out["train_step"].setdefault(impl.name, {})[kind] = r
-            log(f"train step (batch {settings.batch}) {kind:<6s} {impl.name:<6s} "
-                f"{fmt_time(r['median_s'])}  ({r['reps']} reps)")
-            x = impl.prepare(evaluation)
-            r = time_calls(lambda: impl.loglik(x), settings.bulk)
+        steps = {impl.name: Cycle(impl.train_step, [impl.prepare(b) for b in batches])
+                 for impl in impls}
+        for name, r in time_interleaved(steps, settings.step).items():
+            out["train_step"].setdefault(name, {})[kind] = r
+            log(f"train step (batch {settings.batch}) {kind:<6s} {name:<6s} "
+                f"{fmt_time(r['median_s'])}  ({r['reps']} reps, interleaved)")
+        densities = {impl.name: functools.partial(impl.loglik, impl.prepare(evaluation))
+                     for impl in impls}
+        for name, r in time_interleaved(densities, settings.bulk).items():
             r["points_per_s"] = settings.n_points / r["median_s"]
-            out["logdensity"].setdefault(impl.name, {})[kind] = r
-            log(f"log-density ({settings.n_points} points) {kind:<6s} {impl.name:<6s} "
-                f"{fmt_time(r['median_s'])}  {fmt_rate(r['points_per_s'])}  ({r['reps']} reps)")
+            out["logdensity"].setdefault(name, {})[kind] = r
+            log(f"log-density ({settings.n_points} points) {kind:<6s} {name:<6s} "
+                f"{fmt_time(r['median_s'])}  {fmt_rate(r['points_per_s'])}  "
+                f"({r['reps']} reps, interleaved)")
         r = time_calls(lambda: flow_sample(settings.n_points, params, config, random_state=0),
                        settings.bulk)
         r["points_per_s"] = settings.n_points / r["median_s"]
