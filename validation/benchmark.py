@@ -131,29 +131,34 @@ def time_calls(fn, timing):
     return time_interleaved({"fn": fn}, timing)["fn"]
 
 
-def time_interleaved(fns, timing):
-    """Median and spread of the wall time of each ``fns[name]()``, the calls
-    interleaved (one call of each per round, the order rotating from round to
-    round), so that a change in the machine's speed during the measurement
-    affects every implementation alike and their ratio stays fair.  The budget
-    of ``timing`` is per function."""
+def time_interleaved(fns, timing, block=10):
+    """Median and spread of the wall time of each ``fns[name]()``, the
+    implementations interleaved in blocks: a round makes ``block`` timed calls
+    of each (the order rotating from round to round), so that a change in the
+    machine's speed during the measurement affects every implementation alike
+    and their ratio stays fair, while within a block the caches are warm as in
+    a training loop (the first, colder call of a block is outweighed in the
+    median).  The budget of ``timing`` is per function."""
     for fn in fns.values():
         for _ in range(timing.warmup):
             fn()
     names = list(fns)
+    block = max(1, min(block, timing.reps))
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     times = {name: [] for name in names}
     try:
-        start = time.perf_counter()
-        for round_ in range(timing.reps):
+        start, round_ = time.perf_counter(), 0
+        while len(times[names[0]]) < timing.reps:
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                t0 = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - t0)
-            if (round_ + 1 >= timing.min_reps
+                for _ in range(min(block, timing.reps - len(times[name]))):
+                    t0 = time.perf_counter()
+                    fns[name]()
+                    times[name].append(time.perf_counter() - t0)
+            round_ += 1
+            if (len(times[names[0]]) >= timing.min_reps
                     and time.perf_counter() - start > timing.budget_s * len(names)):
                 break
     finally:
@@ -373,7 +378,7 @@ def headline(settings, peer_cls, log):
                 f"{fmt_time(r['median_s'])}  ({r['reps']} reps, interleaved)")
         densities = {impl.name: functools.partial(impl.loglik, impl.prepare(evaluation))
                      for impl in impls}
-        for name, r in time_interleaved(densities, settings.bulk).items():
+        for name, r in time_interleaved(densities, settings.bulk, block=3).items():
             r["points_per_s"] = settings.n_points / r["median_s"]
             out["logdensity"].setdefault(name, {})[kind] = r
             log(f"log-density ({settings.n_points} points) {kind:<6s} {name:<6s} "
