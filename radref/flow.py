@@ -120,6 +120,14 @@ def flow_forward(x, params, config):
     k : ndarray of int, shape (n, L, d)
     cache : FlowCache
     """
+    return _forward(x, params, config, keep_caches=True)
+
+
+def _forward(x, params, config, keep_caches):
+    """:func:`flow_forward`; with ``keep_caches=False`` each layer's cache is
+    dropped as soon as the next layer runs (``cache.layer_caches`` is then
+    empty), so a deep flow's intermediate arrays need not fit in memory, or in
+    the CPU cache, at once."""
     n = x.shape[0]
     k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
     log_px = np.zeros(n)
@@ -146,7 +154,8 @@ def flow_forward(x, params, config):
             k[:, layer, columns(config.dim, layer).b] = k_layer
         z = park(z_next, out) if any_out else z_next
         log_px += term
-        layer_caches.append(layer_cache)
+        if keep_caches:
+            layer_caches.append(layer_cache)
     log_base, base_cache = normal_logpdf_forward(z)
     log_px = log_px + log_base
     if any_out:
@@ -170,7 +179,8 @@ def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS):
     Rows are independent, so the result does not depend on the chunking;
     evaluating in chunks keeps the working set in the CPU cache (time per point
     flat in ``n``) and the memory to ``O(chunk_rows)`` besides the output (no
-    backward caches are kept).
+    backward caches are kept, not even one chunk's: memory does not grow with
+    the depth either).
 
     Parameters
     ----------
@@ -189,11 +199,11 @@ def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS):
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     n = x.shape[0]
     if n <= chunk_rows:
-        return flow_forward(x, params, config)[0]
+        return _forward(x, params, config, keep_caches=False)[0]
     log_px = np.empty(n)
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
-        log_px[start:stop] = flow_forward(x[start:stop], params, config)[0]
+        log_px[start:stop] = _forward(x[start:stop], params, config, keep_caches=False)[0]
     return log_px
 
 
