@@ -121,14 +121,6 @@ class RadCouplingCache(NamedTuple):
     log_scale_out: np.ndarray
     out_of_range: np.ndarray = None  # rows of z out of range (None: all in range)
 
-    @property
-    def cols_a(self):
-        return self.cols.cols_a
-
-    @property
-    def cols_b(self):
-        return self.cols.cols_b
-
 
 def rad_coupling_init(dim, layer, hidden, gate_hidden, out_std=0.01, random_state=None):
     """Parameters of a Rad coupling layer: conditioner (tanh) and gating net (linear)."""
@@ -278,14 +270,6 @@ class AffineCouplingCache(NamedTuple):
     cond_cache: tuple
     x_b: np.ndarray
     scale: np.ndarray
-
-    @property
-    def cols_a(self):
-        return self.cols.cols_a
-
-    @property
-    def cols_b(self):
-        return self.cols.cols_b
 
 
 def affine_coupling_init(dim, layer, hidden, out_std=0.01, random_state=None):

@@ -203,10 +203,16 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     val = None
     with PackedAdam(params, state, adam) as packed:  # restores the arrays' identity on exit
         for step in range(start_step + 1, steps + 1):
-            val = _train_step(step, x, schedule, params, config, state, adam, packed, history,
-                              x_val, eval_every, steps, val)
+            indices = schedule.indices(step - 1)
+            loglik = _update_on_batch(x[indices], indices, step, params, config, packed, history)
+            history["step"].append(step)
+            history["loglik"].append(loglik)
+            if x_val is not None and (step % eval_every == 0 or step == steps):
+                val = _held_out_score(x_val, params, config)
+                history["val_step"].append(step)
+                history["val_loglik"].append(val)
             if step % 50 == 0 or step == steps:
-                display.update(step, history["loglik"][-1], val)
+                display.update(step, loglik, val)
             if callback is not None and (step % callback_every == 0 or step == steps):
                 callback(step, params, state, history)
     display.close()
@@ -214,12 +220,10 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     return history
 
 
-def _train_step(step, x, schedule, params, config, state, adam, packed, history, x_val,
-                eval_every, steps, val):
-    """Step ``step`` of :func:`train`: loss, gradient, checks, Adam, held-out
-    score; appends to ``history`` and returns the latest held-out score."""
-    indices = schedule.indices(step - 1)
-    batch = x[indices]
+def _update_on_batch(batch, indices, step, params, config, packed, history):
+    """Loss and gradient on ``batch`` (rows ``indices`` of the training set),
+    finiteness checks, one Adam update; returns the mean log-likelihood.
+    Raises :class:`NonFiniteError` with the parameters untouched."""
     try:
         # Floating-point errors (overflow, invalid operations) stop training at
         # this step instead of turning into warnings and NaN further on.
@@ -240,16 +244,15 @@ def _train_step(step, x, schedule, params, config, state, adam, packed, history,
             packed.update(-g)  # all or nothing
     except FloatingPointError:
         descent = {k: -grads[k] for k in params}
-        raise NonFiniteError(step, _first_adam_overflow(params, descent, state, adam),
-                             history, detail="Adam's update overflows") from None
-    history["step"].append(step)
-    history["loglik"].append(loglik)
-    if x_val is not None and (step % eval_every == 0 or step == steps):
-        try:
-            with np.errstate(over="raise", invalid="raise", divide="raise"):
-                val = float(np.mean(flow_log_density(x_val, params, config)))
-        except FloatingPointError:
-            val = -np.inf  # the new parameters overflow float64 on the held-out data
-        history["val_step"].append(step)
-        history["val_loglik"].append(val)
-    return val
+        where = _first_adam_overflow(params, descent, packed.state, packed.config)
+        raise NonFiniteError(step, where, history, detail="Adam's update overflows") from None
+    return loglik
+
+
+def _held_out_score(x_val, params, config):
+    """Mean log-likelihood of the held-out data (``-inf`` if it overflows float64)."""
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            return float(np.mean(flow_log_density(x_val, params, config)))
+    except FloatingPointError:
+        return -np.inf  # the new parameters overflow float64 on the held-out data

@@ -1023,7 +1023,7 @@ def test_overflow_in_the_backward_pass_names_the_layer(monkeypatch):
     real = diagnostics_module.rad_coupling_backward
 
     def overflows_in_layer_1(dz, dterm, cache):
-        if cache.cols_b.tolist() == [0]:  # layer 1 of a 2-d flow transforms column 0
+        if cache.cols.cols_b.tolist() == [0]:  # layer 1 of a 2-d flow transforms column 0
             np.multiply(np.array([1e308]), np.array([10.0]))
         return real(dz, dterm, cache)
 
