@@ -323,3 +323,27 @@ def test_log_density_rejects_bad_chunk_rows(chunk_rows):
     params = flow_init(config, random_state=0)
     with pytest.raises(ValueError, match="chunk_rows"):
         flow_log_density(np.zeros((3, 2)), params, config, chunk_rows=chunk_rows)
+
+
+def test_log_density_memory_does_not_grow_with_n():
+    # flow_log_density keeps no caches and works in chunks: beyond the output
+    # (8 bytes per point), its peak memory is that of one chunk, whatever n.
+    import tracemalloc
+    config = FlowConfig("rad", 2, 6, 8, 8)
+    params = flow_init(config, random_state=0)
+    peaks = {}
+    for n in (3 * 4096, 12 * 4096):
+        x = np.random.default_rng(0).normal(size=(n, 2))
+        flow_log_density(x, params, config)  # warm-up
+        tracemalloc.start()
+        flow_log_density(x, params, config)
+        peaks[n] = tracemalloc.get_traced_memory()[1] - 8 * n
+        tracemalloc.stop()
+    small, large = peaks.values()
+    assert large <= 1.2 * small, peaks
+    # and flow_forward, which keeps every layer's cache, does grow with n
+    x = np.random.default_rng(0).normal(size=(3 * 4096, 2))
+    tracemalloc.start()
+    flow_forward(x, params, config)
+    assert tracemalloc.get_traced_memory()[1] > 4 * small
+    tracemalloc.stop()
