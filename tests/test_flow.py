@@ -9,7 +9,7 @@ from scipy import stats
 from helpers import check_gradient, record_error, flow_discrete_pattern, flow_kink_distance
 from radref.coupling import split
 from radref.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
-                         flow_log_density, flow_sample, flow_sample_from_noise, layer_params)
+                         flow_log_density, flow_sample, flow_sample_from_noise)
 
 GRAD_TOL = 1e-6
 # h = 3e-7: the log-density of a 4-layer flow is strongly curved in some parameters

@@ -13,7 +13,6 @@ are what this is for.
 """
 import argparse
 import cProfile
-import io
 import os
 import pstats
 import sys
