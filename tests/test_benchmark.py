@@ -89,3 +89,30 @@ def test_unknown_peer_or_mode_is_rejected(bench):
         bench.parse_args(["--peers", "tensorflow"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--modes", "many"])
+
+
+def test_interleaved_timing_calls_every_function_in_rotating_blocks(bench):
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    timing = bench.Timing(warmup=2, reps=7, min_reps=7, budget_s=1e9)
+    result = bench.time_interleaved(fns, timing, block=3)
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up
+    timed = calls[6:]
+    assert [timed.count(name) for name in "abc"] == [7, 7, 7]
+    # rounds of blocks of 3 (the last one shorter), the order rotating each round
+    assert timed[:9] == list("aaabbbccc") and timed[9:18] == list("bbbcccaaa")
+    assert timed[18:] == list("cab")
+    assert all(result[name]["reps"] == 7 for name in "abc")
+
+
+def test_profile_script_runs(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "profile.txt"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "validation", "profile_step.py"),
+                           "--quick", "--steps", "2", "--top", "3", "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    text = out.read_text()
+    assert text.strip() == proc.stdout.strip()
+    assert "Rad training step" in text and "Real NVP training step" in text
+    assert text.count("function") == 2 and "mlp_" in text

@@ -24,9 +24,8 @@ import benchmark  # noqa: E402  (validation/benchmark.py)
 from radref.optim import AdamConfig  # noqa: E402
 
 
-def profile(kind, steps):
+def profile(kind, steps, settings=benchmark.FULL):
     """cProfile statistics of ``steps`` radref training steps of model ``kind``."""
-    settings = benchmark.FULL
     config = benchmark.paper_config(kind)
     batches, train, _ = benchmark.make_data(settings)
     params = benchmark.pretrained_params(config, train, settings)
@@ -61,8 +60,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--out", help="also write the report to this file")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: the benchmark's quick data and pre-training")
     args = parser.parse_args(argv)
-    text = "\n\n".join(report(kind, profile(kind, args.steps), args.steps, args.top)
+    settings = benchmark.QUICK if args.quick else benchmark.FULL
+    text = "\n\n".join(report(kind, profile(kind, args.steps, settings), args.steps, args.top)
                        for kind in benchmark.PAPER_MODELS)
     print(text)
     if args.out:
