@@ -21,7 +21,9 @@ and ``k = -1`` (and ``cache.out_of_range`` marks it); its layers are evaluated
 at a stand-in ``z = 0`` so that every cache stays finite, and
 :func:`flow_backward` gives it a zero gradient.  :func:`flow_inverse` and the
 samplers give such a row ``x = inf`` (and ``k = -1`` for the layers not
-reached).  Rows in range are computed exactly as if the others were absent.
+reached).  Rows in range are computed as if the others were absent (to
+rounding: BLAS may sum a matrix product in another order for another number
+of rows).
 """
 import numbers
 from typing import NamedTuple
