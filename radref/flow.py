@@ -238,8 +238,12 @@ def flow_inverse(z, k, params, config):
     """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
     :func:`flow_forward` (ignored for affine flows).  Out-of-range rows (module
     docstring) give ``x = inf``."""
+    if z.shape[0] > CHUNK_ROWS:  # rows are independent: bounded memory, warm caches
+        return np.concatenate([flow_inverse(z[i:i + CHUNK_ROWS], k[i:i + CHUNK_ROWS], params,
+                                            config) for i in range(0, z.shape[0], CHUNK_ROWS)])
+
     def rad_step(x_in, rows, layer, nested, cols_b):
-        return rad_coupling_inverse(x_in, k[rows][:, layer, cols_b], nested, layer)
+        return rad_coupling_inverse(x_in, k[:, layer, cols_b][rows], nested, layer)
 
     return _invert_layers(z, params, config, rad_step)[0]
 
@@ -261,13 +265,17 @@ def flow_sample_from_noise(normals, uniforms, params, config):
     x : ndarray, shape (n, d)
     k : ndarray of int, shape (n, L, d)
     """
+    if normals.shape[0] > CHUNK_ROWS:  # rows are independent: bounded memory, warm caches
+        parts = [flow_sample_from_noise(normals[i:i + CHUNK_ROWS], uniforms[i:i + CHUNK_ROWS],
+                                        params, config)
+                 for i in range(0, normals.shape[0], CHUNK_ROWS)]
+        return (np.concatenate([x for x, _ in parts]), np.concatenate([k for _, k in parts]))
     k = np.full((normals.shape[0], config.n_layers, config.dim), -1, dtype=np.intp)
 
     def rad_step(x_in, rows, layer, nested, cols_b):
-        x_new, k_layer = rad_coupling_sample(x_in, uniforms[rows][:, layer, cols_b],
+        x_new, k_layer = rad_coupling_sample(x_in, uniforms[:, layer, cols_b][rows],
                                              nested, layer)
-        k_of_layer = k[:, layer, :]  # a view: writing it writes k
-        k_of_layer[np.ix_(rows, cols_b)] = k_layer
+        k[:, layer, cols_b][rows] = k_layer  # cols_b is a slice: a view of k
         return x_new
 
     x, out = _invert_layers(normals, params, config, rad_step)
@@ -278,17 +286,19 @@ def flow_sample_from_noise(normals, uniforms, params, config):
 def _invert_layers(z, params, config, rad_step):
     """Run the layers backwards from ``z`` (shared by :func:`flow_inverse` and
     :func:`flow_sample_from_noise`); a Rad layer is inverted by
-    ``rad_step(x_in, rows, layer, nested_params, cols_b) -> x``.  Only the rows
-    in range are evaluated; returns ``(x, out_of_range_rows)``."""
+    ``rad_step(x_in, rows, layer, nested_params, cols_b) -> x``, where ``rows``
+    selects the rows in range (a bool mask, or ``slice(None)`` when all are)
+    and ``cols_b`` is the slice of the transformed columns.  Only the rows in
+    range are evaluated; returns ``(x, out_of_range_rows)``."""
     x = z
     out = out_of_range(z)
     all_nested = _all_layer_params(params, config.n_layers)
     for layer in reversed(range(config.n_layers)):
         nested = all_nested[layer]
-        rows = ~out
-        x_in = x[rows] if np.any(out) else x
+        rows = ~out if np.any(out) else slice(None)
+        x_in = x[rows]
         if config.kind == "rad":
-            x_new = rad_step(x_in, rows, layer, nested, split(config.dim, layer)[1])
+            x_new = rad_step(x_in, rows, layer, nested, columns(config.dim, layer).b)
         else:
             x_new = affine_coupling_inverse(x_in, nested, layer)
         x, out = _merge_rows(x, x_new, out)

@@ -347,3 +347,28 @@ def test_log_density_memory_does_not_grow_with_n():
     flow_forward(x, params, config)
     assert tracemalloc.get_traced_memory()[1] > 4 * small
     tracemalloc.stop()
+
+
+@pytest.mark.parametrize("name", ["rad d=2", "affine d=5"])
+def test_sampling_and_inverse_in_chunks_equal_one_pass(name, monkeypatch):
+    # Above CHUNK_ROWS rows, flow_sample_from_noise and flow_inverse work chunk by
+    # chunk; rows are independent, so the result is the one-pass result (to rounding).
+    import radref.flow as flow_module
+    config = GRAD_CONFIGS[name]
+    params = flow_init(config, out_std=0.3, random_state=5)
+    rng = np.random.default_rng(6)
+    n = 2 * flow_module.CHUNK_ROWS + 17
+    normals = rng.normal(size=(n, config.dim))
+    normals[3] = 1e200  # out of range: x = inf, k = -1
+    uniforms = rng.random((n, config.n_layers, config.dim))
+    x, k = flow_sample_from_noise(normals, uniforms, params, config)
+    back = flow_inverse(normals, k, params, config)
+    with monkeypatch.context() as m:
+        m.setattr(flow_module, "CHUNK_ROWS", 10 ** 9)
+        x_ref, k_ref = flow_sample_from_noise(normals, uniforms, params, config)
+        back_ref = flow_inverse(normals, k_ref, params, config)
+    np.testing.assert_array_equal(k, k_ref)
+    assert np.all(np.isinf(x[3])) and np.all(k[3] == -1)
+    np.testing.assert_allclose(x, x_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(back, back_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(back[4:], x[4:], rtol=1e-9, atol=1e-9)
