@@ -1,24 +1,68 @@
 """radref: the reference NumPy implementation of Rad (Real and Discrete) normalizing flows.
 
-Functional core (parameters in, outputs plus an explicit cache out; every
-``*_forward`` has a hand-derived ``*_backward``):
+The package is layered; each layer imports only from the layers above it in
+this list (``tests/test_architecture.py`` enforces it):
 
-- :mod:`radref.slopes`      boundary gating P, Q -> slopes and breakpoints (eq. 26-30)
-- :mod:`radref.surjection`  five-piece (eq. 23) and three-piece (eq. 14) surjections
-- :mod:`radref.gating`      the gating distribution p(k | z) (eq. 31-33)
-- :mod:`radref.base`        standard normal base density
-- :mod:`radref.layer1d`     a complete one-dimensional Rad model
-- :mod:`radref.mlp`         conditioner and gating networks
-- :mod:`radref.coupling`    Rad and affine coupling layers
-- :mod:`radref.flow`        stacks of coupling layers: log-density, inference, sampling
-- :mod:`radref.optim`       Adam
-- :mod:`radref.train`       minibatch maximum-likelihood training
-
-User layer: :class:`RadFlow`, :class:`RealNVPFlow` (scikit-learn conventions),
-:mod:`radref.datasets` (the paper's six problems) and the ``radref`` command.
+- :mod:`radref.checks`     argument validation, the one home of every check
+- :mod:`radref.core`       the functional core: the paper's mathematics as pure
+                           ``*_forward -> (outputs, cache)`` / ``*_backward`` pairs
+- :mod:`radref.datasets`   the paper's six 2-D problems with exact log-densities
+- :mod:`radref.training`   Adam, minibatch maximum likelihood, diagnostics, checkpoints
+- :mod:`radref.reference`  gradient checks, Theorem 1, golden vectors for ports
+- :mod:`radref.user`       estimators (:class:`RadFlow`, :class:`RealNVPFlow`),
+                           the ``radref`` command, plots, the paper reproduction
 """
+import importlib
+import importlib.util
+import sys
+
 from radref import datasets
 from radref._version import __version__
-from radref.estimators import NotFittedError, RadFlow, RealNVPFlow, load_model
+from radref.user.estimators import NotFittedError, RadFlow, RealNVPFlow, load_model
 
 __all__ = ["datasets", "RadFlow", "RealNVPFlow", "load_model", "NotFittedError", "__version__"]
+
+#: Module paths of radref 0.x (one flat package), still importable: each name
+#: is the same module object as its new home (``radref.slopes is
+#: radref.core.slopes``), so code written against the old layout keeps working.
+_V0_MODULES = {
+    "softmax": "radref.core.softmax", "slopes": "radref.core.slopes",
+    "surjection": "radref.core.surjection", "gating": "radref.core.gating",
+    "base": "radref.core.base", "mlp": "radref.core.mlp", "layer1d": "radref.core.layer1d",
+    "coupling": "radref.core.coupling", "flow": "radref.core.flow",
+    "optim": "radref.training.optim", "train": "radref.training.train",
+    "diagnostics": "radref.training.diagnostics", "checkpoint": "radref.training.checkpoint",
+    "gradcheck": "radref.reference.gradcheck", "theory": "radref.reference.theory",
+    "golden": "radref.reference.golden", "estimators": "radref.user.estimators",
+    "cli": "radref.user.cli", "plots": "radref.user.plots", "reproduce": "radref.user.reproduce",
+}
+
+
+def __getattr__(name):
+    # ``radref.slopes`` as an attribute, imported on first use
+    if name in _V0_MODULES:
+        return importlib.import_module(_V0_MODULES[name])
+    raise AttributeError(f"module 'radref' has no attribute {name!r}")
+
+
+class _V0Alias:
+    """Import hook: ``import radref.slopes`` (and ``from radref.slopes import
+    ...``) gives the module object at its new path, not a second copy."""
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        short = fullname[len("radref."):] if fullname.startswith("radref.") else None
+        if short not in _V0_MODULES:
+            return None
+        return importlib.util.spec_from_loader(fullname, cls)
+
+    @staticmethod
+    def create_module(spec):
+        return importlib.import_module(_V0_MODULES[spec.name[len("radref."):]])
+
+    @staticmethod
+    def exec_module(module):
+        pass
+
+
+sys.meta_path.append(_V0Alias)

@@ -1,5 +1,5 @@
 import sys
 
-from radref.cli import main
+from radref.user.cli import main
 
 sys.exit(main())

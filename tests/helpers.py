@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from radref.flow import flow_forward, layer_params
-from radref.gradcheck import numerical_gradient, relative_error
+from radref.core.flow import flow_forward, layer_params
+from radref.reference.gradcheck import numerical_gradient, relative_error
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -55,14 +55,14 @@ def check_gradient(forward_scalar, analytic, array, tol=1e-6, label=None, h=1e-6
     ----------
     forward_scalar : callable
         ``forward_scalar()`` returns the scalar ``L`` (a float); it must read
-        ``array``, which :func:`radref.gradcheck.numerical_gradient` perturbs in
+        ``array``, which :func:`radref.reference.gradcheck.numerical_gradient` perturbs in
         place (and restores).
     analytic : ndarray
         The analytic ``dL / d array``, same shape as ``array``.
     array : ndarray of float64
         The input being checked (must be a writable array, 0-d allowed).
     tol : float
-        Bound on :func:`radref.gradcheck.relative_error`.
+        Bound on :func:`radref.reference.gradcheck.relative_error`.
     label : str, optional
         Key under which the largest error is recorded in :data:`MAX_GRAD_ERROR`.
     h : float
@@ -157,7 +157,7 @@ def forge_checkpoint(path, source, array_changes=None, **meta_changes):
     """Rewrite checkpoint ``source`` at ``path`` with metadata fields changed and
     arrays replaced (``None`` removes one), built exactly as ``save_checkpoint``
     builds a file (valid checksum), so that only the change can make loading fail."""
-    from radref import checkpoint
+    from radref.training import checkpoint
     arrays = checkpoint_arrays(source)
     meta = json.loads(arrays.pop("meta").tobytes().decode())
     del meta["checksum"]

@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from radref import golden
+from radref.reference import golden
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CERTIFICATE = ROOT / "validation" / "certificate.json"

@@ -1,4 +1,4 @@
-"""Tests of radref.checkpoint: round trip, every kind of damaged or foreign file
+"""Tests of radref.training.checkpoint: round trip, every kind of damaged or foreign file
 (always CheckpointError with a clear message), and atomic saving."""
 import json
 import os
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from helpers import checkpoint_arrays, forge_checkpoint
-from radref import checkpoint
-from radref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from radref.flow import FlowConfig, flow_init
-from radref.optim import adam_init
+from radref.training import checkpoint
+from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from radref.core.flow import FlowConfig, flow_init
+from radref.training.optim import adam_init
 
 HYPER = {"n_layers": 2, "hidden": 3, "gate_hidden": 3, "out_std": 0.01, "random_state": 0,
          "dim": 2}
@@ -321,7 +321,7 @@ def test_save_into_missing_directory(tmp_path):
 
 def test_saved_file_has_the_usual_mode_and_keeps_the_mode_it_replaces(tmp_path):
     import os
-    from radref.checkpoint import save_checkpoint
+    from radref.training.checkpoint import save_checkpoint
     params = {"w": np.arange(3.0)}
     umask = os.umask(0o022)
     try:

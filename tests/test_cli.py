@@ -1,4 +1,4 @@
-"""Tests of the command line (radref.cli): train -> checkpoint -> score -> sample,
+"""Tests of the command line (radref.user.cli): train -> checkpoint -> score -> sample,
 help texts, and user errors reported as one "radref: error:" line."""
 import argparse
 import os
@@ -10,7 +10,7 @@ import pytest
 
 import radref
 from radref import RadFlow, RealNVPFlow, datasets, load_model
-from radref.cli import build_parser, main
+from radref.user.cli import build_parser, main
 
 TINY = ["--steps", "20", "-n", "600", "--batch-size", "100", "--quiet"]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(radref.__file__)))

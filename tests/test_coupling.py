@@ -1,4 +1,4 @@
-"""Tests of radref.coupling: the Rad coupling layer (paper §4.2, notes §4-5) and
+"""Tests of radref.core.coupling: the Rad coupling layer (paper §4.2, notes §4-5) and
 the affine coupling layer of Real NVP.
 
 - ``split``: complementary, alternating masks.
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from helpers import check_gradient
-from radref.coupling import (N_AFFINE_FEATURES, N_RAD_FEATURES, affine_coupling_backward, columns,
+from radref.core.coupling import (N_AFFINE_FEATURES, N_RAD_FEATURES, affine_coupling_backward, columns,
                              affine_coupling_forward, affine_coupling_init,
                              affine_coupling_inverse, rad_coupling_backward,
                              rad_coupling_forward, rad_coupling_init, rad_coupling_inverse,
                              rad_coupling_sample, split)
-from radref.mlp import mlp_forward
+from radref.core.mlp import mlp_forward
 
 GRAD_TOL = 1e-6
 # h = 1e-6: the round-off error eps |L| / h ~ 1e-9 is far below the tolerance

@@ -1,16 +1,16 @@
-"""Tests of the user layer: RadFlow and RealNVPFlow (radref.estimators) and the
-training loop's failure mode (radref.train.NonFiniteError)."""
+"""Tests of the user layer: RadFlow and RealNVPFlow (radref.user.estimators) and the
+training loop's failure mode (radref.training.train.NonFiniteError)."""
 import numpy as np
 import pytest
 
 import radref
 from helpers import check_gradient, flow_discrete_pattern, flow_kink_distance
 from radref import NotFittedError, RadFlow, RealNVPFlow, load_model
-from radref.checkpoint import CheckpointError
+from radref.training.checkpoint import CheckpointError
 from radref.datasets import negative_entropy, train_test_split_samples
-from radref.flow import flow_forward, flow_init, layer_params
-from radref.optim import AdamConfig
-from radref.train import NonFiniteError, train
+from radref.core.flow import flow_forward, flow_init, layer_params
+from radref.training.optim import AdamConfig
+from radref.training.train import NonFiniteError, train
 
 CLASSES = [RadFlow, RealNVPFlow]
 GRAD_TOL = 1e-6
@@ -391,7 +391,7 @@ def test_sample_argument_errors(cls, fitted):
 # --------------------------------------------------------------- NonFiniteError
 
 def _tiny_flow(kind):
-    from radref.flow import FlowConfig
+    from radref.core.flow import FlowConfig
     config = FlowConfig(kind, 2, 2, 4, 4)
     return config, flow_init(config, out_std=0.1, random_state=0)
 
@@ -427,7 +427,7 @@ def _poison_gradient(monkeypatch, call, name, value):
     """Make the ``call``-th gradient evaluation of training return ``value`` in
     the first entry of gradient ``name``; returns the list of the parameters
     each evaluation saw (copies)."""
-    import radref.train as train_module
+    import radref.training.train as train_module
     real = train_module.mean_loglik_and_grad
     seen = []
 

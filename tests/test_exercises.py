@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radref.gating import gating_probabilities, log_gating_backward, log_gating_forward
-from radref.slopes import slopes_forward
-from radref.surjection import surjection_forward, three_piece_forward
-from radref.theory import (Density, derivative_sup, fold, fold_slopes, folds_needed, grid,
+from radref.core.gating import gating_probabilities, log_gating_backward, log_gating_forward
+from radref.core.slopes import slopes_forward
+from radref.core.surjection import surjection_forward, three_piece_forward
+from radref.reference.theory import (Density, derivative_sup, fold, fold_slopes, folds_needed, grid,
                            integrate, posterior_gating, random_bump_density,
                            sup_distance_to_uniform, trigonometric_density, unfold, uniform_fold,
                            uniform_fold_slopes, uniform_folds)

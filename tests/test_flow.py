@@ -1,4 +1,4 @@
-"""Tests of radref.flow: whole-model gradients, density normalization, exact
+"""Tests of radref.core.flow: whole-model gradients, density normalization, exact
 sampling (goodness of fit against the integrated density), inverse and
 inference round trips (notes §4-5).
 """
@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from helpers import check_gradient, record_error, flow_discrete_pattern, flow_kink_distance
-from radref.coupling import split
-from radref.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
+from radref.core.coupling import split
+from radref.core.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
                          flow_log_density, flow_sample, flow_sample_from_noise)
 
 GRAD_TOL = 1e-6
@@ -353,7 +353,7 @@ def test_log_density_memory_does_not_grow_with_n():
 def test_sampling_and_inverse_in_chunks_equal_one_pass(name, monkeypatch):
     # Above CHUNK_ROWS rows, flow_sample_from_noise and flow_inverse work chunk by
     # chunk; rows are independent, so the result is the one-pass result (to rounding).
-    import radref.flow as flow_module
+    import radref.core.flow as flow_module
     config = GRAD_CONFIGS[name]
     params = flow_init(config, out_std=0.3, random_state=5)
     rng = np.random.default_rng(6)

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from radref import RadFlow, RealNVPFlow, datasets, load_model
-from radref.checkpoint import CheckpointError
-from radref.train import NonFiniteError
+from radref.training.checkpoint import CheckpointError
+from radref.training.train import NonFiniteError
 
 CLASSES = (RadFlow, RealNVPFlow)
 DOCUMENTED = (ValueError, TypeError)  # CheckpointError is a ValueError

@@ -1,4 +1,4 @@
-"""Tests of radref.gating: the gating distribution p(k | z) of paper eq. 31-33
+"""Tests of radref.core.gating: the gating distribution p(k | z) of paper eq. 31-33
 (notes section 2) and inverse-CDF sampling of k (notes section 8)."""
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from helpers import EPS, check_gradient, contract, logits, mutable_copy, seeds
-from radref.gating import (gating_logits, gating_probabilities, interpolation_weights,
+from radref.core.gating import (gating_logits, gating_probabilities, interpolation_weights,
                            log_gating_backward, log_gating_forward, sample_branch)
 
 unit_v = st.floats(-1.0, 1.0)

@@ -18,8 +18,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from radref import golden
-from radref.cli import main
+from radref.reference import golden
+from radref.user.cli import main
 
 GOLDEN_DIR = pathlib.Path(__file__).resolve().parents[1] / "validation" / "golden"
 GOLDEN_JSON = GOLDEN_DIR / golden.JSON_NAME

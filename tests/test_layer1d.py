@@ -1,4 +1,4 @@
-"""Tests of radref.layer1d: the one-dimensional Rad density (notes sections 4-5),
+"""Tests of radref.core.layer1d: the one-dimensional Rad density (notes sections 4-5),
 built from slopes, surjection, gating and the normal base density."""
 import numpy as np
 import pytest
@@ -8,12 +8,12 @@ from hypothesis import strategies as st
 from scipy.integrate import quad
 
 from helpers import EPS, check_gradient, contract, mutable_copy, record_error, seeds
-from radref.base import LOG_2PI
-from radref.gating import log_gating_forward
-from radref.layer1d import (PARAM_SHAPES, rad1d_backward, rad1d_forward, rad1d_init,
+from radref.core.base import LOG_2PI
+from radref.core.gating import log_gating_forward
+from radref.core.layer1d import (PARAM_SHAPES, rad1d_backward, rad1d_forward, rad1d_init,
                             rad1d_inverse, rad1d_sample)
-from radref.slopes import slopes_forward
-from radref.surjection import surjection_forward, three_piece_forward
+from radref.core.slopes import slopes_forward
+from radref.core.surjection import surjection_forward, three_piece_forward
 
 scales = st.floats(0.1, 1.0)
 

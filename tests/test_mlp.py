@@ -1,11 +1,11 @@
-"""Tests of radref.mlp: gradient checks, forward formula, init, validation."""
+"""Tests of radref.core.mlp: gradient checks, forward formula, init, validation."""
 import math
 
 import numpy as np
 import pytest
 
-from radref.gradcheck import numerical_gradient, relative_error
-from radref.mlp import count_parameters, mlp_backward, mlp_forward, mlp_init
+from radref.reference.gradcheck import numerical_gradient, relative_error
+from radref.core.mlp import count_parameters, mlp_backward, mlp_forward, mlp_init
 
 N, N_IN, N_HIDDEN, N_OUT = 6, 3, 8, 4
 KINK_MARGIN = 1e-3  # no hidden pre-activation this close to the ReLU kink

@@ -1,11 +1,11 @@
-"""Tests of radref.optim (Adam)."""
+"""Tests of radref.training.optim (Adam)."""
 import copy
 import math
 
 import numpy as np
 import pytest
 
-from radref.optim import (AdamConfig, PackedAdam, adam_init, adam_update, adam_update_inplace,
+from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update, adam_update_inplace,
                           check_adam_config, pack)
 
 

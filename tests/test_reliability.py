@@ -29,21 +29,23 @@ import numpy as np
 import pytest
 
 from helpers import check_gradient, forge_checkpoint
-from radref import RadFlow, RealNVPFlow, datasets, golden, load_model
-from radref import checkpoint as ck
-from radref.base import normal_logpdf_forward
-from radref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from radref.cli import main
-from radref.coupling import (RANGE, rad_coupling_backward, rad_coupling_forward,
+from radref import RadFlow, RealNVPFlow, datasets, load_model
+from radref.reference import golden
+from radref.training import checkpoint as ck
+from radref.core.base import normal_logpdf_forward
+from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from radref.user.cli import main
+from radref.core.numerics import RANGE
+from radref.core.coupling import (rad_coupling_backward, rad_coupling_forward,
                              rad_coupling_init)
-from radref.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
+from radref.core.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
                          flow_sample_from_noise, layer_params)
-from radref.gating import log_gating_backward, log_gating_forward
-from radref.optim import AdamConfig
-from radref.slopes import Slopes, slopes_backward, slopes_forward
-from radref.surjection import (_exp_product, surjection_backward, surjection_forward,
+from radref.core.gating import log_gating_backward, log_gating_forward
+from radref.training.optim import AdamConfig
+from radref.core.slopes import Slopes, slopes_backward, slopes_forward
+from radref.core.surjection import (_exp_product, surjection_backward, surjection_forward,
                                surjection_inverse)
-from radref.train import NonFiniteError, locate_non_finite, train
+from radref.training.train import NonFiniteError, locate_non_finite, train
 
 CLASSES = [RadFlow, RealNVPFlow]
 LOG_MAX = float(np.log(np.finfo(np.float64).max))
@@ -745,7 +747,7 @@ def test_range_is_where_the_flow_stops():
 def test_resume_after_a_crash_between_checkpoints_is_bit_identical(cls, tmp_path, monkeypatch):
     # Checkpoints every 7 steps; the process "dies" in step 17: the file holds
     # step 14 and resuming from it redoes 15..30 exactly.
-    import radref.train as train_module
+    import radref.training.train as train_module
     X = _moons(600)
     kwargs = dict(steps=30, batch_size=100, lr=5e-3)
     whole = cls(n_layers=2, hidden=4, random_state=0).fit(X, **kwargs)
@@ -1019,7 +1021,7 @@ def test_held_out_evaluation_that_overflows_is_minus_inf_not_nan():
 def test_overflow_in_the_backward_pass_names_the_layer(monkeypatch):
     # The backward pass of layer 1 overflowing (simulated: the real cases need
     # parameters far beyond training's) is reported as "in the gradient".
-    import radref.diagnostics as diagnostics_module
+    import radref.training.diagnostics as diagnostics_module
     real = diagnostics_module.rad_coupling_backward
 
     def overflows_in_layer_1(dz, dterm, cache):
@@ -1028,7 +1030,7 @@ def test_overflow_in_the_backward_pass_names_the_layer(monkeypatch):
         return real(dz, dterm, cache)
 
     monkeypatch.setattr(diagnostics_module, "rad_coupling_backward", overflows_in_layer_1)
-    monkeypatch.setattr("radref.flow.rad_coupling_backward", overflows_in_layer_1)
+    monkeypatch.setattr("radref.core.flow.rad_coupling_backward", overflows_in_layer_1)
     config = FlowConfig("rad", 2, 2, 3, 3)
     params = flow_init(config, out_std=0.1, random_state=0)
     with pytest.raises(NonFiniteError) as info:

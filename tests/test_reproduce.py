@@ -6,9 +6,9 @@ import os
 import numpy as np
 
 from radref import datasets
-from radref.cli import main
-from radref.flow import FlowConfig, flow_forward, flow_init, flow_trajectory
-from radref.reproduce import FULL, PAPER, markdown_table, summarize
+from radref.user.cli import main
+from radref.core.flow import FlowConfig, flow_forward, flow_init, flow_trajectory
+from radref.user.reproduce import FULL, PAPER, markdown_table, summarize
 
 
 def _read_json(path):

@@ -1,4 +1,4 @@
-"""Tests of radref.slopes: slopes and breakpoints from the boundary gating
+"""Tests of radref.core.slopes: slopes and breakpoints from the boundary gating
 (paper eq. 26-30, notes sections 3 and 8)."""
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import EPS, check_gradient, contract, logit_pairs, logits, seeds
-from radref.slopes import Slopes, slopes_backward, slopes_forward
-from radref.softmax import log_softmax_backward, log_softmax_forward
+from radref.core.slopes import Slopes, slopes_backward, slopes_forward
+from radref.core.softmax import log_softmax_backward, log_softmax_forward
 
 LOG_ALPHA_FIELDS = ("log_alpha_minus", "log_alpha_1", "log_alpha_2",
                     "log_alpha_3", "log_alpha_plus")

@@ -1,4 +1,4 @@
-"""Tests of radref.surjection: the five-piece surjection of paper eq. 23 and the
+"""Tests of radref.core.surjection: the five-piece surjection of paper eq. 23 and the
 three-piece surjection of eq. 14 (notes sections 1 and 5)."""
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from helpers import EPS, check_gradient, contract, logit_pairs, mutable_copy, seeds
-from radref.slopes import Slopes, slopes_forward
-from radref.surjection import (PIECE_TO_K, five_piece_index, surjection_backward,
+from radref.core.slopes import Slopes, slopes_forward
+from radref.core.surjection import (PIECE_TO_K, five_piece_index, surjection_backward,
                                surjection_forward, surjection_inverse, three_piece_forward,
                                three_piece_index, three_piece_inverse)
 

@@ -1,8 +1,8 @@
-"""Tests of radref.theory: Theorem 1 of the paper (§3.3, eq. 34-37; notes
+"""Tests of radref.reference.theory: Theorem 1 of the paper (§3.3, eq. 34-37; notes
 section 6) checked on random smooth densities.
 
 Densities are mixtures of truncated Gaussian bumps (widths 0.1-0.5, a uniform
-floor of mass 0.05-0.3) from :func:`radref.theory.random_bump_density`; their
+floor of mass 0.05-0.3) from :func:`radref.reference.theory.random_bump_density`; their
 ``||p'||`` reaches about 21, so eq. 35 asks for up to 8 folds at epsilon = 0.01.
 """
 import numpy as np
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radref.gating import sample_branch
-from radref.slopes import slopes_forward
-from radref.surjection import three_piece_forward
-from radref.theory import (FOLD_SIGN, absolute_value_fold, bump_mixture_density,
+from radref.core.gating import sample_branch
+from radref.core.slopes import slopes_forward
+from radref.core.surjection import three_piece_forward
+from radref.reference.theory import (FOLD_SIGN, absolute_value_fold, bump_mixture_density,
                            derivative_sup, fold, fold_preimages, fold_sequence, fold_slopes,
                            folds_needed, grid, integrate, lipschitz_constant, posterior_gating,
                            random_bump_density, reconstruct, sup_distance_to_uniform,
@@ -167,7 +167,7 @@ def test_preimages_map_to_z_on_their_branch(seed):
 @settings(max_examples=20, deadline=None)
 def test_uniform_fold_formula_matches_the_models_surjection(seed):
     # eq. 34 written out (uniform_fold) against the pushforward through
-    # radref.surjection.three_piece_inverse with alpha = 3 (fold)
+    # radref.core.surjection.three_piece_inverse with alpha = 3 (fold)
     p = random_bump_density(seed)
     z = grid(1001)
     by_formula, by_model = uniform_fold(p), fold(p, uniform_fold_slopes())
@@ -244,7 +244,7 @@ def test_posterior_gating_at_the_boundaries_satisfies_eq_26_to_28(seed):
 def test_each_uniform_fold_divides_the_lipschitz_constant_by_three(seed):
     # Lip(p_Z) <= Lip(p_X) / 3 (from eq. 34).  On a grid of spacing h the
     # estimate L_h satisfies L_h <= Lip <= L_h + h M2 + rounding (M2 >= ||p''||,
-    # see radref.theory.lipschitz_constant), so the test asserts
+    # see radref.reference.theory.lipschitz_constant), so the test asserts
     #     L_h(p_n)  <=  (L_h(p_{n-1}) + h M2(p_{n-1}) + rounding) / 3,
     # i.e. the grid error allowed is h M2 / 3, below 1e-3 * 350 / 3 = 0.12 for
     # these densities (M2 < 350 over 200 draws), against Lipschitz constants of

@@ -1,9 +1,9 @@
-"""Tests of radref.train.mean_loglik_and_grad in chunks (large batches)."""
+"""Tests of radref.training.train.mean_loglik_and_grad in chunks (large batches)."""
 import numpy as np
 import pytest
 
-from radref.flow import FlowConfig, flow_backward, flow_forward, flow_init
-from radref.train import mean_loglik_and_grad
+from radref.core.flow import FlowConfig, flow_backward, flow_forward, flow_init
+from radref.training.train import mean_loglik_and_grad
 
 CONFIGS = [FlowConfig("rad", 2, 4, 8, 8), FlowConfig("affine", 3, 3, 16, 0)]
 

@@ -11,9 +11,9 @@ What is measured (docs/performance.md describes the method):
 
 1. Training-step time at batch 500 of the paper's models, Rad
    ``FlowConfig("rad", 2, 6, 8, 8)`` and Real NVP ``FlowConfig("affine", 2, 6, 56)``:
-   one step is ``radref.train.mean_loglik_and_grad`` + ``radref.optim.adam_update_inplace``.
+   one step is ``radref.training.train.mean_loglik_and_grad`` + ``radref.training.optim.adam_update_inplace``.
 2. Log-density throughput on 100,000 points (no gradient) and sampling
-   throughput (``radref.flow.flow_sample``) on 100,000 points.
+   throughput (``radref.core.flow.flow_sample``) on 100,000 points.
 3. Scaling of the time per point with the batch size, the data dimension and
    the depth (radref only), plotted to docs/figures/performance_scaling.png.
 4. Peak memory of a 100,000-point log-density (tracemalloc and the growth of
@@ -187,10 +187,10 @@ class Radref:
     label = "radref (NumPy)"
 
     def __init__(self, params, config, adam):
-        from radref.optim import PackedAdam, adam_init
+        from radref.training.optim import PackedAdam, adam_init
         self.params, self.config, self.adam = copy.deepcopy(params), config, adam
         self.state = adam_init(self.params)
-        # As in radref.train.train: the parameters live in one vector while training.
+        # As in radref.training.train.train: the parameters live in one vector while training.
         self.packed = PackedAdam(self.params, self.state, adam).__enter__()
 
     @staticmethod
@@ -198,7 +198,7 @@ class Radref:
         return x
 
     def loglik(self, x):
-        from radref.flow import flow_log_density
+        from radref.core.flow import flow_log_density
         return flow_log_density(x, self.params, self.config)
 
     @staticmethod
@@ -206,8 +206,8 @@ class Radref:
         return value
 
     def train_step(self, x):
-        """One step as in radref.train.train: loss, gradient, Adam."""
-        from radref.train import mean_loglik_and_grad
+        """One step as in radref.training.train.train: loss, gradient, Adam."""
+        from radref.training.train import mean_loglik_and_grad
         loglik, grads = mean_loglik_and_grad(x, self.params, self.config)
         self.packed.update(-self.packed.flatten(grads))
         return loglik
@@ -283,7 +283,7 @@ def load_average():
 # ------------------------------------------------------------------- workloads
 
 def paper_config(kind, dim=None, n_layers=None):
-    from radref.flow import FlowConfig
+    from radref.core.flow import FlowConfig
     kind_, d, layers, hidden, gate_hidden = PAPER_MODELS[kind]
     return FlowConfig(kind_, dim or d, n_layers or layers, hidden, gate_hidden)
 
@@ -301,9 +301,9 @@ def make_data(settings):
 
 def pretrained_params(config, train, settings):
     """radref Adam steps from flow_init(seed 0), so parameters are non-trivial."""
-    from radref.flow import flow_init
-    from radref.optim import AdamConfig
-    from radref.train import train as radref_train
+    from radref.core.flow import flow_init
+    from radref.training.optim import AdamConfig
+    from radref.training.train import train as radref_train
     params = flow_init(config, random_state=0)
     radref_train(params, config, train, steps=settings.pretrain_steps, batch_size=settings.batch,
                  adam=AdamConfig(lr=5e-3), random_state=0, progress=False)
@@ -326,7 +326,7 @@ def check_agreement(peer_cls, params, config, adam, batch, evaluation):
     """A peer against radref on identical inputs: the per-point log-likelihood,
     then one training step each.  Returns (report, the peer after its step)."""
     import numpy as np
-    from radref.gradcheck import relative_error
+    from radref.reference.gradcheck import relative_error
     ref = Radref(params, config, adam)
     peer = peer_cls(params, config, adam)
     ll_ref = ref.loglik(evaluation)
@@ -348,8 +348,8 @@ def check_agreement(peer_cls, params, config, adam, batch, evaluation):
 
 def headline(settings, peer_cls, log):
     """Items 1, 2 and 6: training step, log-density and sampling; peers."""
-    from radref.flow import flow_sample
-    from radref.optim import AdamConfig
+    from radref.core.flow import flow_sample
+    from radref.training.optim import AdamConfig
     adam = AdamConfig()
     batches, train, evaluation = make_data(settings)
     evaluation = evaluation[:settings.n_points]
@@ -401,8 +401,8 @@ def scaling(settings, log):
     step at ``scaling_batch`` points and the log-density at ``scaling_points``.
     """
     import numpy as np
-    from radref.flow import flow_init
-    from radref.optim import AdamConfig
+    from radref.core.flow import flow_init
+    from radref.training.optim import AdamConfig
     batches, train, evaluation = make_data(settings)
     rows = []
 
@@ -461,8 +461,8 @@ def _reset_peak_rss():
 def memory_probe(impl_name, kind, n):
     """Item 4, run in a fresh subprocess: the memory of one n-point log-density."""
     from radref import datasets
-    from radref.flow import flow_init
-    from radref.optim import AdamConfig
+    from radref.core.flow import flow_init
+    from radref.training.optim import AdamConfig
     config = paper_config(kind)
     params = flow_init(config, random_state=0)
     x = datasets.sample(PROBLEM, n, random_state=1)

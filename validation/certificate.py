@@ -40,7 +40,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from radref import __version__, golden  # noqa: E402
+from radref import __version__
+from radref.reference import golden  # noqa: E402
 
 DPS = 50  # working precision, decimal digits
 DIGITS = 36  # stored significant digits of the reference values

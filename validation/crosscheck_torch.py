@@ -15,7 +15,7 @@ alternating masks and the 0-based k.
    steps), so that the parameters are non-trivial.  On 1000 held-out points
    the per-point log-likelihoods must agree to 1e-12 (relative, max norm) and
    the gradient of the mean log-likelihood with respect to every parameter
-   array to 1e-10 (radref.gradcheck.relative_error, max norm per array).
+   array to 1e-10 (radref.reference.gradcheck.relative_error, max norm per array).
    The inferred z and k are compared as well.
 2. The torch implementation is run as a *port* on the golden flow cases
    (validation/golden, blocks rad_flow and realnvp_flow): in float64 it must
@@ -44,11 +44,12 @@ except ImportError:  # pragma: no cover
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from radref import datasets, golden  # noqa: E402
-from radref.estimators import RadFlow, RealNVPFlow  # noqa: E402
-from radref.flow import flow_forward  # noqa: E402
-from radref.gradcheck import relative_error  # noqa: E402
-from radref.train import mean_loglik_and_grad  # noqa: E402
+from radref import datasets  # noqa: E402
+from radref.reference import golden  # noqa: E402
+from radref.user.estimators import RadFlow, RealNVPFlow  # noqa: E402
+from radref.core.flow import flow_forward  # noqa: E402
+from radref.reference.gradcheck import relative_error  # noqa: E402
+from radref.training.train import mean_loglik_and_grad  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peers.torch_flows import t_flow, to_torch  # noqa: E402  (the torch model)

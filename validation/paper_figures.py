@@ -21,8 +21,8 @@ import os
 import numpy as np
 
 from radref import datasets, load_model
-from radref.flow import flow_trajectory
-from radref.plots import _pyplot, bounding_box
+from radref.core.flow import flow_trajectory
+from radref.user.plots import _pyplot, bounding_box
 
 TITLES = {"grid": "grid Gaussian mixture", "ring": "ring Gaussian mixture",
           "two_moons": "two moons", "two_circles": "two circles", "spiral": "spiral",

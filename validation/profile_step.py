@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import benchmark  # noqa: E402  (validation/benchmark.py)
-from radref.optim import AdamConfig  # noqa: E402
+from radref.training.optim import AdamConfig  # noqa: E402
 
 
 def profile(kind, steps, settings=benchmark.FULL):

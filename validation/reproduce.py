@@ -5,7 +5,7 @@ seeds, 50,000 Adam steps each, over all cores; results in validation/results/.
 """
 import sys
 
-from radref.cli import main
+from radref.user.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["reproduce", *sys.argv[1:]]))

@@ -17,19 +17,19 @@ writes (PNG, about a second in all):
   gating undoes it (Fig. 8);
 - ``fig08_theorem1.png``: repeated uniform folds and the bounds of eq. 35-37.
 
-Every curve comes from radref.theory, radref.surjection, radref.gating and
-radref.slopes; docs/theory.md embeds the figures.
+Every curve comes from radref.reference.theory, radref.core.surjection, radref.core.gating and
+radref.core.slopes; docs/theory.md embeds the figures.
 """
 import argparse
 import os
 
 import numpy as np
 
-from radref.gating import interpolation_weights, log_gating_forward
-from radref.plots import _pyplot
-from radref.slopes import slopes_forward
-from radref.surjection import surjection_forward, three_piece_forward
-from radref.theory import (absolute_value_fold, bump_mixture_density, derivative_sup,
+from radref.core.gating import interpolation_weights, log_gating_forward
+from radref.user.plots import _pyplot
+from radref.core.slopes import slopes_forward
+from radref.core.surjection import surjection_forward, three_piece_forward
+from radref.reference.theory import (absolute_value_fold, bump_mixture_density, derivative_sup,
                            fold_preimages, folds_needed, grid, posterior_gating,
                            sup_distance_to_uniform, trigonometric_density, unfold,
                            uniform_fold, uniform_fold_slopes, uniform_folds)
@@ -41,7 +41,7 @@ BRANCH_LABELS = ("k = 0", "k = 1", "k = 2")
 #: boundary gating used by Fig. 5 and 6 (the same as docs/exercises.md, exercise 1)
 P = np.array([0.2, 0.5, 0.3])
 Q = np.array([0.6, 0.3, 0.1])
-#: gating logits s(z) of Fig. 6 (a free 3-vector, as in radref.layer1d)
+#: gating logits s(z) of Fig. 6 (a free 3-vector, as in radref.core.layer1d)
 GATE_LOGITS = np.array([0.7, -0.4, 1.1])
 
 

@@ -3,9 +3,9 @@
 Three steps, each printing its numbers (docs/tutorial.md walks through the
 output):
 
-1. one uniform fold of a density on [-1, 1] (radref.theory, paper §3.3):
+1. one uniform fold of a density on [-1, 1] (radref.reference.theory, paper §3.3):
    mass, smoothing, the folds Theorem 1 asks for, exact reconstruction;
-2. the one-dimensional Rad model (radref.layer1d, eq. 15 and 23): its density
+2. the one-dimensional Rad model (radref.core.layer1d, eq. 15 and 23): its density
    integrates to 1 and its exact samples follow it;
 3. a small RadFlow on two moons (radref.RadFlow, radref.datasets): 1500 Adam
    steps (under a minute on one core), held-out log-likelihood, exact
@@ -19,16 +19,16 @@ import numpy as np
 
 import radref
 from radref import datasets
-from radref.layer1d import rad1d_forward, rad1d_init, rad1d_inverse, rad1d_sample
-from radref.slopes import slopes_forward
-from radref.theory import (bump_mixture_density, derivative_sup, folds_needed, grid, integrate,
+from radref.core.layer1d import rad1d_forward, rad1d_init, rad1d_inverse, rad1d_sample
+from radref.core.slopes import slopes_forward
+from radref.reference.theory import (bump_mixture_density, derivative_sup, folds_needed, grid, integrate,
                            lipschitz_constant, posterior_gating, reconstruct,
                            sup_distance_to_uniform, uniform_fold, uniform_fold_slopes,
                            uniform_folds)
 
 
 def step_1_one_fold():
-    print("== Step 1: one uniform fold (radref.theory, paper eq. 34) ==")
+    print("== Step 1: one uniform fold (radref.reference.theory, paper eq. 34) ==")
     p_x = bump_mixture_density(means=[-0.62, 0.05, 0.7], widths=[0.1, 0.22, 0.07],
                                weights=[0.35, 0.4, 0.25], floor=0.1)
     p_z = uniform_fold(p_x)
@@ -78,7 +78,7 @@ def _rad1d_integral(params, weight=None):
 
 
 def step_2_rad1d():
-    print("== Step 2: the 1-D Rad model (radref.layer1d, eq. 15 and 23) ==")
+    print("== Step 2: the 1-D Rad model (radref.core.layer1d, eq. 15 and 23) ==")
     params = rad1d_init(random_state=0)
     slopes, _ = slopes_forward(params["p_logits"], params["q_logits"])
     alphas = np.exp([slopes.log_alpha_minus, slopes.log_alpha_1, slopes.log_alpha_2,

@@ -1,15 +1,16 @@
 """Diagnostics: where a flow's log-likelihood or gradient first goes wrong.
 
-Used by :mod:`radref.train` to turn a non-finite loss into a precise error
-(:class:`radref.train.NonFiniteError`); it re-runs one minibatch layer by layer,
+Used by :mod:`radref.training.train` to turn a non-finite loss into a precise error
+(:class:`radref.training.train.NonFiniteError`); it re-runs one minibatch layer by layer,
 so it costs nothing in normal training.
 """
 import numpy as np
 
-from radref.base import normal_logpdf_backward, normal_logpdf_forward
-from radref.coupling import (RANGE, affine_coupling_backward, affine_coupling_forward,
-                             out_of_range, rad_coupling_backward, rad_coupling_forward)
-from radref.flow import layer_params
+from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
+from radref.core.coupling import (affine_coupling_backward, affine_coupling_forward,
+                                  rad_coupling_backward, rad_coupling_forward)
+from radref.core.numerics import RANGE, out_of_range_rows
+from radref.core.flow import layer_params
 
 
 def _layer_forward(z, params, layer, config):
@@ -31,7 +32,7 @@ def locate_non_finite(x, params, config, row_names=None):
     ----------
     x : ndarray, shape (n, d)
     params, config
-        As for :func:`radref.flow.flow_forward`.
+        As for :func:`radref.core.flow.flow_forward`.
     row_names : sequence, optional
         How to name row ``i`` of ``x`` in ``detail`` (default ``"row i"``).
 
@@ -51,7 +52,7 @@ def locate_non_finite(x, params, config, row_names=None):
         return f"row {row}" if row_names is None else str(row_names[row])
 
     limit = f"{RANGE:g}".replace("e+", "e")
-    far = out_of_range(x)
+    far = out_of_range_rows(x)
     if far.any():
         row = first(far)
         return "loss", None, row, f"{name(row)} lies beyond +-{limit}: out of range"
@@ -62,7 +63,7 @@ def locate_non_finite(x, params, config, row_names=None):
                 z_next, term, cache = _layer_forward(z, params, layer, config)
             except FloatingPointError as exc:
                 return "loss", layer, None, f"{exc} in its forward pass"
-            far = out_of_range(z_next)
+            far = out_of_range_rows(z_next)
             if far.any():
                 row = first(far)
                 return "loss", layer, row, f"its output leaves +-{limit} for {name(row)}"

@@ -25,49 +25,26 @@ Layer parameters are dicts ``{"cond": mlp_params}`` (affine) and
 ``{"cond": mlp_params, "gate": mlp_params}`` (Rad).
 
 Range (docs/errors.md, "Numerical extremes"): the layers expect inputs within
-``+-RANGE`` (``1e120``; :mod:`radref.flow` screens them).  An output that
+``+-numerics.RANGE`` (``1e120``; :mod:`radref.core.flow` screens them).  An output that
 overflows float64 (e.g. ``v = inf`` on an outer piece of slope ``e^1000``)
 comes out as ``+-inf`` without a warning; the Rad gating network, which reads
 the layer output, is then evaluated at ``z = 0`` for the rows of ``z`` that
-leave ``+-RANGE``, and the flow reports those rows as out of range.
+leave ``+-numerics.RANGE``, and the flow reports those rows as out of range.
 """
 import functools
 from typing import NamedTuple
 
 import numpy as np
 
-from radref.gating import (gating_probabilities, log_gating_backward,
+from radref.core.gating import (gating_probabilities, log_gating_backward,
                            log_gating_forward, sample_branch)
-from radref.mlp import mlp_backward, mlp_forward, mlp_init
-from radref.slopes import slopes_backward, slopes_forward
-from radref.surjection import surjection_backward, surjection_forward, surjection_inverse
+from radref.core.numerics import all_in_range, out_of_range_rows, zero_rows
+from radref.core.mlp import mlp_backward, mlp_forward, mlp_init
+from radref.core.slopes import slopes_backward, slopes_forward
+from radref.core.surjection import surjection_backward, surjection_forward, surjection_inverse
 
 N_RAD_FEATURES = 10
 N_AFFINE_FEATURES = 2
-#: Largest magnitude of a value the layers (and the flow) evaluate; beyond it a
-#: row is out of range (its squares, and gradients ~ |x|^2, could overflow).
-RANGE = 1e120
-
-
-def in_range(z):
-    """Whether every entry of ``z`` lies within ``+-RANGE`` (False for a NaN)."""
-    return z.size == 0 or bool(z.max() <= RANGE) and bool(z.min() >= -RANGE)
-
-
-def out_of_range(z):
-    """Rows of ``z`` (shape ``(n, d)``) with an entry beyond ``+-RANGE`` or not
-    finite (NaN included); bool, shape ``(n,)``."""
-    if in_range(z):
-        return np.zeros(z.shape[0], dtype=bool)
-    return ~np.all(np.abs(z) <= RANGE, axis=1)
-
-
-def park(z, rows):
-    """``z`` with the rows ``rows`` (bool, shape ``(n,)``) replaced by zeros, the
-    finite stand-in at which out-of-range rows are evaluated (``z`` itself if none)."""
-    return np.where(rows[:, None], 0.0, z) if rows.any() else z
-
-
 def split(dim, layer):
     """Column indices ``(A, B)`` of layer ``layer`` for data of dimension ``dim``.
 
@@ -173,8 +150,8 @@ def rad_coupling_forward(x, params, layer):
     with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
         z[:, cols.b] = v * np.exp(log_scale_out) + shift_out
 
-    far = None if in_range(z) else out_of_range(z)
-    gate_out, gate_cache = mlp_forward(z if far is None else park(z, far), params["gate"])
+    far = None if all_in_range(z) else out_of_range_rows(z)
+    gate_out, gate_cache = mlp_forward(z if far is None else zero_rows(z, far), params["gate"])
     s = gate_out.reshape(n, cols.n_b, 3)
     log_gate, gating_cache = log_gating_forward(v, k, s, slopes.log_p, slopes.log_q)
 

@@ -29,7 +29,7 @@ line (piece 1 for ``u < a``).  It cannot satisfy the boundary conditions at
 ``u = +-1`` (paper Fig. 6): kept as a teaching and negative example.
 
 Saturated gating (docs/errors.md, "Numerical extremes"): the log-slopes are
-exact in log space (:mod:`radref.slopes`) but a slope ``alpha = exp(L)`` need
+exact in log space (:mod:`radref.core.slopes`) but a slope ``alpha = exp(L)`` need
 not be a float64 (``P2 = e^-1000`` gives ``alpha_2 = e^1000``).  Every product
 ``factor * alpha`` (and ``factor / alpha`` in the inverse) is therefore
 evaluated directly, bit for bit as written above, only where no intermediate
@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.slopes import Slopes
+from radref.core.slopes import Slopes
 
 #: piece -> discrete latent k (0-based)
 PIECE_TO_K = np.array([0, 0, 1, 2, 2])
@@ -176,7 +176,7 @@ def surjection_forward(u, slopes):
     u : ndarray of float64, shape (...)
         Normalized input.
     slopes : Slopes
-        From :func:`radref.slopes.slopes_forward`; fields of shape ``(...)``.
+        From :func:`radref.core.slopes.slopes_forward`; fields of shape ``(...)``.
 
     Returns
     -------

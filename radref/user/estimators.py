@@ -1,8 +1,8 @@
 """User-facing estimators with scikit-learn conventions: :class:`RadFlow` and
 :class:`RealNVPFlow`.
 
-They are thin wrappers around the functional core (:mod:`radref.flow`,
-:mod:`radref.train`): all arithmetic happens there.
+They are thin wrappers around the functional core (:mod:`radref.core.flow`,
+:mod:`radref.training.train`): all arithmetic happens there.
 """
 import contextlib
 import hashlib
@@ -11,13 +11,13 @@ import os
 
 import numpy as np
 
-from radref._validation import check_array, check_float, check_int
-from radref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from radref.coupling import split
-from radref.flow import (FlowConfig, flow_forward, flow_init, flow_inverse, flow_log_density,
+from radref.checks import check_array, check_float, check_int
+from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from radref.core.coupling import split
+from radref.core.flow import (FlowConfig, flow_forward, flow_init, flow_inverse, flow_log_density,
                          flow_sample)
-from radref.optim import AdamConfig, adam_init, check_adam_config
-from radref.train import NonFiniteError, mean_loglik_and_grad, train
+from radref.training.optim import AdamConfig, adam_init, check_adam_config
+from radref.training.train import NonFiniteError, mean_loglik_and_grad, train
 
 
 class NotFittedError(RuntimeError):
@@ -248,7 +248,7 @@ class _FlowEstimator:
 
     # ---------------------------------------------------------- persistence
     def save(self, path):
-        """Save model, hyperparameters and optimizer state (see :mod:`radref.checkpoint`)."""
+        """Save model, hyperparameters and optimizer state (see :mod:`radref.training.checkpoint`)."""
         self._check_fitted()
         self._save(path, {})
 

@@ -32,7 +32,7 @@ QUICK = dict(steps=60, n_train=1_000, n_test=1_000, batch_size=500, lr=1e-3,
 def make_model(model, seed):
     """The paper's architectures: 6 coupling layers; Rad 8 hidden units (gating
     net too), Real NVP 56."""
-    from radref.estimators import RadFlow, RealNVPFlow
+    from radref.user.estimators import RadFlow, RealNVPFlow
     if model == "rad":
         return RadFlow(n_layers=6, hidden=8, random_state=seed)
     return RealNVPFlow(n_layers=6, hidden=56, random_state=seed)

@@ -25,10 +25,10 @@ A three-piece fold is the normalized three-piece surjection of eq. 14,
 restricted to ``[-1, 1]`` (which it maps onto ``[-1, 1]``): slopes
 ``alpha_1, alpha_2, alpha_3 > 1`` with ``1/alpha_1 + 1/alpha_2 + 1/alpha_3 = 1``
 (eq. 10), breakpoints ``a = 2/alpha_1 - 1``, ``b = 1 - 2/alpha_3`` (eq. 11-12).
-It is held in a :class:`radref.slopes.Slopes` with scalar fields, built by
+It is held in a :class:`radref.core.slopes.Slopes` with scalar fields, built by
 :func:`fold_slopes`, and evaluated with the model's own
-:func:`radref.surjection.three_piece_forward` and
-:func:`radref.surjection.three_piece_inverse`, so the theory and the model
+:func:`radref.core.surjection.three_piece_forward` and
+:func:`radref.core.surjection.three_piece_inverse`, so the theory and the model
 share one surjection.  Branches ``k`` are 0-based as everywhere in radref
 (paper: 1, 2, 3).  The pushforward of ``p_X`` (change of variables on each
 piece) is::
@@ -59,8 +59,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from radref.slopes import slopes_forward
-from radref.surjection import three_piece_forward, three_piece_inverse
+from radref.core.slopes import slopes_forward
+from radref.core.surjection import three_piece_forward, three_piece_inverse
 
 #: the density of U[-1, 1], the limit of repeated uniform folds
 UNIFORM_VALUE = 0.5
@@ -105,7 +105,7 @@ class Interval(NamedTuple):
 def _check_domain(x, lower=-1.0, upper=1.0):
     x = np.asarray(x, dtype=np.float64)
     if np.any(~((x >= lower) & (x <= upper))):
-        raise ValueError(f"densities of radref.theory live on [{lower}, {upper}]; "
+        raise ValueError(f"densities of radref.reference.theory live on [{lower}, {upper}]; "
                          f"got values outside (or NaN)")
     return x
 
@@ -261,7 +261,7 @@ def trigonometric_density(cos_coefs=(), sin_coefs=()):
 
 
 def fold_slopes(alphas):
-    """The :class:`radref.slopes.Slopes` of the three-piece fold with slopes ``alphas``.
+    """The :class:`radref.core.slopes.Slopes` of the three-piece fold with slopes ``alphas``.
 
     Parameters
     ----------
@@ -272,7 +272,7 @@ def fold_slopes(alphas):
     Returns
     -------
     Slopes
-        Scalar fields.  Built by :func:`radref.slopes.slopes_forward` with both
+        Scalar fields.  Built by :func:`radref.core.slopes.slopes_forward` with both
         boundary logits equal to ``-log alpha``, i.e. ``P = Q = (1/alpha_k)_k``:
         eq. 26-28 then give back ``alpha_1..3`` (``alpha_2 = 1 + alpha_2/alpha_1
         + alpha_2/alpha_3`` is eq. 10 times ``alpha_2``), ``a`` and ``b`` follow
@@ -307,7 +307,7 @@ def _inverse_alphas(slopes, ndim):
     log_alphas = np.stack([np.asarray(slopes.log_alpha_1), np.asarray(slopes.log_alpha_2),
                            np.asarray(slopes.log_alpha_3)])
     if log_alphas.shape != (3,):
-        raise ValueError("radref.theory folds take Slopes with scalar fields (see fold_slopes)")
+        raise ValueError("radref.reference.theory folds take Slopes with scalar fields (see fold_slopes)")
     return np.exp(-log_alphas).reshape((3,) + (1,) * ndim)
 
 
@@ -325,7 +325,7 @@ def fold_preimages(z, slopes):
     -------
     x : ndarray, shape (3, ...)
         ``x[k]`` is the preimage on branch ``k`` (0-based), computed by
-        :func:`radref.surjection.three_piece_inverse`.
+        :func:`radref.core.surjection.three_piece_inverse`.
     """
     z = _check_domain(z)
     shape = (3,) + z.shape
@@ -459,7 +459,7 @@ def posterior_gating(density, slopes):
     gating : callable
         ``gating(z)`` maps points of shape ``(...)`` in ``[-1, 1]`` to
         probabilities of shape ``(..., 3)`` (last axis ``k = 0, 1, 2``, as
-        :func:`radref.gating.gating_probabilities`).
+        :func:`radref.core.gating.gating_probabilities`).
 
     Notes
     -----
@@ -486,7 +486,7 @@ def unfold(top, gatings, slopes_seq):
             \\big[\\log p_n(k_n \\mid v_n) + \\log \\alpha^{(n)}_{k_n}\\big],
         \\qquad (v_n, k_n) = f_n(v_{n-1}),\\ v_0 = x,
 
-    where ``f_n`` is :func:`radref.surjection.three_piece_forward` with
+    where ``f_n`` is :func:`radref.core.surjection.three_piece_forward` with
     ``slopes_seq[n-1]`` (which gives ``k_n`` and ``log alpha`` of the active piece).
 
     Parameters

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.softmax import log_softmax, log_softmax_forward, sum_last
+from radref.core.softmax import log_softmax, log_softmax_forward, sum_last
 
 
 class GatingCache(NamedTuple):

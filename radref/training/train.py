@@ -4,9 +4,9 @@ import time
 
 import numpy as np
 
-from radref.diagnostics import locate_non_finite
-from radref.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density
-from radref.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
+from radref.training.diagnostics import locate_non_finite
+from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density
+from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                           check_adam_config)
 
 

@@ -14,7 +14,7 @@ where layer ``l`` does not transform column ``j`` (conditioning columns, and
 every column of an affine layer).
 
 Out-of-range rows (docs/errors.md, "Numerical extremes"): a row whose input, or
-whose value after some layer, has an entry beyond ``+-coupling.RANGE`` (1e120)
+whose value after some layer, has an entry beyond ``+-numerics.RANGE`` (1e120)
 or not finite (e.g. ``inf`` from an outer piece of slope ``e^1000``) is not
 evaluated further.  :func:`flow_forward` gives it ``log_px = -inf``, ``z = inf``
 and ``k = -1`` (and ``cache.out_of_range`` marks it); its layers are evaluated
@@ -30,12 +30,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.base import normal_logpdf_backward, normal_logpdf_forward
-from radref.coupling import (columns, affine_coupling_backward, affine_coupling_forward,
+from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
+from radref.core.coupling import (columns, affine_coupling_backward, affine_coupling_forward,
                              affine_coupling_init, affine_coupling_inverse,
                              rad_coupling_backward, rad_coupling_forward,
-                             in_range, out_of_range, park, rad_coupling_init, rad_coupling_inverse,
+                             rad_coupling_init, rad_coupling_inverse,
                              rad_coupling_sample, split)
+from radref.core.numerics import all_in_range, out_of_range_rows, zero_rows
 
 KINDS = ("rad", "affine")
 
@@ -134,9 +135,9 @@ def _forward(x, params, config, keep_caches):
     k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
     log_px = np.zeros(n)
     layer_caches = []
-    out = out_of_range(x)
+    out = out_of_range_rows(x)
     any_out = bool(out.any())
-    z = park(x, out) if any_out else x
+    z = zero_rows(x, out) if any_out else x
     for layer, nested in enumerate(_all_layer_params(params, config.n_layers)):
         while True:
             if config.kind == "rad":
@@ -144,17 +145,17 @@ def _forward(x, params, config, keep_caches):
                 far = layer_cache.out_of_range  # the layer has checked its output
             else:
                 z_next, term, layer_cache = affine_coupling_forward(z, nested, layer)
-                far = None if in_range(z_next) else out_of_range(z_next)
+                far = None if all_in_range(z_next) else out_of_range_rows(z_next)
             if far is None or not (far & ~out).any():
                 break
             # Recompute the layer with the new out-of-range rows at the stand-in,
             # so that its cache (read by flow_backward) holds no infinities.
             out = out | far
             any_out = True
-            z = park(z, out)
+            z = zero_rows(z, out)
         if config.kind == "rad":
             k[:, layer, columns(config.dim, layer).b] = k_layer
-        z = park(z_next, out) if any_out else z_next
+        z = zero_rows(z_next, out) if any_out else z_next
         log_px += term
         if keep_caches:
             layer_caches.append(layer_cache)
@@ -291,7 +292,7 @@ def _invert_layers(z, params, config, rad_step):
     and ``cols_b`` is the slice of the transformed columns.  Only the rows in
     range are evaluated; returns ``(x, out_of_range_rows)``."""
     x = z
-    out = out_of_range(z)
+    out = out_of_range_rows(z)
     all_nested = _all_layer_params(params, config.n_layers)
     for layer in reversed(range(config.n_layers)):
         nested = all_nested[layer]
@@ -314,7 +315,7 @@ def _merge_rows(x, x_new, out):
         merged = x.copy()
         merged[~out] = x_new
         x_new = merged
-    return x_new, out | out_of_range(x_new)
+    return x_new, out | out_of_range_rows(x_new)
 
 
 def flow_sample(n, params, config, random_state=None):

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 
 from radref import datasets
-from radref.checkpoint import CheckpointError
-from radref.estimators import RadFlow, RealNVPFlow, load_model
-from radref.train import NonFiniteError
+from radref.training.checkpoint import CheckpointError
+from radref.user.estimators import RadFlow, RealNVPFlow, load_model
+from radref.training.train import NonFiniteError
 
 MODELS = {"rad": RadFlow, "realnvp": RealNVPFlow}
 
@@ -86,7 +86,7 @@ def _cmd_demo(args):
     best, _ = datasets.negative_entropy("two_moons", n=100_000, random_state=args.seed)
     print(f"best achievable (negative entropy of the data): {best:+.4f} nats")
     if args.figure:
-        from radref.plots import plot_data_samples_density
+        from radref.user.plots import plot_data_samples_density
         plot_data_samples_density(args.figure, X_test, models, random_state=args.seed)
         print(f"figure written to {args.figure}")
     print(f"total time {time.perf_counter() - start:.1f} s")
@@ -134,7 +134,7 @@ def _cmd_sample(args):
 
 
 def _cmd_reproduce(args):
-    from radref import reproduce
+    from radref.user import reproduce
     protocol = dict(reproduce.QUICK if args.quick else reproduce.FULL)
     if args.steps is not None:
         protocol["steps"] = args.steps
@@ -169,13 +169,13 @@ def _cmd_reproduce(args):
 
 
 def _cmd_golden(args):
-    from radref import golden
+    from radref.reference import golden
     json_path, npz_path = golden.write_golden(args.out)
     print(f"wrote {json_path} and {npz_path}")
 
 
 def _cmd_check_port(args):
-    from radref import golden
+    from radref.reference import golden
     if not os.path.exists(args.port):
         raise CLIError(f"no such file: {args.port}")
     golden_dir = args.golden or golden.default_golden_dir()

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.softmax import log_softmax, log_softmax_backward
+from radref.core.softmax import log_softmax, log_softmax_backward
 
 
 class Slopes(NamedTuple):

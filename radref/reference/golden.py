@@ -41,19 +41,19 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from radref.coupling import (affine_coupling_backward, affine_coupling_forward,
+from radref.core.coupling import (affine_coupling_backward, affine_coupling_forward,
                              affine_coupling_inverse, rad_coupling_backward,
                              rad_coupling_forward, rad_coupling_inverse,
                              rad_coupling_sample, split)
-from radref.flow import (FlowConfig, flow_backward, flow_forward, flow_init,
+from radref.core.flow import (FlowConfig, flow_backward, flow_forward, flow_init,
                          flow_inverse, flow_sample_from_noise, layer_params)
-from radref.gating import (gating_probabilities, log_gating_backward,
+from radref.core.gating import (gating_probabilities, log_gating_backward,
                            log_gating_forward, sample_branch)
-from radref.mlp import mlp_backward, mlp_forward
-from radref.optim import AdamConfig, adam_update
-from radref.slopes import Slopes, slopes_backward, slopes_forward
-from radref.softmax import log_softmax_backward, log_softmax_forward
-from radref.surjection import surjection_backward, surjection_forward, surjection_inverse
+from radref.core.mlp import mlp_backward, mlp_forward
+from radref.training.optim import AdamConfig, adam_update
+from radref.core.slopes import Slopes, slopes_backward, slopes_forward
+from radref.core.softmax import log_softmax_backward, log_softmax_forward
+from radref.core.surjection import surjection_backward, surjection_forward, surjection_inverse
 
 SCHEMA = "radref-golden"
 SCHEMA_VERSION = 1
@@ -66,7 +66,7 @@ TOLERANCES = {
     "float32": {"outputs": 1e-4, "grads": 1e-3},
 }
 
-#: Floor of the denominator of :func:`relative_error` (as radref.gradcheck).
+#: Floor of the denominator of :func:`relative_error` (as radref.reference.gradcheck).
 REL_FLOOR = 1e-8
 
 FLAGS = {
@@ -363,60 +363,60 @@ def _fw_adam(inp, par, cfg):
 
 BLOCKS = {
     "log_softmax": Block(
-        "radref.softmax.log_softmax_forward",
+        "radref.core.softmax.log_softmax_forward",
         "log_prob = logits - logsumexp(logits) over the last axis, prob = exp(log_prob)",
         _fw_log_softmax, _bw_log_softmax, ("log_prob", "prob")),
     "slopes": Block(
-        "radref.slopes.slopes_forward",
+        "radref.core.slopes.slopes_forward",
         "log-slopes, breakpoints and log P, log Q from the boundary logits (log space)",
         _fw_slopes, _bw_slopes, Slopes._fields),
     "surjection": Block(
-        "radref.surjection.surjection_forward",
+        "radref.core.surjection.surjection_forward",
         "five-piece surjection u -> (v, k, log|f'(u)|) for given slopes and breakpoints",
         _fw_surjection, _bw_surjection, ("v", "log_slope")),
     "surjection_inverse": Block(
-        "radref.surjection.surjection_inverse",
+        "radref.core.surjection.surjection_inverse",
         "inverse of the five-piece surjection on branch k (no gradients)",
         _fw_surjection_inverse, None, ()),
     "log_gating": Block(
-        "radref.gating.log_gating_forward",
+        "radref.core.gating.log_gating_forward",
         "log p(k | z) from v, the gating logits s and log P, log Q",
         _fw_log_gating, _bw_log_gating, ("log_gate",)),
     "gating_probabilities": Block(
-        "radref.gating.gating_probabilities",
+        "radref.core.gating.gating_probabilities",
         "p(. | z), one-hot outside [-1, 1] (no gradients)",
         _fw_gating_probabilities, None, ()),
     "sample_branch": Block(
-        "radref.gating.sample_branch",
+        "radref.core.gating.sample_branch",
         "k by inverse CDF: the smallest k with uniform < P(K <= k) (no gradients)",
         _fw_sample_branch, None, ()),
     "mlp": Block(
-        "radref.mlp.mlp_forward",
+        "radref.core.mlp.mlp_forward",
         "conditioner network: ReLU hidden layer, tanh head (scale * tanh) or linear head",
         _fw_mlp, _bw_mlp, ("out",)),
     "rad_coupling": Block(
-        "radref.coupling.rad_coupling_forward",
+        "radref.core.coupling.rad_coupling_forward",
         "Rad coupling layer (z, k, term); inverse_x = rad_coupling_inverse(z, k); "
         "(sample_x, sample_k) = rad_coupling_sample(sample_z, sample_uniforms)",
         _fw_rad_coupling, _bw_rad_coupling, ("z", "term")),
     "affine_coupling": Block(
-        "radref.coupling.affine_coupling_forward",
+        "radref.core.coupling.affine_coupling_forward",
         "affine (Real NVP) coupling layer (z, term); inverse_x = affine_coupling_inverse(z)",
         _fw_affine_coupling, _bw_affine_coupling, ("z", "term")),
     "rad_flow": Block(
-        "radref.flow.flow_forward",
+        "radref.core.flow.flow_forward",
         "whole Rad flow: log p(x), inference (z, k), layer_z and layer_term (output and "
         "log-determinant term of each layer), inverse_x = flow_inverse(z, k), "
         "(sample_x, sample_k) = flow_sample_from_noise(sample_normals, sample_uniforms)",
         _fw_flow, _bw_flow, ("log_px",)),
     "realnvp_flow": Block(
-        "radref.flow.flow_forward",
+        "radref.core.flow.flow_forward",
         "whole Real NVP flow: log p(x), inference z (k is all -1), layer_z and layer_term, "
         "inverse_x = flow_inverse(z, k), (sample_x, sample_k) = "
         "flow_sample_from_noise(sample_normals, sample_uniforms)",
         _fw_flow, _bw_flow, ("log_px",)),
     "adam": Block(
-        "radref.optim.adam_update",
+        "radref.training.optim.adam_update",
         "one Adam step; inputs params.*, grads.*, m.*, v.*, t, lr, beta1, beta2, eps; "
         "outputs params.*, m.*, v.*, t (no gradients)",
         _fw_adam, None, ()),
@@ -1063,7 +1063,7 @@ def inputs_digest(doc, blocks):
 def default_golden_dir():
     """``validation/golden`` of the source tree radref was imported from (or None)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    candidate = os.path.join(os.path.dirname(here), "validation", "golden")
+    candidate = os.path.join(os.path.dirname(os.path.dirname(here)), "validation", "golden")
     return candidate if os.path.exists(os.path.join(candidate, JSON_NAME)) else None
 
 

@@ -14,11 +14,11 @@ gating probabilities that sum to one.
 """
 import numpy as np
 
-from radref.base import normal_logpdf_backward, normal_logpdf_forward
-from radref.gating import (gating_probabilities, log_gating_backward,
+from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
+from radref.core.gating import (gating_probabilities, log_gating_backward,
                            log_gating_forward, sample_branch)
-from radref.slopes import slopes_backward, slopes_forward
-from radref.surjection import surjection_backward, surjection_forward, surjection_inverse
+from radref.core.slopes import slopes_backward, slopes_forward
+from radref.core.surjection import surjection_backward, surjection_forward, surjection_inverse
 
 PARAM_SHAPES = {
     "log_scale_in": (), "shift_in": (),
