@@ -72,7 +72,7 @@ def test_quick_reproduction_end_to_end_then_reuses_every_run(tmp_path, capsys):
     for problem in datasets.PROBLEMS:
         assert f"| {problem} |" in first
     assert os.path.exists(os.path.join(directory, "table.md"))
-    assert f"12 run(s): 0 reused, 0 resumed, 12 new" in first
+    assert "12 run(s): 0 reused, 0 resumed, 12 new" in first
     # The protocol it ran is the quick one, recorded in full.
     protocol = _read_json(os.path.join(directory, "protocol.json"))
     assert (protocol["steps"], protocol["n_train"], protocol["adam"]["lr"]) == (60, 1000, 1e-3)

@@ -386,7 +386,8 @@ def summarize(results):
         train = np.array([r["train_loglik"] for r in rs])
         summary.append({
             "problem": problem, "model": model, "n_seeds": len(rs),
-            "test_mean": float(test.mean()), "test_std": float(test.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "test_mean": float(test.mean()),
+            "test_std": float(test.std(ddof=1)) if len(rs) > 1 else 0.0,
             "train_mean": float(train.mean()),
             "train_std": float(train.std(ddof=1)) if len(rs) > 1 else 0.0,
             "n_parameters": rs[0]["n_parameters"],
@@ -538,7 +539,9 @@ def tracked_files(path):
                                  capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return [name for name in listing.stdout.split(b"\0") if name] if listing.returncode == 0 else []
+    if listing.returncode != 0:  # not in a repository
+        return []
+    return [name for name in listing.stdout.split(b"\0") if name]
 
 
 def output_directory(args, log):
@@ -629,11 +632,16 @@ def execute(out, planned, backend, progress_every, log):
     return results + new
 
 
-def write_protocol_tables(out, planned, entropies=None):
-    """Tables of every finished run in each protocol directory of the sweep."""
+def write_protocol_tables(out, planned, entropies=None, entropy_points=200_000):
+    """Tables of every finished run in each protocol directory of the sweep
+    (also of runs that earlier invocations finished there).  ``entropies``
+    (problem -> best achievable value) is completed for the problems found."""
     for protocol in _unique_protocols([p.spec for p in planned]):
         directory = protocol_dir(out, protocol)
         results = finished_results(directory)
+        if results and entropies is not None:
+            missing = sorted({r["problem"] for r in results} - set(entropies))
+            entropies.update(negative_entropies(missing, n=entropy_points))
         if results:
             write_tables(results, directory, entropies)
 
@@ -652,7 +660,8 @@ def run_from_args(args, log=None):
                       "records no protocol)" if os.path.isdir(os.path.join(out, "runs")) else "")
             raise ReproduceError(f"no finished runs of the requested protocol(s) under "
                                  f"{out}{legacy}")
-    log(f"{len(specs)} run(s): {len(args.problems)} problem(s) x {len(args.models)} model(s) x "
+    log(f"{len(specs)} run(s): {len(set(args.problems))} problem(s) x "
+        f"{len(set(args.models))} model(s) x "
         f"{len(set(seeds))} seed(s) x {len(_unique_protocols(specs))} protocol(s)")
     report_plan(out, planned, log)
     if all(p.status == "reused" for p in planned):
@@ -662,8 +671,9 @@ def run_from_args(args, log=None):
         with _backend(args, sum(p.status != "reused" for p in planned)) as backend:
             write_plan(out, planned)
             results = execute(out, planned, backend, args.progress_every, log)
-    entropies = negative_entropies(args.problems, n=20_000 if args.quick else 200_000)
-    write_protocol_tables(out, planned, entropies)
+    entropy_points = 20_000 if args.quick else 200_000
+    entropies = negative_entropies(dict.fromkeys(args.problems), n=entropy_points)
+    write_protocol_tables(out, planned, entropies, entropy_points)
     for protocol in _unique_protocols([p.spec for p in planned]):
         mine = [r for r in results if r["protocol_hash"] == protocol_hash(protocol)]
         log(f"\n{os.path.basename(protocol_dir(out, protocol))} "
