@@ -443,29 +443,31 @@ def add_arguments(parser):
                         help=f"smoke-test protocol: {QUICK['steps']} steps, {QUICK['n_train']} "
                              f"points, seed 0 (overrides below still apply)")
     parser.add_argument("--problems", nargs="+", default=list(datasets.PROBLEMS),
-                        choices=datasets.PROBLEMS, help="problems (default: all six)")
+                        choices=datasets.PROBLEMS, metavar="PROBLEM",
+                        help=f"problems among {', '.join(datasets.PROBLEMS)} (default: all)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
-                        help="models (default: both)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
-    parser.add_argument("--steps", type=int, nargs="+", help=f"Adam steps, {sizes}")
-    parser.add_argument("--lr", type=float, nargs="+", help=f"Adam learning rates, {sizes}")
-    parser.add_argument("--batch-size", type=int, nargs="+", help=f"minibatch sizes, {sizes}")
-    parser.add_argument("--n-train", type=int, nargs="+", help=f"training points, {sizes}")
-    parser.add_argument("--n-test", type=int, nargs="+", help=f"held-out points, {sizes}")
-    parser.add_argument("--hidden", type=int, nargs="+",
+                        metavar="MODEL", help="models: rad, realnvp (default: both)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="seeds (default 0 1 2; --quick: 0)")
+    for option, kind, what in (("--steps", int, "Adam steps"), ("--lr", float, "learning rates"),
+                               ("--batch-size", int, "minibatch sizes"),
+                               ("--n-train", int, "training points"),
+                               ("--n-test", int, "held-out points")):
+        parser.add_argument(option, type=kind, nargs="+", metavar="X", help=f"{what}, {sizes}")
+    parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
                         help=f"hidden units of both models (Rad's gating network too), {sizes} "
                              f"(default: the paper's, Rad 8, Real NVP 56)")
-    parser.add_argument("--eval-every", type=int,
+    parser.add_argument("--eval-every", type=int, metavar="N",
                         help="steps between held-out scores, checkpoints and progress reports "
                              f"(default {FULL['eval_every']}; --quick: {QUICK['eval_every']})")
-    parser.add_argument("--out", default=DEFAULT_OUT,
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"output directory (default ./{DEFAULT_OUT}); one subdirectory "
                              f"per protocol")
     parser.add_argument("--write-committed", action="store_true",
                         help="allow --out to be a directory holding files under version "
                              "control (e.g. validation/results); refused otherwise")
     backend = parser.add_mutually_exclusive_group()
-    backend.add_argument("--workers", type=int,
+    backend.add_argument("--workers", type=int, metavar="N",
                          help="local worker processes (default: all cores)")
     backend.add_argument("--scheduler", metavar="ADDRESS",
                          help="run on the dask.distributed cluster of this scheduler "
