@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 PROBLEMS: tuple[str, ...] = ("grid", "ring", "two_moons", "two_circles", "spiral", "many_moons")
+#: Version of the generators: bump it whenever a change alters the points drawn for a seed.
+GENERATOR_VERSION = 1
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 

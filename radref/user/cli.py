@@ -135,37 +135,7 @@ def _cmd_sample(args):
 
 def _cmd_reproduce(args):
     from radref.user import reproduce
-    protocol = dict(reproduce.QUICK if args.quick else reproduce.FULL)
-    if args.steps is not None:
-        protocol["steps"] = args.steps
-    if args.seeds is not None:
-        protocol["seeds"] = tuple(args.seeds)
-    if args.lr is not None:
-        protocol["lr"] = args.lr
-    # Check everything before creating directories or starting worker processes.
-    if protocol["steps"] < 1:
-        raise CLIError(f"--steps must be >= 1, got {protocol['steps']}")
-    for seed in protocol["seeds"]:
-        _check_seed(seed, "--seeds")
-    if not (np.isfinite(protocol["lr"]) and protocol["lr"] > 0):
-        raise CLIError(f"--lr must be a finite number > 0, got {protocol['lr']}")
-    if args.workers is not None and args.workers < 1:
-        raise CLIError(f"--workers must be >= 1, got {args.workers}")
-    out = args.out or ("validation/results-quick" if args.quick else "validation/results")
-    if args.table_only:
-        results = reproduce.finished_results(out)
-        if not results:
-            raise CLIError(f"no finished runs under {out}")
-    else:
-        print(f"protocol: {protocol}; results in {out}")
-        results = reproduce.run_all(protocol, out, workers=args.workers,
-                                    problems=args.problems, models=args.models)
-    table = reproduce.markdown_table(reproduce.summarize(results),
-                                     reproduce.negative_entropies(
-                                         args.problems, n=20_000 if args.quick else 200_000))
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    reproduce.run_from_args(args)
 
 
 def _cmd_golden(args):
@@ -249,22 +219,13 @@ def build_parser():
     sample.add_argument("--out", required=True, help="output file, .npy or .csv")
     sample.set_defaults(func=_cmd_sample)
 
-    rep = sub.add_parser("reproduce", help="the paper's experiment (§4.3 table)",
+    rep = sub.add_parser("reproduce", help="the paper's experiment (§4.3 table) or your sweep",
                          description="Train Rad and Real NVP on the six problems over several "
-                                     "seeds in parallel; resumable; writes results tables.")
-    rep.add_argument("--quick", action="store_true",
-                     help="smoke test: 60 steps, 1000 points, one seed (results-quick/)")
-    rep.add_argument("--steps", type=int, help="override the number of Adam steps")
-    rep.add_argument("--seeds", type=int, nargs="+", help="override the seeds (default 0 1 2)")
-    rep.add_argument("--lr", type=float, help="override the learning rate")
-    rep.add_argument("--problems", nargs="+", default=list(datasets.PROBLEMS),
-                     choices=datasets.PROBLEMS, help="subset of problems (default: all six)")
-    rep.add_argument("--models", nargs="+", default=["rad", "realnvp"],
-                     choices=["rad", "realnvp"], help="subset of models (default: both)")
-    rep.add_argument("--workers", type=int, help="worker processes (default: all cores)")
-    rep.add_argument("--table-only", action="store_true",
-                     help="train nothing: write the tables from the runs finished so far")
-    rep.add_argument("--out", help="results directory (default validation/results)")
+                                     "seeds (and any sweep of settings), on local worker "
+                                     "processes or a Dask cluster; every run is keyed by its "
+                                     "full protocol, reused only on an exact match, resumable.")
+    from radref.user import reproduce
+    reproduce.add_arguments(rep)
     rep.set_defaults(func=_cmd_reproduce)
 
     gold = sub.add_parser("golden", help="write the golden reference vectors for ports",

@@ -1,75 +1,349 @@
-"""The paper's experiment (§4; notes §7): six 2-D problems x {Rad, Real NVP} x seeds.
+"""The paper's experiment (§4; notes §7) and users' own sweeps, as protocol-keyed runs.
 
-Each run trains one model on 10,000 points for 50,000 Adam steps at batch 500
-and scores a held-out set of 10,000 fresh points.  Runs are independent jobs
-spread over a process pool; each one checkpoints as it trains, so an
-interrupted reproduction resumes where it stopped (finished runs are skipped).
+A *run* trains one model (``rad`` or ``realnvp``) on one problem with one seed
+under one *protocol*: everything else that decides its numbers (steps, data
+sizes, batch size, Adam's lr, beta1, beta2 and eps, both models'
+architectures, how often the held-out set is scored, the radref version, the
+data generators' version :data:`radref.datasets.GENERATOR_VERSION`, and the
+version :data:`SCHEME` of what a run means, e.g. how a seed draws the data).
+The SHA-256 of the protocol's canonical JSON names its directory::
 
-Files under ``out``:
-``runs/<problem>-<model>-s<seed>/checkpoint.npz`` and ``result.json`` per run,
-``results.csv`` and ``results.json`` (all runs), ``summary.json`` (per cell).
+    OUT/protocol-<12 hex digits>/protocol.json       the protocol
+        runs/<problem>-<model>-s<seed>/run.json      problem, model, seed, protocol, hash
+                                      checkpoint.npz training state (every eval_every steps)
+                                      progress.json  steps done, by which process, how fast
+                                      result.json    scores and learning curves
+        results.csv, results.json, summary.json, table.md   of every finished run there
+
+A run is reused only when its ``run.json`` equals the requested run in every
+setting, and a checkpoint is resumed only under the same condition; anything
+else is an error naming the settings that differ.  Runs of another protocol go
+to another directory, so sweeps over hyperparameters share one ``OUT``.
+
+Runs are independent tasks (:func:`run_task`) for a local process pool or a
+Dask cluster (:mod:`radref.user.sweep`).  The command line is
+:func:`add_arguments` / :func:`run_from_args` (``radref reproduce``).
 """
 import csv
+import hashlib
+import itertools
 import json
-import multiprocessing
 import os
+import socket
+import subprocess
 import time
+import uuid
+from dataclasses import dataclass
 
 import numpy as np
 
 from radref import datasets
+from radref._version import __version__
+from radref.training.checkpoint import load_checkpoint
+from radref.user import sweep
+from radref.user.sweep import read_json, write_json_atomic
 
 #: Mean log-likelihoods reported in the paper's §4.3 table (nats): (Rad, Real NVP).
 PAPER = {"grid": (-1.20, -2.26), "ring": (3.57, 1.85), "two_moons": (-1.21, -1.48),
          "two_circles": (-1.81, -2.17), "spiral": (0.29, -0.36), "many_moons": (-0.83, -1.50)}
 MODELS = ("rad", "realnvp")
+#: What a run means (bump when that changes): seed ``s`` draws the data with
+#: ``datasets.train_test_split_samples(problem, n_train, n_test, random_state=s)``
+#: and seeds the model (``random_state=s``); the scores are mean log-likelihoods
+#: of the training set and of the held-out set.
+SCHEME = "radref-reproduce/1"
+#: Adam's settings other than the learning rate (Kingma & Ba's defaults).
+ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+#: The paper's architectures (§4.2): 6 coupling layers; Rad 8 hidden units,
+#: gating network too; Real NVP 56.
+ARCHITECTURES = {
+    "rad": {"estimator": "RadFlow", "n_layers": 6, "hidden": 8, "gate_hidden": 8,
+            "out_std": 0.01},
+    "realnvp": {"estimator": "RealNVPFlow", "n_layers": 6, "hidden": 56, "out_std": 0.01},
+}
+#: The paper's protocol (§4.2-4.3): 10,000 points, 50,000 Adam steps at batch 500.
 FULL = dict(steps=50_000, n_train=10_000, n_test=10_000, batch_size=500, lr=1e-3,
-            seeds=(0, 1, 2), checkpoint_every=2_000, eval_every=2_500)
+            seeds=(0, 1, 2), eval_every=2_500)
+#: A smoke test of the whole pipeline.
 QUICK = dict(steps=60, n_train=1_000, n_test=1_000, batch_size=500, lr=1e-3,
-             seeds=(0,), checkpoint_every=30, eval_every=30)
+             seeds=(0,), eval_every=30)
+#: Default output directory (relative to the current directory; in .gitignore).
+DEFAULT_OUT = "radref-results"
+RUN_FILE, CHECKPOINT_FILE, PROGRESS_FILE, RESULT_FILE = (
+    "run.json", "checkpoint.npz", "progress.json", "result.json")
 
 
-def make_model(model, seed):
-    """The paper's architectures: 6 coupling layers; Rad 8 hidden units (gating
-    net too), Real NVP 56."""
+class ReproduceError(ValueError):
+    """A reproduction cannot start or did not finish (a one-line error)."""
+
+
+# ------------------------------------------------------------------ protocols
+def make_protocol(steps, n_train, n_test, batch_size, lr, eval_every, hidden=None):
+    """The protocol of a run (a JSON-ready dict).
+
+    ``hidden``, when given, replaces the hidden units of both models (and of
+    Rad's gating network); otherwise the paper's :data:`ARCHITECTURES` apply.
+    """
+    architectures = {model: dict(arch) for model, arch in ARCHITECTURES.items()}
+    if hidden is not None:
+        for arch in architectures.values():
+            arch.update({key: int(hidden) for key in ("hidden", "gate_hidden") if key in arch})
+    return {"scheme": SCHEME, "radref_version": __version__,
+            "data_generator_version": datasets.GENERATOR_VERSION,
+            "n_train": int(n_train), "n_test": int(n_test), "steps": int(steps),
+            "batch_size": int(batch_size), "adam": {"lr": float(lr), **ADAM},
+            "eval_every": int(eval_every), "architectures": architectures}
+
+
+def protocol_hash(protocol):
+    """SHA-256 (hex) of the protocol's canonical JSON (sorted keys, exact floats)."""
+    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differences(stored, requested, prefix=""):
+    """Settings in which two JSON documents differ, as ``(dotted.key, stored,
+    requested)``; a key missing on one side shows as ``None`` there."""
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        found = []
+        for key in sorted(set(stored) | set(requested)):
+            found += differences(stored.get(key), requested.get(key), f"{prefix}{key}.")
+        return found
+    return [] if stored == requested else [(prefix.rstrip("."), stored, requested)]
+
+
+def describe_differences(found, stored="stored", requested="requested"):
+    return "; ".join(f"{key}: {a!r} {stored}, {b!r} {requested}" for key, a, b in found)
+
+
+def describe_protocol(protocol):
+    rad, nvp = protocol["architectures"]["rad"], protocol["architectures"]["realnvp"]
+    adam = protocol["adam"]
+    return (f"{protocol['steps']} steps at batch {protocol['batch_size']}, "
+            f"{protocol['n_train']} training / {protocol['n_test']} held-out points, "
+            f"Adam lr {adam['lr']:g} (beta1 {adam['beta1']:g}, beta2 {adam['beta2']:g}, "
+            f"eps {adam['eps']:g}), Rad {rad['n_layers']} layers x {rad['hidden']} hidden "
+            f"(gate {rad['gate_hidden']}), Real NVP {nvp['n_layers']} x {nvp['hidden']}, "
+            f"held-out score every {protocol['eval_every']} steps, radref "
+            f"{protocol['radref_version']}, data generators v{protocol['data_generator_version']}")
+
+
+def run_spec(problem, model, seed, protocol):
+    """Everything that identifies a run (``run.json``)."""
+    return {"problem": problem, "model": model, "seed": int(seed),
+            "protocol_hash": protocol_hash(protocol), "protocol": protocol}
+
+
+def protocol_dir(out, protocol):
+    return os.path.join(out, "protocol-" + protocol_hash(protocol)[:12])
+
+
+def run_dir(out, spec):
+    return os.path.join(protocol_dir(out, spec["protocol"]), "runs",
+                        f"{spec['problem']}-{spec['model']}-s{spec['seed']}")
+
+
+def run_label(spec, with_protocol=False):
+    label = f"{spec['problem']} {spec['model']} s{spec['seed']}"
+    return f"{label} @{spec['protocol_hash'][:6]}" if with_protocol else label
+
+
+# ------------------------------------------------------------------- planning
+@dataclass
+class PlannedRun:
+    """A run of the sweep and what its directory holds: ``status`` is
+    ``"reused"`` (finished, same protocol: ``result`` holds its scores),
+    ``"resume"`` (a checkpoint at ``start_step``) or ``"new"``."""
+    spec: dict
+    directory: str
+    status: str
+    start_step: int = 0
+    result: dict = None
+
+
+def checkpoint_step(path):
+    """Steps a run's checkpoint holds (0 when there is none)."""
+    if not os.path.exists(path):
+        return 0
+    return int(load_checkpoint(path)[0]["step"])
+
+
+def plan_run(out, spec):
+    """What to do with ``spec``: a :class:`PlannedRun`, or an error message."""
+    directory = run_dir(out, spec)
+    if not os.path.isdir(directory) or not os.listdir(directory):
+        return PlannedRun(spec, directory, "new")
+    stored = read_json(os.path.join(directory, RUN_FILE))
+    if stored is None:
+        return (f"{directory} holds files but no {RUN_FILE}, so nothing says which protocol "
+                f"made them: not reused, not resumed (move it away or choose another --out)")
+    found = differences(stored, spec)
+    if found:
+        return f"{directory} holds a run of other settings: {describe_differences(found)}"
+    result = read_json(os.path.join(directory, RESULT_FILE))
+    if result is not None:
+        if result.get("protocol_hash") != spec["protocol_hash"]:
+            return f"{directory}/{RESULT_FILE} was written under another protocol"
+        return PlannedRun(spec, directory, "reused", spec["protocol"]["steps"], result)
+    step = checkpoint_step(os.path.join(directory, CHECKPOINT_FILE))
+    return PlannedRun(spec, directory, "resume" if step else "new", step)
+
+
+def check_protocol_dirs(out, protocols):
+    """Errors for protocol directories whose ``protocol.json`` is not the
+    protocol their name stands for (a copied or edited directory)."""
+    errors = []
+    for protocol in protocols:
+        stored = read_json(os.path.join(protocol_dir(out, protocol), "protocol.json"))
+        if stored is not None and stored != protocol:
+            errors.append(f"{protocol_dir(out, protocol)}/protocol.json is another protocol: "
+                          f"{describe_differences(differences(stored, protocol))}")
+    return errors
+
+
+def plan_runs(out, specs):
+    """Plan every run; one :class:`ReproduceError` lists every conflict."""
+    errors = check_protocol_dirs(out, _unique_protocols(specs))
+    planned = []
+    for spec in specs:
+        plan = plan_run(out, spec)
+        if isinstance(plan, str):
+            errors.append(plan)
+        else:
+            planned.append(plan)
+    if errors:
+        shown = "\n  ".join(errors[:10])
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise ReproduceError(f"{len(errors)} stored run(s) cannot be reused under the "
+                             f"requested settings:\n  {shown}{more}")
+    return planned
+
+
+def write_plan(out, planned):
+    """Create the protocol and run directories with their ``protocol.json``
+    and ``run.json`` (before any task starts: a worker checks its run against them)."""
+    for plan in planned:
+        if plan.status == "reused":
+            continue
+        os.makedirs(plan.directory, exist_ok=True)
+        protocol_file = os.path.join(protocol_dir(out, plan.spec["protocol"]), "protocol.json")
+        if not os.path.exists(protocol_file):
+            write_json_atomic(protocol_file, plan.spec["protocol"])
+        if not os.path.exists(os.path.join(plan.directory, RUN_FILE)):
+            write_json_atomic(os.path.join(plan.directory, RUN_FILE), plan.spec)
+
+
+def nearest_stored_protocol(out, protocol):
+    """The stored protocol of ``out`` closest to ``protocol`` (fewest differing
+    settings) and those differences, or ``None``."""
+    best = None
+    for name in sorted(os.listdir(out)) if os.path.isdir(out) else []:
+        path = os.path.join(out, name, "protocol.json")
+        stored = read_json(path) if name.startswith("protocol-") and os.path.isfile(path) else None
+        if stored is None or stored == protocol:
+            continue
+        found = differences(stored, protocol)
+        if best is None or len(found) < len(best[1]):
+            best = (name, found)
+    return best
+
+
+def _unique_protocols(specs):
+    return list({spec["protocol_hash"]: spec["protocol"] for spec in specs}.values())
+
+
+# ------------------------------------------------------------------ one run
+def train_one_model(spec, X_train, X_val, checkpoint, until_step):
+    """Create the model of run ``spec`` and train it up to step ``until_step``,
+    resuming from ``checkpoint`` when it exists (bit-identical to one
+    uninterrupted fit) and checkpointing every ``eval_every`` steps.
+
+    The one place that knows the estimators' training API.
+    """
     from radref.user.estimators import RadFlow, RealNVPFlow
-    if model == "rad":
-        return RadFlow(n_layers=6, hidden=8, random_state=seed)
-    return RealNVPFlow(n_layers=6, hidden=56, random_state=seed)
+    protocol = spec["protocol"]
+    architecture = dict(protocol["architectures"][spec["model"]])
+    estimator = {"RadFlow": RadFlow, "RealNVPFlow": RealNVPFlow}[architecture.pop("estimator")]
+    adam = protocol["adam"]
+    model = estimator(**architecture, random_state=spec["seed"])
+    return model.fit(X_train, steps=until_step, batch_size=protocol["batch_size"],
+                     lr=adam["lr"], beta1=adam["beta1"], beta2=adam["beta2"], eps=adam["eps"],
+                     X_val=X_val, eval_every=protocol["eval_every"], progress=False,
+                     checkpoint=checkpoint, checkpoint_every=protocol["eval_every"])
 
 
-def run_one(job):
-    """Train and score one (problem, model, seed); returns the result dict."""
-    problem, model_name, seed, protocol, run_dir = job
-    result_path = os.path.join(run_dir, "result.json")
-    if os.path.exists(result_path):
-        with open(result_path) as f:
-            return json.load(f)
-    os.makedirs(run_dir, exist_ok=True)
-    # Data depend on (problem, seed) only, so Rad and Real NVP see the same points.
+def segment_ends(done, steps, every):
+    """Steps at which training pauses to report progress: the multiples of
+    ``every`` after ``done``, and ``steps``.  Pausing exactly where the held-out
+    set is scored anyway keeps the history equal to one uninterrupted fit's."""
+    return [s for s in range(every, steps, every) if s > done] + ([steps] if done < steps else [])
+
+
+def _check_worker(spec, directory):
+    """This worker runs the code the protocol names and sees the shared directory."""
+    protocol, host = spec["protocol"], socket.gethostname()
+    mine = {"scheme": SCHEME, "radref_version": __version__,
+            "data_generator_version": datasets.GENERATOR_VERSION}
+    for key, value in mine.items():
+        if protocol[key] != value:
+            raise ReproduceError(f"worker {host} has {key} {value!r}, the run's protocol "
+                                 f"needs {protocol[key]!r}: install the same radref on every "
+                                 f"worker")
+    stored = read_json(os.path.join(directory, RUN_FILE))
+    if stored is None:
+        raise ReproduceError(f"worker {host} does not see {os.path.join(directory, RUN_FILE)}: "
+                             f"--out must be a path shared by the client and every worker")
+    found = differences(stored, spec)
+    if found:
+        raise ReproduceError(f"{directory} holds a run of other settings: "
+                             f"{describe_differences(found)}")
+
+
+def run_task(job):
+    """Train and score one run (a task for a worker process); returns its result.
+
+    ``job``: ``{"run": spec, "run_dir": absolute path, "session": id}``.
+    Resumes from the run's checkpoint when there is one, so a task restarted
+    after its worker died continues where the last checkpoint left off.
+    """
+    spec, directory = job["run"], job["run_dir"]
+    _check_worker(spec, directory)
+    protocol = spec["protocol"]
     X_train, X_test = datasets.train_test_split_samples(
-        problem, protocol["n_train"], protocol["n_test"], random_state=seed)
-    model = make_model(model_name, seed)
-    start = time.perf_counter()
-    model.fit(X_train, steps=protocol["steps"], batch_size=protocol["batch_size"],
-              lr=protocol["lr"], X_val=X_test, eval_every=protocol["eval_every"],
-              progress=False, checkpoint=os.path.join(run_dir, "checkpoint.npz"),
-              checkpoint_every=protocol["checkpoint_every"])
-    result = {
-        "problem": problem, "model": model_name, "seed": seed,
-        "steps": protocol["steps"], "lr": protocol["lr"], "batch_size": protocol["batch_size"],
-        "n_train": protocol["n_train"], "n_test": protocol["n_test"],
+        spec["problem"], protocol["n_train"], protocol["n_test"], random_state=spec["seed"])
+    checkpoint = os.path.join(directory, CHECKPOINT_FILE)
+    start_step = checkpoint_step(checkpoint)
+    reporter = sweep.ProgressReporter(os.path.join(directory, PROGRESS_FILE), job["session"],
+                                      protocol["steps"], start_step)
+    reporter.report(start_step)
+    model = None
+    for until in segment_ends(start_step, protocol["steps"], protocol["eval_every"]):
+        model = train_one_model(spec, X_train, X_test, checkpoint, until)
+        reporter.report(until)
+    if model is None:  # the checkpoint holds every step: load it
+        model = train_one_model(spec, X_train, X_test, checkpoint, protocol["steps"])
+    result = make_result(spec, model, X_train, X_test)
+    result.update(resumed_from_step=start_step, host=socket.gethostname(),
+                  seconds_this_session=reporter.record["seconds"])
+    write_json_atomic(os.path.join(directory, RESULT_FILE), result)
+    return result
+
+
+def make_result(spec, model, X_train, X_test):
+    """Scores and learning curves of a trained run."""
+    protocol = spec["protocol"]
+    return {
+        "problem": spec["problem"], "model": spec["model"], "seed": spec["seed"],
+        "protocol_hash": spec["protocol_hash"],
+        "steps": protocol["steps"], "lr": protocol["adam"]["lr"],
+        "batch_size": protocol["batch_size"], "n_train": protocol["n_train"],
+        "n_test": protocol["n_test"],
+        "hidden": protocol["architectures"][spec["model"]]["hidden"],
         "n_parameters": model.n_parameters(),
         "train_loglik": model.score(X_train), "test_loglik": model.score(X_test),
-        "seconds_this_session": time.perf_counter() - start,
         "val_step": model.history_["val_step"], "val_loglik": model.history_["val_loglik"],
         "train_curve": _smooth(model.history_["loglik"], 250),
     }
-    tmp = result_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, allow_nan=False)
-    os.replace(tmp, result_path)
-    return result
 
 
 def _smooth(values, window):
@@ -79,45 +353,20 @@ def _smooth(values, window):
     return values[:n * window].reshape(n, window).mean(axis=1).tolist() if n else []
 
 
-def jobs(protocol, out, problems=datasets.PROBLEMS, models=MODELS):
-    """All (problem, model, seed) jobs, seed by seed (so that an interrupted
-    reproduction has complete tables for its first seeds), slow Rad runs first."""
-    return [(p, m, s, protocol, os.path.join(out, "runs", f"{p}-{m}-s{s}"))
-            for s in protocol["seeds"] for m in models for p in problems]
+# -------------------------------------------------------------------- tables
+TABLE_KEYS = ("problem", "model", "seed", "n_parameters", "steps", "lr", "train_loglik",
+              "test_loglik")
 
 
-def run_all(protocol, out, workers=None, problems=datasets.PROBLEMS, models=MODELS, log=print):
-    """Run every job over ``workers`` processes (default: all cores); write the tables."""
-    workers = workers or os.cpu_count() or 1
-    todo = jobs(protocol, out, problems, models)
-    os.makedirs(out, exist_ok=True)
-    # One BLAS thread per process: the pool provides the parallelism.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    start = time.perf_counter()
+def finished_results(directory):
+    """Results of every finished run in one protocol directory."""
+    protocol = read_json(os.path.join(directory, "protocol.json"))
+    runs = os.path.join(directory, "runs")
     results = []
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for result in pool.imap_unordered(run_one, todo):
+    for name in sorted(os.listdir(runs)) if protocol is not None and os.path.isdir(runs) else []:
+        result = read_json(os.path.join(runs, name, RESULT_FILE))
+        if result is not None and result.get("protocol_hash") == protocol_hash(protocol):
             results.append(result)
-            log(f"[{len(results)}/{len(todo)} {time.perf_counter() - start:7.0f}s] "
-                f"{result['problem']:11s} {result['model']:7s} seed {result['seed']}: "
-                f"test {result['test_loglik']:+.3f}  train {result['train_loglik']:+.3f}")
-    write_tables(results, out)
-    return results
-
-
-def finished_results(out):
-    """The results of every finished run under ``out`` (also of an interrupted
-    reproduction); writes the tables for them."""
-    results = []
-    runs = os.path.join(out, "runs")
-    for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
-        path = os.path.join(runs, name, "result.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                results.append(json.load(f))
-    if results:
-        write_tables(results, out)
     return results
 
 
@@ -137,7 +386,8 @@ def summarize(results):
         train = np.array([r["train_loglik"] for r in rs])
         summary.append({
             "problem": problem, "model": model, "n_seeds": len(rs),
-            "test_mean": float(test.mean()), "test_std": float(test.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "test_mean": float(test.mean()),
+            "test_std": float(test.std(ddof=1)) if len(rs) > 1 else 0.0,
             "train_mean": float(train.mean()),
             "train_std": float(train.std(ddof=1)) if len(rs) > 1 else 0.0,
             "n_parameters": rs[0]["n_parameters"],
@@ -146,18 +396,21 @@ def summarize(results):
     return summary
 
 
-def write_tables(results, out):
-    keys = ("problem", "model", "seed", "n_parameters", "steps", "lr", "train_loglik", "test_loglik")
+def write_tables(results, directory, negative_entropy=None):
+    """``results.csv``, ``results.json``, ``summary.json`` and ``table.md`` in ``directory``."""
     results = sorted(results, key=lambda r: (r["problem"], r["model"], r["seed"]))
-    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+    with open(os.path.join(directory, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(keys)
+        writer.writerow(TABLE_KEYS)
         for r in results:
-            writer.writerow([r[k] for k in keys])
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump([{k: r[k] for k in keys} for r in results], f, indent=1, allow_nan=False)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summarize(results), f, indent=1, allow_nan=False)
+            writer.writerow([r[k] for k in TABLE_KEYS])
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump([{k: r[k] for k in TABLE_KEYS} for r in results], f, indent=1, allow_nan=False)
+    summary = summarize(results)
+    with open(os.path.join(directory, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, allow_nan=False)
+    with open(os.path.join(directory, "table.md"), "w") as f:
+        f.write(markdown_table(summary, negative_entropy) + "\n")
 
 
 def markdown_table(summary, negative_entropy=None):
@@ -180,3 +433,253 @@ def markdown_table(summary, negative_entropy=None):
         row.append("—" if best is None else f"{best:+.3f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------- the command line
+def add_arguments(parser):
+    """The options of ``radref reproduce``."""
+    sizes = "one value or several (a sweep: every combination is a run)"
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke-test protocol: {QUICK['steps']} steps, {QUICK['n_train']} "
+                             f"points, seed 0 (overrides below still apply)")
+    parser.add_argument("--problems", nargs="+", default=list(datasets.PROBLEMS),
+                        choices=datasets.PROBLEMS, metavar="PROBLEM",
+                        help=f"problems among {', '.join(datasets.PROBLEMS)} (default: all)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
+                        metavar="MODEL", help="models: rad, realnvp (default: both)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="seeds (default 0 1 2; --quick: 0)")
+    for option, kind, what in (("--steps", int, "Adam steps"), ("--lr", float, "learning rates"),
+                               ("--batch-size", int, "minibatch sizes"),
+                               ("--n-train", int, "training points"),
+                               ("--n-test", int, "held-out points")):
+        parser.add_argument(option, type=kind, nargs="+", metavar="X", help=f"{what}, {sizes}")
+    parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
+                        help=f"hidden units of both models (Rad's gating network too), {sizes} "
+                             f"(default: the paper's, Rad 8, Real NVP 56)")
+    parser.add_argument("--eval-every", type=int, metavar="N",
+                        help="steps between held-out scores, checkpoints and progress reports "
+                             f"(default {FULL['eval_every']}; --quick: {QUICK['eval_every']})")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"output directory (default ./{DEFAULT_OUT}); one subdirectory "
+                             f"per protocol")
+    parser.add_argument("--write-committed", action="store_true",
+                        help="allow --out to be a directory holding files under version "
+                             "control (e.g. validation/results); refused otherwise")
+    backend = parser.add_mutually_exclusive_group()
+    backend.add_argument("--workers", type=int, metavar="N",
+                         help="local worker processes (default: all cores)")
+    backend.add_argument("--scheduler", metavar="ADDRESS",
+                         help="run on the dask.distributed cluster of this scheduler "
+                              "(e.g. tcp://host:8786); --out must be a path every worker "
+                              "sees (pip install 'radref[dask]')")
+    parser.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds between progress lines (default 30)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: print and write the tables of the finished runs")
+
+
+def _positive(option, values, minimum=1):
+    for value in values:
+        if value < minimum:
+            raise ReproduceError(f"{option} must be >= {minimum}, got {value}")
+    return values
+
+
+def sweep_settings(args):
+    """Protocol lists from the options, checked before anything is written."""
+    base = QUICK if args.quick else FULL
+    settings = {
+        "steps": _positive("--steps", args.steps or [base["steps"]]),
+        "n_train": _positive("--n-train", args.n_train or [base["n_train"]]),
+        "n_test": _positive("--n-test", args.n_test or [base["n_test"]]),
+        "batch_size": _positive("--batch-size", args.batch_size or [base["batch_size"]]),
+        "lr": args.lr or [base["lr"]],
+        "eval_every": _positive("--eval-every", [args.eval_every or base["eval_every"]]),
+        "hidden": _positive("--hidden", args.hidden) if args.hidden else [None],
+    }
+    for lr in settings["lr"]:
+        if not (np.isfinite(lr) and lr > 0):
+            raise ReproduceError(f"--lr must be a finite number > 0, got {lr}")
+    if max(settings["batch_size"]) > min(settings["n_train"]):
+        raise ReproduceError(f"--batch-size {max(settings['batch_size'])} is larger than "
+                             f"--n-train {min(settings['n_train'])}")
+    seeds = _positive("--seeds", args.seeds or list(base["seeds"]), minimum=0)
+    if args.workers is not None:
+        _positive("--workers", [args.workers])
+    if not args.progress_every > 0:
+        raise ReproduceError(f"--progress-every must be > 0, got {args.progress_every}")
+    return settings, seeds
+
+
+def sweep_specs(settings, seeds, problems, models):
+    """Every run of the sweep, seed by seed (an interrupted sweep has complete
+    tables for its first seeds), Rad first (its runs are the slow ones)."""
+    protocols = [make_protocol(steps, n_train, n_test, batch, lr, eval_every, hidden)
+                 for steps, n_train, n_test, batch, lr, eval_every, hidden in itertools.product(
+                     settings["steps"], settings["n_train"], settings["n_test"],
+                     settings["batch_size"], settings["lr"], settings["eval_every"],
+                     settings["hidden"])]
+    specs = {}
+    for seed in dict.fromkeys(seeds):
+        for protocol in protocols:
+            for model in dict.fromkeys(models):
+                for problem in dict.fromkeys(problems):
+                    spec = run_spec(problem, model, seed, protocol)
+                    specs[(problem, model, seed, spec["protocol_hash"])] = spec
+    return list(specs.values())
+
+
+def tracked_files(path):
+    """Files under ``path`` that git tracks (none when git or a repository is absent)."""
+    path = os.path.abspath(path)
+    existing = path
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    try:
+        listing = subprocess.run(["git", "-C", existing, "ls-files", "-z", "--", path],
+                                 capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if listing.returncode != 0:  # not in a repository
+        return []
+    return [name for name in listing.stdout.split(b"\0") if name]
+
+
+def output_directory(args, log):
+    """The absolute output directory, after refusing one of committed results
+    unless ``--write-committed``."""
+    out = os.path.abspath(args.out)
+    tracked = tracked_files(out)
+    if tracked and not args.write_committed:
+        raise ReproduceError(f"{args.out} holds {len(tracked)} file(s) under version control "
+                             f"(committed results): radref reproduce writes there only with "
+                             f"--write-committed; choose another --out (default ./{DEFAULT_OUT})")
+    state = (f"holds {len(tracked)} committed file(s); --write-committed given" if tracked
+             else "not under version control")
+    log(f"output directory: {out} ({state})")
+    return out
+
+
+def _backend(args, n_jobs):
+    if args.scheduler:
+        return sweep.DaskCluster(args.scheduler)
+    return sweep.LocalPool(max(1, min(args.workers or os.cpu_count() or 1, n_jobs)))
+
+
+def report_plan(out, planned, log):
+    """How many runs are reused, from where, resumed and new."""
+    protocols = _unique_protocols([p.spec for p in planned])
+    for protocol in protocols:
+        directory = protocol_dir(out, protocol)
+        mine = [p for p in planned if p.spec["protocol_hash"] == protocol_hash(protocol)]
+        reused = sum(p.status == "reused" for p in mine)
+        log(f"{os.path.basename(directory)}: {describe_protocol(protocol)}")
+        if reused:
+            log(f"  reused {reused} finished run(s) of this exact protocol from "
+                f"{os.path.join(directory, 'runs')}")
+        elif not os.path.exists(os.path.join(directory, "protocol.json")):
+            nearest = nearest_stored_protocol(out, protocol)
+            note = ("" if nearest is None else f"; nearest stored protocol {nearest[0]} "
+                    f"differs in {describe_differences(nearest[1], 'there', 'here')}")
+            log(f"  new protocol (hash {protocol_hash(protocol)[:12]}){note}")
+        resumed = [p for p in mine if p.status == "resume"]
+        for p in resumed:
+            log(f"  resuming {run_label(p.spec)} from its checkpoint at step {p.start_step}")
+    n_reused = sum(p.status == "reused" for p in planned)
+    log(f"{len(planned)} run(s): {n_reused} reused, "
+        f"{sum(p.status == 'resume' for p in planned)} resumed, "
+        f"{sum(p.status == 'new' for p in planned)} new")
+
+
+def make_jobs(planned):
+    """One :class:`~radref.user.sweep.Job` per run to train."""
+    session = uuid.uuid4().hex
+    several = len(_unique_protocols([p.spec for p in planned])) > 1
+    return [sweep.Job(label=run_label(p.spec, several),
+                      payload={"run": p.spec, "run_dir": p.directory, "session": session},
+                      key=f"radref-{p.spec['problem']}-{p.spec['model']}-s{p.spec['seed']}-"
+                          f"{p.spec['protocol_hash'][:12]}",
+                      progress_path=os.path.join(p.directory, PROGRESS_FILE),
+                      steps=p.spec["protocol"]["steps"], start_step=p.start_step,
+                      rate_key=f"{p.spec['protocol_hash']}-{p.spec['model']}")
+            for p in planned if p.status != "reused"]
+
+
+def execute(out, planned, backend, progress_every, log):
+    """Train every run that is not reused on the entered ``backend``; returns
+    the results of the whole sweep (reused ones included)."""
+    jobs = make_jobs(planned)
+    results = [p.result for p in planned if p.status == "reused"]
+    session = jobs[0].payload["session"]
+
+    def finished(job, result, n_done, n_total):
+        resumed = (f", resumed from step {result['resumed_from_step']}"
+                   if result["resumed_from_step"] else "")
+        log(f"[{n_done}/{n_total}] {job.label}: test {result['test_loglik']:+.3f}  train "
+            f"{result['train_loglik']:+.3f}  ({result['seconds_this_session']:.1f} s{resumed})")
+
+    log(f"running {len(jobs)} run(s) on a {backend.description}")
+    start = time.monotonic()
+    new, failures = sweep.run_jobs(jobs, run_task, backend, session, finished, log=log,
+                                   progress_every=progress_every, already_done=len(results))
+    log(f"trained {len(new)} run(s) in {time.monotonic() - start:.1f} s of wall time; the "
+        f"runs' own time: {sum(r['seconds_this_session'] for r in new):.1f} s over "
+        f"{backend.slots()} worker slot(s)")
+    if failures:
+        write_protocol_tables(out, planned)
+        listed = "; ".join(f"{job.label}: {type(exc).__name__}: {exc}" for job, exc in failures)
+        raise ReproduceError(f"{len(failures)} of {len(planned)} run(s) failed ({listed}); "
+                             f"finished runs are kept: the same command retries the others")
+    return results + new
+
+
+def write_protocol_tables(out, planned, entropies=None, entropy_points=200_000):
+    """Tables of every finished run in each protocol directory of the sweep
+    (also of runs that earlier invocations finished there).  ``entropies``
+    (problem -> best achievable value) is completed for the problems found."""
+    for protocol in _unique_protocols([p.spec for p in planned]):
+        directory = protocol_dir(out, protocol)
+        results = finished_results(directory)
+        if results and entropies is not None:
+            missing = sorted({r["problem"] for r in results} - set(entropies))
+            entropies.update(negative_entropies(missing, n=entropy_points))
+        if results:
+            write_tables(results, directory, entropies)
+
+
+def run_from_args(args, log=None):
+    """``radref reproduce``: plan, run, and print one §4.3 table per protocol."""
+    log = log or (lambda line: print(line, flush=True))
+    settings, seeds = sweep_settings(args)
+    out = output_directory(args, log)
+    specs = sweep_specs(settings, seeds, args.problems, args.models)
+    planned = plan_runs(out, specs)
+    if args.table_only:
+        planned = [p for p in planned if p.status == "reused"]
+        if not planned:
+            legacy = (" (its runs/ folder is of the layout before protocol-keyed runs, which "
+                      "records no protocol)" if os.path.isdir(os.path.join(out, "runs")) else "")
+            raise ReproduceError(f"no finished runs of the requested protocol(s) under "
+                                 f"{out}{legacy}")
+    log(f"{len(specs)} run(s): {len(set(args.problems))} problem(s) x "
+        f"{len(set(args.models))} model(s) x "
+        f"{len(set(seeds))} seed(s) x {len(_unique_protocols(specs))} protocol(s)")
+    report_plan(out, planned, log)
+    if all(p.status == "reused" for p in planned):
+        results = [p.result for p in planned]
+    else:
+        # Reach the workers before writing anything: a wrong address leaves no trace.
+        with _backend(args, sum(p.status != "reused" for p in planned)) as backend:
+            write_plan(out, planned)
+            results = execute(out, planned, backend, args.progress_every, log)
+    entropy_points = 20_000 if args.quick else 200_000
+    entropies = negative_entropies(dict.fromkeys(args.problems), n=entropy_points)
+    write_protocol_tables(out, planned, entropies, entropy_points)
+    for protocol in _unique_protocols([p.spec for p in planned]):
+        mine = [r for r in results if r["protocol_hash"] == protocol_hash(protocol)]
+        log(f"\n{os.path.basename(protocol_dir(out, protocol))} "
+            f"({len(mine)} run(s) of this sweep; tables of all its finished runs in "
+            f"{protocol_dir(out, protocol)}):")
+        log(markdown_table(summarize(mine), entropies))
+    return results
