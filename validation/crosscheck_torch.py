@@ -15,7 +15,7 @@ alternating masks and the 0-based k.
    steps), so that the parameters are non-trivial.  On 1000 held-out points
    the per-point log-likelihoods must agree to 1e-12 (relative, max norm) and
    the gradient of the mean log-likelihood with respect to every parameter
-   array to 1e-10 (radref.reference.gradcheck.relative_error, max norm per array).
+   array to 1e-10 (radref.reference.gradcheck.max_norm_relative_error).
    The inferred z and k are compared as well.
 2. The torch implementation is run as a *port* on the golden flow cases
    (validation/golden, blocks rad_flow and realnvp_flow): in float64 it must
@@ -48,7 +48,7 @@ from radref import datasets  # noqa: E402
 from radref.reference import golden  # noqa: E402
 from radref.user.estimators import RadFlow, RealNVPFlow  # noqa: E402
 from radref.core.flow import flow_forward  # noqa: E402
-from radref.reference.gradcheck import relative_error  # noqa: E402
+from radref.reference.gradcheck import max_norm_relative_error  # noqa: E402
 from radref.training.train import mean_loglik_and_grad  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,11 +74,12 @@ def crosscheck_problem(problem, cls):
     t_log_px, t_z, t_k = t_flow(torch.tensor(X_eval), tp, config.kind, config.n_layers)
     t_mean = torch.mean(t_log_px)
     t_mean.backward()
-    ll_err = relative_error(t_log_px.detach().numpy(), log_px)
+    ll_err = max_norm_relative_error(t_log_px.detach().numpy(), log_px)
     mean_err = abs(float(t_mean.detach()) - mean_ll) / abs(mean_ll)
-    grad_errs = {name: relative_error(tp[name].grad.numpy(), grads[name]) for name in params}
+    grad_errs = {name: max_norm_relative_error(tp[name].grad.numpy(), grads[name])
+                 for name in params}
     worst = max(grad_errs, key=grad_errs.get)
-    z_err = relative_error(t_z.detach().numpy(), z)
+    z_err = max_norm_relative_error(t_z.detach().numpy(), z)
     k_diff = int(np.sum(t_k.numpy() != k))
     ok = ll_err <= LOGLIK_TOL and mean_err <= LOGLIK_TOL and grad_errs[worst] <= GRAD_TOL \
         and k_diff == 0 and z_err <= LOGLIK_TOL
