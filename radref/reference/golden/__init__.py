@@ -24,24 +24,26 @@ from radref.reference.golden.blocks import BLOCKS, SLOPE_FIELDS, Block, compute
 from radref.reference.golden.cases import CASE_GENERATORS, FLAGS, generate_cases
 from radref.reference.golden.codec import (GoldenFormatError, canonical_json, checksum,
                                            decode_array, encode_array)
-from radref.reference.golden.document import (ARRAY_SECTIONS, JSON_NAME, NPZ_NAME, SCHEMA,
-                                              SCHEMA_VERSION, default_golden_dir, dumps,
+from radref.reference.golden.document import (ARRAY_SECTIONS, CASE_KEYS, JSON_NAME, NPZ_NAME,
+                                              SCHEMA, SCHEMA_VERSION, VECTORS_DIR,
+                                              default_golden_dir, dumps,
                                               from_json, generate, inputs_digest,
                                               load_document, npz_arrays, read_json,
                                               recompute_document, skeleton, to_json,
                                               write_golden, write_npz)
-from radref.reference.golden.port_check import (REL_FLOOR, TOLERANCES, FieldResult, Report,
-                                                check_port, error_relative_to_golden_max,
-                                                format_report)
+from radref.reference.golden.port_check import (FLOAT64_ONLY, TOLERANCES, FieldResult, Report,
+                                                block_scales, check_port, entry_errors,
+                                                field_scale, format_report)
 
 __all__ = [
     "BLOCKS", "SLOPE_FIELDS", "Block", "compute",
     "CASE_GENERATORS", "FLAGS", "generate_cases",
     "GoldenFormatError", "canonical_json", "checksum", "decode_array", "encode_array",
-    "ARRAY_SECTIONS", "JSON_NAME", "NPZ_NAME", "SCHEMA", "SCHEMA_VERSION",
+    "ARRAY_SECTIONS", "CASE_KEYS", "JSON_NAME", "NPZ_NAME", "SCHEMA", "SCHEMA_VERSION",
+    "VECTORS_DIR",
     "default_golden_dir", "dumps", "from_json", "generate", "inputs_digest", "load_document",
     "npz_arrays", "read_json", "recompute_document", "skeleton", "to_json", "write_golden",
     "write_npz",
-    "REL_FLOOR", "TOLERANCES", "FieldResult", "Report", "check_port",
-    "error_relative_to_golden_max", "format_report",
+    "FLOAT64_ONLY", "TOLERANCES", "FieldResult", "Report", "block_scales", "check_port",
+    "entry_errors", "field_scale", "format_report",
 ]

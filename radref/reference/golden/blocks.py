@@ -173,13 +173,16 @@ def _layer_by_layer(x, params, config):
 def _fw_flow(inp, par, cfg):
     config = _flow_config(cfg)
     log_px, z, k, cache = flow_forward(inp["x"], par, config)
-    layer_z, layer_term = _layer_by_layer(inp["x"], par, config)
-    assert np.array_equal(layer_z[-1], z)
-    inverse_x = flow_inverse(z, k, par, config)
-    sample_x, sample_k = flow_sample_from_noise(inp["sample_normals"], inp["sample_uniforms"],
-                                                par, config)
-    return {"log_px": log_px, "z": z, "k": k, "layer_z": layer_z, "layer_term": layer_term,
-            "inverse_x": inverse_x, "sample_x": sample_x, "sample_k": sample_k}, cache
+    outputs = {"log_px": log_px, "z": z, "k": k}
+    if np.all(np.isfinite(log_px)):
+        # Per-layer values are part of the contract only for cases without
+        # out-of-range rows (those have no layer_z, layer_term).
+        outputs["layer_z"], outputs["layer_term"] = _layer_by_layer(inp["x"], par, config)
+        assert np.array_equal(outputs["layer_z"][-1], z)
+    outputs["inverse_x"] = flow_inverse(z, k, par, config)
+    outputs["sample_x"], outputs["sample_k"] = flow_sample_from_noise(
+        inp["sample_normals"], inp["sample_uniforms"], par, config)
+    return outputs, cache
 
 
 def _bw_flow(cache, w):

@@ -11,9 +11,11 @@ import hashlib
 import numpy as np
 
 from radref.core.coupling import split
-from radref.core.flow import FlowConfig, flow_init
+from radref.core.flow import FlowConfig, flow_forward, flow_init
+from radref.core.numerics import RANGE
 from radref.core.slopes import slopes_forward
 from radref.core.softmax import log_softmax_forward
+from radref.core.surjection import five_piece_index
 from radref.reference.golden.blocks import BLOCKS, SLOPE_FIELDS, compute
 
 FLAGS = {
@@ -26,8 +28,20 @@ FLAGS = {
                          "clips v so that it never crosses +-1 against u",
     "AtBreakpoint": "inputs exactly at a breakpoint: the tie-break rule decides the piece",
     "Outside": "|u| > 1 or |v| > 1: only one branch exists (k = 2 above, k = 0 below)",
-    "SaturatedGating": "gating or boundary logits of size 30 or 300: probabilities far below "
-                       "1e-300 must be handled in log space",
+    "SaturatedGating": "gating or boundary logits of size 30 to 3e3 (in flows: at several "
+                       "layers): probabilities far below 1e-300 must be handled in log space",
+    "LargeLogits": "logits of size 1e2 to 3e3 (and mixed scales): log-softmax must subtract the "
+                   "row maximum before exp, which overflows (or underflows to log 0) otherwise",
+    "ClipChangesV": "rows where the clip of v changes it (by an ulp or two): without the clip "
+                    "v crosses +-1 against u and the gating sees the wrong side",
+    "OverflowSafeProduct": "|log alpha| > 700: exp(L) (u - u0) must be formed without overflow "
+                           "(finite where exp(L) alone overflows, exactly 0 at a zero offset, "
+                           "+-inf only where the value exceeds float64)",
+    "CoincidingBreakpoints": "a rounds to exactly -1 (or b to 1): piece 1 (or 3) is empty and "
+                             "u = -1 lies on the middle piece",
+    "OutOfRange": "rows beyond +-1e120 (at the input or after a layer): flows give log p = -inf, "
+                  "z = inf, k = -1 and zero gradient; a Rad layer evaluates its gating network "
+                  "at z = 0 for the rows of z out of range",
     "SaturatedTanh": "tanh head with |pre-activation| > 20: tanh = +-1 and 1 - tanh^2 = 0 "
                      "in float64",
     "ReluAtZero": "hidden pre-activations exactly 0: the ReLU derivative there is 0",
@@ -40,10 +54,16 @@ FLAGS = {
     "LargeEps": "Adam eps comparable to sqrt(v_hat): eps must actually be used",
     "ZeroGradient": "all gradients zero",
     "Float64Only": "meaningful only in float64 (differences of 1e-9 or one ulp, exact ties, "
-                   "values beyond the float32 range, gradients below float32 resolution): "
-                   "a float32 port skips it "
-                   "(check-port --tolerance float32 does)",
+                   "values beyond the float32 range, cancellations whose float32 rounding "
+                   "error reaches the float32 tolerance); the case's float64_only says which: "
+                   "a float32 port skips it (check-port --tolerance float32 does)",
 }
+
+
+#: Why the cases with rows 1e-9 and one ulp from a breakpoint (or from +-1) are Float64Only.
+ULP_ROWS = ("rows one float64 ulp and 1e-9 from a breakpoint or from +-1, and exactly at it: "
+            "rounded to float32 they land on the breakpoint or across it (another piece, "
+            "another k)")
 
 
 def _rng(case_key):
@@ -52,9 +72,18 @@ def _rng(case_key):
     return np.random.default_rng(seed)
 
 
-def _case(cid, comment, flags, inputs, params=None, config=None, loss=True):
-    return {"id": cid, "comment": comment, "flags": list(flags), "config": config or {},
-            "inputs": inputs, "params": params or {}, "loss": loss}
+def _case(cid, comment, flags, inputs, params=None, config=None, loss=True,
+          float64_only=None, loss_rows=None):
+    """One case.  ``float64_only``: why a float32 port cannot reproduce it (the
+    case is then flagged ``Float64Only``); ``loss_rows="in_range"``: only the rows
+    whose output ``z`` lies within +-RANGE enter the loss (the others get loss
+    weight 0), default all rows."""
+    case = {"id": cid, "comment": comment, "flags": list(flags), "config": config or {},
+            "inputs": inputs, "params": params or {}, "loss": loss, "loss_rows": loss_rows}
+    if float64_only:
+        case["flags"].append("Float64Only")
+        case["float64_only"] = float64_only
+    return case
 
 
 def _logits(rng, n, size):
@@ -81,6 +110,15 @@ def _cases_log_softmax():
                                                    [-7.0, 3.0, 3.0]])})
     yield lambda r: _case("width_5", "a last axis of size 5 (the function is general)",
                           ["Generic"], {"logits": r.normal(0.0, 2.0, (4, 5))})
+    yield lambda r: _case("logits_1e3", "logits of size 1e3: exp overflows (and underflows to "
+                          "log 0) unless the row maximum is subtracted first", ["LargeLogits"],
+                          {"logits": np.array([[1e3, 0.0, -1e3], [-1e3, -1e3, -1000.5],
+                                               [1e3, 999.0, 998.0], [-1e3, 1e3, 0.0]])})
+    yield lambda r: _case("mixed_scales", "large and tiny logits in one row; probabilities "
+                          "that underflow to 0 next to 1", ["LargeLogits"],
+                          {"logits": np.array([[1e3, 1e-3, 0.0], [1e-12, -1e-12, 0.0],
+                                               [-700.0, 0.0, 700.0], [709.0, 710.0, -3.0],
+                                               [1e-300, 0.0, -1e-300], [2.5, -1e3, 1e3]])})
 
 
 def _cases_slopes():
@@ -97,6 +135,14 @@ def _cases_slopes():
                           "space; a, b may round to -1, 1", ["SaturatedGating"],
                           {"p_logits": _saturated(r, 8, 300.0),
                            "q_logits": _saturated(r, 8, 300.0)})
+    yield lambda r: _case("logits_1e3", "logits +-1e3: the log-softmaxes need the max shift; "
+                          "slopes up to e^4000, exact in log space; a, b round to -1, 1",
+                          ["LargeLogits", "SaturatedGating"],
+                          {"p_logits": _saturated(r, 6, 1e3), "q_logits": _saturated(r, 6, 1e3)},
+                          float64_only="log_alpha_minus = log_alpha_1 + log Q_0 (and "
+                                       "log_alpha_plus) cancel terms of size 2e3: the float32 "
+                                       "rounding error, ~1e-4, is of the size of the float32 "
+                                       "tolerance")
 
 
 def _moderate_slopes(rng, n):
@@ -113,6 +159,49 @@ def _around(point):
     """[p - 1e-9, p - 1 ulp, p, p + 1 ulp, p + 1e-9]."""
     return np.array([point - 1e-9, np.nextafter(point, -np.inf), point,
                      np.nextafter(point, np.inf), point + 1e-9])
+
+
+def _slopes_of(logit_pairs):
+    """Slope fields of one row per ``(p_logits, q_logits)`` pair (lists of 3)."""
+    p = np.array([pq[0] for pq in logit_pairs], dtype=np.float64)
+    q = np.array([pq[1] for pq in logit_pairs], dtype=np.float64)
+    slopes, _ = slopes_forward(p, q)
+    return {f: getattr(slopes, f) for f in SLOPE_FIELDS}
+
+
+#: Anchor, sign and range of v of the five pieces (docs/golden.md §4).
+_PIECE_V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
+_PIECE_SIGN = np.array([1.0, 1.0, -1.0, 1.0, 1.0])
+
+
+def _unclipped_v(u, sl):
+    """Eq. 23 without the clip of v, and the piece (to find rows the clip changes)."""
+    piece = five_piece_index(u, sl["a"], sl["b"])
+    log_alpha = np.choose(piece, [sl["log_alpha_minus"], sl["log_alpha_1"], sl["log_alpha_2"],
+                                  sl["log_alpha_3"], sl["log_alpha_plus"]])
+    anchor = np.choose(piece, [-1.0, -1.0, sl["a"], 1.0, 1.0])
+    return _PIECE_V0[piece] + _PIECE_SIGN[piece] * np.exp(log_alpha) * (u - anchor), piece
+
+
+def _clip_row(rng, piece, side, trials=4000):
+    """Slopes (one row, from N(0, 1) logits) and a ``u`` within 3 ulps of ``a`` or
+    ``b`` on ``piece`` whose unclipped ``v`` lies beyond ``side`` (+-1)."""
+    p = rng.normal(0.0, 1.0, (trials, 3))
+    q = rng.normal(0.0, 1.0, (trials, 3))
+    slopes, _ = slopes_forward(p, q)
+    sl = {f: getattr(slopes, f) for f in SLOPE_FIELDS}
+    for name in ("a", "b"):
+        down, up, columns = sl[name], sl[name], [sl[name]]
+        for _ in range(3):
+            down, up = np.nextafter(down, -np.inf), np.nextafter(up, np.inf)
+            columns += [down, up]
+        u = np.stack(columns, axis=1)
+        v, pieces = _unclipped_v(u, {f: np.repeat(x[:, None], 7, axis=1) for f, x in sl.items()})
+        hit = (pieces == piece) & (side * v > 1.0)
+        if hit.any():
+            i, j = np.argwhere(hit)[0]
+            return [p[i].tolist(), q[i].tolist()], float(u[i, j])
+    raise AssertionError(f"no clip row found for piece {piece}")
 
 
 def _cases_surjection():
@@ -146,8 +235,8 @@ def _cases_surjection():
                          f"u = {label} - 1e-9, - 1 ulp, exactly {label}, + 1 ulp, + 1e-9 "
                          f"(tie-break: a breakpoint belongs to the piece on its right inside "
                          f"[-1, 1]; u = 1 is piece 3)",
-                         ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint", "Float64Only"],
-                         inp)
+                         ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint"], inp,
+                         float64_only=ULP_ROWS)
         yield at_breakpoint
 
     def saturated(r):
@@ -156,8 +245,62 @@ def _cases_surjection():
         inp["u"] = np.concatenate([r.uniform(-1.0, 1.0, 6), [-1.5, 1.5]])
         return _case("saturated_30", "slopes from logits +-30 (slopes up to ~e^120, a and b "
                      "next to -1 and 1; v beyond the float32 range for |u| > 1)",
-                     ["SaturatedGating", "Outside", "Float64Only"], inp)
+                     ["SaturatedGating", "Outside"], inp,
+                     float64_only="slopes up to e^120 put v beyond the float32 range (3.4e38) "
+                                  "for |u| > 1")
     yield saturated
+
+
+    def clip(r):
+        # golden.md's example (u = 1/3, uniform P = Q: unclipped v = -1 - 4e-16), rows
+        # found by search on pieces 1, 2, 3, and outer pieces of slope ~e^-40 whose v
+        # rounds to -+1 and is clipped one ulp outside
+        pairs, u = [[[0.0] * 3, [0.0] * 3]], [1.0 / 3.0]
+        for piece, side in ((1, 1.0), (2, -1.0), (3, -1.0)):
+            pair, u_row = _clip_row(r, piece, side)
+            pairs.append(pair)
+            u.append(u_row)
+        pairs += [[[0.0, 0.0, 0.0], [-40.0, 0.0, 0.0]], [[0.0, 0.0, -40.0], [0.0, 0.0, 0.0]]]
+        u += [-1.5, 1.5]
+        inp = _slopes_of(pairs)
+        inp["u"] = np.array(u)
+        return _case("clip", "rows whose unclipped v crosses +-1 against u (u = 1/3 with "
+                     "P = Q uniform; u within 3 ulps of a or b on pieces 1, 2, 3; outer pieces "
+                     "of slope ~e^-40 whose v rounds to -1, 1): v is clipped to its piece's "
+                     "range, and its derivative is that of the unclipped line",
+                     ["ClipChangesV", "UlpFromBreakpoint", "Outside"], inp,
+                     float64_only=ULP_ROWS)
+    yield clip
+
+    def overflow_safe_product(r):
+        # alpha_plus = e^730, alpha_3 = e^800 (a = 0, b = 1); alpha_minus = e^730 (a = -1)
+        pairs = [[[0.0, 0.0, -70.0], [0.0, 0.0, -800.0]]] * 4 + \
+            [[[-730.4, 0.0, 0.0], [0.0, 0.0, 0.0]]] * 3
+        inp = _slopes_of(pairs)
+        one_up, one_down = np.nextafter(1.0, 2.0), np.nextafter(-1.0, -2.0)
+        inp["u"] = np.array([one_up, 1.5, 1.0, 0.5, one_down, -1.5, 0.0])
+        return _case("overflow_safe_product", "log alpha of 730 and 800 with offsets u - u0 of "
+                     "one ulp (v = 1 + e^730 2^-52: finite, where exp(730) alone overflows), "
+                     "0.5 (v = +-inf) and exactly 0 (u = 1 on a slope e^800: v = 1, not "
+                     "inf * 0); gradients finite, infinite and 0 likewise",
+                     ["OverflowSafeProduct", "Outside", "SaturatedGating"], inp,
+                     float64_only="slopes e^730 and e^800: v and the gradients lie beyond the "
+                                  "float32 range")
+    yield overflow_safe_product
+
+    def coinciding_breakpoints(r):
+        # p0 - p1 = -40: a = 2 e^-40.7 - 1 rounds to -1; q2 - q1 = -40: b rounds to 1
+        minus, plus, both = ([-40.0, 0.0, 0.0], [0.0] * 3), ([0.0] * 3, [0.0, 0.0, -40.0]), \
+            ([-40.0, 0.0, 0.0], [0.0, 0.0, -40.0])
+        inp = _slopes_of([minus] * 4 + [plus] * 3 + [both] * 3)
+        inp["u"] = np.array([np.nextafter(-1.0, -2.0), -1.0, np.nextafter(-1.0, 0.0), -1.0 + 1e-9,
+                             np.nextafter(1.0, 0.0), 1.0, np.nextafter(1.0, 2.0), -1.0, 0.0, 1.0])
+        return _case("coinciding_breakpoints", "a = -1 or b = 1 exactly (rounded): piece 1 or 3 "
+                     "is empty and u = -1 lies on the middle piece (k = 1, v = 1 when a = -1); "
+                     "u = 1 stays on piece 3", ["CoincidingBreakpoints", "AtBreakpoint",
+                                                "UlpFromBreakpoint"], inp,
+                     float64_only=ULP_ROWS)
+    yield coinciding_breakpoints
 
 
 def _cases_surjection_inverse():
@@ -175,8 +318,8 @@ def _cases_surjection_inverse():
                              -1.0 + 1e-9, 1.0 - 1e-9])
         inp["k"] = np.array([0, 1, 2, 0, 1, 2, 0, 2, 0, 2, 1, 1])
         return _case("boundary", "v = -1 and 1 on every branch; just outside (forced k); "
-                     "just inside", ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint",
-                                     "Float64Only"], inp)
+                     "just inside", ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint"], inp,
+                     float64_only=ULP_ROWS)
     yield boundary
 
     def outside(r):
@@ -185,6 +328,20 @@ def _cases_surjection_inverse():
         inp["k"] = np.array([0, 0, 2, 2])
         return _case("outside", "|v| > 1 with the only branch", ["Outside"], inp)
     yield outside
+
+
+    def overflow_safe_product(r):
+        # alpha_minus = alpha_plus = e^-720.6: the inverse slope e^720.6 overflows alone
+        pairs = [[[0.0] * 3, [-721.0, 0.0, 0.0]]] * 4 + [[[0.0, 0.0, -721.0], [0.0] * 3]] * 3
+        inp = _slopes_of(pairs)
+        inp["v"] = np.array([np.nextafter(-1.0, -2.0), -1.5, -1.0, 0.3,
+                             np.nextafter(1.0, 2.0), 1.5, 1.0])
+        inp["k"] = np.array([0, 0, 0, 1, 2, 2, 2])
+        return _case("overflow_safe_product", "outer slopes e^-720.6: u - u0 = e^720.6 (v - v0) "
+                     "is finite for v one ulp beyond +-1 (where exp(720.6) alone overflows) and "
+                     "+-inf for v = +-1.5", ["OverflowSafeProduct", "Outside"], inp,
+                     float64_only="inverse slopes e^720 and u beyond the float32 range")
+    yield overflow_safe_product
 
 
 def _log_pq(logits):
@@ -213,10 +370,10 @@ def _cases_log_gating():
         n = len(v)
         return _case("boundary", "v around -1 and 1 (1e-9, 1 ulp, exact): gating = Q at v = -1, "
                      "P at v = 1, forced branch outside",
-                     ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint", "Outside",
-                      "Float64Only"],
+                     ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint", "Outside"],
                      {"v": v, "k": k, "s": _logits(r, n, 2.0),
-                      "log_p": _log_pq(_logits(r, n, 1.5)), "log_q": _log_pq(_logits(r, n, 1.5))})
+                      "log_p": _log_pq(_logits(r, n, 1.5)), "log_q": _log_pq(_logits(r, n, 1.5))},
+                     float64_only=ULP_ROWS)
     yield boundary
 
     def outside(r):
@@ -246,6 +403,17 @@ def _cases_log_gating():
     yield impossible
 
 
+    def logits_1e3(r):
+        n = 8
+        return _case("logits_1e3", "s, P and Q logits +-1e3: log-softmax needs the max shift, "
+                     "and log p(k | z) reaches -4e3 (p = 0 in any floating point)",
+                     ["LargeLogits", "SaturatedGating"],
+                     {"v": r.uniform(-1.0, 1.0, n), "k": r.integers(0, 3, n),
+                      "s": _saturated(r, n, 1e3), "log_p": _log_pq(_saturated(r, n, 1e3)),
+                      "log_q": _log_pq(_saturated(r, n, 1e3))})
+    yield logits_1e3
+
+
 def _cases_gating_probabilities():
     def generic(r):
         n = 8
@@ -258,10 +426,9 @@ def _cases_gating_probabilities():
         v = np.concatenate([_around(-1.0), _around(1.0)])
         n = len(v)
         return _case("boundary", "v around -1 and 1: = Q at -1, = P at 1, one-hot outside",
-                     ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint", "Outside",
-                      "Float64Only"],
+                     ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint", "Outside"],
                      {"v": v, "s": _logits(r, n, 2.0), "log_p": _log_pq(_logits(r, n, 1.5)),
-                      "log_q": _log_pq(_logits(r, n, 1.5))})
+                      "log_q": _log_pq(_logits(r, n, 1.5))}, float64_only=ULP_ROWS)
     yield boundary
 
     def saturated(r):
@@ -270,6 +437,14 @@ def _cases_gating_probabilities():
             "v": r.uniform(-1.0, 1.0, n), "s": _saturated(r, n, 300.0),
             "log_p": _log_pq(_saturated(r, n, 300.0)), "log_q": _log_pq(_saturated(r, n, 300.0))})
     yield saturated
+
+
+    def logits_1e3(r):
+        n = 6
+        return _case("logits_1e3", "s, P and Q logits +-1e3", ["LargeLogits", "SaturatedGating"], {
+            "v": r.uniform(-1.0, 1.0, n), "s": _saturated(r, n, 1e3),
+            "log_p": _log_pq(_saturated(r, n, 1e3)), "log_q": _log_pq(_saturated(r, n, 1e3))})
+    yield logits_1e3
 
 
 def _cases_sample_branch():
@@ -287,7 +462,9 @@ def _cases_sample_branch():
                       np.nextafter(1.0, 0.0)])
         return _case("cdf_boundaries", "uniforms 0, just below and exactly at P0 and P0 + P1, "
                      "and the largest double below 1: k increases at equality",
-                     ["AtCdfBoundary", "Float64Only"], {"prob": prob, "uniforms": u})
+                     ["AtCdfBoundary"], {"prob": prob, "uniforms": u},
+                     float64_only="uniforms exactly at and one ulp below a cumulative "
+                                  "probability: float32 cumulative sums differ in the last bits")
     yield boundaries
 
     def degenerate(r):
@@ -296,8 +473,10 @@ def _cases_sample_branch():
         u = np.array([0.0, np.nextafter(1.0, 0.0), 0.0, np.nextafter(1.0, 0.0), 0.5,
                       np.nextafter(0.5, 0.0), 0.0])
         return _case("zero_probabilities", "one-hot and zero-probability branches are never "
-                     "drawn for uniforms in [0, 1)", ["AtCdfBoundary", "Float64Only"],
-                     {"prob": prob, "uniforms": u})
+                     "drawn for uniforms in [0, 1)", ["AtCdfBoundary"],
+                     {"prob": prob, "uniforms": u},
+                     float64_only="the largest double below 1 rounds to 1.0 in float32, "
+                                  "outside [0, 1)")
     yield degenerate
 
 
@@ -381,6 +560,48 @@ def _cases_rad_coupling():
     yield saturated
 
 
+    def clip(r):
+        # A constant conditioner (W2 = 0): u = x_B, P uniform, Q = softmax(-40, 0, 0):
+        # a = -1/3, b = 1/3, alpha_2 = 3, alpha_minus = e^-39.6.  x_B = 1/3 gives the
+        # unclipped v = -1 - 4e-16 on the middle piece (k = 1); x_B = -1.5 gives v = -1
+        # after rounding on piece 0 (k = 0), clipped to the double below -1.
+        params = _rad_layer_params(r, 2, 0)
+        params["cond.W2"][:] = 0.0
+        params["cond.b2"][:] = 0.0
+        params["cond.b2"][5] = -30.0  # q_logits[0] = 40 tanh(-30) = -40
+        params["cond.scale"][5] = 40.0
+        x = np.column_stack([r.normal(0.0, 1.0, 6), [1.0 / 3.0, -1.5, 0.2, -0.7, 1.0 / 3.0, 0.9]])
+        return _case("clip", "constant conditioner, u = x_B: rows x_B = 1/3 (unclipped v one "
+                     "ulp below -1 on the middle piece: without the clip log p(k = 1 | z) = "
+                     "-inf) and x_B = -1.5 (v rounds to -1 on piece 0: without the clip the "
+                     "gating sees v inside [-1, 1] and gives log Q_0 = -40.7 instead of 0)",
+                     ["ClipChangesV", "UlpFromBreakpoint", "Outside"],
+                     {"x": x, "sample_z": r.normal(0.0, 1.0, (6, 2)),
+                      "sample_uniforms": r.random((6, 1))}, params, {"layer": 0},
+                     float64_only="x_B = 1/3 lies one float64 ulp below the breakpoint b; "
+                                  "rounded to float32 it falls on piece 3 (k = 2)")
+    yield clip
+
+    def output_out_of_range(r):
+        # log_scale_out = 300 tanh(50 relu(x_A)): 0 for x_A <= 0, 300 for x_A > 0.1,
+        # so z_B = v e^300 leaves +-1e120 on the rows with x_A > 0.
+        params = _rad_layer_params(r, 2, 0)
+        params["cond.W1"][0, 0], params["cond.b1"][0] = 5.0, 0.0
+        params["cond.W2"][:, 8] = 0.0
+        params["cond.W2"][0, 8] = 10.0
+        params["cond.b2"][8], params["cond.scale"][8] = 0.0, 300.0
+        x = np.column_stack([[-1.2, 0.8, -0.3, 1.5, -2.0, 0.6, -0.9, 1.1], r.normal(0.0, 1.0, 8)])
+        return _case("output_out_of_range", "log_scale_out = 300 on the rows with x_A > 0: "
+                     "their z_B = v e^300 lies beyond +-1e120 and the gating network is "
+                     "evaluated at z = 0 for them; those rows have loss weight 0",
+                     ["OutOfRange"],
+                     {"x": x, "sample_z": r.normal(0.0, 1.0, (8, 2)),
+                      "sample_uniforms": r.random((8, 1))}, params, {"layer": 0},
+                     loss_rows="in_range",
+                     float64_only="z = v e^300 lies beyond the float32 range")
+    yield output_out_of_range
+
+
 def _cases_affine_coupling():
     for dim, layer, n in ((2, 0, 8), (2, 1, 8), (5, 0, 6), (5, 1, 6), (2, 1, 1)):
         def layer_case(r, dim=dim, layer=layer, n=n):
@@ -430,11 +651,57 @@ def _flow_cases(kind, hidden):
         yield flow_case
 
 
-def _cases_adam():
-    shapes = {"W": (2, 3), "b": (3,)}
+    def out_of_range(r):
+        config = FlowConfig(kind, 2, 6, hidden, hidden if kind == "rad" else 0)
+        params = _random_flow_params(r, config)
+        # Rows in range at the input that leave it at some layer: from candidates of
+        # size 1e119 - 9e119, those this flow puts out of range (the others would give
+        # log p(x) ~ -1e239, ill-conditioned and not what the case is about).
+        candidates = np.array([[0.2, 9e119], [9e119, -0.4], [-5e119, 0.1], [0.1, -5e119],
+                               [3e119, 3e119], [-9e119, 9e119], [1e119, 0.5], [0.5, 1e119]])
+        leaves = ~np.isfinite(flow_forward(candidates, params, config)[0])
+        x = np.concatenate([[[1e130, 0.3], [0.5, np.inf]], candidates[leaves][:3],
+                            r.normal(0.0, 1.5, (4, 2))])
+        n = len(x)
+        normals = r.normal(0.0, 1.0, (n, 2))
+        normals[:2] = [[0.3, 1e130], [-np.inf, 0.5]]  # sampling from out-of-range noise
+        return _case("out_of_range", "rows beyond +-1e120 at the input (1e130, inf) or after "
+                     "a layer (inputs of size 1e119 - 9e119): log_px = -inf, z = inf, k = -1, zero "
+                     "gradient, inverse_x = inf; the other rows as if alone (no layer_z, "
+                     "layer_term); sample_normals of 1e130 and -inf: sample_x = inf, "
+                     "sample_k = -1", ["OutOfRange"],
+                     {"x": x, "sample_normals": normals,
+                      "sample_uniforms": r.random((n, 6, 2))}, params, dict(config._asdict()),
+                     float64_only="inputs beyond the float32 range")
+    yield out_of_range
+    if kind != "rad":
+        return
 
+    for size in (100, 3000):
+        def saturated_layers(r, size=size):
+            config = FlowConfig(kind, 2, 6, hidden, hidden)
+            params = _random_flow_params(r, config)
+            for layer in (0, 2, 5):  # saturated gating at the first, a middle and the last layer
+                params[f"{layer}.gate.b2"] = size * r.permutation([-1.0, 0.0, 1.0])
+            float64_only = None if size < 1000 else (
+                "gating logits of size 3e3: the float32 rounding error of log p(k | z), "
+                "~3e3 * 6e-8, exceeds the float32 tolerance")
+            return _case(f"saturated_gating_layers_{size}",
+                         f"gating logits s of +-{size} in layers 0, 2 and 5: p(k | z) down to "
+                         f"e^-{2 * size} (0 in any floating point; only its log is finite, and "
+                         f"only with the max shift)", ["SaturatedGating", "LargeLogits"],
+                         {"x": r.normal(0.0, 1.5, (8, 2)),
+                          "sample_normals": r.normal(0.0, 1.0, (8, 2)),
+                          "sample_uniforms": r.random((8, 6, 2))}, params,
+                         dict(config._asdict()), float64_only=float64_only)
+        yield saturated_layers
+
+
+def _cases_adam():
     def adam_case(cid, comment, flags, r, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                  grad_scale=1.0, zero_state=False, zero_grads=False):
+                  grad_scale=1.0, zero_state=False, zero_grads=False,
+                  shapes=(("W", (2, 3)), ("b", (3,)))):
+        shapes = dict(shapes)
         inp = {}
         for name, shape in shapes.items():
             inp["params." + name] = r.normal(0.0, 1.0, shape)
@@ -461,6 +728,10 @@ def _cases_adam():
     yield lambda r: adam_case("zero_gradient", "zero gradients and moments at t = 0: the update "
                               "is exactly 0 (0 / eps)", ["ZeroGradient", "FirstStep"], r, 0,
                               zero_state=True, zero_grads=True)
+    yield lambda r: adam_case("several_arrays", "five parameters of shapes (2, 2), (4,), (), (0,) "
+                              "and (3, 1): 12 numbers, a scalar and an empty array", ["Generic"],
+                              r, 4, lr=0.02, shapes=(("W", (2, 2)), ("b", (4,)), ("s", ()),
+                                                     ("e", (0,)), ("V", (3, 1))))
 
 
 CASE_GENERATORS = {
@@ -493,9 +764,14 @@ def generate_cases(block_name):
         block = BLOCKS[block_name]
         outputs, _ = block.forward(case["inputs"], case["params"], case["config"])
         loss_weights = {}
+        loss_rows = case.pop("loss_rows")
         if case.pop("loss") and block.backward is not None:
             loss_weights = {o: rng.normal(0.0, 1.0, np.shape(outputs[o]))
                             for o in block.differentiable}
+            if loss_rows == "in_range":  # rows of z beyond +-RANGE: weight 0
+                in_range = np.all(np.abs(outputs["z"]) <= RANGE, axis=1)
+                for w in loss_weights.values():
+                    w[~in_range] = 0.0
         case["loss_weights"] = loss_weights
         case["outputs"], case["grads"] = compute(block_name, case["inputs"], case["params"],
                                                  case["config"], loss_weights)

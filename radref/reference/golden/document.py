@@ -10,8 +10,10 @@ Format (Wycheproof style, readable from any language)::
           "loss_weights", "outputs", "grads"}, ...]}}}
 """
 import hashlib
+import importlib.resources
 import io
 import json
+import math
 import os
 import zipfile
 
@@ -21,12 +23,23 @@ from radref.reference.golden.blocks import BLOCKS, compute
 from radref.reference.golden.cases import FLAGS, generate_cases
 from radref.reference.golden.codec import (GoldenFormatError, canonical_json, checksum,
                                            decode_array, encode_array)
-from radref.reference.golden.port_check import TOLERANCES
+from radref.reference.golden.port_check import TOLERANCES, block_scales
 
 SCHEMA = "radref-golden"
-SCHEMA_VERSION = 1
+#: 2: per-entry error measure with per-block field scales, float64_only reasons,
+#: the vectors shipped as package data (docs/golden.md §8)
+SCHEMA_VERSION = 2
 JSON_NAME = "radref-golden.json"
 NPZ_NAME = "radref-golden.npz"
+#: The directory, inside this package, that holds the shipped vectors.
+VECTORS_DIR = "vectors"
+#: The non-array keys of a case; ``float64_only`` only on cases flagged Float64Only.
+CASE_KEYS = ("id", "comment", "flags", "float64_only", "config")
+
+ERROR_MEASURE = ("entry i of a float field passes when |port_i - golden_i| <= "
+                 "rtol * (|golden_i| + S), rtol = tolerances[precision][section], "
+                 "S = blocks[block].scales[field]; integer fields must be equal; non-finite "
+                 "golden entries must be matched exactly")
 
 
 def generate():
@@ -37,11 +50,13 @@ def generate():
     for name, block in BLOCKS.items():
         blocks[name] = {"function": block.function, "comment": block.comment,
                         "cases": generate_cases(name)}
+        blocks[name]["scales"] = block_scales(blocks[name])
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "radref_version": __version__,
             "numpy_version": np.__version__, "generated_by": "radref golden --out DIR",
             "loss": "L = sum over o in loss_weights of sum(loss_weights[o] * outputs[o]); "
                     "grads[name] = dL/d name for every input and parameter name",
-            "flags": dict(FLAGS), "tolerances": TOLERANCES, "blocks": blocks}
+            "error_measure": ERROR_MEASURE, "flags": dict(FLAGS), "tolerances": TOLERANCES,
+            "blocks": blocks}
 
 
 ARRAY_SECTIONS = ("inputs", "params", "loss_weights", "outputs", "grads")
@@ -54,12 +69,12 @@ def to_json(doc):
     for name, block in doc["blocks"].items():
         cases = []
         for case in block["cases"]:
-            c = {k: case[k] for k in ("id", "comment", "flags", "config")}
+            c = {k: case[k] for k in CASE_KEYS if k in case}
             for section in ARRAY_SECTIONS:
                 c[section] = {k: encode_array(v) for k, v in case[section].items()}
             cases.append(c)
         out["blocks"][name] = {"function": block["function"], "comment": block["comment"],
-                               "cases": cases}
+                               "scales": dict(block["scales"]), "cases": cases}
     out["checksum"] = checksum(out)
     return out
 
@@ -71,9 +86,11 @@ def from_json(jdoc, where="golden"):
     if jdoc.get("schema") != SCHEMA:
         raise GoldenFormatError(f"{where}: 'schema' must be {SCHEMA!r}, got {jdoc.get('schema')!r}")
     if jdoc.get("schema_version") != SCHEMA_VERSION:
-        raise GoldenFormatError(f"{where}: unsupported schema_version "
-                                f"{jdoc.get('schema_version')!r} "
-                                f"(this radref reads {SCHEMA_VERSION})")
+        raise GoldenFormatError(
+            f"{where}: schema_version is {jdoc.get('schema_version')!r}, but this radref reads "
+            f"schema_version {SCHEMA_VERSION} only: write the file against the current golden "
+            f"vectors (radref golden --where) with \"schema_version\": {SCHEMA_VERSION} "
+            f"(docs/golden.md §8 lists what changed)")
     blocks = jdoc.get("blocks")
     if not isinstance(blocks, dict):
         raise GoldenFormatError(f"{where}: 'blocks' must be an object")
@@ -88,9 +105,9 @@ def from_json(jdoc, where="golden"):
             cwhere = f"{bwhere}.cases[{i}]"
             if not isinstance(case, dict) or not isinstance(case.get("id"), str):
                 raise GoldenFormatError(f"{cwhere}: expected an object with a string 'id'")
-            c = {k: case.get(k) for k in ("id", "comment", "flags", "config")}
-            c["flags"] = c["flags"] or []
-            c["config"] = c["config"] or {}
+            c = {k: case[k] for k in CASE_KEYS if k in case}
+            c["flags"] = c.get("flags") or []
+            c["config"] = c.get("config") or {}
             for section in ARRAY_SECTIONS:
                 arrays = case.get(section, {})
                 if not isinstance(arrays, dict):
@@ -98,6 +115,11 @@ def from_json(jdoc, where="golden"):
                 c[section] = {k: decode_array(v, f"{cwhere}.{section}.{k}")
                               for k, v in arrays.items()}
             cases.append(c)
+        scales = block.get("scales", {})
+        if not isinstance(scales, dict) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                and x >= 0 for x in scales.values()):
+            raise GoldenFormatError(f"{bwhere}.scales: expected an object of finite numbers >= 0")
         doc["blocks"][name] = dict({k: v for k, v in block.items() if k != "cases"}, cases=cases)
     return doc
 
@@ -125,7 +147,7 @@ def skeleton(jdoc):
     out = {k: v for k, v in jdoc.items() if k != "blocks"}
     out["blocks"] = {
         name: dict({k: v for k, v in block.items() if k != "cases"},
-                   cases=[{k: case[k] for k in ("id", "comment", "flags", "config")}
+                   cases=[{k: case[k] for k in CASE_KEYS if k in case}
                           | {s: sorted(case[s]) for s in ARRAY_SECTIONS}
                           for case in block["cases"]])
         for name, block in jdoc["blocks"].items()}
@@ -196,11 +218,11 @@ def inputs_digest(doc, blocks):
 
 
 def default_golden_dir():
-    """``validation/golden`` of the source tree radref was imported from (or None)."""
-    package = os.path.dirname(os.path.abspath(__file__))  # radref/reference/golden
-    root = os.path.dirname(os.path.dirname(os.path.dirname(package)))
-    candidate = os.path.join(root, "validation", "golden")
-    return candidate if os.path.exists(os.path.join(candidate, JSON_NAME)) else None
+    """The directory of the golden vectors shipped with radref, as package data
+    (``radref/reference/golden/vectors`` of the installed package, found with
+    :mod:`importlib.resources`: no source tree needed); None if it is missing."""
+    vectors = importlib.resources.files(__package__).joinpath(VECTORS_DIR)
+    return os.fspath(vectors) if vectors.joinpath(JSON_NAME).is_file() else None
 
 
 def recompute_document(doc):
