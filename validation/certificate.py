@@ -355,10 +355,11 @@ def markdown(report):
               "log(1 + e^-60) (= 1e-26, computed as 0) or differences of two log-slopes of "
               "size 600 that cancel to 1e-49. Their absolute error is 1e-26 or less, below "
               "ulp(1); the mixed measure counts it as such. The larger mixed errors come from "
-              "cancellation between terms of size 60 (`log_alpha_plus = log_alpha_3 + lP2` at "
-              "logits +-30: 32 ulps of 1, half an ulp of 64) and from the conditioning of six "
-              "stacked Rad layers, whose outer slopes amplify the rounding of early layers "
-              "(`z` of `d2_tail`).", ""]
+              "cancellation between terms as large as the logits (`log_alpha_minus = "
+              "log_alpha_1 + lQ0`: 32 ulps of 1 at logits +-30, 512 at logits +-1e3, a quarter "
+              "of an ulp of 2e3), from the log-space product exp(L + log|u - u0|) at slopes "
+              "e^730 (relative error eps |L|) and from the conditioning of six stacked Rad "
+              "layers, whose outer slopes amplify the rounding of early layers.", ""]
     lines += ["## Per case", "", "| block | case | field | max mixed ulps | max strict ulps |",
               "|---|---|---|---:|---:|"]
     for name, b in report["blocks"].items():
