@@ -19,7 +19,7 @@ from radref.reference import golden
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CERTIFICATE = ROOT / "validation" / "certificate.json"
-GOLDEN_JSON = ROOT / "validation" / "golden" / golden.JSON_NAME
+GOLDEN_JSON = pathlib.Path(golden.default_golden_dir()) / golden.JSON_NAME
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update, adam_update_inplace,
-                          check_adam_config, pack)
+from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
+                                   adam_update_inplace, check_adam_config, pack)
 
 
 def _run(config, grads_seq, p0):
@@ -304,6 +304,9 @@ def test_pack_views_share_one_vector():
 
 
 def test_packed_adam_matches_adam_update_inplace_bitwise():
+    # (adam_update_inplace is PackedAdam on the caller's arrays; this checks
+    # that entering and leaving the context once per step, or once for many
+    # steps, gives the same numbers and the views show them during training)
     params, grads = _random_problem(1)
     reference, ref_state = copy.deepcopy(params), adam_init(params)
     state = adam_init(params)
@@ -362,3 +365,75 @@ def test_packed_adam_rejects_bad_input():
             adam.flatten({"b": np.zeros(2)})
         with pytest.raises(ValueError, match="shapes"):
             adam.flatten({"a": np.zeros(3)})
+
+
+def _reference_adam(p, g, m, v, t, config):
+    """Kingma & Ba's Algorithm 1 for one array, written out independently of
+    radref (docs/derivations-mlp-adam.md §3): ``t`` already incremented."""
+    lr, beta1, beta2, eps = config
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * (g * g)
+    m_hat = m / (1.0 - beta1 ** t)
+    v_hat = v / (1.0 - beta2 ** t)
+    return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def _split_shapes(rng, total):
+    """Random shapes (0-d, empty, 1-d, 2-d) whose sizes add up to ``total``."""
+    shapes, left = [], total
+    while left > 0:
+        size = int(rng.integers(1, left + 1))
+        shapes.append({0: (size,), 1: (1, size), 2: (size, 1)}[int(rng.integers(0, 3))]
+                      if size > 1 else [(), (1,)][int(rng.integers(0, 2))])
+        left -= size
+    shapes.insert(int(rng.integers(0, len(shapes) + 1)), (0,))  # an empty array anywhere
+    return shapes
+
+
+@pytest.mark.parametrize("total", range(0, 41))
+def test_packed_update_is_the_formula_per_array_for_every_parameter_count(total):
+    """The packed path that training runs (PackedAdam.update), and the
+    functions built on it, agree bit for bit with the formula applied to each
+    array on its own, for every total parameter count 0..40 (multiples of 4
+    included: a fast path broken only for those once survived the tests)."""
+    rng = np.random.default_rng(total)
+    shapes = _split_shapes(rng, total)
+    names = [f"{i}.w" for i in range(len(shapes))]
+    start = {n: rng.standard_normal(s) for n, s in zip(names, shapes)}
+    config = AdamConfig(lr=0.03, beta1=0.7, beta2=0.9, eps=1e-6)
+    ref = {n: (p.copy(), np.zeros(p.shape), np.zeros(p.shape)) for n, p in start.items()}
+    packed, packed_state = {n: p.copy() for n, p in start.items()}, adam_init(start)
+    inplace, inplace_state = {n: p.copy() for n, p in start.items()}, adam_init(start)
+    pure, pure_state = dict(start), adam_init(start)
+    with PackedAdam(packed, packed_state, config) as adam:
+        for t in range(1, 4):
+            grads = {n: rng.standard_normal(s) * 10.0 ** rng.integers(-8, 3, size=s)
+                     for n, s in zip(names, shapes)}
+            ref = {n: _reference_adam(ref[n][0], grads[n], ref[n][1], ref[n][2], t, config)
+                   for n in names}
+            adam.update(adam.flatten(grads))
+            adam_update_inplace(inplace, grads, inplace_state, config)
+            pure, pure_state = adam_update(pure, grads, pure_state, config)
+            for n in names:
+                for p, state in ((packed[n], packed_state), (inplace[n], inplace_state),
+                                 (pure[n], pure_state)):
+                    assert state["t"] == t
+                    assert p.shape == start[n].shape
+                    for got, want in ((p, ref[n][0]), (state["m"][n], ref[n][1]),
+                                      (state["v"][n], ref[n][2])):
+                        assert got.tobytes() == np.asarray(want).tobytes(), (total, t, n)
+
+
+def test_adam_update_computes_in_float64():
+    """Non-float64 inputs are converted (float64 is radref's precision): the
+    result is that of the float64 values."""
+    config = AdamConfig(lr=0.1)
+    params32 = {"w": np.array([1.0, -2.0], dtype=np.float32), "n": np.array([3, 4])}
+    grads32 = {"w": np.array([0.1, 0.3], dtype=np.float32), "n": np.array([1, -1])}
+    new, state = adam_update(params32, grads32, adam_init(params32), config)
+    params64 = {k: v.astype(np.float64) for k, v in params32.items()}
+    grads64 = {k: v.astype(np.float64) for k, v in grads32.items()}
+    want, _ = adam_update(params64, grads64, adam_init(params64), config)
+    for k in params32:
+        assert new[k].dtype == np.float64 and state["m"][k].dtype == np.float64
+        assert new[k].tobytes() == want[k].tobytes()

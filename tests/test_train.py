@@ -1,9 +1,12 @@
-"""Tests of radref.training.train.mean_loglik_and_grad in chunks (large batches)."""
+"""Tests of radref.training.train: the gradient in chunks (large batches) and
+the training step as the documented Adam update."""
 import numpy as np
 import pytest
 
 from radref.core.flow import FlowConfig, flow_backward, flow_forward, flow_init
-from radref.training.train import mean_loglik_and_grad
+from radref.training.optim import AdamConfig, adam_init, adam_update
+from radref.training.train import (MinibatchSchedule, as_seed_sequence, mean_loglik_and_grad,
+                                   train)
 
 CONFIGS = [FlowConfig("rad", 2, 4, 8, 8), FlowConfig("affine", 3, 3, 16, 0)]
 
@@ -22,3 +25,27 @@ def test_chunked_gradient_equals_one_pass(config):
         for name, g in expected.items():
             scale = np.max(np.abs(g))
             assert np.max(np.abs(grads[name] - g)) <= 1e-12 * scale, name
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
+def test_train_steps_are_adam_update_on_the_minibatch_gradients(config):
+    """train() is, bit for bit, mean_loglik_and_grad on the scheduled minibatch
+    followed by adam_update on the negated gradient: the Adam the golden
+    vectors check (both are PackedAdam.update) and nothing else."""
+    params = flow_init(config, out_std=0.3, random_state=2)
+    x = np.random.default_rng(3).normal(size=(60, config.dim))
+    adam = AdamConfig(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-7)
+    expected = {k: v.copy() for k, v in params.items()}
+    state = adam_init(expected)
+    schedule = MinibatchSchedule(60, 20, as_seed_sequence(4))
+    for step in range(5):
+        _, grads = mean_loglik_and_grad(x[schedule.indices(step)], expected, config)
+        expected, state = adam_update(expected, {k: -g for k, g in grads.items()}, state, adam)
+    history = train(params, config, x, steps=5, batch_size=20, adam=adam, random_state=4,
+                    progress=False)
+    assert history["optimizer_state"]["t"] == 5
+    for name, value in expected.items():
+        assert params[name].tobytes() == value.tobytes(), name
+        for key in ("m", "v"):
+            assert history["optimizer_state"][key][name].tobytes() == \
+                state[key][name].tobytes(), (key, name)

@@ -38,10 +38,13 @@ def numerical_gradient(f, x, h=1e-6):
     return grad
 
 
-def relative_error(analytic, numeric):
-    """Relative error of a gradient array, in the max norm.
+def max_norm_relative_error(analytic, numeric):
+    """Relative error of a gradient array, in the max norm, symmetric in its arguments.
 
-    ``max |x - y| / max(1e-8, max |x| + max |y|)`` (0 for empty arrays).
+    ``max |x - y| / max(1e-8, max |x| + max |y|)`` (0 for empty arrays): the
+    largest difference over the sum of the two arrays' largest entries.  (The
+    port checker's measure, :mod:`radref.reference.golden.port_check`, differs:
+    it trusts one side, the golden values.)
 
     The error is measured against the scale of the whole gradient array rather
     than entry by entry: a finite difference has an absolute error of about
@@ -58,3 +61,8 @@ def relative_error(analytic, numeric):
         return 0.0
     scale = max(1e-8, float(np.max(np.abs(analytic)) + np.max(np.abs(numeric))))
     return float(np.max(np.abs(analytic - numeric))) / scale
+
+
+#: The name of :func:`max_norm_relative_error` before radref 0.2, kept for
+#: existing callers.
+relative_error = max_norm_relative_error

@@ -1,4 +1,4 @@
-"""Adam (Kingma & Ba 2015, Algorithm 1), pure and functional.
+"""Adam (Kingma & Ba 2015, Algorithm 1): one formula, one packed update.
 
 For every parameter array ``p`` with gradient ``g``, at step ``t = 1, 2, ...``::
 
@@ -14,15 +14,15 @@ the first update uses ``t = 1``.  With ``m = v = 0`` initially the bias
 correction makes the first step ``lr * g / (|g| + eps)``, of magnitude ``lr``
 for any gradient much larger than ``eps``.
 
-The formula is written once, in :func:`_adam_step`; :func:`adam_update`
-(new arrays, inputs untouched) and :func:`adam_update_inplace` (writes into
-the existing arrays, for models whose users hold references to them) differ
-only in where they store its results, so they agree bit for bit.  Both apply
-it once to all the parameters joined into flat vectors (:func:`_new_values`),
-which gives the same bits as one application per array.  The derivation is
-in docs/derivations-mlp-adam.md.
+The formula is written once, in :func:`adam_step`, and applied by one code
+path, :meth:`PackedAdam.update`, to all the parameters packed into one float64
+vector per kind (:func:`pack`).  Training (:func:`radref.training.train.train`)
+and the golden vectors' ``adam`` block call :meth:`PackedAdam.update`;
+:func:`adam_update` (new arrays, inputs untouched) and
+:func:`adam_update_inplace` (writes into the existing arrays) are that same
+update on copies or on the caller's arrays.  The derivation is in
+docs/derivations-mlp-adam.md.
 """
-import itertools
 import math
 import numbers
 from typing import NamedTuple
@@ -101,20 +101,8 @@ def adam_init(params):
     }
 
 
-def _shapes(arrays):
-    """The shape of every item of the list ``arrays``."""
-    try:
-        return [a.shape for a in arrays]
-    except AttributeError:  # a Python scalar or a list among them
-        return [np.shape(a) for a in arrays]
-
-
 def _check_inputs(params, grads, state, config):
-    """Validate the arguments of an update.
-
-    Returns the parameters, gradients, first and second moments as four lists
-    of arrays, in the order of ``params``.
-    """
+    """Validate the arguments of an update (config, ``t``, keys and shapes)."""
     check_adam_config(config)
     t = state["t"]
     if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
@@ -124,27 +112,28 @@ def _check_inputs(params, grads, state, config):
         if other.keys() != params.keys():
             raise ValueError(
                 f"{label} must have the keys of params {sorted(params)}, got {sorted(other)}")
-    p = list(params.values())
-    g, m, v = ([other[name] for name in params] for _, other in others)
-    # One comparison of shape lists per dict; the first mismatch is searched
-    # for only when there is one.
-    shapes = _shapes(p)
-    if not _shapes(g) == _shapes(m) == _shapes(v) == shapes:
-        for name in params:
-            shape = np.shape(params[name])
-            for label, other in others:
-                if np.shape(other[name]) != shape:
-                    raise ValueError(
-                        f"{label}[{name!r}] has shape {np.shape(other[name])}, "
-                        f"params[{name!r}] has shape {shape}")
-    return p, g, m, v
+        for name, value in params.items():
+            if np.shape(other[name]) != np.shape(value):
+                raise ValueError(f"{label}[{name!r}] has shape {np.shape(other[name])}, "
+                                 f"params[{name!r}] has shape {np.shape(value)}")
 
 
-def _adam_step(g, m, v, t, config):
-    """The Adam formula for one array: returns new ``(m, v, step)``.
+def adam_step(g, m, v, t, config):
+    """The Adam formula (docs/derivations-mlp-adam.md §3, steps 2-5), elementwise.
 
-    ``t`` is the already incremented step count (``>= 1``); the caller applies
-    ``p - step``.  Nothing is written into the arguments.
+    Parameters
+    ----------
+    g, m, v : ndarray (float64), one shape
+        Gradient of the loss to minimise, first and second moments before the step.
+    t : int
+        The step count *already incremented* (``>= 1``).
+    config : AdamConfig
+
+    Returns
+    -------
+    m_new, v_new, step : ndarray
+        New moments and the step; the caller applies ``p - step``.  Nothing is
+        written into the arguments.
     """
     lr, beta1, beta2, eps = config.lr, config.beta1, config.beta2, config.eps
     m_new = beta1 * m + (1.0 - beta1) * g
@@ -153,127 +142,6 @@ def _adam_step(g, m, v, t, config):
     v_hat = v_new / (1.0 - beta2 ** t)
     step = lr * m_hat / (np.sqrt(v_hat) + eps)
     return m_new, v_new, step
-
-
-def _flat(arrays):
-    """The arrays flattened (C order) and joined into one float64 vector.
-
-    ``casting="no"``: an array of any other dtype raises TypeError instead of
-    being converted.
-    """
-    return np.concatenate(arrays, axis=None, dtype=np.float64, casting="no")
-
-
-def _new_values(p, g, m, v, t, config, shaped=True):
-    """New parameters and moments at step ``t``; nothing is written.
-
-    ``p, g, m, v`` are lists of arrays (from :func:`_check_inputs`); returns
-    three lists of new arrays ``(p_new, m_new, v_new)`` in the same order,
-    each array of the shape of its parameter, or, with ``shaped=False``,
-    possibly flat (the values in C order, as ``array.flat`` writes them).
-
-    The formula is elementwise, so when every array is float64 (always in
-    training) :func:`_adam_step` is applied once, to flat vectors that each
-    join all the arrays of one kind, and the results are cut back into the
-    parameters' shapes: the same operations on the same numbers as one call
-    per array, hence the same bits, in about ten NumPy calls instead of ten
-    per array.  Other dtypes (whose results NumPy's promotion rules make
-    depend on each array's dtype) get one call per array.
-    """
-    try:
-        # One vector per kind: the rows of one joining all four lists.
-        p_flat, g_flat, m_flat, v_flat = _flat(p + g + m + v).reshape(4, -1)
-    except (TypeError, ValueError):  # not all float64, or no parameters at all
-        p_new, m_new, v_new = [], [], []
-        for p_i, g_i, m_i, v_i in zip(p, g, m, v):
-            m_new_i, v_new_i, step_i = _adam_step(g_i, m_i, v_i, t, config)
-            p_new.append(p_i - step_i)
-            m_new.append(m_new_i)
-            v_new.append(v_new_i)
-        return p_new, m_new, v_new
-    m_flat, v_flat, step = _adam_step(g_flat, m_flat, v_flat, t, config)
-    p_flat = p_flat - step
-    # Parameter i is flat[cuts[i]], in C order.
-    shapes = _shapes(p)
-    ends = list(itertools.accumulate(math.prod(shape) for shape in shapes))
-    cuts = [slice(i, j) for i, j in zip([0] + ends[:-1], ends)]
-    if shaped:
-        return tuple([flat[cut].reshape(shape) for cut, shape in zip(cuts, shapes)]
-                     for flat in (p_flat, m_flat, v_flat))
-    return tuple([flat[cut] for cut in cuts] for flat in (p_flat, m_flat, v_flat))
-
-
-def adam_update(params, grads, state, config=AdamConfig()):
-    """One Adam step, returning new objects (nothing is modified).
-
-    Parameters
-    ----------
-    params : dict of ndarray
-    grads : dict of ndarray
-        Gradients of the loss to *minimise*; same keys and shapes as ``params``.
-    state : dict
-        From :func:`adam_init` or a previous call.
-    config : AdamConfig
-
-    Returns
-    -------
-    new_params : dict of ndarray
-        ``p - lr * m_hat / (sqrt(v_hat) + eps)`` for every parameter.
-    new_state : dict
-        ``t`` incremented by one, new moment arrays.
-
-    Raises
-    ------
-    ValueError
-        Invalid ``config`` or mismatched keys or shapes.
-    """
-    p, g, m, v = _check_inputs(params, grads, state, config)
-    t = state["t"] + 1
-    p_new, m_new, v_new = _new_values(p, g, m, v, t, config)
-    return (dict(zip(params, p_new)),
-            {"t": t, "m": dict(zip(params, m_new)), "v": dict(zip(params, v_new))})
-
-
-def adam_update_inplace(params, grads, state, config=AdamConfig()):
-    """One Adam step written into the existing arrays.
-
-    Same arithmetic as :func:`adam_update` (bit for bit), but every array of
-    ``params``, ``state["m"]`` and ``state["v"]`` is overwritten in place and
-    ``state["t"]`` is incremented, so code holding references to the parameter
-    arrays (e.g. a model object) sees the update.
-
-    Parameters
-    ----------
-    params : dict of ndarray
-        Writable floating-point arrays (a NumPy scalar cannot be updated in place).
-    grads, state, config
-        As for :func:`adam_update`.
-
-    Returns
-    -------
-    None
-
-    Raises
-    ------
-    ValueError
-        Invalid ``config`` or mismatched keys or shapes.
-    TypeError
-        If a parameter is not a floating-point ndarray.
-    """
-    p, g, m, v = _check_inputs(params, grads, state, config)
-    for name, value in params.items():
-        if not (isinstance(value, np.ndarray) and value.dtype.kind == "f"):  # np.floating
-            raise TypeError(
-                f"params[{name!r}] must be a floating-point ndarray to be updated in place")
-    # Compute everything, the new parameter values included, before writing
-    # anything, so that a failure (e.g. an overflow raised under np.errstate)
-    # leaves all untouched.
-    t = state["t"] + 1
-    p_new, m_new, v_new = _new_values(p, g, m, v, t, config, shaped=False)
-    for arrays, new_values in ((p, p_new), (m, m_new), (v, v_new)):
-        for array, new_value in zip(arrays, new_values):
-            array.flat = new_value  # in C order
-    state["t"] = t
 
 
 def pack(arrays, names=None):
@@ -311,11 +179,13 @@ class PackedAdam:
     Inside ``with PackedAdam(params, state, config) as adam:`` every array of
     ``params``, ``state["m"]`` and ``state["v"]`` is replaced by a view into
     one contiguous vector per kind (:func:`pack`), so an update is one
-    evaluation of :func:`_adam_step` on three vectors: about ten NumPy calls,
+    evaluation of :func:`adam_step` on three vectors: about ten NumPy calls,
     whatever the number of parameter arrays, and no copying back.  On exit
     (also by an exception) the original arrays receive the current values and
     are put back into the dicts, so code holding references to them sees the
-    update, as with :func:`adam_update_inplace`, which computes the same bits.
+    update.  :meth:`update` is the only code that applies Adam: training, the
+    golden vectors, :func:`adam_update` and :func:`adam_update_inplace` all
+    call it.
 
     Parameters
     ----------
@@ -361,12 +231,14 @@ class PackedAdam:
         return False
 
     def flatten(self, grads):
-        """The arrays of ``grads`` (keyed like the parameters) as one vector in
-        the packed order; ValueError if a key is missing or a size differs."""
+        """The arrays of ``grads`` (keyed like the parameters) as one float64
+        vector in the packed order; ValueError if a key is missing or a size
+        differs."""
         try:
-            flat = np.concatenate([np.ravel(grads[name]) for name in self.names])
+            parts = [np.ravel(grads[name]) for name in self.names]
         except KeyError as e:
             raise ValueError(f"grads has no entry {e.args[0]!r}") from None
+        flat = np.concatenate(parts, dtype=np.float64) if parts else np.zeros(0)
         if flat.shape != self._vectors[0].shape:
             raise ValueError("grads must have the shapes of params")
         return flat
@@ -378,7 +250,77 @@ class PackedAdam:
         the parameters and the state untouched."""
         p, m, v = self._vectors
         t = self.state["t"] + 1
-        m_new, v_new, step = _adam_step(g, m, v, t, self.config)
+        m_new, v_new, step = adam_step(g, m, v, t, self.config)
         p_new = p - step
         p[...], m[...], v[...] = p_new, m_new, v_new
         self.state["t"] = t
+
+
+def adam_update(params, grads, state, config=AdamConfig()):
+    """One Adam step, returning new objects (nothing is modified).
+
+    :meth:`PackedAdam.update` applied to float64 copies of ``params`` and of
+    the moments: the numbers training computes, bit for bit.
+
+    Parameters
+    ----------
+    params : dict of array_like
+        Real arrays (converted to float64).
+    grads : dict of array_like
+        Gradients of the loss to *minimise*; same keys and shapes as ``params``.
+    state : dict
+        From :func:`adam_init` or a previous call.
+    config : AdamConfig
+
+    Returns
+    -------
+    new_params : dict of ndarray (float64)
+        ``p - lr * m_hat / (sqrt(v_hat) + eps)`` for every parameter.
+    new_state : dict
+        ``t`` incremented by one, new moment arrays.
+
+    Raises
+    ------
+    ValueError
+        Invalid ``config`` or mismatched keys or shapes.
+    """
+    _check_inputs(params, grads, state, config)
+    new_params = {name: np.array(p, dtype=np.float64) for name, p in params.items()}
+    new_state = {"t": state["t"],
+                 "m": {name: np.array(state["m"][name], dtype=np.float64) for name in params},
+                 "v": {name: np.array(state["v"][name], dtype=np.float64) for name in params}}
+    with PackedAdam(new_params, new_state, config) as adam:
+        adam.update(adam.flatten(grads))
+    return new_params, new_state
+
+
+def adam_update_inplace(params, grads, state, config=AdamConfig()):
+    """One Adam step written into the existing arrays.
+
+    :meth:`PackedAdam.update` on the caller's own arrays: every array of
+    ``params``, ``state["m"]`` and ``state["v"]`` is overwritten in place and
+    ``state["t"]`` is incremented, so code holding references to the parameter
+    arrays (e.g. a model object) sees the update.  All or nothing: an error
+    raised during the computation (e.g. an overflow under ``np.errstate``)
+    leaves everything untouched.
+
+    Parameters
+    ----------
+    params : dict of ndarray (float64)
+    grads, state, config
+        As for :func:`adam_update`.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        Invalid ``config`` or mismatched keys or shapes.
+    TypeError
+        If a parameter or moment is not a float64 ndarray.
+    """
+    _check_inputs(params, grads, state, config)
+    with PackedAdam(params, state, config) as adam:
+        adam.update(adam.flatten(grads))

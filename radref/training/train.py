@@ -4,10 +4,10 @@ import time
 
 import numpy as np
 
-from radref.training.diagnostics import locate_non_finite
 from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density
+from radref.training.diagnostics import locate_non_finite
 from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
-                          check_adam_config)
+                                   check_adam_config)
 
 
 class NonFiniteError(FloatingPointError):
@@ -84,7 +84,10 @@ def _first_non_finite(grads):
 
 
 def _first_adam_overflow(params, descent, state, adam):
-    """The first parameter whose Adam update overflows (nothing is modified)."""
+    """The first parameter whose Adam update overflows (nothing is modified):
+    the same update, :meth:`PackedAdam.update` via :func:`adam_update`, one
+    parameter at a time (the formula is elementwise, so the one that overflows
+    alone is one that overflows in the packed update)."""
     for name in params:
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -140,7 +143,8 @@ class MinibatchSchedule:
         epoch, position = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             ss = self.seed_sequence
-            epoch_seed = np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (epoch,))
+            epoch_seed = np.random.SeedSequence(ss.entropy,
+                                                spawn_key=tuple(ss.spawn_key) + (epoch,))
             self._epoch = epoch
             self._permutation = np.random.default_rng(epoch_seed).permutation(self.n)
         return self._permutation[position * self.batch_size:(position + 1) * self.batch_size]

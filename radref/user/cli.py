@@ -140,6 +140,12 @@ def _cmd_reproduce(args):
 
 def _cmd_golden(args):
     from radref.reference import golden
+    if args.where:
+        where = golden.default_golden_dir()
+        if where is None:
+            raise CLIError("this radref installation ships no golden vectors")
+        print(where)
+        return
     json_path, npz_path = golden.write_golden(args.out)
     print(f"wrote {json_path} and {npz_path}")
 
@@ -150,7 +156,7 @@ def _cmd_check_port(args):
         raise CLIError(f"no such file: {args.port}")
     golden_dir = args.golden or golden.default_golden_dir()
     if golden_dir is None:
-        raise CLIError("no golden vectors found next to this radref: pass --golden DIR "
+        raise CLIError("this radref installation ships no golden vectors: pass --golden DIR "
                        "(a directory written by 'radref golden --out DIR')")
     golden_path = os.path.join(golden_dir, golden.JSON_NAME)
     if not os.path.exists(golden_path):
@@ -232,7 +238,10 @@ def build_parser():
                           description="Write radref-golden.json and radref-golden.npz "
                                       "(inputs, parameters, outputs and gradients of every "
                                       "building block; see docs/golden.md).")
-    gold.add_argument("--out", required=True, help="output directory")
+    where = gold.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="output directory")
+    where.add_argument("--where", action="store_true",
+                       help="print the directory of the vectors shipped with radref")
     gold.set_defaults(func=_cmd_golden)
 
     check = sub.add_parser("check-port", help="compare a port's outputs with the golden vectors",
@@ -242,9 +251,11 @@ def build_parser():
                                        "2 if a file is malformed.")
     check.add_argument("port", help="the port's results, JSON in the golden schema")
     check.add_argument("--golden", help="directory holding radref-golden.json "
-                                        "(default: validation/golden of this source tree)")
+                                        "(default: the vectors shipped with radref, "
+                                        "see 'radref golden --where')")
     check.add_argument("--tolerance", choices=("float64", "float32"), default="float64",
-                       help="float64: 1e-12 outputs, 1e-9 gradients; float32: 1e-4, 1e-3, "
+                       help="rtol per entry, |port - golden| <= rtol (|golden| + S): "
+                            "float64: 1e-12 outputs, 1e-9 gradients; float32: 1e-4, 1e-3, "
                             "cases flagged Float64Only skipped (default float64)")
     check.add_argument("--partial", action="store_true",
                        help="blocks, cases or fields the port does not provide do not fail")
