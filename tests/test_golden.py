@@ -23,7 +23,6 @@ the port checker.
 import copy
 import hashlib
 import importlib.resources
-import importlib.util
 import json
 import os
 import pathlib
@@ -727,11 +726,10 @@ def test_check_port_after_a_non_editable_install(tmp_path):
     golden --where`` and ``radref check-port`` from an unrelated working directory."""
     target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    # numpy comes from this environment (--no-deps); the build uses its setuptools
-    # when there is one (no download), else pip's isolated build environment
-    isolation = [] if importlib.util.find_spec("setuptools") is None else \
-        ["--no-build-isolation"]
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation,
+    # numpy comes from this environment (--no-deps); the build runs in pip's isolated
+    # build environment, as for a user (this environment's setuptools may be older
+    # than pyproject.toml's build requirement)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--target", str(target), str(ROOT)],
                    check=True, cwd=elsewhere, capture_output=True)
     env = dict(os.environ, PYTHONPATH=str(target))
