@@ -10,7 +10,7 @@ from helpers import check_gradient, flow_discrete_pattern, flow_kink_distance
 from radref import NotFittedError, RadFlow, RealNVPFlow, load_model
 from radref.training.checkpoint import CheckpointError
 from radref.datasets import negative_entropy, train_test_split_samples
-from radref.core.flow import flow_forward, flow_init, layer_params
+from radref.core.flow import flow_init
 from radref.training.optim import AdamConfig
 from radref.training.train import NonFiniteError, train
 

@@ -169,6 +169,7 @@ def _plot_layers(fig, model, points):
     config = model.config_
     zs, folded, k = flow_trajectory(points, model.params_, config)
     axes = fig.subplots(2, config.n_layers, squeeze=False)
+    size = float(np.clip(2500.0 / len(points), 0.6, 4.0))  # fewer points, larger dots
     if config.kind == "rad":
         fig.suptitle("folding of each layer: red / green / blue = branch k = 0 / 1 / 2 where "
                      "the layer folds its column, grey = where it is invertible", fontsize=10)
@@ -189,8 +190,8 @@ def _plot_layers(fig, model, points):
         for row, (z, label) in enumerate(((zs[layer], "input"), (zs[layer + 1], "output"))):
             ax = axes[row, layer]
             if colours is None:
-                ax.scatter(z[:, 0], z[:, 1], s=0.6, c=position, cmap="viridis", linewidths=0)
+                ax.scatter(z[:, 0], z[:, 1], s=size, c=position, cmap="viridis", linewidths=0)
             else:
-                ax.scatter(z[:, 0], z[:, 1], s=0.6, c=colours, linewidths=0)
+                ax.scatter(z[:, 0], z[:, 1], s=size, c=colours, linewidths=0)
             ax.set_title(f"layer {layer + 1} {label}{where if row == 0 else ''}", fontsize=8)
             _frame(ax, *bounding_box(z, margin=0.05, trim=0.002))
