@@ -761,3 +761,30 @@ def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, own_chec
     assert final.n_steps_ == CTRL_C_STEPS
     for name, value in uninterrupted.parameters().items():
         assert final.parameters()[name].tobytes() == value.tobytes(), name
+
+
+def test_demo_figure_one_scale_one_data_panel_scores_in_titles():
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import QuadMesh
+
+    from radref.user.plots import demo_figure
+    X_train, X_test = datasets.train_test_split_samples("two_moons", 500, 300, random_state=0)
+    models = {"Rad": RadFlow(n_layers=2, hidden=4, steps=30, random_state=0).fit(X_train),
+              "Real NVP": RealNVPFlow(n_layers=2, hidden=4, steps=30, random_state=0).fit(X_train)}
+    scores = {name: model.score(X_test) for name, model in models.items()}
+    fig = demo_figure(X_test, models, scores, best=-1.0,
+                      log_density=lambda X: datasets.log_density("two_moons", X), n_samples=300)
+    try:
+        colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        assert len(colorbars) == 1
+        meshes = [c for ax in fig.axes if ax not in colorbars for c in ax.collections
+                  if isinstance(c, QuadMesh)]
+        assert len(meshes) == 3  # true density and both models'
+        assert len({(m.norm.vmin, m.norm.vmax) for m in meshes}) == 1 and meshes[0].norm.vmin == 0
+        titles = [ax.get_title() for ax in fig.axes]
+        assert sum(title.startswith("data") for title in titles) == 1
+        for name, score in scores.items():
+            assert f"{name} density: held-out {score:+.3f} nats" in titles
+        assert "true density: best possible -1.000 nats" in titles
+    finally:
+        plt.close(fig)

@@ -62,13 +62,20 @@ def _frame(ax, xlim, ylim):
 
 def plot_demo(path, data, models, scores, best=None, log_density=None, random_state=0,
               n_samples=5000):
+    """Write :func:`demo_figure` to the PNG file ``path``."""
+    plt = _pyplot()
+    fig = demo_figure(data, models, scores, best, log_density, random_state, n_samples)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def demo_figure(data, models, scores, best=None, log_density=None, random_state=0,
+                n_samples=5000):
     """The data once, then one column per model: its samples above, its
     density below, every density on one colour scale with one colorbar.
 
     Parameters
     ----------
-    path : str
-        PNG file to write.
     data : ndarray, shape (n, 2)
         Held-out points (the first ``n_samples`` are drawn).
     models : dict
@@ -86,20 +93,26 @@ def plot_demo(path, data, models, scores, best=None, log_density=None, random_st
              for title, model in models.items()}
     if log_density is not None:
         grids["true"] = density_grid(log_density, xlim, ylim)
-    vmax = max(float(grid[2].max()) for grid in grids.values())
+    # one scale for every panel; its top is the highest 99.9th percentile of
+    # the panels, so that a spike of a few pixels does not darken the rest
+    # (values above it are drawn in the top colour; the colorbar says so)
+    vmax = max(float(np.quantile(grid[2], 0.999)) for grid in grids.values())
+    clipped = any(float(grid[2].max()) > vmax for grid in grids.values())
     columns = 1 + len(models)
     # panels of the data's aspect ratio, so that "equal" axes leave no gaps
     panel_width = 3.1
     panel_height = panel_width * (ylim[1] - ylim[0]) / (xlim[1] - xlim[0])
     fig, axes = plt.subplots(2, columns, layout="constrained", squeeze=False,
-                             figsize=(panel_width * columns + 1.1, 2 * panel_height + 1.3))
+                             figsize=(panel_width * columns + 1.1, 2 * panel_height + 0.8))
     shown = data[:n_samples]
     axes[0, 0].scatter(shown[:, 0], shown[:, 1], s=1, alpha=0.4, color="k", linewidths=0)
-    axes[0, 0].set_title(f"data ({len(shown)} held-out points)", fontsize=10)
+    axes[0, 0].set_title(f"data ({len(shown)} of {len(data)} held-out points)"
+                         if len(shown) < len(data) else f"data ({len(data)} held-out points)",
+                         fontsize=10)
     if log_density is not None:
         mesh = axes[1, 0].pcolormesh(*grids["true"], shading="auto", cmap="viridis", vmin=0.0,
                                      vmax=vmax)
-        label = "true density" + ("" if best is None else f": best {best:+.3f} nats")
+        label = "true density" + ("" if best is None else f": best possible {best:+.3f} nats")
         axes[1, 0].set_title(label, fontsize=10)
     else:
         axes[1, 0].axis("off")
@@ -116,9 +129,8 @@ def plot_demo(path, data, models, scores, best=None, log_density=None, random_st
     for ax in axes.ravel():
         _frame(ax, xlim, ylim)
     fig.colorbar(mesh, ax=axes[1, :].tolist(), label="density p(x), one scale for all",
-                 shrink=0.9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                 shrink=0.9, extend="max" if clipped else "neither")
+    return fig
 
 
 def plot_model(path, model, data=None, n_samples=4000, random_state=0, title=None):
