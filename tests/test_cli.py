@@ -788,3 +788,14 @@ def test_demo_figure_one_scale_one_data_panel_scores_in_titles():
         assert "true density: best possible -1.000 nats" in titles
     finally:
         plt.close(fig)
+
+
+def test_a_file_that_cannot_be_written_names_the_flag(tmp_path, capsys, monkeypatch):
+    # (the tests run as root, for whom permissions do not apply: the OS error
+    # is raised by hand where the file is written)
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(RadFlow, "save", refuse)
+    out = tmp_path / "m.npz"
+    status, _, err = _run(capsys, ["train", "--out", str(out)] + TINY)
+    _assert_user_error(status, err, f"--out {out}: cannot write (Permission denied)")

@@ -150,9 +150,10 @@ def _cmd_demo(args):
     print(f"best achievable (negative entropy of the data): {best:+.4f} nats")
     if args.figure:
         from radref.user.plots import plot_demo
-        plot_demo(args.figure, X_test, models, scores, best=best,
-                  log_density=lambda X: datasets.log_density("two_moons", X),
-                  random_state=args.seed)
+        with _writing("--figure", args.figure):
+            plot_demo(args.figure, X_test, models, scores, best=best,
+                      log_density=lambda X: datasets.log_density("two_moons", X),
+                      random_state=args.seed)
         print(f"figure written to {args.figure}")
     print(f"total time {time.perf_counter() - start:.1f} s")
 
@@ -176,7 +177,12 @@ def _cmd_train(args, argv):
                            f"model, data or settings); delete it, or choose another path to "
                            f"start afresh") from None
         raise
-    model.save(args.out)
+    except OSError as exc:  # the periodic checkpoint could not be written
+        if args.checkpoint is None:
+            raise
+        raise _cannot_write("--checkpoint", args.checkpoint, exc) from None
+    with _writing("--out", args.out):
+        model.save(args.out)
     held_out = ("" if X_val is None else
                 f"; held-out {model.score(X_val):+.4f} nats ({X_val.shape[0]} points)")
     resumed = ("" if resume_from is None else
@@ -185,6 +191,25 @@ def _cmd_train(args, argv):
           f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats{held_out}; saved to "
           f"{args.out}")
     return 0
+
+
+def _cannot_write(flag, path, exc):
+    return CLIError(f"{flag} {path}: cannot write ({exc.strerror or exc})")
+
+
+class _writing:
+    """Turn an OSError while writing ``path`` into a CLIError naming ``flag``."""
+
+    def __init__(self, flag, path):
+        self.flag, self.path = flag, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise _cannot_write(self.flag, self.path, exc) from None
+        return False
 
 
 def _train_setup(args):
@@ -254,7 +279,8 @@ def _interrupted(args, argv, model, stop):
     path = stop.checkpoint
     if path is None:
         path = default_checkpoint(args.out)
-        model.save(path)
+        with _writing("--out", path):
+            model.save(path)
     command = _without_option(argv, "--checkpoint") + ["--checkpoint", os.fspath(path)]
     # after a progress line the display has ended the line; else start a new
     # one (the terminal echoed ^C where the cursor was)
@@ -313,8 +339,9 @@ def _cmd_plot(args):
     if args.data is not None:
         X = _points("--data", args.data, 2, "MODEL", args.model)
     from radref.user.plots import plot_model
-    plot_model(out, model, data=X, n_samples=args.n, random_state=args.seed,
-               title=os.path.basename(args.model))
+    with _writing("--out", out):
+        plot_model(out, model, data=X, n_samples=args.n, random_state=args.seed,
+                   title=os.path.basename(args.model))
     print(f"figure written to {out}")
 
 

@@ -163,9 +163,12 @@ def _plot_overview(fig, model, samples, data, xlim, ylim, n_samples):
     panels = 3 if data is not None else 2
     axes = fig.subplots(1, panels)
     xs, ys, density = density_grid(model.score_samples, xlim, ylim)
-    mesh = axes[0].pcolormesh(xs, ys, density, shading="auto", cmap="viridis", vmin=0.0)
+    top = float(np.quantile(density, 0.999))  # as in demo_figure: a spike does not set the scale
+    mesh = axes[0].pcolormesh(xs, ys, density, shading="auto", cmap="viridis", vmin=0.0,
+                              vmax=top)
     axes[0].set_title("density p(x)")
-    fig.colorbar(mesh, ax=axes[0], shrink=0.85)
+    fig.colorbar(mesh, ax=axes[0], shrink=0.85,
+                 extend="max" if float(density.max()) > top else "neither")
     axes[1].scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.5, color="C0", linewidths=0)
     axes[1].set_title(f"{len(samples)} samples")
     if data is not None:
