@@ -799,3 +799,31 @@ def test_a_file_that_cannot_be_written_names_the_flag(tmp_path, capsys, monkeypa
     out = tmp_path / "m.npz"
     status, _, err = _run(capsys, ["train", "--out", str(out)] + TINY)
     _assert_user_error(status, err, f"--out {out}: cannot write (Permission denied)")
+
+
+def test_progress_smoothing_rate_and_eta_computed_by_hand():
+    from radref.user.progress import TrainingProgress, format_duration
+    now = [0.0]
+    stream = io.StringIO()
+    display = TrainingProgress(1000, start=0, mode="lines", stream=stream, clock=lambda: now[0])
+    for step in range(1, 1001):
+        now[0] = 0.01 * step  # 100 steps per second
+        display.update(step, 0.5 + 2.0 * (-1) ** step)  # a minibatch value jumping by 4 nats
+        # bias-corrected average: a constant 0.5 +- 2 alternation averages to within
+        # 2 (1 - 0.99) / (1 + 0.99) ~ 0.01 of 0.5 once ~100 steps have passed
+        if step >= 300:
+            assert abs(display.smoothed - 0.5) < 0.02
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10
+    assert lines[0] == f"step 100/1000  loglik {_smoothed_by_formula(100):+.4f} (smoothed)  100 steps/s  ETA 9s"
+    assert lines[-1].startswith("step 1000/1000") and lines[-1].endswith("ETA 0s")
+    assert (format_duration(42.4), format_duration(65), format_duration(7260)) == (
+        "42s", "1m05s", "2h01m")
+
+
+def _smoothed_by_formula(step):
+    """The bias-corrected moving average of 0.5 + 2 (-1)^i, i = 1..step, by its formula."""
+    decay = 0.99
+    weights = (1 - decay) * decay ** np.arange(step - 1, -1, -1)
+    values = 0.5 + 2.0 * (-1.0) ** np.arange(1, step + 1)
+    return float(np.sum(weights * values) / np.sum(weights))
