@@ -1,40 +1,167 @@
-"""Argument checking for the public entry points (the functional core does none)."""
+"""Argument checking for the public entry points (the functional core does none).
+
+The one home of argument validation: the estimators, the data sets and the
+command line call these functions, so that one mistake gets one wording
+wherever it is made.  Every function raises ``TypeError`` for a value of the
+wrong kind and ``ValueError`` for a value of the right kind out of range, and
+names the argument (``name``).
+
+The array messages also carry the phrases scikit-learn's estimator checks
+look for (``"0 feature(s) (shape=(12, 0)) while a minimum of 2 is
+required"``, ``"X has 1 features, but RadFlow is expecting 2 features as
+input"``, ``"Complex data not supported"``, ``"sparse"``), so the
+estimators pass ``sklearn.utils.estimator_checks`` without depending on
+scikit-learn.
+"""
 import numbers
+import os
 
 import numpy as np
 
 
+class ComplexDataError(TypeError, ValueError):
+    """Complex input: a ``TypeError`` (the wrong kind of number) that is also a
+    ``ValueError``, the exception scikit-learn's conventions expect for it."""
+
+
 def check_int(name, value, minimum=1):
-    """An integer ``>= minimum`` (bool refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    """An integer ``>= minimum`` (bool refused), as a plain ``int``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
+def check_real(name, value):
+    """A real number (bool refused), as a ``float``; its range is the caller's."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def check_float(name, value, positive=True):
     """A finite real number (``> 0`` if ``positive``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = check_real(name, value)
     if not np.isfinite(value) or (positive and value <= 0):
         kind = "a finite number > 0" if positive else "a finite number"
         raise ValueError(f"{name} must be {kind}, got {value}")
     return value
 
 
-def check_array(name, value, dim=None, ndim=2, allow_empty=False):
-    """A finite float64 array of ``ndim`` dimensions (last axis ``dim`` if given).
+def check_bool(name, value):
+    """``True`` or ``False`` (NumPy booleans accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
-    Integer arrays are converted; boolean, complex, object and string arrays are
-    refused with ``TypeError``.  Read-only and non-contiguous arrays are fine
-    (the result is a fresh float64 array when a conversion is needed).
+
+def check_choice(what, value, choices):
+    """One of the strings ``choices``; ``what`` names the kind (``"problem"``)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; valid names are {', '.join(choices)}")
+    return value
+
+
+def check_random_state(name, value):
+    """``None`` or an integer ``>= 0``, as a plain ``int`` (storable in a
+    checkpoint's JSON metadata)."""
+    if value is None:
+        return None
+    return check_int(name, value, minimum=0)
+
+
+def check_generator(name, value):
+    """``np.random.default_rng(value)``, with an error that names the argument."""
+    try:
+        return np.random.default_rng(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name} must be None, a non-negative int, a sequence of them, "
+                        f"a SeedSequence or a Generator, got {value!r} ({exc})") from None
+
+
+def check_seed_sequence(name, value):
+    """A :class:`numpy.random.SeedSequence` built from ``value`` (``None``, an
+    int, a sequence of ints or a SeedSequence; a Generator is refused because
+    it cannot be split into independent streams reproducibly)."""
+    if isinstance(value, np.random.SeedSequence):
+        return value
+    if isinstance(value, (np.random.Generator, np.random.BitGenerator)):
+        raise TypeError(f"{name} must be None, an int, a sequence of ints or a SeedSequence, "
+                        f"not a {type(value).__name__}")
+    try:
+        return np.random.SeedSequence(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name} must be None, a non-negative int, a sequence of them or a "
+                        f"SeedSequence, got {value!r} ({exc})") from None
+
+
+def check_path(name, path):
+    """A file path (str, bytes or os.PathLike) whose directory exists; returned as given."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), "
+                        f"got {type(path).__name__} {path!r}")
+    directory = os.path.dirname(os.path.abspath(os.fsdecode(path)))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{name}: directory {directory} does not exist")
+    return path
+
+
+def check_array(name, value, dim=None, ndim=2, allow_empty=False, min_columns=None,
+                owner=None):
+    """A finite float64 array of ``ndim`` dimensions.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in messages.
+    value : array_like
+        Integer arrays are converted; an object array is converted if every
+        element is a real number.  Boolean, complex, string, datetime and
+        sparse inputs are refused.  Read-only and non-contiguous arrays are
+        fine (the result is a fresh float64 array when a conversion is needed).
+    dim : int, optional
+        Required size of the last axis.
+    allow_empty : bool
+        Accept arrays with no rows (never arrays with no columns).
+    min_columns : int, optional
+        Smallest size of the last axis (when ``dim`` is not fixed).
+    owner : str, optional
+        The estimator that checks (``"RadFlow"``): a wrong number of columns
+        is then worded as scikit-learn words it.
     """
+    array = _as_numeric_array(name, value)
+    if array.ndim != ndim:
+        expected = f"; expected shape (n, {dim})" if dim is not None and ndim == 2 else ""
+        hint = ""
+        if ndim == 2 and array.ndim == 1:
+            hint = (f". Reshape your data: {name}.reshape(-1, 1) if it holds one feature, "
+                    f"{name}.reshape(1, -1) if it holds one sample")
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}"
+                         f"{expected}{hint}")
+    if ndim == 2:
+        _check_2d_shape(name, array.shape, dim, allow_empty, min_columns, owner)
+    elif array.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite values; it must be finite")
+    return array
+
+
+def _as_numeric_array(name, value):
+    """``value`` as a float64 ndarray, or the TypeError that says why not."""
+    if _is_sparse(value):
+        raise TypeError(f"{name} is a sparse matrix: sparse input is not supported, "
+                        f"pass a dense array ({name}.toarray())")
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:  # ragged nested sequences, ...
         raise TypeError(f"{name} must be a real numeric array: {exc}") from None
+    if array.dtype == object:
+        return _object_to_float(name, array)
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ComplexDataError(f"{name} must be a real numeric array, got dtype {array.dtype}. "
+                               f"Complex data not supported.")
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
                                    or np.issubdtype(array.dtype, np.floating)):
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
@@ -42,14 +169,54 @@ def check_array(name, value, dim=None, ndim=2, allow_empty=False):
         # long double: values beyond the float64 range would overflow in the cast
         if not np.all(np.abs(array[np.isfinite(array)]) <= np.finfo(np.float64).max):
             raise ValueError(f"{name} has values beyond the float64 range")
-    array = array.astype(np.float64, copy=False)
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}")
-    if array.size == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty (shape {array.shape})")
-    if dim is not None and array.shape[-1] != dim:
-        raise ValueError(f"{name} must have {dim} columns (the model's dimension), "
-                         f"got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array
+    return array.astype(np.float64, copy=False)
+
+
+def _object_to_float(name, array):
+    """An object array of real numbers (e.g. from a mixed-type table) as float64.
+
+    Strings, booleans and ``None`` are refused as they are in typed arrays
+    (NumPy would turn ``None`` into NaN); anything else that is not a real
+    number fails with Python's own reason (``float() argument must be a
+    string or a real number, not 'dict'``).
+    """
+    converted = np.empty(array.shape, dtype=np.float64)
+    for index, element in np.ndenumerate(array):
+        if isinstance(element, (complex, np.complexfloating)):
+            raise ComplexDataError(f"{name} must be a real numeric array: element "
+                                   f"{list(index)} is complex. Complex data not supported.")
+        if element is None or isinstance(element, (str, bytes, bool, np.bool_)):
+            raise TypeError(f"{name} must be a real numeric array: element {list(index)} "
+                            f"is {type(element).__name__} {element!r}")
+        try:
+            converted[index] = float(element)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"{name} must be a real numeric array: element {list(index)}: "
+                            f"{exc}") from None
+    return converted
+
+
+def _is_sparse(value):
+    """A SciPy sparse matrix or array (recognised without importing SciPy)."""
+    module = type(value).__module__ or ""
+    return module.startswith("scipy.sparse") and hasattr(value, "toarray")
+
+
+def _check_2d_shape(name, shape, dim, allow_empty, min_columns, owner):
+    n_rows, n_columns = shape
+    needed = dim if dim is not None else (min_columns or 1)
+    if n_columns == 0:
+        raise ValueError(f"{name} is empty: 0 feature(s) (shape={shape}) while a minimum of "
+                         f"{needed} is required.")
+    if n_rows == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty: 0 sample(s) (shape={shape}) while a minimum of "
+                         f"1 is required.")
+    if dim is not None and n_columns != dim:
+        if owner is None:
+            raise ValueError(f"{name} must have shape (n, {dim}), got shape {shape}")
+        raise ValueError(f"{name} must have {dim} columns: {name} has {n_columns} features, "
+                         f"but {owner} is expecting {dim} features as input")
+    if min_columns is not None and n_columns < min_columns:
+        raise ValueError(f"{name} must have at least {min_columns} columns: {n_columns} "
+                         f"feature(s) (shape={shape}) while a minimum of {min_columns} is "
+                         f"required.")

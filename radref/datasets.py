@@ -36,11 +36,13 @@ Public entry points: :data:`PROBLEMS`, :func:`sample`, :func:`log_density`,
 from __future__ import annotations
 
 import functools
-import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from radref.checks import (check_array, check_choice, check_generator, check_int,
+                           check_seed_sequence)
 
 __all__ = [
     "PROBLEMS",
@@ -311,43 +313,7 @@ def _quadrature(name, refine=1):
 
 
 def _check_name(name):
-    if not isinstance(name, str) or name not in _SPEC_BUILDERS:
-        raise ValueError(f"unknown problem {name!r}; valid names are {', '.join(PROBLEMS)}")
-    return name
-
-
-def _check_count(n, what="n"):
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{what} must be a positive int, got {type(n).__name__} {n!r}")
-    if n <= 0:
-        raise ValueError(f"{what} must be a positive int, got {n}")
-    return int(n)
-
-
-def _check_rng(random_state):
-    """``np.random.default_rng(random_state)``, with an error that names the argument."""
-    try:
-        return np.random.default_rng(random_state)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"random_state must be None, a non-negative int, a sequence of them, "
-                        f"a SeedSequence or a Generator, got {random_state!r} ({exc})") from None
-
-
-def _check_points(X):
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # ragged nested sequences, etc.
-        raise TypeError(f"X must be a numeric array of shape (n, 2): {exc}") from None
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ):
-        raise TypeError(f"X must be a real numeric (integer or float) array, got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"X must have shape (n, 2), got shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("X must be finite (no NaN or inf)")
-    return arr
+    return check_choice("problem", name, PROBLEMS)
 
 
 # ---------------------------------------------------------------------------
@@ -381,8 +347,8 @@ def sample(name, n, random_state=None):
     ``rng.standard_normal((n, 2))`` scaled by ``sigma``.
     """
     spec = _spec(_check_name(name))
-    n = _check_count(n)
-    rng = _check_rng(random_state)
+    n = check_int("n", n)
+    rng = check_generator("random_state", random_state)
     if spec.centres is not None:
         labels = rng.choice(len(spec.weights), size=n, p=spec.weights)
         mean = spec.centres[labels]
@@ -446,7 +412,7 @@ def log_density(name, X):
         float64.  Never NaN, no floating-point warnings.
     """
     centres, log_weights, sigma = _quadrature(_check_name(name))
-    X = _check_points(X)
+    X = check_array("X", X, dim=2, allow_empty=True)
     if len(X) == 0:
         return np.empty(0)
     near = np.all(np.abs(X) <= _FAR, axis=1)
@@ -490,18 +456,9 @@ def train_test_split_samples(name, n_train, n_test, random_state=None):
     X_test : ndarray, shape (n_test, 2)
     """
     _check_name(name)
-    n_train = _check_count(n_train, "n_train")
-    n_test = _check_count(n_test, "n_test")
-    if isinstance(random_state, np.random.SeedSequence):
-        root = random_state
-    elif isinstance(random_state, (np.random.Generator, np.random.BitGenerator)):
-        raise TypeError("random_state must be None, an int, a sequence of ints or a SeedSequence")
-    else:
-        try:
-            root = np.random.SeedSequence(random_state)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"random_state must be None, a non-negative int, a sequence of "
-                            f"them or a SeedSequence, got {random_state!r} ({exc})") from None
+    n_train = check_int("n_train", n_train)
+    n_test = check_int("n_test", n_test)
+    root = check_seed_sequence("random_state", random_state)
     train_seq, test_seq = root.spawn(2)
     return sample(name, n_train, train_seq), sample(name, n_test, test_seq)
 
@@ -524,7 +481,7 @@ def negative_entropy(name, n=200_000, random_state=0):
     standard_error : float
         Sample standard deviation of the log-densities divided by ``sqrt(n)``.
     """
-    n = _check_count(n)
+    n = check_int("n", n)
     if n < 2:
         raise ValueError("n must be at least 2 to estimate a standard error")
     lp = log_density(name, sample(name, n, random_state))

@@ -1,7 +1,13 @@
-"""Tests of the command line (radref.user.cli): train -> checkpoint -> score -> sample,
-help texts, and user errors reported as one "radref: error:" line."""
+"""Tests of the command line (radref.user.cli): every command on every file format,
+help texts and defaults, user errors reported as one "radref: error: <flag>
+<file>: ..." line, and, through the real entry point on a pseudo-terminal, the
+progress display and Ctrl-C."""
 import argparse
+import io
 import os
+import pty
+import re
+import shlex
 import subprocess
 import sys
 
@@ -14,6 +20,10 @@ from radref.user.cli import build_parser, main
 
 TINY = ["--steps", "20", "-n", "600", "--batch-size", "100", "--quiet"]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(radref.__file__)))
+ENV = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+# words of library internals that no user-facing message should contain
+INTERNALS = ("Traceback", "allow_pickle", "context manager", "n_layers", "numpy", "ndarray",
+             "np.", "Error:", "zipfile", "errno")
 
 
 def _run(capsys, argv):
@@ -26,36 +36,55 @@ def _run(capsys, argv):
 def _assert_user_error(status, err, *fragments):
     assert status == 2
     assert err.startswith("radref: error: "), err
-    assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+    for word in INTERNALS:
+        assert word not in err, (word, err)
     for fragment in fragments:
         assert fragment in err, (fragment, err)
 
 
+def _save(path, X):
+    """Write points in the format the extension names (the CLI's own formats)."""
+    path = str(path)
+    if path.endswith(".npy"):
+        np.save(path, X)
+    else:
+        delimiter = {".csv": ",", ".tsv": "\t"}.get(os.path.splitext(path)[1], " ")
+        np.savetxt(path, X, delimiter=delimiter, fmt="%.17g")  # exact for float64
+
+
+def _load(path):
+    path = str(path)
+    if path.endswith(".npy"):
+        return np.load(path)
+    delimiter = {".csv": ",", ".tsv": "\t"}.get(os.path.splitext(path)[1])
+    return np.loadtxt(path, delimiter=delimiter)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Checkpoints written by ``radref train`` for both models (trained once)."""
+    """Models written by ``radref train`` for both classes (trained once)."""
     directory = tmp_path_factory.mktemp("cli")
     paths = {}
     for model in ("rad", "realnvp"):
         path = directory / f"{model}.npz"
-        status = main(["train", "--model", model, "--out", str(path)] + TINY)
-        assert status == 0
+        assert main(["train", "--model", model, "--out", str(path)] + TINY) == 0
         paths[model] = path
     return paths
 
 
-# ------------------------------------------------------------ happy path
+# ---------------------------------------------------------------- train
 
-def test_train_writes_the_model_the_api_would_fit(trained, capsys):
+def test_train_writes_the_model_the_api_would_fit(trained):
     # The CLI is a thin wrapper: same data (two_moons, n, seed), same model and
-    # Adam settings -> bit-identical parameters to the Python API.
+    # Adam settings -> bit-identical parameters to the Python API, whose
+    # defaults (lr, layers) are the CLI's.
     X = datasets.sample("two_moons", 600, random_state=0)
     for model, cls, hidden in (("rad", RadFlow, 8), ("realnvp", RealNVPFlow, 56)):
         loaded = load_model(trained[model])
         assert type(loaded) is cls and loaded.n_steps_ == 20
         assert loaded.n_layers == 6 and loaded.hidden == hidden
-        api = cls(n_layers=6, random_state=0).fit(X, steps=20, batch_size=100, lr=5e-3)
+        api = cls(steps=20, batch_size=100, random_state=0).fit(X)
         for name, value in api.parameters().items():
             assert loaded.parameters()[name].tobytes() == value.tobytes(), (model, name)
 
@@ -72,48 +101,130 @@ def test_train_reports(tmp_path, capsys):
     assert f"mean log-likelihood {model.score(X):+.4f} nats" in out
 
 
-@pytest.mark.parametrize("ext", ["npy", "csv"])
-def test_train_from_data_file(tmp_path, capsys, ext):
+TEXT_FORMATS = [
+    ("csv", lambda X: "\n".join(",".join(f"{v:.17g}" for v in row) for row in X)),
+    ("csv", lambda X: "x,y\n" + "\n".join(",".join(f"{v:.17g}" for v in row) for row in X)),
+    ("tsv", lambda X: "x\ty\n" + "\n".join("\t".join(f"{v:.17g}" for v in row) for row in X)),
+    ("txt", lambda X: "# ring\n" + "\n".join(" ".join(f"{v:.17g}" for v in row) for row in X)),
+    ("txt", lambda X: "a, b\n" + "\n".join(", ".join(f"{v:.17g}" for v in row) for row in X)),
+]
+
+
+@pytest.mark.parametrize("ext,write", TEXT_FORMATS + [("npy", None)])
+def test_train_from_a_data_file(tmp_path, capsys, ext, write):
     X = datasets.sample("ring", 300, random_state=1)
     data = tmp_path / f"data.{ext}"
-    if ext == "npy":
+    if write is None:
         np.save(data, X)
     else:
-        np.savetxt(data, X, delimiter=",", fmt="%.17g")
+        data.write_text(write(X) + "\n")
     path = tmp_path / "m.npz"
     status, out, _ = _run(capsys, ["train", "--data", str(data), "--model", "realnvp",
                                    "--layers", "2", "--hidden", "6", "--steps", "5",
                                    "--batch-size", "1000", "--seed", "4", "--quiet",
                                    "--out", str(path)])
     assert status == 0 and "on 300 points" in out
-    api = RealNVPFlow(n_layers=2, hidden=6, random_state=4).fit(X, steps=5, batch_size=300,
-                                                                 lr=5e-3)
+    api = RealNVPFlow(n_layers=2, hidden=6, steps=5, batch_size=300, random_state=4).fit(X)
     loaded = load_model(path)
     for name, value in api.parameters().items():
         assert loaded.parameters()[name].tobytes() == value.tobytes(), name
 
 
+def test_train_with_held_out_data(tmp_path, capsys):
+    X_val = datasets.sample("two_moons", 200, random_state=7)
+    val = tmp_path / "val.csv"
+    _save(val, X_val)
+    path = tmp_path / "m.npz"
+    status, out, _ = _run(capsys, ["train", "--out", str(path), "--val", str(val),
+                                   "--eval-every", "5"] + TINY)
+    assert status == 0
+    model = load_model(path)
+    assert model.history_["val_step"] == [5, 10, 15, 20]
+    np.testing.assert_allclose(model.history_["val_loglik"][-1], model.score(X_val), rtol=1e-12)
+    assert f"held-out {model.score(X_val):+.4f} nats (200 points)" in out
+
+
+def test_train_checkpoint_and_resume(tmp_path, capsys):
+    common = ["--layers", "2", "--hidden", "4", "-n", "500", "--batch-size", "100", "--quiet"]
+    checkpoint = tmp_path / "state.npz"
+    assert main(["train", "--steps", "12", "--checkpoint", str(checkpoint),
+                 "--checkpoint-every", "5", "--out", str(tmp_path / "a.npz")] + common) == 0
+    assert load_model(checkpoint).n_steps_ == 12
+    capsys.readouterr()
+    status, out, _ = _run(capsys, ["train", "--steps", "30", "--checkpoint", str(checkpoint),
+                                   "--out", str(tmp_path / "resumed.npz")] + common)
+    assert status == 0 and f"for 30 steps (resumed from {checkpoint} at step 12)" in out
+    assert main(["train", "--steps", "30", "--out", str(tmp_path / "whole.npz")] + common) == 0
+    resumed, whole = load_model(tmp_path / "resumed.npz"), load_model(tmp_path / "whole.npz")
+    assert resumed.history_["step"] == list(range(1, 31))
+    for name, value in whole.parameters().items():
+        assert resumed.parameters()[name].tobytes() == value.tobytes(), name
+    # a checkpoint of another run is refused, naming the flag and the file
+    status, _, err = _run(capsys, ["train", "--steps", "30", "--lr", "0.01", "--checkpoint",
+                                   str(checkpoint), "--out", str(tmp_path / "b.npz")] + common)
+    _assert_user_error(status, err, f"--checkpoint {checkpoint}: written by another run")
+
+
+def test_n_with_data_is_an_error(tmp_path, capsys):
+    data = tmp_path / "x.csv"
+    _save(data, datasets.sample("ring", 100, random_state=0))
+    status, _, err = _run(capsys, ["train", "--data", str(data), "-n", "50",
+                                   "--out", str(tmp_path / "m.npz"), "--quiet"])
+    _assert_user_error(status, err, "-n applies to --problem", str(data))
+
+
+# ------------------------------------------------- data, score, sample
+
+@pytest.mark.parametrize("ext", ["npy", "csv", "tsv", "txt"])
+def test_data_exports_a_problem(tmp_path, capsys, ext):
+    path = tmp_path / f"spiral.{ext}"
+    status, out, _ = _run(capsys, ["data", "spiral", "-n", "70", "--seed", "3", "--out", str(path)])
+    assert status == 0 and f"wrote 70 points of spiral (seed 3) to {path}" in out
+    np.testing.assert_array_equal(_load(path), datasets.sample("spiral", 70, random_state=3))
+
+
+def test_data_to_stdout(capsys):
+    status, out, err = _run(capsys, ["data", "grid", "-n", "5", "--out", "-"])
+    assert status == 0 and "wrote 5 points" in err
+    X = np.loadtxt(io.StringIO(out), delimiter=",")
+    np.testing.assert_array_equal(X, datasets.sample("grid", 5, random_state=0))
+
+
 @pytest.mark.parametrize("model", ["rad", "realnvp"])
-@pytest.mark.parametrize("ext_in", ["npy", "csv"])
-@pytest.mark.parametrize("ext_out", ["npy", "csv"])
+@pytest.mark.parametrize("ext_in", ["npy", "csv", "tsv", "txt"])
+@pytest.mark.parametrize("ext_out", ["npy", "csv", "txt"])
 def test_score(trained, tmp_path, capsys, model, ext_in, ext_out):
     X = datasets.sample("two_moons", 50, random_state=9)
     data = tmp_path / f"x.{ext_in}"
-    if ext_in == "npy":
-        np.save(data, X)
-    else:
-        np.savetxt(data, X, delimiter=",", fmt="%.17g")  # exact for float64
+    _save(data, X)
     out_path = tmp_path / f"scores.{ext_out}"
     status, out, err = _run(capsys, ["score", "--model", str(trained[model]),
                                      "--data", str(data), "--out", str(out_path)])
     assert status == 0 and err == ""
     expected = load_model(trained[model]).score_samples(X)
-    if ext_out == "npy":
-        scores = np.load(out_path)
-    else:
-        scores = np.loadtxt(out_path, delimiter=",")
-    np.testing.assert_array_equal(scores, expected)
+    np.testing.assert_array_equal(_load(out_path), expected)
     assert f"mean log-likelihood {np.mean(expected):+.6f} nats over 50 points" in out
+
+
+def test_score_stdin_to_stdout(trained, monkeypatch, capsys):
+    X = datasets.sample("two_moons", 20, random_state=2)
+    text = "x,y\n" + "\n".join(f"{a:.17g},{b:.17g}" for a, b in X) + "\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    status, out, err = _run(capsys, ["score", "--model", str(trained["rad"]), "--data", "-",
+                                     "--out", "-"])
+    assert status == 0
+    np.testing.assert_array_equal(np.loadtxt(io.StringIO(out)),
+                                  load_model(trained["rad"]).score_samples(X))
+    assert "over 20 points" in err  # the summary stays off the data stream
+
+
+def test_score_npy_from_stdin(trained, monkeypatch, capsys):
+    X = datasets.sample("two_moons", 10, random_state=2)
+    buffer = io.BytesIO()
+    np.save(buffer, X)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buffer.getvalue())))
+    status, out, _ = _run(capsys, ["score", "--model", str(trained["rad"]), "--data", "-"])
+    assert status == 0 and "over 10 points" in out
 
 
 def test_score_without_out(trained, tmp_path, capsys):
@@ -125,16 +236,25 @@ def test_score_without_out(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model", ["rad", "realnvp"])
-@pytest.mark.parametrize("ext", ["npy", "csv"])
+@pytest.mark.parametrize("ext", ["npy", "csv", "tsv"])
 def test_sample(trained, tmp_path, capsys, model, ext):
     out_path = tmp_path / f"samples.{ext}"
     status, out, _ = _run(capsys, ["sample", "--model", str(trained[model]), "-n", "40",
                                    "--seed", "3", "--out", str(out_path)])
     assert status == 0 and f"wrote 40 samples to {out_path}" in out
-    samples = np.load(out_path) if ext == "npy" else np.loadtxt(out_path, delimiter=",")
-    assert samples.shape == (40, 2)
-    np.testing.assert_array_equal(samples, load_model(trained[model]).sample(40, random_state=3))
+    np.testing.assert_array_equal(_load(out_path),
+                                  load_model(trained[model]).sample(40, random_state=3))
 
+
+def test_sample_to_stdout(trained, capsys):
+    status, out, err = _run(capsys, ["sample", "--model", str(trained["rad"]), "-n", "7",
+                                     "--out", "-"])
+    assert status == 0 and "wrote 7 samples to standard output" in err
+    np.testing.assert_array_equal(np.loadtxt(io.StringIO(out), delimiter=","),
+                                  load_model(trained["rad"]).sample(7, random_state=0))
+
+
+# ------------------------------------------------------------ demo, plot
 
 def test_demo_without_figure(capsys):
     # --figure '' must work without matplotlib (the 'plot' extra)
@@ -147,8 +267,7 @@ def test_demo_without_figure(capsys):
 
 
 def test_demo_with_fewer_points_than_a_batch(capsys):
-    # Regression: demo used fit's default batch_size=500, so --n-train below
-    # 500 failed with an error about a batch size the demo has no option for.
+    # Regression: a batch larger than the data is the whole data
     status, out, err = _run(capsys, ["demo", "--rad-steps", "2", "--realnvp-steps", "2",
                                      "--n-train", "200", "--n-test", "100", "--figure", "",
                                      "--quiet"])
@@ -156,18 +275,19 @@ def test_demo_with_fewer_points_than_a_batch(capsys):
     assert "held-out mean log-likelihood" in out
 
 
-def test_demo_figure_needs_matplotlib(tmp_path, capsys, monkeypatch):
+def test_figures_need_matplotlib_checked_before_training(tmp_path, capsys, monkeypatch,
+                                                         trained):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setattr(RadFlow, "fit", lambda *a, **k: pytest.fail("training started"))
     figure = tmp_path / "d.png"
-    status, _, err = _run(capsys, ["demo", "--rad-steps", "1", "--realnvp-steps", "1",
-                                   "--n-train", "200", "--n-test", "100",
-                                   "--figure", str(figure), "--quiet"])
-    _assert_user_error(status, err, "matplotlib")
-    assert not figure.exists()
+    status, out, err = _run(capsys, ["demo", "--figure", str(figure), "--quiet"])
+    _assert_user_error(status, err, "--figure needs matplotlib", "pip install matplotlib")
+    assert out == "" and not figure.exists()
+    status, _, err = _run(capsys, ["plot", str(trained["rad"]), "--out", str(figure)])
+    _assert_user_error(status, err, "needs matplotlib")
 
 
 def test_demo_with_figure(tmp_path, capsys):
-    import matplotlib  # noqa: F401  (a test dependency: the figure code is tested)
     figure = tmp_path / "d.png"
     status, out, err = _run(capsys, ["demo", "--rad-steps", "30", "--realnvp-steps", "30",
                                      "--n-train", "1000", "--n-test", "500",
@@ -175,6 +295,31 @@ def test_demo_with_figure(tmp_path, capsys):
     assert status == 0, err
     assert f"figure written to {figure}" in out
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("model", ["rad", "realnvp"])
+def test_plot(trained, tmp_path, capsys, model):
+    figure = tmp_path / "m.png"
+    status, out, err = _run(capsys, ["plot", str(trained[model]), "--out", str(figure),
+                                     "-n", "500"])
+    assert status == 0, err
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = tmp_path / "x.csv"
+    _save(data, datasets.sample("two_moons", 300, random_state=1))
+    status, _, err = _run(capsys, ["plot", str(trained[model]), "--data", str(data),
+                                   "--out", str(figure)])
+    assert status == 0, err
+
+
+def test_plot_default_output_and_refusals(trained, tmp_path, capsys):
+    model = tmp_path / "copy.npz"
+    model.write_bytes(trained["rad"].read_bytes())
+    status, out, _ = _run(capsys, ["plot", str(model), "-n", "200"])
+    assert status == 0 and (tmp_path / "copy.png").exists()
+    wide = tmp_path / "wide.npz"
+    RadFlow(n_layers=2, hidden=3, steps=1, random_state=0).fit(np.eye(3)).save(wide)
+    status, _, err = _run(capsys, ["plot", str(wide)])
+    _assert_user_error(status, err, f"MODEL {wide}: a 3-dimensional model")
 
 
 # ----------------------------------------------------------------- help
@@ -185,15 +330,18 @@ def _subcommands():
     return parser, action.choices
 
 
-def test_top_level_help_lists_every_subcommand(capsys):
+def test_top_level_help_lists_every_subcommand_and_the_defaults(capsys):
     _, commands = _subcommands()
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert {"demo", "train", "score", "sample"} <= set(commands)
+    assert {"demo", "data", "train", "score", "sample", "plot"} <= set(commands)
     for name in commands:
         assert name in out
+    defaults = RadFlow().get_params()
+    expected = f"{defaults['steps']} Adam steps, batch {defaults['batch_size']}, lr 0.005"
+    assert expected in " ".join(out.split())  # argparse re-wraps the text
 
 
 @pytest.mark.parametrize("command", sorted(_subcommands()[1]))
@@ -205,7 +353,7 @@ def test_subcommand_help_mentions_every_option(capsys, command):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: radref {command}")
     for action in commands[command]._actions:
-        names = action.option_strings or [action.dest]
+        names = action.option_strings or [action.metavar or action.dest]
         for name in names:
             assert name in out, (command, name)
         if action.help and action.help is not argparse.SUPPRESS and action.dest != "help":
@@ -214,100 +362,166 @@ def test_subcommand_help_mentions_every_option(capsys, command):
             assert "".join(action.help.split()) in "".join(out.split()), (command, name)
 
 
-def test_help_via_subprocess():
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def test_train_defaults_are_the_estimators(capsys):
+    args = build_parser().parse_args(["train", "--out", "m.npz"])
+    for option, parameter in (("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr"),
+                              ("eval_every", "eval_every"), ("layers", "n_layers")):
+        assert getattr(args, option) == RadFlow().get_params()[parameter], option
+        assert getattr(args, option) == RealNVPFlow().get_params()[parameter], option
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"radref {radref.__version__}"
+
+
+def test_help_and_version_via_subprocess():
     result = subprocess.run([sys.executable, "-m", "radref", "--help"], capture_output=True,
-                            text=True, env=env, timeout=120)
+                            text=True, env=ENV, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: radref")
-    for name in ("demo", "train", "score", "sample"):
-        assert name in result.stdout
+    result = subprocess.run([sys.executable, "-m", "radref", "--version"], capture_output=True,
+                            text=True, env=ENV, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"radref {radref.__version__}"
 
 
 def test_error_via_subprocess(tmp_path):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([sys.executable, "-m", "radref", "score", "--model",
                              str(tmp_path / "missing.npz"), "--data", str(tmp_path / "x.npy")],
-                            capture_output=True, text=True, env=env, timeout=120)
+                            capture_output=True, text=True, env=ENV, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.startswith("radref: error: ") and "Traceback" not in result.stderr
+    assert result.stderr == f"radref: error: --model {tmp_path / 'missing.npz'}: no such file\n"
     assert result.stdout == ""
 
 
 # ---------------------------------------------------------------- errors
 
-def test_missing_files(trained, tmp_path, capsys):
+def test_missing_files_are_worded_one_way(trained, tmp_path, capsys):
     data = tmp_path / "x.npy"
     np.save(data, np.zeros((3, 2)))
     missing = tmp_path / "missing.npz"
-    _assert_user_error(*_run(capsys, ["score", "--model", str(missing), "--data", str(data)])[::2],
-                       "missing.npz")
-    _assert_user_error(*_run(capsys, ["sample", "--model", str(missing),
-                                      "--out", str(tmp_path / "s.npy")])[::2], "missing.npz")
-    _assert_user_error(*_run(capsys, ["score", "--model", str(trained["rad"]),
-                                      "--data", str(tmp_path / "nope.csv")])[::2],
-                       "no such file", "nope.csv")
-    _assert_user_error(*_run(capsys, ["train", "--data", str(tmp_path / "nope.npy"),
-                                      "--out", str(tmp_path / "m.npz")] + TINY[:2])[::2],
-                       "no such file")
-    assert not (tmp_path / "m.npz").exists() and not (tmp_path / "s.npy").exists()
+    nope = tmp_path / "nope.csv"
+    for argv, flag, path in (
+            (["score", "--model", str(missing), "--data", str(data)], "--model", missing),
+            (["sample", "--model", str(missing), "--out", str(tmp_path / "s.npy")], "--model",
+             missing),
+            (["score", "--model", str(trained["rad"]), "--data", str(nope)], "--data", nope),
+            (["train", "--data", str(nope), "--out", str(tmp_path / "m.npz")], "--data", nope),
+            (["train", "--val", str(nope), "--out", str(tmp_path / "m.npz")] + TINY, "--val",
+             nope),
+            (["plot", str(missing)], "MODEL", missing)):
+        status, _, err = _run(capsys, argv)
+        _assert_user_error(status, err)
+        assert err == f"radref: error: {flag} {path}: no such file\n"
+    assert sorted(os.listdir(tmp_path)) == ["x.npy"]
 
 
-def test_bad_csv(trained, tmp_path, capsys):
-    for name, text in (("header.csv", "x,y\n1,2\n3,4\n"), ("ragged.csv", "1,2\n3\n"),
-                       ("words.csv", "one,two\nthree,four\n")):
+def test_a_data_file_given_as_the_model(tmp_path, capsys):
+    X = np.zeros((3, 2))
+    data = tmp_path / "x.npy"
+    np.save(data, X)
+    for name, fragment in (("pts.csv", "not a radref model"), ("pts.npy", "a NumPy array (.npy), "
+                                                               "not a radref model")):
         path = tmp_path / name
-        path.write_text(text)
-        status, _, err = _run(capsys, ["score", "--model", str(trained["rad"]),
-                                       "--data", str(path)])
-        _assert_user_error(status, err, name, "not a numeric CSV file")
-    empty = tmp_path / "empty.csv"
-    empty.write_text("")
-    status, _, err = _run(capsys, ["score", "--model", str(trained["rad"]), "--data", str(empty)])
-    _assert_user_error(status, err, "empty.csv", "holds no data")
+        _save(path, X)
+        for argv in (["score", "--model", str(path), "--data", str(data)],
+                     ["sample", "--model", str(path), "--out", str(tmp_path / "s.npy")]):
+            status, _, err = _run(capsys, argv)
+            _assert_user_error(status, err, f"--model {path}: {fragment}")
 
 
-def test_bad_npy_and_extension(trained, tmp_path, capsys):
-    obj = tmp_path / "obj.npy"
-    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    _assert_user_error(*_run(capsys, ["score", "--model", str(trained["rad"]),
-                                      "--data", str(obj)])[::2], "obj.npy")
-    txt = tmp_path / "x.txt"
-    txt.write_text("1,2\n")
-    _assert_user_error(*_run(capsys, ["score", "--model", str(trained["rad"]),
-                                      "--data", str(txt)])[::2], "expected a .npy or .csv file")
+BAD_TEXT = [
+    ("ragged.csv", b"1,2\n3\n", "line 2 has 1 values, line 1 has 2"),
+    ("words.csv", b"x,y\none,two\n", "line 2: 'one' is not a number"),
+    ("mixed.csv", b"1,2\n3,x\n", "line 2: 'x' is not a number"),
+    ("hole.csv", b"1,2\n3,\n", "line 2: an empty field"),
+    ("empty.csv", b"", "holds no data"),
+    ("comments.txt", b"# nothing\n\n", "holds no data"),
+    ("header.tsv", b"x\ty\n", "holds a header line but no data"),
+    ("nan.csv", b"1,2\n3,nan\n", "point 2 (row 2) holds NaN or an infinite value"),
+    ("binary.csv", b"\xff\xfe\x00\x01", "not a text file"),
+]
+
+
+@pytest.mark.parametrize("name,content,fragment", BAD_TEXT)
+def test_bad_text_files(trained, tmp_path, capsys, name, content, fragment):
+    path = tmp_path / name
+    path.write_bytes(content)
+    status, _, err = _run(capsys, ["score", "--model", str(trained["rad"]), "--data", str(path)])
+    _assert_user_error(status, err, f"--data {path}: {fragment}")
+
+
+BAD_NPY = [
+    ("obj.npy", np.array([{"a": 1}], dtype=object), "holds Python objects, not numbers"),
+    ("flat.npy", np.ones(5), "holds an array of shape (5,)"),
+    ("cube.npy", np.ones((2, 2, 2)), "holds an array of shape (2, 2, 2)"),
+    ("complex.npy", np.ones((2, 2), dtype=complex), "holds complex128 values, not real numbers"),
+    ("bool.npy", np.ones((2, 2), dtype=bool), "holds bool values, not real numbers"),
+    ("inf.npy", np.array([[0.0, 1.0], [np.inf, 0.0]]), "point 2 (row 2) holds NaN"),
+    ("named.npy", np.zeros(3, dtype=[("x", float), ("y", float)]), "holds a structured array"),
+    ("empty.npy", np.zeros((0, 2)), "holds no points"),
+]
+
+
+@pytest.mark.parametrize("name,array,fragment", BAD_NPY)
+def test_bad_npy_files(trained, tmp_path, capsys, name, array, fragment):
+    path = tmp_path / name
+    np.save(path, array, allow_pickle=True)
+    status, _, err = _run(capsys, ["score", "--model", str(trained["rad"]), "--data", str(path)])
+    _assert_user_error(status, err, f"--data {path}: {fragment}")
+
+
+def test_bad_extensions_and_outputs(trained, tmp_path, capsys):
     data = tmp_path / "x.npy"
     np.save(data, np.zeros((3, 2)))
-    _assert_user_error(*_run(capsys, ["score", "--model", str(trained["rad"]), "--data",
-                                      str(data), "--out", str(tmp_path / "s.txt")])[::2],
-                       "output must end in .npy or .csv")
-    _assert_user_error(*_run(capsys, ["sample", "--model", str(trained["rad"]),
-                                      "--out", str(tmp_path / "s.json")])[::2],
-                       "output must end in .npy or .csv")
+    json = tmp_path / "x.json"
+    json.write_text("[[1, 2]]")
+    fake = tmp_path / "fake.npy"
+    fake.write_text("1,2\n")
+    for argv, fragment in (
+            (["score", "--model", str(trained["rad"]), "--data", str(json)],
+             f"--data {json}: unknown kind of file"),
+            (["score", "--model", str(trained["rad"]), "--data", str(fake)],
+             f"--data {fake}: not a .npy array file"),
+            (["score", "--model", str(trained["rad"]), "--data", str(trained["realnvp"])],
+             "a zip archive (a radref model?)"),
+            (["score", "--model", str(trained["rad"]), "--data", str(data),
+              "--out", str(tmp_path / "s.json")], "must end in .npy, .csv, .tsv or .txt"),
+            (["sample", "--model", str(trained["rad"]), "--out", str(tmp_path / "no" / "s.npy")],
+             "does not exist"),
+            (["train", "--out", str(tmp_path / "m.csv")] + TINY, "--out"),
+            (["train", "--out", str(tmp_path / "m.npz"), "--checkpoint", "-"] + TINY,
+             "--checkpoint -"),
+            (["demo", "--figure", str(tmp_path / "d.pdf")], "--figure"),
+            (["data", "ring", "--out", str(tmp_path)], "is a directory")):
+        status, _, err = _run(capsys, argv)
+        _assert_user_error(status, err, fragment)
+    assert sorted(os.listdir(tmp_path)) == ["fake.npy", "x.json", "x.npy"]
 
 
-def test_wrong_dimension_and_bad_values(trained, tmp_path, capsys):
-    for name, X, fragment in (("three.csv", np.ones((5, 3)), "X must have 2 columns"),
-                              ("flat.npy", np.ones(5), "X must be 2-dimensional"),
-                              ("nan.npy", np.array([[0.0, np.nan]]), "NaN"),
-                              ("complex.npy", np.ones((2, 2), dtype=complex), "real numeric")):
-        path = tmp_path / name
-        if name.endswith(".csv"):
-            np.savetxt(path, X, delimiter=",")
-        else:
-            np.save(path, X)
-        for model in ("rad", "realnvp"):
-            status, _, err = _run(capsys, ["score", "--model", str(trained[model]),
-                                           "--data", str(path)])
-            _assert_user_error(status, err, fragment)
-    one_column = tmp_path / "one.csv"
-    np.savetxt(one_column, np.arange(10.0)[:, None], delimiter=",")
-    status, _, err = _run(capsys, ["train", "--data", str(one_column), "--out",
-                                   str(tmp_path / "m.npz"), "--steps", "1", "--quiet"])
-    _assert_user_error(status, err, "at least 2 columns")
+def test_wrong_number_of_columns(trained, tmp_path, capsys):
+    three = tmp_path / "three.csv"
+    _save(three, np.ones((5, 3)))
+    for model in ("rad", "realnvp"):
+        status, _, err = _run(capsys, ["score", "--model", str(trained[model]),
+                                       "--data", str(three)])
+        _assert_user_error(status, err, f"--data {three} has 3 columns, but the model in "
+                                        f"--model {trained[model]} was trained on 2-column data")
+    one = tmp_path / "one.csv"
+    _save(one, np.arange(10.0)[:, None])
+    status, _, err = _run(capsys, ["train", "--data", str(one), "--out", str(tmp_path / "m.npz"),
+                                   "--steps", "1", "--quiet"])
+    _assert_user_error(status, err, f"--data {one} has 1 column")
+    val = tmp_path / "val.csv"
+    _save(val, np.ones((5, 3)))
+    status, _, err = _run(capsys, ["train", "--val", str(val), "--out", str(tmp_path / "m.npz")]
+                          + TINY)
+    _assert_user_error(status, err, f"--val {val} has 3 columns, --problem two_moons has 2")
 
 
-def test_corrupted_checkpoint(trained, tmp_path, capsys):
+def test_damaged_models(trained, tmp_path, capsys):
     data = tmp_path / "x.npy"
     np.save(data, np.zeros((3, 2)))
     raw = trained["rad"].read_bytes()
@@ -317,35 +531,299 @@ def test_corrupted_checkpoint(trained, tmp_path, capsys):
         path = tmp_path / name
         path.write_bytes(damaged)
         status, _, err = _run(capsys, ["score", "--model", str(path), "--data", str(data)])
-        _assert_user_error(status, err, name)
+        _assert_user_error(status, err, f"--model {path}: ")
         status, _, err = _run(capsys, ["sample", "--model", str(path),
                                        "--out", str(tmp_path / "s.npy")])
-        _assert_user_error(status, err, name)
+        _assert_user_error(status, err, f"--model {path}: ")
     assert not (tmp_path / "s.npy").exists()
 
 
-def test_bad_numbers(trained, tmp_path, capsys):
-    status, _, err = _run(capsys, ["sample", "--model", str(trained["rad"]), "-n", "0",
-                                   "--out", str(tmp_path / "s.npy")])
-    _assert_user_error(status, err, "n must be >= 1")
-    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz"), "--steps", "0",
-                                   "-n", "50", "--quiet"])
-    _assert_user_error(status, err, "steps must be >= 1")
-    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz"), "--lr", "-1",
-                                   "-n", "50", "--steps", "1", "--quiet"])
-    _assert_user_error(status, err, "lr must be")
-    status, _, err = _run(capsys, ["train", "--model", "realnvp", "--gate-hidden", "3",
-                                   "--out", str(tmp_path / "m.npz"), "-n", "50", "--quiet"])
-    _assert_user_error(status, err, "--gate-hidden applies to --model rad only")
+@pytest.mark.parametrize("argv,fragment", [
+    (["sample", "-n", "0"], "-n must be >= 1, got 0"),
+    (["train", "--steps", "0"], "--steps must be >= 1, got 0"),
+    (["train", "--layers", "0"], "--layers must be >= 1, got 0"),
+    (["train", "--hidden", "-2"], "--hidden must be >= 1, got -2"),
+    (["train", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["train", "--eval-every", "0"], "--eval-every must be >= 1, got 0"),
+    (["train", "--checkpoint-every", "0"], "--checkpoint-every must be >= 1, got 0"),
+    (["train", "-n", "0"], "-n must be >= 1, got 0"),
+    (["train", "--lr", "-1"], "--lr must be a finite number > 0"),
+    (["train", "--lr", "inf"], "--lr must be a finite number > 0"),
+    (["train", "--model", "realnvp", "--gate-hidden", "3"],
+     "--gate-hidden applies to --model rad only"),
+    (["train", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["data", "ring", "-n", "0"], "-n must be >= 1, got 0"),
+    (["demo", "--n-train", "0"], "--n-train must be >= 1, got 0"),
+    (["demo", "--rad-steps", "0"], "--rad-steps must be >= 1, got 0"),
+    (["plot", "-n", "0"], "-n must be >= 1, got 0"),
+])
+def test_bad_numbers_name_the_flag(trained, tmp_path, capsys, monkeypatch, argv, fragment):
+    monkeypatch.setattr(RadFlow, "fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(RealNVPFlow, "fit", lambda *a, **k: pytest.fail("training started"))
+    command, rest = argv[0], argv[1:]
+    extra = {"sample": ["--model", str(trained["rad"]), "--out", str(tmp_path / "s.npy")],
+             "train": ["--out", str(tmp_path / "m.npz"), "--quiet"],
+             "data": ["--out", str(tmp_path / "d.csv")],
+             "demo": ["--figure", "", "--quiet"],
+             "plot": [str(trained["rad"]), "--out", str(tmp_path / "p.png")]}[command]
+    status, _, err = _run(capsys, [command] + rest + extra)
+    _assert_user_error(status, err, fragment)
+    assert os.listdir(tmp_path) == []
+
+
+def test_training_that_diverges_names_the_row(tmp_path, capsys):
+    data = tmp_path / "far.csv"
+    _save(data, np.array([[1e200, 0.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5]]))
+    status, _, err = _run(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "m.npz"),
+                                   "--steps", "2", "--batch-size", "4", "--quiet"])
+    assert status == 2 and "training stopped: non-finite value at training step 1" in err
+    assert f"that is row 1 of --data {data}" in err
     assert not (tmp_path / "m.npz").exists()
 
 
 def test_usage_errors_exit_2(capsys):
     for argv in ([], ["train"], ["score", "--model", "m.npz"], ["train", "--model", "gan",
                                                                 "--out", "m.npz"],
-                 ["sample", "--model", "m.npz", "--out", "s.npy", "-n", "many"], ["frobnicate"]):
+                 ["sample", "--model", "m.npz", "--out", "s.npy", "-n", "many"], ["frobnicate"],
+                 ["data", "moons", "--out", "x.csv"]):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert "error:" in err and "Traceback" not in err
+
+
+# ------------------------------------ the real entry point on a terminal
+
+
+
+def _spawn_on_a_terminal(argv, columns=100):
+    """Start ``python -m radref ARGV`` with a pseudo-terminal as its controlling
+    terminal (stdin, stdout and stderr); returns (pid, master fd)."""
+    import fcntl
+    import struct
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:  # the child
+        try:
+            os.execve(sys.executable, [sys.executable, "-m", "radref"] + argv, ENV)
+        finally:
+            os._exit(127)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return pid, fd
+
+
+def _read_until(fd, pattern, timeout=120.0):
+    """Bytes read from ``fd`` up to and including the first match of ``pattern``
+    (or to the end of the output when ``pattern`` is None)."""
+    import select
+    import time
+    data, deadline = b"", time.monotonic() + timeout
+    while pattern is None or not re.search(pattern, data):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out waiting for {pattern!r}; got {data!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            chunk = b""
+        if not chunk:
+            assert pattern is None, f"output ended before {pattern!r}: {data!r}"
+            break
+        data += chunk
+    return data
+
+
+def _exit_status(pid):
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _screen(output):
+    """The lines a terminal shows for ``output``: carriage return, erase to
+    end of line (ESC [ K) and newline interpreted; anything else is text."""
+    lines, line, column = [], [], 0
+    for token in re.findall(r"\x1b\[K|\r\n|\r|\n|[^\r\n\x1b]+|\x1b", output):
+        if token == "\x1b[K":
+            del line[column:]
+        elif token == "\r":
+            column = 0
+        elif token in ("\n", "\r\n"):  # the terminal turns \n into \r\n
+            lines.append("".join(line))
+            line, column = [], 0
+        else:
+            line[column:column + len(token)] = token
+            column += len(token)
+    if line:
+        lines.append("".join(line))
+    return lines
+
+
+PROGRESS_LINE = (r"step (\d+)/(\d+)  loglik [+-]\d+\.\d{4} \(smoothed\)"
+                 r"(  held-out [+-]\d+\.\d{4})?(  \d+(\.\d+)? steps/s  ETA \d+[hms0-9]*)?")
+
+
+def _train_on_a_terminal(tmp_path, columns):
+    val = tmp_path / "val.csv"
+    _save(val, datasets.sample("two_moons", 300, random_state=5))
+    pid, fd = _spawn_on_a_terminal(["train", "--layers", "2", "--hidden", "4", "-n", "1000",
+                                    "--batch-size", "100", "--steps", "1500", "--val", str(val),
+                                    "--eval-every", "100", "--out", str(tmp_path / "m.npz")],
+                                   columns=columns)
+    output = _read_until(fd, None).decode()
+    assert _exit_status(pid) == 0, output
+    return output
+
+
+def test_progress_redraws_one_clean_line_on_a_terminal(tmp_path):
+    output = _train_on_a_terminal(tmp_path, columns=100)
+    assert output.count("\x1b[K") >= 2, output  # redrawn in place, each time cleared to the end
+    screen = _screen(output)
+    progress = [line for line in screen if line.startswith("step")]
+    assert len(progress) == 1, screen  # one line, redrawn: no scroll of progress lines
+    assert re.fullmatch(PROGRESS_LINE, progress[0]), progress[0]  # no stray characters
+    assert progress[0].startswith("step 1500/1500") and "held-out" in progress[0]
+    assert len(progress[0]) < 100  # never as wide as the terminal: it would wrap
+    assert screen[-1].startswith("trained RadFlow on 1000 points for 1500 steps")
+    # every state the line went through was a whole progress line too
+    for text in re.split(r"\r|\x1b\[K", output.split("trained")[0]):
+        if text.strip("\n"):
+            assert re.fullmatch(PROGRESS_LINE, text.strip("\n")), text
+
+
+def test_progress_is_cut_to_the_width_of_a_narrow_terminal(tmp_path):
+    # a line as wide as the terminal wraps, and "\r" then redraws only its
+    # second half: every state of the line must fit
+    output = _train_on_a_terminal(tmp_path, columns=40)
+    states = [text for text in re.split(r"\r|\x1b\[K", output.split("trained")[0])
+              if text.strip("\n")]
+    assert len(states) >= 2
+    for text in states:
+        assert len(text) <= 39 and text.startswith("step "), text
+    assert len([line for line in _screen(output) if line.startswith("step")]) == 1
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "radref", "train", "--layers", "2",
+                             "--hidden", "4", "-n", "500", "--batch-size", "100", "--steps",
+                             "200", "--out", str(tmp_path / "m.npz")],
+                            capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert [re.fullmatch(PROGRESS_LINE, line).group(1) for line in lines] == [
+        str(20 * i) for i in range(1, 11)]  # one line at every tenth of the run
+    assert result.stdout.startswith("trained RadFlow")
+
+
+CTRL_C_STEPS = 2500
+CTRL_C_RUN = ["train", "--layers", "2", "--hidden", "4", "-n", "1000", "--batch-size", "100",
+              "--steps", str(CTRL_C_STEPS), "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    """The model of CTRL_C_RUN trained without interruption (by the Python API,
+    which the CLI must match bit for bit)."""
+    return RadFlow(n_layers=2, hidden=4, steps=CTRL_C_STEPS, batch_size=100, random_state=3).fit(
+        datasets.sample("two_moons", 1000, random_state=3))
+
+
+@pytest.mark.parametrize("own_checkpoint", [False, True])
+def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, own_checkpoint,
+                                                              uninterrupted):
+    out = tmp_path / "m.npz"
+    argv = CTRL_C_RUN + ["--out", str(out)]
+    if own_checkpoint:
+        argv += ["--checkpoint", str(tmp_path / "mine.npz"), "--checkpoint-every", "1000000"]
+    pid, fd = _spawn_on_a_terminal(argv)
+    before = _read_until(fd, rb"step \d+/%d" % CTRL_C_STEPS)
+    os.write(fd, b"\x03")  # Ctrl-C, typed on the terminal: SIGINT to the foreground process
+    output = (before + _read_until(fd, None)).decode()
+    assert _exit_status(pid) == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    checkpoint = tmp_path / ("mine.npz" if own_checkpoint else "m.checkpoint.npz")
+    step = int(re.search(rf"interrupted after step (\d+) of {CTRL_C_STEPS}", output).group(1))
+    assert 1 <= step < CTRL_C_STEPS
+    assert f"the training state is saved in {checkpoint}" in output
+    assert load_model(checkpoint).n_steps_ == step and not out.exists()
+    # the printed command resumes, and the result is the uninterrupted run's
+    command = output.split("resume with:")[1].strip().splitlines()[0]
+    words = shlex.split(command)
+    assert words[0] == "radref" and words[-2:] == ["--checkpoint", str(checkpoint)]
+    resumed = subprocess.run([sys.executable, "-m", "radref"] + words[1:] + ["--quiet"],
+                             capture_output=True, text=True, env=ENV, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"(resumed from {checkpoint} at step {step})" in resumed.stdout
+    final = load_model(out)
+    assert final.n_steps_ == CTRL_C_STEPS
+    for name, value in uninterrupted.parameters().items():
+        assert final.parameters()[name].tobytes() == value.tobytes(), name
+
+
+def test_demo_figure_one_scale_one_data_panel_scores_in_titles():
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import QuadMesh
+
+    from radref.user.plots import demo_figure
+    X_train, X_test = datasets.train_test_split_samples("two_moons", 500, 300, random_state=0)
+    models = {"Rad": RadFlow(n_layers=2, hidden=4, steps=30, random_state=0).fit(X_train),
+              "Real NVP": RealNVPFlow(n_layers=2, hidden=4, steps=30, random_state=0).fit(X_train)}
+    scores = {name: model.score(X_test) for name, model in models.items()}
+    fig = demo_figure(X_test, models, scores, best=-1.0,
+                      log_density=lambda X: datasets.log_density("two_moons", X), n_samples=300)
+    try:
+        colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        assert len(colorbars) == 1
+        meshes = [c for ax in fig.axes if ax not in colorbars for c in ax.collections
+                  if isinstance(c, QuadMesh)]
+        assert len(meshes) == 3  # true density and both models'
+        assert len({(m.norm.vmin, m.norm.vmax) for m in meshes}) == 1 and meshes[0].norm.vmin == 0
+        titles = [ax.get_title() for ax in fig.axes]
+        assert sum(title.startswith("data") for title in titles) == 1
+        for name, score in scores.items():
+            assert f"{name} density: held-out {score:+.3f} nats" in titles
+        assert "true density: best possible -1.000 nats" in titles
+    finally:
+        plt.close(fig)
+
+
+def test_a_file_that_cannot_be_written_names_the_flag(tmp_path, capsys, monkeypatch):
+    # (the tests run as root, for whom permissions do not apply: the OS error
+    # is raised by hand where the file is written)
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(RadFlow, "save", refuse)
+    out = tmp_path / "m.npz"
+    status, _, err = _run(capsys, ["train", "--out", str(out)] + TINY)
+    _assert_user_error(status, err, f"--out {out}: cannot write (Permission denied)")
+
+
+def test_progress_smoothing_rate_and_eta_computed_by_hand():
+    from radref.user.progress import TrainingProgress, format_duration
+    now = [0.0]
+    stream = io.StringIO()
+    display = TrainingProgress(1000, start=0, mode="lines", stream=stream, clock=lambda: now[0])
+    for step in range(1, 1001):
+        now[0] = 0.01 * step  # 100 steps per second
+        display.update(step, 0.5 + 2.0 * (-1) ** step)  # a minibatch value jumping by 4 nats
+        # bias-corrected average: a constant 0.5 +- 2 alternation averages to within
+        # 2 (1 - 0.99) / (1 + 0.99) ~ 0.01 of 0.5 once ~100 steps have passed
+        if step >= 300:
+            assert abs(display.smoothed - 0.5) < 0.02
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10
+    assert lines[0] == f"step 100/1000  loglik {_smoothed_by_formula(100):+.4f} (smoothed)  100 steps/s  ETA 9s"
+    assert lines[-1].startswith("step 1000/1000") and lines[-1].endswith("ETA 0s")
+    assert (format_duration(42.4), format_duration(65), format_duration(7260)) == (
+        "42s", "1m05s", "2h01m")
+
+
+def _smoothed_by_formula(step):
+    """The bias-corrected moving average of 0.5 + 2 (-1)^i, i = 1..step, by its formula."""
+    decay = 0.99
+    weights = (1 - decay) * decay ** np.arange(step - 1, -1, -1)
+    values = 0.5 + 2.0 * (-1.0) ** np.arange(1, step + 1)
+    return float(np.sum(weights * values) / np.sum(weights))

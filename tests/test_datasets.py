@@ -377,19 +377,19 @@ def test_unknown_name(bad):
 
 @pytest.mark.parametrize("n", [0, -1, -100])
 def test_nonpositive_n(n):
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="n must be >= 1"):
         D.sample("grid", n)
-    with pytest.raises(ValueError, match="n_train must be a positive int"):
+    with pytest.raises(ValueError, match="n_train must be >= 1"):
         D.train_test_split_samples("grid", n, 5)
-    with pytest.raises(ValueError, match="n_test must be a positive int"):
+    with pytest.raises(ValueError, match="n_test must be >= 1"):
         D.train_test_split_samples("grid", 5, n)
 
 
 @pytest.mark.parametrize("n", [True, False, 2.0, "3", None, np.bool_(True), [3]])
 def test_non_int_n(n):
-    with pytest.raises(TypeError, match="positive int"):
+    with pytest.raises(TypeError, match="n must be an integer"):
         D.sample("ring", n)
-    with pytest.raises(TypeError, match="positive int"):
+    with pytest.raises(TypeError, match="n must be an integer"):
         D.make_ring(n)
 
 

@@ -100,7 +100,7 @@ def test_score_and_transform(models, X, which):
     assert _finite_input(X)
     _no_nan(log_p)
     assert not np.any(log_p == np.inf)
-    Z, K = model.transform(X)
+    Z, K = model.infer(X)
     _no_nan(Z)
     assert Z.shape == (n, 2) and K.shape == (n, 2, 2)
     assert set(np.unique(K)) <= {-1, 0, 1, 2}
@@ -308,7 +308,7 @@ def test_load_model_on_damaged_checkpoints(files, cut, flips):
     except CheckpointError:
         return
     assert type(model) is RadFlow
-    assert model._hyperparameters() == original._hyperparameters()
+    assert model.get_params() == original.get_params()
     for name, value in original.parameters().items():
         assert model.parameters()[name].tobytes() == value.tobytes(), name
 

@@ -121,7 +121,9 @@ RAD_ONLY_CASES = [
      "K must be an integer array"),
     ("K without preimage", lambda m: m.inverse_transform(np.full((4, 2), 50.0), K_OK), ValueError,
      r"K does not match Z: \(v, k\) has no preimage"),
-    ("K None", lambda m: m.inverse_transform(X2), ValueError, "K is required"),
+    # without K, a Rad flow draws the branches: from a generator named as everywhere
+    ("K None, random_state str", lambda m: m.inverse_transform(X2, random_state="a"), TypeError,
+     "random_state must be None"),
 ]
 
 
@@ -208,14 +210,17 @@ CONSTRUCTOR_CASES = [
 @pytest.mark.parametrize("kwargs,exc,message", CONSTRUCTOR_CASES)
 @pytest.mark.parametrize("cls", CLASSES)
 def test_constructor_bad_input(cls, kwargs, exc, message):
+    # stored as given (scikit-learn's convention), refused by fit
+    model = cls(steps=1, **kwargs)
     with pytest.raises(exc, match=message):
-        cls(**kwargs)
+        model.fit(_moons(20))
+    assert not hasattr(model, "params_")
 
 
 @pytest.mark.parametrize("value,exc", [(-2, ValueError), (2.0, TypeError), (True, TypeError)])
 def test_gate_hidden_bad_input(value, exc):
     with pytest.raises(exc, match="gate_hidden must be"):
-        RadFlow(gate_hidden=value)
+        RadFlow(gate_hidden=value, steps=1).fit(_moons(20))
 
 
 @pytest.mark.parametrize("path,exc,message", [
@@ -323,7 +328,7 @@ def test_cli_outputs_checked_before_any_work(tmp_path, capsys, cli_model, monkey
             (["sample", "--model", str(cli_model), "--out", str(tmp_path / "no" / "s.npy")],
              "does not exist"),
             (["score", "--model", str(tmp_path / "missing.npz"), "--data", str(data),
-              "--out", str(tmp_path / "scores.txt")], "output must end in .npy or .csv"),
+              "--out", str(tmp_path / "scores.json")], "must end in .npy, .csv, .tsv or .txt"),
             (["demo", "--figure", str(tmp_path / "no" / "f.png"), "--quiet"], "does not exist")):
         status, _, err = _cli(capsys, argv)
         _one_line_error(status, err, fragment)
@@ -715,7 +720,7 @@ def test_out_of_range_rows_through_the_estimators(cls, fitted):
     X = np.array([[0.1, 0.2], [1e130, 0.0], [0.0, -2e120], [1.7e308, 1.7e308], [0.5, -0.3]])
     log_p = model.score_samples(X)
     assert np.all(np.isfinite(log_p[[0, 4]])) and np.all(log_p[1:4] == -np.inf)
-    Z, K = model.transform(X)
+    Z, K = model.infer(X)
     assert np.all(np.isinf(Z[1:4])) and np.all(K[1:4] == -1) and np.all(np.isfinite(Z[[0, 4]]))
     np.testing.assert_allclose(model.inverse_transform(Z[[0, 4]], K[[0, 4]]), X[[0, 4]],
                                rtol=0, atol=1e-10)

@@ -66,7 +66,7 @@ N_TRAIN, N_EVAL = 2000, 1000
 def crosscheck_problem(problem, cls):
     X = datasets.sample(problem, N_TRAIN, random_state=0)
     X_eval = datasets.sample(problem, N_EVAL, random_state=1)
-    model = cls(random_state=0).fit(X, steps=STEPS, lr=5e-3, progress=False)
+    model = cls(random_state=0, steps=STEPS, lr=5e-3, progress=False).fit(X)
     config, params = model.config_, model.params_
     log_px, z, k, _ = flow_forward(X_eval, params, config)
     mean_ll, grads = mean_loglik_and_grad(X_eval, params, config)

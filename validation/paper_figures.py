@@ -77,7 +77,7 @@ def fig_samples(plt, runs, out, n=5000):
 
 
 def _gaussianization(ax, flow, X, title):
-    Z, _ = flow.transform(X[:5000])
+    Z = flow.transform(X[:5000])  # the real latent (infer() also gives K)
     ax.scatter(Z[:, 0], Z[:, 1], s=0.5, alpha=0.5, c=position_colours(X[:5000]))
     angle = np.linspace(0, 2 * np.pi, 200)
     for r in (1, 2, 3):

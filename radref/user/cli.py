@@ -1,44 +1,40 @@
-"""Command-line interface: ``radref demo | train | score | sample``."""
+"""The ``radref`` command: ``demo | data | train | score | sample | plot | reproduce |
+golden | check-port``.
+
+User errors print one line, ``radref: error: <flag> <file>: <what is wrong>``,
+and exit with status 2; Ctrl-C exits with status 130 (``train`` first saves
+a checkpoint and prints the command that resumes).  Every option is checked,
+and every output path, before any work starts.
+"""
 import argparse
 import os
+import shlex
 import sys
 import time
-import warnings
 
 import numpy as np
 
 from radref import datasets
-from radref.training.checkpoint import CheckpointError
-from radref.user.estimators import RadFlow, RealNVPFlow, load_model
+from radref._version import __version__
+from radref.training.checkpoint import CheckpointError, load_checkpoint
 from radref.training.train import NonFiniteError
+from radref.user.datafiles import (STDIO, DataFileError, check_output, read_bytes, read_points,
+                                   write_array)
+from radref.user.estimators import (TRAINING_DEFAULTS, RadFlow, RealNVPFlow, TrainingInterrupted,
+                                    load_model)
 
 MODELS = {"rad": RadFlow, "realnvp": RealNVPFlow}
+#: points drawn from a built-in problem when -n is not given
+DEFAULT_POINTS = 10_000
+#: status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
 
 
 class CLIError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
-def _read_array(path):
-    if not os.path.exists(path):
-        raise CLIError(f"no such file: {path}")
-    if path.endswith(".npy"):
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise CLIError(f"{path}: not a readable .npy array ({exc})") from None
-    if path.endswith(".csv"):
-        with warnings.catch_warnings():
-            # np.loadtxt only warns on a file without data rows: make it an error.
-            warnings.simplefilter("error", UserWarning)
-            try:
-                return np.loadtxt(path, delimiter=",", ndmin=2)
-            except UserWarning:
-                raise CLIError(f"{path}: the CSV file holds no data") from None
-            except ValueError as exc:
-                raise CLIError(f"{path}: not a numeric CSV file ({exc})") from None
-    raise CLIError(f"{path}: expected a .npy or .csv file")
-
+# ------------------------------------------------------------ checking options
 
 def _check_seed(seed, option="--seed"):
     if seed < 0:
@@ -46,91 +42,307 @@ def _check_seed(seed, option="--seed"):
     return seed
 
 
-def _check_output(path, extensions=(".npy", ".csv")):
-    """Fail before any work if ``path`` cannot be written: wrong extension or
-    missing directory."""
-    if extensions and not path.endswith(extensions):
-        raise CLIError(f"{path}: output must end in {' or '.join(extensions)}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CLIError(f"{path}: directory {directory} does not exist")
+def _check_positive(value, option):
+    if value is not None and value < 1:
+        raise CLIError(f"{option} must be >= 1, got {value}")
+    return value
 
 
-def _write_array(path, array):
-    if path.endswith(".npy"):
-        np.save(path, array)
-    elif path.endswith(".csv"):
-        np.savetxt(path, array, delimiter=",", fmt="%.17g")
-    else:
-        raise CLIError(f"{path}: output must end in .npy or .csv")
+def _check_lr(lr, option="--lr"):
+    if not (np.isfinite(lr) and lr > 0):
+        raise CLIError(f"{option} must be a finite number > 0, got {lr}")
+    return lr
+
+
+def _need_matplotlib(option):
+    """Fail before any training if a figure is asked for and matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CLIError(f"{option} needs matplotlib, which is not installed: pip install "
+                       f"matplotlib (in radref's source tree: pip install \".[plot]\")") from None
+
+
+def _say(message, to_stderr=False):
+    """Progress and summaries: on stderr when stdout carries data (``--out -``)."""
+    print(message, file=sys.stderr if to_stderr else sys.stdout)
+
+
+# ------------------------------------------------------------------- models
+
+def _load_model(flag, path):
+    """A radref model from ``path``, or a CLIError naming ``flag`` and ``path``."""
+    raw = read_bytes(flag, path)[:8]
+    if raw.startswith(b"\x93NUMPY"):
+        raise CLIError(f"{flag} {path}: a NumPy array (.npy), not a radref model; models are "
+                       f"the .npz files that 'radref train --out' writes")
+    if not raw.startswith(b"PK\x03\x04"):
+        raise CLIError(f"{flag} {path}: not a radref model (models are the .npz files that "
+                       f"'radref train --out' writes)")
+    try:
+        return load_model(path)
+    except CheckpointError as exc:
+        raise CLIError(f"{flag} {path}: {_checkpoint_problem(exc, path)}") from None
+
+
+def _checkpoint_problem(exc, path):
+    """A CheckpointError's message, without the path and without the internals
+    of the library that failed to read the file."""
+    message = str(exc)
+    if message.startswith(f"{path}: "):
+        message = message[len(f"{path}: "):]
+    if message.startswith("not a readable radref checkpoint"):
+        return ("an .npz archive radref cannot read: damaged, or not a model that "
+                "'radref train' wrote")
+    if message.startswith(("checkpoint is incomplete", "invalid model description",
+                           "parameters do not match")):
+        return "a damaged radref model (its content is incomplete or inconsistent)"
+    return message
+
+
+def _points(flag, path, dim=None, model_flag=None, model_path=None):
+    """Points from ``path`` with, if ``dim`` is given, the model's number of columns."""
+    X = read_points(flag, path)
+    if dim is not None and X.shape[1] != dim:
+        raise CLIError(f"{flag} {path} has {X.shape[1]} columns, but the model in "
+                       f"{model_flag} {model_path} was trained on {dim}-column data")
+    return X
+
+
+# ----------------------------------------------------------------- commands
+
+def _cmd_data(args):
+    _check_positive(args.n, "-n")
+    _check_seed(args.seed)
+    check_output("--out", args.out)
+    X = datasets.sample(args.problem, args.n, random_state=args.seed)
+    write_array("--out", args.out, X)
+    _say(f"wrote {args.n} points of {args.problem} (seed {args.seed}) to {_name(args.out)}",
+         to_stderr=args.out == STDIO)
+
+
+def _name(path):
+    return "standard output" if path == STDIO else path
 
 
 def _cmd_demo(args):
     _check_seed(args.seed)
+    for option in ("n_train", "n_test", "rad_steps", "realnvp_steps"):
+        _check_positive(getattr(args, option), "--" + option.replace("_", "-"))
+    _check_lr(args.lr)
     if args.figure:
-        _check_output(args.figure, extensions=())
+        check_output("--figure", args.figure, extensions=(".png",), allow_stdout=False)
+        _need_matplotlib("--figure")
     start = time.perf_counter()
     X_train, X_test = datasets.train_test_split_samples(
         "two_moons", args.n_train, args.n_test, random_state=args.seed)
-    models = {}
+    models, scores = {}, {}
     for title, cls, steps in (("Rad", RadFlow, args.rad_steps),
                               ("Real NVP", RealNVPFlow, args.realnvp_steps)):
         t0 = time.perf_counter()
-        model = cls(random_state=args.seed).fit(X_train, steps=steps, lr=args.lr,
-                                                batch_size=min(500, len(X_train)),
-                                                progress=False if args.quiet else None)
-        models[title] = model
+        model = cls(steps=steps, lr=args.lr, progress=not args.quiet, random_state=args.seed)
+        model.fit(X_train)
+        models[title], scores[title] = model, model.score(X_test)
         print(f"{title:9s} ({model.n_parameters():5d} parameters, {steps} steps): "
-              f"held-out mean log-likelihood {model.score(X_test):+.4f} nats "
+              f"held-out mean log-likelihood {scores[title]:+.4f} nats "
               f"({time.perf_counter() - t0:.1f} s)")
     best, _ = datasets.negative_entropy("two_moons", n=100_000, random_state=args.seed)
     print(f"best achievable (negative entropy of the data): {best:+.4f} nats")
     if args.figure:
-        from radref.user.plots import plot_data_samples_density
-        plot_data_samples_density(args.figure, X_test, models, random_state=args.seed)
+        from radref.user.plots import plot_demo
+        with _writing("--figure", args.figure):
+            plot_demo(args.figure, X_test, models, scores, best=best,
+                      log_density=lambda X: datasets.log_density("two_moons", X),
+                      random_state=args.seed)
         print(f"figure written to {args.figure}")
     print(f"total time {time.perf_counter() - start:.1f} s")
 
 
-def _cmd_train(args):
+def _cmd_train(args, argv):
+    X, X_val, model = _train_setup(args)
+    resume_from = _resume_step(args)
+    try:
+        model.fit(X, X_val=X_val, checkpoint=args.checkpoint,
+                  checkpoint_every=args.checkpoint_every)
+    except TrainingInterrupted as stop:
+        return _interrupted(args, argv, model, stop)
+    except NonFiniteError as exc:
+        hint = (f"that is row {exc.row + 1} of --data {args.data}"
+                if exc.row is not None and args.data is not None
+                else f"a smaller --lr (now {args.lr:g}) may help")
+        raise CLIError(f"training stopped: {exc}; {hint}") from None
+    except ValueError as exc:
+        if args.checkpoint and str(exc).startswith(f"checkpoint {args.checkpoint}"):
+            raise CLIError(f"--checkpoint {args.checkpoint}: written by another run (other "
+                           f"model, data or settings); delete it, or choose another path to "
+                           f"start afresh") from None
+        raise
+    except OSError as exc:  # the periodic checkpoint could not be written
+        if args.checkpoint is None:
+            raise
+        raise _cannot_write("--checkpoint", args.checkpoint, exc) from None
+    with _writing("--out", args.out):
+        model.save(args.out)
+    held_out = ("" if X_val is None else
+                f"; held-out {model.score(X_val):+.4f} nats ({X_val.shape[0]} points)")
+    resumed = ("" if resume_from is None else
+               f" (resumed from {args.checkpoint} at step {resume_from})")
+    print(f"trained {type(model).__name__} on {X.shape[0]} points for {model.n_steps_} steps"
+          f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats{held_out}; saved to "
+          f"{args.out}")
+    return 0
+
+
+def _cannot_write(flag, path, exc):
+    return CLIError(f"{flag} {path}: cannot write ({exc.strerror or exc})")
+
+
+class _writing:
+    """Turn an OSError while writing ``path`` into a CLIError naming ``flag``."""
+
+    def __init__(self, flag, path):
+        self.flag, self.path = flag, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise _cannot_write(self.flag, self.path, exc) from None
+        return False
+
+
+def _train_setup(args):
+    """Check every option and path, read the data: before any training."""
     _check_seed(args.seed)
-    _check_output(args.out, extensions=())
-    if args.data:
-        X = _read_array(args.data)
+    for option in ("layers", "hidden", "gate_hidden", "steps", "batch_size", "eval_every",
+                   "checkpoint_every"):
+        _check_positive(getattr(args, option), "--" + option.replace("_", "-"))
+    _check_lr(args.lr)
+    if args.gate_hidden is not None and args.model != "rad":
+        raise CLIError("--gate-hidden applies to --model rad only")
+    if args.data is not None and args.n is not None:
+        raise CLIError(f"-n applies to --problem (the number of points drawn from it); with "
+                       f"--data, every point of {args.data} is used")
+    _check_positive(args.n, "-n")
+    check_output("--out", args.out, extensions=(".npz",), allow_stdout=False)
+    if args.checkpoint is not None:
+        check_output("--checkpoint", args.checkpoint, extensions=(".npz",), allow_stdout=False)
+        if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
+            raise CLIError("--checkpoint and --out must be different files")
+    if args.data is not None:
+        X = _points("--data", args.data)
+        if X.shape[1] < 2:
+            raise CLIError(f"--data {args.data} has 1 column; a flow needs at least 2 (each "
+                           f"coupling layer transforms some columns given the others)")
     else:
-        X = datasets.sample(args.problem, args.n, random_state=args.seed)
-    cls = MODELS[args.model]
-    kwargs = dict(n_layers=args.layers, random_state=args.seed)
+        X = datasets.sample(args.problem, args.n or DEFAULT_POINTS, random_state=args.seed)
+    X_val = None
+    if args.val is not None:
+        X_val = read_points("--val", args.val)
+        if X_val.shape[1] != X.shape[1]:
+            source = f"--data {args.data}" if args.data else f"--problem {args.problem}"
+            raise CLIError(f"--val {args.val} has {X_val.shape[1]} columns, {source} has "
+                           f"{X.shape[1]}")
+    params = dict(n_layers=args.layers, steps=args.steps, batch_size=args.batch_size,
+                  lr=args.lr, eval_every=args.eval_every, progress=not args.quiet,
+                  random_state=args.seed)
     if args.hidden is not None:
-        kwargs["hidden"] = args.hidden
+        params["hidden"] = args.hidden
     if args.gate_hidden is not None:
-        if args.model != "rad":
-            raise CLIError("--gate-hidden applies to --model rad only")
-        kwargs["gate_hidden"] = args.gate_hidden
-    model = cls(**kwargs).fit(X, steps=args.steps, batch_size=min(args.batch_size, len(X)),
-                              lr=args.lr, progress=False if args.quiet else None)
-    model.save(args.out)
-    print(f"trained {cls.__name__} on {X.shape[0]} points for {args.steps} steps: "
-          f"mean log-likelihood {model.score(X):+.4f} nats; saved to {args.out}")
+        params["gate_hidden"] = args.gate_hidden
+    return X, X_val, MODELS[args.model](**params)
+
+
+def _resume_step(args):
+    """The step of an existing ``--checkpoint`` (``None`` if there is none)."""
+    if args.checkpoint is None or not os.path.exists(args.checkpoint):
+        return None
+    try:
+        meta, _, _ = load_checkpoint(args.checkpoint)
+    except (CheckpointError, OSError) as exc:
+        problem = (_checkpoint_problem(exc, args.checkpoint) if isinstance(exc, CheckpointError)
+                   else exc.strerror)
+        raise CLIError(f"--checkpoint {args.checkpoint}: {problem}") from None
+    return meta["step"]
+
+
+def default_checkpoint(out):
+    """Where ``train`` saves an interrupted run without ``--checkpoint``:
+    ``model.npz`` -> ``model.checkpoint.npz``."""
+    return os.path.splitext(out)[0] + ".checkpoint.npz"
+
+
+def _interrupted(args, argv, model, stop):
+    """Ctrl-C during training: make sure a checkpoint holds the state, say how
+    to resume, exit 130."""
+    path = stop.checkpoint
+    if path is None:
+        path = default_checkpoint(args.out)
+        with _writing("--out", path):
+            model.save(path)
+    command = _without_option(argv, "--checkpoint") + ["--checkpoint", os.fspath(path)]
+    # after a progress line the display has ended the line; else start a new
+    # one (the terminal echoed ^C where the cursor was)
+    new_line = "\n" if args.quiet else ""
+    _say(f"{new_line}interrupted after step {stop.step} of {args.steps}; the training state "
+         f"is saved in {path}\nresume with:\n  radref {shlex.join(command)}", to_stderr=True)
+    return EXIT_INTERRUPTED
+
+
+def _without_option(argv, option):
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == option:
+            skip = True
+        elif not word.startswith(option + "="):
+            kept.append(word)
+    return kept
 
 
 def _cmd_score(args):
     if args.out:
-        _check_output(args.out)
-    model = load_model(args.model)
-    scores = model.score_samples(_read_array(args.data))
+        check_output("--out", args.out)
+    model = _load_model("--model", args.model)
+    X = _points("--data", args.data, model.n_features_in_, "--model", args.model)
+    scores = model.score_samples(X)
     if args.out:
-        _write_array(args.out, scores)
-    print(f"mean log-likelihood {np.mean(scores):+.6f} nats over {scores.size} points")
+        write_array("--out", args.out, scores)
+    _say(f"mean log-likelihood {np.mean(scores):+.6f} nats over {scores.size} points",
+         to_stderr=args.out == STDIO)
 
 
 def _cmd_sample(args):
     _check_seed(args.seed)
-    _check_output(args.out)
-    model = load_model(args.model)
+    _check_positive(args.n, "-n")
+    check_output("--out", args.out)
+    model = _load_model("--model", args.model)
     samples = model.sample(args.n, random_state=args.seed)
-    _write_array(args.out, samples)
-    print(f"wrote {args.n} samples to {args.out}")
+    write_array("--out", args.out, samples)
+    _say(f"wrote {args.n} samples to {_name(args.out)}", to_stderr=args.out == STDIO)
+
+
+def _cmd_plot(args):
+    _check_seed(args.seed)
+    _check_positive(args.n, "-n")
+    out = args.out or os.path.splitext(args.model)[0] + ".png"
+    check_output("--out", out, extensions=(".png",), allow_stdout=False)
+    _need_matplotlib("radref plot")
+    model = _load_model("MODEL", args.model)
+    if model.n_features_in_ != 2:
+        raise CLIError(f"MODEL {args.model}: a {model.n_features_in_}-dimensional model; "
+                       f"radref plot draws 2-dimensional ones")
+    X = None
+    if args.data is not None:
+        X = _points("--data", args.data, 2, "MODEL", args.model)
+    from radref.user.plots import plot_model
+    with _writing("--out", out):
+        plot_model(out, model, data=X, n_samples=args.n, random_state=args.seed,
+                   title=os.path.basename(args.model))
+    print(f"figure written to {out}")
 
 
 def _cmd_reproduce(args):
@@ -153,14 +365,14 @@ def _cmd_golden(args):
 def _cmd_check_port(args):
     from radref.reference import golden
     if not os.path.exists(args.port):
-        raise CLIError(f"no such file: {args.port}")
+        raise CLIError(f"PORT {args.port}: no such file")
     golden_dir = args.golden or golden.default_golden_dir()
     if golden_dir is None:
         raise CLIError("this radref installation ships no golden vectors: pass --golden DIR "
                        "(a directory written by 'radref golden --out DIR')")
     golden_path = os.path.join(golden_dir, golden.JSON_NAME)
     if not os.path.exists(golden_path):
-        raise CLIError(f"no {golden.JSON_NAME} in {golden_dir}")
+        raise CLIError(f"--golden {golden_dir}: no {golden.JSON_NAME} in it")
     gold = golden.load_document(golden_path)
     port = golden.from_json(golden.read_json(args.port), where=args.port)
     report = golden.check_port(port, gold, tolerance=args.tolerance, partial=args.partial)
@@ -170,10 +382,38 @@ def _cmd_check_port(args):
         sys.exit(1)
 
 
+# ------------------------------------------------------------------- parser
+
+POINT_FILES = ".npy, .csv, .tsv or .txt (header line optional), or - for standard input"
+OUTPUT_FILES = ".npy, .csv, .tsv or .txt, or - for standard output (CSV)"
+D = TRAINING_DEFAULTS
+
+
+def _add_training_options(parser):
+    parser.add_argument("--layers", type=int, default=6, help="coupling layers (default 6)")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help="hidden units (default: 8 for rad, 56 for realnvp)")
+    parser.add_argument("--gate-hidden", type=int, default=None,
+                        help="hidden units of the Rad gating network (default: --hidden)")
+    parser.add_argument("--steps", type=int, default=D["steps"],
+                        help=f"Adam steps (default {D['steps']}, as RadFlow(steps=...))")
+    parser.add_argument("--batch-size", type=int, default=D["batch_size"],
+                        help=f"minibatch size, capped at the number of points "
+                             f"(default {D['batch_size']})")
+    parser.add_argument("--lr", type=float, default=D["lr"],
+                        help=f"Adam learning rate (default {D['lr']:g}, as RadFlow(lr=...))")
+    parser.add_argument("--eval-every", type=int, default=D["eval_every"],
+                        help=f"steps between two scores of --val (default {D['eval_every']})")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="radref", description="Rad (Real and Discrete) normalizing flows in NumPy.")
-    sub = parser.add_subparsers(dest="command", required=True)
+        prog="radref", description="Rad (Real and Discrete) normalizing flows in NumPy.",
+        epilog=f"Training defaults, the same as the Python estimators': {D['steps']} Adam "
+               f"steps, batch {D['batch_size']}, lr {D['lr']:g}.  'radref COMMAND --help' "
+               f"explains each command.")
+    parser.add_argument("--version", action="version", version=f"radref {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="train Rad and Real NVP on two moons, report and plot",
                           description="Train Rad (8 hidden units) and Real NVP (56 hidden "
@@ -182,48 +422,80 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--n-train", type=int, default=10_000, help="training points (default 10000)")
     demo.add_argument("--n-test", type=int, default=10_000, help="held-out points (default 10000)")
-    demo.add_argument("--rad-steps", type=int, default=3000, help="Adam steps for Rad (default 3000)")
-    demo.add_argument("--realnvp-steps", type=int, default=3000,
-                      help="Adam steps for Real NVP (default 3000)")
-    demo.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
+    demo.add_argument("--rad-steps", type=int, default=D["steps"],
+                      help=f"Adam steps for Rad (default {D['steps']})")
+    demo.add_argument("--realnvp-steps", type=int, default=D["steps"],
+                      help=f"Adam steps for Real NVP (default {D['steps']})")
+    demo.add_argument("--lr", type=float, default=D["lr"],
+                      help=f"Adam learning rate (default {D['lr']:g})")
     demo.add_argument("--figure", default="radref-demo.png",
                       help="PNG to write (default radref-demo.png; empty string: none)")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     demo.set_defaults(func=_cmd_demo)
 
-    train = sub.add_parser("train", help="fit a model and save it",
-                           description="Fit a model to a data file or to a built-in problem.")
+    data = sub.add_parser("data", help="export points of a built-in problem",
+                          description="Draw points from one of the paper's six problems "
+                                      "(docs/datasets.md) and write them to a file.")
+    data.add_argument("problem", choices=datasets.PROBLEMS, metavar="PROBLEM",
+                      help=f"one of {', '.join(datasets.PROBLEMS)}")
+    data.add_argument("-n", type=int, default=DEFAULT_POINTS,
+                      help=f"number of points (default {DEFAULT_POINTS})")
+    data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    data.add_argument("--out", required=True, help=f"output: {OUTPUT_FILES}")
+    data.set_defaults(func=_cmd_data)
+
+    train = sub.add_parser(
+        "train", help="fit a model and save it",
+        description="Fit a model to a data file or to a built-in problem and save it. Progress "
+                    "(smoothed log-likelihood, steps/s, time left) goes to stderr. Ctrl-C "
+                    "stops after the current step, saves a checkpoint and prints the command "
+                    "that resumes.")
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--data", help="training data, .npy or .csv, shape (n, d)")
+    source.add_argument("--data", help=f"training points: {POINT_FILES}")
     source.add_argument("--problem", default="two_moons", choices=datasets.PROBLEMS,
                         help="built-in problem used when --data is not given (default two_moons)")
-    train.add_argument("-n", type=int, default=10_000, help="points drawn from --problem")
+    train.add_argument("-n", type=int, default=None,
+                       help=f"points drawn from --problem (default {DEFAULT_POINTS}; not "
+                            f"with --data, whose points are all used)")
+    train.add_argument("--val", help=f"held-out points, scored during training: {POINT_FILES}")
     train.add_argument("--model", choices=sorted(MODELS), default="rad", help="model (default rad)")
-    train.add_argument("--layers", type=int, default=6, help="coupling layers (default 6)")
-    train.add_argument("--hidden", type=int, default=None,
-                       help="hidden units (default: 8 for rad, 56 for realnvp)")
-    train.add_argument("--gate-hidden", type=int, default=None,
-                       help="hidden units of the Rad gating network (default: --hidden)")
-    train.add_argument("--steps", type=int, default=5000, help="Adam steps (default 5000)")
-    train.add_argument("--batch-size", type=int, default=500, help="minibatch size (default 500)")
-    train.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--out", required=True, help="checkpoint file to write (.npz)")
+    _add_training_options(train)
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the --problem draw and of the model (default 0)")
+    train.add_argument("--out", required=True, help="model file to write (.npz)")
+    train.add_argument("--checkpoint", default=None,
+                       help="training-state file (.npz), saved every --checkpoint-every steps "
+                            "and at the end; if it exists, training resumes from it")
+    train.add_argument("--checkpoint-every", type=int, default=1000,
+                       help="steps between two checkpoints (default 1000)")
     train.add_argument("--quiet", action="store_true", help="no progress display")
     train.set_defaults(func=_cmd_train)
 
     score = sub.add_parser("score", help="log-density of points under a saved model")
-    score.add_argument("--model", required=True, help="checkpoint written by 'radref train'")
-    score.add_argument("--data", required=True, help="points, .npy or .csv")
-    score.add_argument("--out", help="write per-point log-densities here (.npy or .csv)")
+    score.add_argument("--model", required=True, help="model file written by 'radref train'")
+    score.add_argument("--data", required=True, help=f"points: {POINT_FILES}")
+    score.add_argument("--out", help=f"write per-point log-densities here: {OUTPUT_FILES}")
     score.set_defaults(func=_cmd_score)
 
     sample = sub.add_parser("sample", help="draw samples from a saved model")
-    sample.add_argument("--model", required=True, help="checkpoint written by 'radref train'")
+    sample.add_argument("--model", required=True, help="model file written by 'radref train'")
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    sample.add_argument("--out", required=True, help="output file, .npy or .csv")
+    sample.add_argument("--out", required=True, help=f"output: {OUTPUT_FILES}")
     sample.set_defaults(func=_cmd_sample)
+
+    plot = sub.add_parser("plot", help="draw a trained 2-D model: density, samples, folding",
+                          description="Draw a trained 2-D model: its density, its samples, "
+                                      "and what each coupling layer does to the points (for "
+                                      "Rad, the folding: the branch k of each point).")
+    plot.add_argument("model", metavar="MODEL", help="model file written by 'radref train'")
+    plot.add_argument("--data", help=f"points to draw and push through the layers (default: "
+                                     f"the model's samples): {POINT_FILES}")
+    plot.add_argument("-n", type=int, default=4000,
+                      help="samples drawn from the model (default 4000)")
+    plot.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    plot.add_argument("--out", help="PNG to write (default: MODEL with .png)")
+    plot.set_defaults(func=_cmd_plot)
 
     rep = sub.add_parser("reproduce", help="the paper's experiment (§4.3 table) or your sweep",
                          description="Train Rad and Real NVP on the six problems over several "
@@ -264,17 +536,32 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the command; returns the exit status (0, 1 for a failed check-port,
+    2 for a user error, 130 after Ctrl-C)."""
+    argv = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (CLIError, CheckpointError, ValueError, TypeError, OSError, ImportError,
-            NonFiniteError) as exc:
-        print(f"radref: error: {exc}", file=sys.stderr)
-        return 2
+        status = args.func(args, argv) if args.func is _cmd_train else args.func(args)
+    except (CLIError, DataFileError, CheckpointError) as exc:
+        return _error(exc)
+    except BrokenPipeError:
+        # stdout closed early (radref sample --out - | head): not an error of
+        # radref's; silence the flush at exit, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (ValueError, TypeError, OSError, ImportError, NonFiniteError) as exc:
+        return _error(exc)
     except MemoryError as exc:  # e.g. sample -n 10**14
-        print(f"radref: error: out of memory ({exc})", file=sys.stderr)
-        return 2
-    return 0
+        return _error(f"out of memory ({exc})")
+    except KeyboardInterrupt:
+        print("\nradref: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return status or 0
+
+
+def _error(message):
+    print(f"radref: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,5 +1,18 @@
-"""User-facing estimators with scikit-learn conventions: :class:`RadFlow` and
-:class:`RealNVPFlow`.
+"""The estimators :class:`RadFlow` and :class:`RealNVPFlow`, with
+scikit-learn's conventions and without depending on scikit-learn.
+
+- Every hyperparameter, of the architecture and of training alike, is a
+  constructor parameter stored unmodified; ``get_params``, ``set_params``
+  and ``__repr__`` come from :class:`~radref.user.params.ParamsMixin`, and
+  nothing is checked before :meth:`~_FlowEstimator.fit`.
+- ``fit(X, y=None)`` returns ``self``; what it learns ends in an underscore
+  (``params_``, ``n_features_in_``, ...).  The data-dependent arguments of
+  ``fit`` are held-out data (``X_val``) and a checkpoint file.
+- ``warm_start=True`` continues a fitted model up to ``steps`` in total,
+  drawing the minibatches an uninterrupted run would draw.
+- ``__sklearn_tags__`` tells scikit-learn's estimator checks what the
+  estimators are (density estimators that also transform: ``X -> Z``); it
+  imports scikit-learn only when scikit-learn itself asks.
 
 They are thin wrappers around the functional core (:mod:`radref.core.flow`,
 :mod:`radref.training.train`): all arithmetic happens there.
@@ -8,133 +21,221 @@ import contextlib
 import hashlib
 import numbers
 import os
+import signal
+import sys
+import threading
+import warnings
 
 import numpy as np
 
-from radref.checks import check_array, check_float, check_int
-from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from radref.checks import (check_array, check_bool, check_float, check_generator, check_int,
+                           check_path, check_random_state, check_real)
 from radref.core.coupling import split
 from radref.core.flow import (FlowConfig, flow_forward, flow_init, flow_inverse, flow_log_density,
-                         flow_sample)
+                              flow_sample, flow_sample_from_noise)
+from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from radref.training.optim import AdamConfig, adam_init, check_adam_config
 from radref.training.train import NonFiniteError, mean_loglik_and_grad, train
+from radref.user.params import ParamsMixin
+from radref.user.progress import TrainingProgress, display_mode
+
+#: Defaults of the training hyperparameters, one set for Python and the
+#: ``radref`` command: 3000 Adam steps of minibatches of 500 at lr 5e-3 (the
+#: demo's settings, which reach within ~0.1 nats of the best achievable
+#: held-out log-likelihood on two moons), Adam's usual betas and eps.
+TRAINING_DEFAULTS = dict(steps=3000, batch_size=500, lr=5e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                         eval_every=250)
+#: the 0.1 keywords of ``fit``, now constructor parameters (still accepted by fit)
+_FIT_KEYWORDS_OF_0_1 = ("steps", "batch_size", "lr", "beta1", "beta2", "eps", "eval_every",
+                        "progress")
 
 
-class NotFittedError(RuntimeError):
-    """The model is used before :meth:`fit` or :meth:`load`."""
+class NotFittedError(RuntimeError, ValueError, AttributeError):
+    """The model is used before :meth:`fit` or :meth:`load`.
+
+    A ``RuntimeError`` (as in radref 0.1) that is also a ``ValueError`` and an
+    ``AttributeError``, like scikit-learn's ``NotFittedError``.
+    """
 
 
-class _FlowEstimator:
-    _kind = None
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :meth:`fit` between two steps.
 
-    def _set_common(self, n_layers, hidden, out_std, random_state):
-        """Check and store the hyperparameters both flows share."""
-        self.n_layers = check_int("n_layers", n_layers)
-        self.hidden = check_int("hidden", hidden)
-        self.out_std = check_float("out_std", out_std, positive=False)
-        if self.out_std < 0:
-            raise ValueError(f"out_std must be >= 0, got {out_std}")
-        self.random_state = _check_random_state(random_state)
+    The model holds the parameters after ``step`` steps (a consistent,
+    usable state); ``checkpoint`` is the file written at that step, or
+    ``None`` when ``fit`` was given no checkpoint path.
+    """
 
-    def _hyperparameters(self):
+    def __init__(self, step, checkpoint=None):
+        self.step, self.checkpoint = step, checkpoint
+        where = f"; training state saved to {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"training interrupted after step {step}{where}")
+
+
+class _Run:
+    """Where a fit starts: parameters, Adam state, steps done, history and seed."""
+
+    def __init__(self, params, state, start, history, entropy):
+        self.params, self.state, self.start = params, state, start
+        self.history, self.entropy = history, entropy
+
+
+class _FlowEstimator(ParamsMixin):
+    """What :class:`RadFlow` and :class:`RealNVPFlow` share."""
+
+    #: names of the constructor parameters stored as the checkpoint's
+    #: ``hyperparameters`` (the architecture and seed, as radref 0.1 wrote them)
+    _ARCHITECTURE = ("n_layers", "hidden", "out_std", "random_state")
+
+    # ------------------------------------------------------------ parameters
+    def _checked(self):
+        """Every constructor parameter, checked (``TypeError``/``ValueError``
+        naming the parameter), plus ``"adam"``, the checked :class:`AdamConfig`."""
+        out_std = check_float("out_std", self.out_std, positive=False)
+        if out_std < 0:
+            raise ValueError(f"out_std must be >= 0, got {self.out_std}")
+        checked = dict(
+            n_layers=check_int("n_layers", self.n_layers), hidden=check_int("hidden", self.hidden),
+            out_std=out_std, steps=check_int("steps", self.steps),
+            batch_size=check_int("batch_size", self.batch_size),
+            lr=check_float("lr", self.lr), beta1=check_real("beta1", self.beta1),
+            beta2=check_real("beta2", self.beta2), eps=check_real("eps", self.eps),
+            eval_every=check_int("eval_every", self.eval_every),
+            warm_start=check_bool("warm_start", self.warm_start),
+            progress=None if self.progress is None else check_bool("progress", self.progress),
+            random_state=check_random_state("random_state", self.random_state))
+        checked["adam"] = check_adam_config(AdamConfig(checked["lr"], checked["beta1"],
+                                                       checked["beta2"], checked["eps"]))
+        return checked
+
+    def _architecture(self, checked):
+        """The checkpoint's ``hyperparameters`` (without ``dim``)."""
+        return {name: checked[name] for name in self._ARCHITECTURE}
+
+    def _config(self, dim, checked):
         raise NotImplementedError
 
-    def _config(self, dim):
-        raise NotImplementedError
+    def _plain_params(self, checked):
+        """The constructor parameters as JSON values (for a checkpoint)."""
+        return {name: checked[name] for name in self._parameter_names()}
 
-    # ------------------------------------------------------------- fitting
-    def fit(self, X, steps=1000, batch_size=500, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-            X_val=None, eval_every=1000, progress=None, checkpoint=None, checkpoint_every=1000):
-        """Fit by maximum likelihood with Adam.
+    # --------------------------------------------------------------- fitting
+    def fit(self, X, y=None, X_val=None, checkpoint=None, checkpoint_every=1000, **fit_params):
+        """Fit by maximum likelihood with Adam (paper §4.2).
 
         Parameters
         ----------
         X : array_like, shape (n, d), d >= 2
             Training data.
-        steps : int
-            Total number of Adam steps (>= 1).
-        batch_size : int
-            Minibatch size, at most ``n``.
-        lr, beta1, beta2, eps : float
-            Adam hyperparameters.
+        y : ignored
+            Present for scikit-learn's API (pipelines pass it).
         X_val : array_like, shape (m, d), optional
-            Held-out data, scored every ``eval_every`` steps (``history_``).
-        progress : bool or None
-            Progress line on stderr; ``None``: only if stderr is a terminal.
+            Held-out data, scored every ``eval_every`` steps and at the end
+            (``history_``).
         checkpoint : path, optional
-            Training state is saved there every ``checkpoint_every`` steps and
-            at the end.  If the file exists, training resumes from it (same
-            data, model and settings required) and reaches bit-identical
-            parameters to an uninterrupted run.
+            Training state is saved there every ``checkpoint_every`` steps, at
+            the end, and when Ctrl-C interrupts training.  If the file exists,
+            training resumes from it (same class, architecture, data,
+            ``batch_size`` and Adam settings required, else ``ValueError``)
+            and reaches bit-identical parameters to an uninterrupted run.
+        checkpoint_every : int
+            Steps between two saves of ``checkpoint``.
+        **fit_params
+            radref 0.1's training keywords (``steps``, ``batch_size``, ``lr``,
+            ``beta1``, ``beta2``, ``eps``, ``eval_every``, ``progress``), kept
+            so that code written for 0.1 runs: ``fit(X, steps=50)`` is
+            ``set_params(steps=50).fit(X)``.  Deprecated: set them on the
+            estimator.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        TrainingInterrupted
+            Ctrl-C (SIGINT) arrived: training stopped after the step under
+            way, the checkpoint (if any) was saved, and the model holds that
+            step's parameters.  A second Ctrl-C stops at once.
+        NonFiniteError
+            Training diverged; the model holds the last finite parameters.
         """
-        X = check_array("X", X)
-        if X.shape[1] < 2:
-            raise ValueError(f"X must have at least 2 columns for coupling layers, got {X.shape[1]}")
-        steps = check_int("steps", steps)
-        batch_size = check_int("batch_size", batch_size)
-        if batch_size > X.shape[0]:
-            raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
-                             f"samples in X ({X.shape[0]})")
-        eval_every = check_int("eval_every", eval_every)
-        checkpoint_every = check_int("checkpoint_every", checkpoint_every)
-        if checkpoint is not None:
-            checkpoint = _check_path("checkpoint", checkpoint)
+        self._take_fit_params(fit_params)
+        if isinstance(y, numbers.Number):
+            raise TypeError(f"y is ignored by a density estimator and must be None or an "
+                            f"array, got the number {y!r} (radref 0.1's fit(X, steps): pass "
+                            f"steps to the constructor, {type(self).__name__}(steps=...))")
+        checked = self._checked()
+        X = check_array("X", X, min_columns=2)
+        config = self._config(X.shape[1], checked)
         if X_val is not None:
-            X_val = check_array("X_val", X_val, dim=X.shape[1])
-        adam = check_adam_config(AdamConfig(check_float("lr", lr), _real("beta1", beta1),
-                                            _real("beta2", beta2), _real("eps", eps)))
-
-        seed = np.random.SeedSequence(self._seed())
-        settings = {"batch_size": batch_size, "adam": list(adam), "entropy": str(seed.entropy),
+            X_val = check_array("X_val", X_val, dim=X.shape[1], owner=type(self).__name__)
+        if checkpoint is not None:
+            checkpoint = check_path("checkpoint", checkpoint)
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every)
+        # a batch larger than the data is the whole data (scikit-learn's MLP does the same)
+        settings = {"batch_size": min(checked["batch_size"], X.shape[0]),
+                    "adam": list(checked["adam"]),
                     "data_sha256": hashlib.sha256(X.tobytes()).hexdigest()}
-        # Everything is built in locals and assigned to the model only at the end,
-        # so a failed fit never leaves a half-updated model.
-        config = self._config(X.shape[1])
-        state, start, history = None, 0, None
-        if checkpoint is not None and os.path.exists(checkpoint):
-            params, state, start, history, settings = self._resume(checkpoint, config, settings)
-            seed = np.random.SeedSequence(int(settings["entropy"]))
-        init_seed, order_seed = seed.spawn(2)
-        if state is None:
-            params = flow_init(config, out_std=self.out_std,
-                               random_state=np.random.default_rng(init_seed))
-            state = adam_init(params)
-
-        def save_state(step, params, optimizer_state, new_history):
-            extra = dict(settings, history=_merge(history, new_history))
-            self._write(checkpoint, config, params, optimizer_state, step, extra)
-
-        try:
-            new_history = train(params, config, X, steps, batch_size, adam,
-                                random_state=order_seed, optimizer_state=state,
-                                start_step=start, x_val=X_val, eval_every=eval_every,
-                                progress=progress,
-                                callback=save_state if checkpoint is not None else None,
-                                callback_every=checkpoint_every)
-        except NonFiniteError as err:
-            # Keep the last finite parameters (train updates only after its checks).
-            self._set_fitted(config, params, state, err.step - 1, _merge(history, err.history))
-            raise
-        new_history.pop("optimizer_state")
-        self._set_fitted(config, params, state, max(steps, start), _merge(history, new_history))
+        run = self._starting_point(config, checked, settings, checkpoint)
+        settings["entropy"] = str(run.entropy)
+        self._train(run, X, X_val, config, checked, settings, checkpoint, checkpoint_every)
         return self
 
-    def _set_fitted(self, config, params, state, n_steps, history):
-        self.config_, self.params_, self.optimizer_state_ = config, params, state
-        self.n_steps_, self.history_ = n_steps, history
+    def _take_fit_params(self, fit_params):
+        unknown = sorted(set(fit_params) - set(_FIT_KEYWORDS_OF_0_1))
+        if unknown:
+            raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
+        self.set_params(**fit_params)
 
-    def _resume(self, path, config, settings):
+    def _starting_point(self, config, checked, settings, checkpoint):
+        """Resume from ``checkpoint`` if it exists, else continue this model
+        (``warm_start``), else start afresh."""
+        if checkpoint is not None and os.path.exists(checkpoint):
+            return self._resume(checkpoint, config, checked, settings)
+        if checked["warm_start"] and self.__sklearn_is_fitted__():
+            return self._continue(config, checked)
+        entropy = np.random.SeedSequence(checked["random_state"]).entropy
+        init_seed = np.random.SeedSequence(entropy).spawn(2)[0]
+        params = flow_init(config, out_std=checked["out_std"],
+                           random_state=np.random.default_rng(init_seed))
+        return _Run(params, adam_init(params), 0, None, entropy)
+
+    def _continue(self, config, checked):
+        """``warm_start``: this model's own state, copied (a failed fit must
+        not change the model)."""
+        if config.dim != self.config_.dim:
+            raise ValueError(f"X has {config.dim} features, but {type(self).__name__} is "
+                             f"expecting {self.config_.dim} features as input (warm_start=True "
+                             f"continues the fitted model)")
+        if config != self.config_:
+            raise ValueError(f"warm_start=True continues the fitted model, whose architecture "
+                             f"{tuple(self.config_)} differs from the parameters' "
+                             f"{tuple(config)}: set warm_start=False to start afresh")
+        if checked["steps"] < self.n_steps_:
+            raise ValueError(f"steps ({checked['steps']}) is below the {self.n_steps_} steps "
+                             f"this model has done: with warm_start=True, steps is the total "
+                             f"to reach")
+        if checked["steps"] == self.n_steps_:
+            warnings.warn(f"fit with warm_start=True: the model has already done its "
+                          f"{self.n_steps_} steps; raise steps to train further", UserWarning,
+                          stacklevel=4)
+        entropy = (self._fit_settings or {}).get("entropy")
+        if entropy is None:
+            entropy = np.random.SeedSequence(checked["random_state"]).entropy
+        state = self.optimizer_state_
+        state = {"t": state["t"], "m": {k: v.copy() for k, v in state["m"].items()},
+                 "v": {k: v.copy() for k, v in state["v"].items()}}
+        params = {k: v.copy() for k, v in self.params_.items()}
+        return _Run(params, state, self.n_steps_, self.history_, int(entropy))
+
+    def _resume(self, path, config, checked, settings):
         meta, params, state = load_checkpoint(path, expected_model=type(self).__name__)
         hyper = dict(meta["hyperparameters"])
-        if hyper.pop("dim") != config.dim or hyper != self._hyperparameters():
+        if hyper.pop("dim", None) != config.dim or hyper != self._architecture(checked):
             raise ValueError(f"checkpoint {path} was written by a model with other "
                              f"hyperparameters: {meta['hyperparameters']}")
         saved = dict(meta["extra"])
-        history = saved.pop("history", None)
         mine = {k: v for k, v in settings.items() if k != "entropy"}
         theirs = {k: saved.get(k) for k in mine}
         if mine != theirs:
@@ -142,29 +243,85 @@ class _FlowEstimator:
                              f"settings: {theirs} (now {mine})")
         if state is None:
             raise ValueError(f"checkpoint {path} holds no optimizer state to resume from")
-        return _checked_params(params, config, path), state, meta["step"], history, saved
+        return _Run(_checked_params(params, config, path), state, meta["step"],
+                    saved.get("history"), int(saved["entropy"]))
 
-    def _seed(self):
-        return self.random_state
+    def _train(self, run, X, X_val, config, checked, settings, checkpoint, checkpoint_every):
+        """Run the training loop from ``run``; set the fitted attributes at the
+        end, or at the last consistent step when training stops early."""
+        steps = checked["steps"]
+        order_seed = np.random.SeedSequence(run.entropy).spawn(2)[1]
+
+        def save(step, params, state, history):
+            extra = dict(settings, history=_merge(run.history, history),
+                         estimator_params=self._plain_params(checked))
+            self._write(checkpoint, config, checked, params, state, step, extra)
+
+        monitor = _Monitor(steps, run.start, display_mode(checked["progress"], sys.stderr),
+                           save if checkpoint is not None else None, checkpoint, checkpoint_every)
+        try:
+            with _deferred_interrupt() as monitor.interrupt:
+                history = train(run.params, config, X, steps, settings["batch_size"],
+                                checked["adam"], random_state=order_seed,
+                                optimizer_state=run.state, start_step=run.start, x_val=X_val,
+                                eval_every=checked["eval_every"], progress=False,
+                                callback=monitor, callback_every=1)
+        except NonFiniteError as err:
+            # the parameters keep their last finite values (train updates after its checks)
+            self._set_fitted(config, run, err.step - 1, err.history, settings)
+            raise
+        except TrainingInterrupted:
+            self._set_fitted(config, run, monitor.step, monitor.history, settings)
+            raise
+        finally:
+            monitor.close()
+        history.pop("optimizer_state")
+        self._set_fitted(config, run, max(steps, run.start), history, settings)
+
+    def _set_fitted(self, config, run, n_steps, new_history, settings):
+        self.config_, self.params_, self.optimizer_state_ = config, run.params, run.state
+        self.n_steps_, self.history_ = n_steps, _merge(run.history, new_history)
+        self.n_features_in_ = config.dim
+        self._fit_settings = dict(settings)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "params_")
 
     def _check_fitted(self):
-        if not hasattr(self, "params_"):
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"this {type(self).__name__} is not fitted: call fit() or load()")
 
-    # ------------------------------------------------------------ inference
+    def _check_X(self, name, X):
+        return check_array(name, X, dim=self.config_.dim, owner=type(self).__name__)
+
+    # ------------------------------------------------------------- inference
     def score_samples(self, X):
-        """Log-density ``log p(x)`` in nats of each row of ``X`` (shape ``(n,)``)."""
+        """Log-density ``log p(x)`` in nats of each row of ``X`` (shape ``(n,)``),
+        by the change of variables of paper eq. 3 with the Rad terms of §3."""
         self._check_fitted()
-        X = check_array("X", X, dim=self.config_.dim)
+        X = self._check_X("X", X)
         with _arithmetic("score_samples", self.params_):
             return flow_log_density(X, self.params_, self.config_)
 
-    def score(self, X):
-        """Mean log-likelihood of ``X`` in nats (a mean, not a sum)."""
+    def score(self, X, y=None):
+        """Mean log-likelihood of ``X`` in nats (a mean, not a sum); ``y`` is ignored."""
         return float(np.mean(self.score_samples(X)))
 
     def transform(self, X):
-        """Exact inference ``X -> (Z, K)``.
+        """The real latent ``Z``, shape ``(n, d)``, of exact inference (paper §3).
+
+        A Rad flow also infers a discrete latent ``K`` (the branch of each
+        fold), which :meth:`infer` returns with ``Z``;
+        :meth:`inverse_transform` needs it to go back.
+        """
+        return self.infer(X)[0]
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit(X, y, **fit_params).transform(X)``."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def infer(self, X):
+        """Exact inference ``X -> (Z, K)`` (paper §3, Fig. 1c).
 
         Returns
         -------
@@ -174,29 +331,55 @@ class _FlowEstimator:
             discrete latent for that column.
         """
         self._check_fitted()
-        X = check_array("X", X, dim=self.config_.dim)
-        with _arithmetic("transform", self.params_):
+        X = self._check_X("X", X)
+        with _arithmetic("infer", self.params_):
             _, Z, K, _ = flow_forward(X, self.params_, self.config_)
         return Z, K
 
-    def inverse_transform(self, Z, K=None):
-        """Exact inverse ``(Z, K) -> X`` of :meth:`transform`.
+    def inverse_transform(self, Z, K=None, random_state=None):
+        """Exact inverse ``(Z, K) -> X`` of :meth:`infer` (paper §3, Fig. 1d).
 
-        ``K`` is required for a Rad flow; a Real NVP flow has no discrete
-        latent and accepts ``K=None``.  Entries of ``K`` where a layer has no
-        discrete latent (``-1`` in the output of :meth:`transform`) are ignored.
+        Parameters
+        ----------
+        Z : array_like, shape (n, d)
+        K : array_like of int, shape (n, n_layers, d), optional
+            The branches, as :meth:`infer` returns them; entries where a layer
+            has no discrete latent (``-1``) are ignored.  A Real NVP flow has
+            no discrete latent and ignores ``K``.  For a Rad flow without
+            ``K``, the branches are drawn from the gating distribution
+            ``p(k | z)`` (eq. 31-33) layer by layer, as :meth:`sample` draws
+            them: the model's conditional ``p(x | z)``, so that
+            ``inverse_transform(Z)`` of standard normal ``Z`` is an exact sample.
+        random_state : seed for ``np.random.default_rng``, optional
+            Seeds that draw (unused when ``K`` is given or the flow is Real NVP).
+
+        Returns
+        -------
+        X : ndarray, shape (n, d)
         """
         self._check_fitted()
-        Z = check_array("Z", Z, dim=self.config_.dim)
-        if K is None and self.config_.kind == "affine":
-            K = np.full((Z.shape[0], self.config_.n_layers, self.config_.dim), -1)
-        elif K is None:
-            raise ValueError("K is required to invert a Rad flow (the branch of every fold)")
+        Z = self._check_X("Z", Z)
+        if K is None and self.config_.kind == "rad":
+            rng = check_generator("random_state", random_state)
+            uniforms = rng.random((Z.shape[0], self.config_.n_layers, self.config_.dim))
+            with _arithmetic("inverse_transform", self.params_):
+                return flow_sample_from_noise(Z, uniforms, self.params_, self.config_)[0]
+        K = self._check_K(Z, K)
+        try:
+            with _arithmetic("inverse_transform", self.params_):
+                return flow_inverse(Z, K, self.params_, self.config_)
+        except ValueError as exc:  # from surjection_inverse: a branch without preimage
+            raise ValueError(f"K does not match Z: {exc} (the K that infer() returns "
+                             f"for the same points always matches)") from None
+
+    def _check_K(self, Z, K):
+        expected = (Z.shape[0], self.config_.n_layers, self.config_.dim)
+        if K is None:  # a Real NVP flow: no discrete latent
+            return np.full(expected, -1)
         try:
             K = np.asarray(K)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"K must be an integer array: {exc}") from None
-        expected = (Z.shape[0], self.config_.n_layers, self.config_.dim)
         if K.shape != expected or not np.issubdtype(K.dtype, np.integer):
             raise ValueError(f"K must be an integer array of shape {expected}, "
                              f"got {K.dtype} {K.shape}")
@@ -209,27 +392,17 @@ class _FlowEstimator:
                 i, layer, j = (int(a[0]) for a in np.nonzero(bad))
                 raise ValueError(f"K must be a branch 0, 1 or 2 where layer {layer} transforms "
                                  f"column {j}, got K[{i}, {layer}, {j}] = {K[i, layer, j]}")
-        try:
-            with _arithmetic("inverse_transform", self.params_):
-                return flow_inverse(Z, K, self.params_, self.config_)
-        except ValueError as exc:  # from surjection_inverse: a branch without preimage
-            raise ValueError(f"K does not match Z: {exc} (the K that transform() returns "
-                             f"for the same points always matches)") from None
+        return K
 
     def sample(self, n, random_state=None):
-        """Draw ``n`` exact samples, shape ``(n, d)``."""
+        """Draw ``n`` exact samples, shape ``(n, d)`` (paper §3, Fig. 1b)."""
         self._check_fitted()
         n = check_int("n", n)
-        try:
-            rng = np.random.default_rng(random_state)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"random_state must be None, a non-negative int, a sequence of "
-                            f"them, a SeedSequence or a Generator, got {random_state!r} "
-                            f"({exc})") from None
+        rng = check_generator("random_state", random_state)
         with _arithmetic("sample", self.params_):
             return flow_sample(n, self.params_, self.config_, rng)[0]
 
-    # ----------------------------------------------------------- parameters
+    # ------------------------------------------------------------ parameters
     def parameters(self):
         """The live parameter dict (name -> array); mutating an array changes the model."""
         self._check_fitted()
@@ -242,49 +415,90 @@ class _FlowEstimator:
     def loglik_and_grad(self, X):
         """Mean log-likelihood of ``X`` and its gradient, keyed like :meth:`parameters`."""
         self._check_fitted()
-        X = check_array("X", X, dim=self.config_.dim)
+        X = self._check_X("X", X)
         with _arithmetic("loglik_and_grad", self.params_):
             return mean_loglik_and_grad(X, self.params_, self.config_)
 
-    # ---------------------------------------------------------- persistence
+    # ----------------------------------------------------------- persistence
     def save(self, path):
-        """Save model, hyperparameters and optimizer state (see :mod:`radref.training.checkpoint`)."""
+        """Save the model (see :mod:`radref.training.checkpoint`): parameters,
+        Adam state, every constructor parameter, the history and, after a
+        fit, the training settings, so that ``fit(checkpoint=path)`` with the
+        same data continues it bit-identically."""
         self._check_fitted()
-        self._save(path, {})
+        checked = self._checked()
+        extra = dict(self._fit_settings or {}, estimator_params=self._plain_params(checked))
+        if self.history_ is not None:
+            extra["history"] = self.history_
+        self._write(path, self.config_, checked, self.params_, self.optimizer_state_,
+                    self.n_steps_, extra)
 
-    def _save(self, path, extra):
-        self._write(path, self.config_, self.params_, getattr(self, "optimizer_state_", None),
-                    getattr(self, "n_steps_", 0), extra)
-
-    def _write(self, path, config, params, optimizer_state, step, extra):
-        path = _check_path("path", path)
+    def _write(self, path, config, checked, params, optimizer_state, step, extra):
+        path = check_path("path", path)
         for name, value in params.items():
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"parameter {name} has non-finite values: not saved")
-        hyper = dict(self._hyperparameters(), dim=config.dim)
+        hyper = dict(self._architecture(checked), dim=config.dim)
         save_checkpoint(path, type(self).__name__, hyper, params, optimizer_state, step,
                         extra=extra)
 
     @classmethod
     def load(cls, path):
-        """Load a model saved by :meth:`save`; the file must hold this class."""
+        """Load a model saved by :meth:`save` (or by ``fit(checkpoint=...)``,
+        ``radref train``, or radref 0.1); the file must hold this class.
+
+        A file written before the training hyperparameters were constructor
+        parameters records only some of them: ``batch_size`` and the Adam
+        settings when ``fit`` wrote it, ``steps`` as the steps done; the rest
+        take their defaults.
+        """
         meta, params, adam_state = load_checkpoint(path, expected_model=cls.__name__)
         try:
             hyper = dict(meta["hyperparameters"])
             dim = check_int("dim", hyper.pop("dim"), minimum=2)
-            model = cls(**hyper)
             step = check_int("step", meta["step"], minimum=0)
-            history = meta["extra"].get("history")
+            extra = dict(meta["extra"])
+            model = cls(**_recorded_params(hyper, extra, step))
+            checked = model._checked()
+            if model._architecture(checked) != hyper:
+                raise ValueError(f"estimator parameters {extra.get('estimator_params')} do not "
+                                 f"match the architecture {hyper}")
+            history = extra.get("history")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{path}: invalid model description in the checkpoint "
                                   f"({type(exc).__name__}: {exc})") from None
-        model.config_ = model._config(dim)
-        model.params_ = _checked_params(params, model.config_, path)
-        model.optimizer_state_ = adam_state
-        model.n_steps_ = step
-        if history is not None:
-            model.history_ = history
+        config = model._config(dim, checked)
+        settings = {k: extra[k] for k in ("batch_size", "adam", "data_sha256", "entropy")
+                    if k in extra}
+        run = _Run(_checked_params(params, config, path), adam_state, step, None, None)
+        model._set_fitted(config, run, step, history, settings)
         return model
+
+    def __sklearn_tags__(self):
+        """Tags for scikit-learn's estimator checks (imported only when
+        scikit-learn asks): a density estimator that also transforms
+        (``transform(X)`` is the latent ``Z``, float64 whatever the input),
+        unsupervised, refusing NaN and sparse input."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+        return Tags(estimator_type="density_estimator",
+                    target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(preserves_dtype=["float64"]),
+                    input_tags=InputTags(allow_nan=False, sparse=False),
+                    requires_fit=True)
+
+
+def _recorded_params(hyper, extra, step):
+    """The constructor parameters a checkpoint records (see :meth:`_FlowEstimator.load`)."""
+    params = dict(hyper)
+    if "estimator_params" in extra:
+        params.update(extra["estimator_params"])
+        return params
+    params["steps"] = max(step, 1)
+    if "batch_size" in extra:
+        params["batch_size"] = extra["batch_size"]
+    if "adam" in extra:
+        params["lr"], params["beta1"], params["beta2"], params["eps"] = extra["adam"]
+    return params
 
 
 def _checked_params(params, config, path):
@@ -299,6 +513,62 @@ def _checked_params(params, config, path):
         if not np.all(np.isfinite(value)):
             raise CheckpointError(f"{path}: parameter {name} has non-finite values")
     return checked
+
+
+class _Monitor:
+    """The training loop's callback, called after every step: progress
+    display, periodic checkpoints, and the stop that Ctrl-C asked for."""
+
+    def __init__(self, total, start, mode, save, checkpoint, every):
+        self.total, self.save, self.checkpoint, self.every = total, save, checkpoint, every
+        self.display = TrainingProgress(total, start, mode) if mode else None
+        self.interrupt = None  # threading.Event, set by _deferred_interrupt
+        self.step, self.history = start, None
+
+    def __call__(self, step, params, state, history):
+        self.step, self.history = step, history
+        if self.display is not None:
+            val = history["val_loglik"][-1] if history["val_loglik"] else None
+            self.display.update(step, history["loglik"][-1], val)
+        saved = False
+        if self.save is not None and (step % self.every == 0 or step == self.total):
+            self.save(step, params, state, history)
+            saved = True
+        if self.interrupt is not None and self.interrupt.is_set():
+            if self.save is not None and not saved:
+                self.save(step, params, state, history)
+            raise TrainingInterrupted(step, self.checkpoint)
+
+    def close(self):
+        if self.display is not None:
+            self.display.close()
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn the first Ctrl-C (SIGINT) into a flag that the training loop reads
+    between steps, so that training stops at a consistent state (a step is
+    never half applied); a second Ctrl-C raises ``KeyboardInterrupt`` at once.
+
+    Only in the main thread, and only while Python's default handler is
+    installed (a handler the program set up is left alone).
+    """
+    flag = threading.Event()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -318,38 +588,11 @@ def _arithmetic(what, params):
                                  f"overflow float64 for this input") from None
 
 
-def _real(name, value):
-    """A real number (``bool`` refused), as a float; its range is checked later."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _check_path(name, path):
-    """A file path (str, bytes or os.PathLike) whose directory exists."""
-    if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), "
-                        f"got {type(path).__name__} {path!r}")
-    directory = os.path.dirname(os.path.abspath(os.fsdecode(path)))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{name}: directory {directory} does not exist")
-    return path
-
-
-def _check_random_state(random_state):
-    """``None`` or a non-negative integer (stored as a plain ``int`` so that it
-    can be written to a checkpoint)."""
-    if random_state is None:
-        return None
-    return check_int("random_state", random_state, minimum=0)
-
-
 def _merge(old, new):
-    """Concatenate two training histories (``old`` may be ``None``)."""
+    """Concatenate two training histories (either may be ``None``)."""
     keys = ("step", "loglik", "val_step", "val_loglik")
-    if old is None:
-        return {k: list(new[k]) for k in keys}
-    return {k: list(old[k]) + list(new[k]) for k in keys}
+    parts = [h for h in (old, new) if h is not None]
+    return {k: [v for h in parts for v in h[k]] for k in keys}
 
 
 class RadFlow(_FlowEstimator):
@@ -362,24 +605,57 @@ class RadFlow(_FlowEstimator):
     hidden : int
         Hidden units of each conditioner (paper: 8).
     gate_hidden : int or None
-        Hidden units of each gating logit network (default: ``hidden``).
+        Hidden units of each gating logit network (``None``: ``hidden``).
     out_std : float
-        Standard deviation of the output weights at initialisation.
+        Standard deviation of the output weights at initialisation (>= 0).
+    steps : int
+        Adam steps in total (with ``warm_start``, the total to reach).
+    batch_size : int
+        Minibatch size (a batch larger than the data is the whole data).
+    lr, beta1, beta2, eps : float
+        Adam's step size, moment decays and denominator constant.
+    eval_every : int
+        Steps between two scores of the held-out data ``fit(X_val=...)``.
+    warm_start : bool
+        ``fit`` continues the fitted model (parameters and Adam state) up to
+        ``steps`` instead of starting afresh.
+    progress : bool or None
+        Progress display on stderr: ``None`` only on a terminal, ``True`` also
+        plain lines elsewhere, ``False`` none.
     random_state : None or int
         Seeds initialisation and minibatch order.
     """
 
-    def __init__(self, n_layers=6, hidden=8, gate_hidden=None, out_std=0.01, random_state=None):
-        self._set_common(n_layers, hidden, out_std, random_state)
-        self.gate_hidden = (self.hidden if gate_hidden is None
-                            else check_int("gate_hidden", gate_hidden))
+    _ARCHITECTURE = ("n_layers", "hidden", "gate_hidden", "out_std", "random_state")
 
-    def _hyperparameters(self):
-        return dict(n_layers=self.n_layers, hidden=self.hidden, gate_hidden=self.gate_hidden,
-                    out_std=self.out_std, random_state=self.random_state)
+    def __init__(self, n_layers=6, hidden=8, gate_hidden=None, out_std=0.01,
+                 steps=TRAINING_DEFAULTS["steps"], batch_size=TRAINING_DEFAULTS["batch_size"],
+                 lr=TRAINING_DEFAULTS["lr"], beta1=TRAINING_DEFAULTS["beta1"],
+                 beta2=TRAINING_DEFAULTS["beta2"], eps=TRAINING_DEFAULTS["eps"],
+                 eval_every=TRAINING_DEFAULTS["eval_every"], warm_start=False, progress=None,
+                 random_state=None):
+        self.n_layers, self.hidden, self.gate_hidden, self.out_std = (n_layers, hidden,
+                                                                      gate_hidden, out_std)
+        self.steps, self.batch_size, self.lr = steps, batch_size, lr
+        self.beta1, self.beta2, self.eps, self.eval_every = beta1, beta2, eps, eval_every
+        self.warm_start, self.progress, self.random_state = warm_start, progress, random_state
 
-    def _config(self, dim):
-        return FlowConfig("rad", dim, self.n_layers, self.hidden, self.gate_hidden)
+    def _checked(self):
+        checked = super()._checked()
+        checked["gate_hidden"] = (None if self.gate_hidden is None
+                                  else check_int("gate_hidden", self.gate_hidden))
+        return checked
+
+    def _architecture(self, checked):
+        # the resolved gating width, as radref 0.1 stored it
+        architecture = super()._architecture(checked)
+        if architecture["gate_hidden"] is None:
+            architecture["gate_hidden"] = checked["hidden"]
+        return architecture
+
+    def _config(self, dim, checked):
+        gate_hidden = checked["hidden"] if checked["gate_hidden"] is None else checked["gate_hidden"]
+        return FlowConfig("rad", dim, checked["n_layers"], checked["hidden"], gate_hidden)
 
 
 class RealNVPFlow(_FlowEstimator):
@@ -391,21 +667,24 @@ class RealNVPFlow(_FlowEstimator):
         Number of coupling layers (paper: 6).
     hidden : int
         Hidden units of each conditioner (paper: 56).
-    out_std : float
-        Standard deviation of the output weights at initialisation.
-    random_state : None or int
-        Seeds initialisation and minibatch order.
+    out_std, steps, batch_size, lr, beta1, beta2, eps, eval_every, warm_start, progress, \
+random_state
+        As for :class:`RadFlow`.
     """
 
-    def __init__(self, n_layers=6, hidden=56, out_std=0.01, random_state=None):
-        self._set_common(n_layers, hidden, out_std, random_state)
+    def __init__(self, n_layers=6, hidden=56, out_std=0.01,
+                 steps=TRAINING_DEFAULTS["steps"], batch_size=TRAINING_DEFAULTS["batch_size"],
+                 lr=TRAINING_DEFAULTS["lr"], beta1=TRAINING_DEFAULTS["beta1"],
+                 beta2=TRAINING_DEFAULTS["beta2"], eps=TRAINING_DEFAULTS["eps"],
+                 eval_every=TRAINING_DEFAULTS["eval_every"], warm_start=False, progress=None,
+                 random_state=None):
+        self.n_layers, self.hidden, self.out_std = n_layers, hidden, out_std
+        self.steps, self.batch_size, self.lr = steps, batch_size, lr
+        self.beta1, self.beta2, self.eps, self.eval_every = beta1, beta2, eps, eval_every
+        self.warm_start, self.progress, self.random_state = warm_start, progress, random_state
 
-    def _hyperparameters(self):
-        return dict(n_layers=self.n_layers, hidden=self.hidden, out_std=self.out_std,
-                    random_state=self.random_state)
-
-    def _config(self, dim):
-        return FlowConfig("affine", dim, self.n_layers, self.hidden)
+    def _config(self, dim, checked):
+        return FlowConfig("affine", dim, checked["n_layers"], checked["hidden"])
 
 
 def load_model(path):

@@ -265,11 +265,12 @@ def train_one_model(spec, X_train, X_val, checkpoint, until_step):
     architecture = dict(protocol["architectures"][spec["model"]])
     estimator = {"RadFlow": RadFlow, "RealNVPFlow": RealNVPFlow}[architecture.pop("estimator")]
     adam = protocol["adam"]
-    model = estimator(**architecture, random_state=spec["seed"])
-    return model.fit(X_train, steps=until_step, batch_size=protocol["batch_size"],
-                     lr=adam["lr"], beta1=adam["beta1"], beta2=adam["beta2"], eps=adam["eps"],
-                     X_val=X_val, eval_every=protocol["eval_every"], progress=False,
-                     checkpoint=checkpoint, checkpoint_every=protocol["eval_every"])
+    model = estimator(**architecture, random_state=spec["seed"], steps=until_step,
+                      batch_size=protocol["batch_size"], lr=adam["lr"], beta1=adam["beta1"],
+                      beta2=adam["beta2"], eps=adam["eps"], eval_every=protocol["eval_every"],
+                      progress=False)
+    return model.fit(X_train, X_val=X_val, checkpoint=checkpoint,
+                     checkpoint_every=protocol["eval_every"])
 
 
 def segment_ends(done, steps, every):
