@@ -124,19 +124,26 @@ def _vendor_mathjax():
 
 
 _vendor_mathjax()
-html_static_path = ["_vendor"]  # copied to _static/: _static/mathjax/tex-chtml.js
+# copied to _static/: _static/mathjax/tex-chtml.js, _static/radref.svg
+html_static_path = ["_vendor", "_static"]
 mathjax_path = "mathjax/tex-chtml.js"
 
 # ---------------------------------------------------------------- HTML
 html_theme = "pydata_sphinx_theme"
 html_title = f"radref {release}"
+html_favicon = "_static/radref.svg"
 html_theme_options = {
+    "header_links_before_dropdown": 6,
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "navbar_align": "left",
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
+# an explicit colour mode: without one the theme logs an error to the console
+html_context = {"default_mode": "light"}
+# a left sidebar only where there is a section to navigate
+html_sidebars = {"*": [], "notebooks/*": ["sidebar-nav-bs"], "reference/**": ["sidebar-nav-bs"]}
 html_show_sourcelink = False
 html_last_updated_fmt = None
 
