@@ -127,6 +127,9 @@ _vendor_mathjax()
 # copied to _static/: _static/mathjax/tex-chtml.js, _static/radref.svg
 html_static_path = ["_vendor", "_static"]
 mathjax_path = "mathjax/tex-chtml.js"
+# textmacros: \texttt{log\_p} in the pages shows log_p, not log\_p
+mathjax3_config = {"loader": {"load": ["[tex]/textmacros"]},
+                   "tex": {"packages": {"[+]": ["textmacros"]}}}
 
 # ---------------------------------------------------------------- HTML
 html_theme = "pydata_sphinx_theme"
