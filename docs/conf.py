@@ -10,10 +10,10 @@ notebooks that myst-nb executes at every build; docs/reference/ is the API
 reference generated from the docstrings (autosummary + numpydoc). docs/site.md
 says why this tool chain and how the pieces fit.
 """
+import base64
+import hashlib
 import importlib
 import inspect
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -98,6 +98,9 @@ nitpick_ignore_regex = [
 # MathJax comes from the npm registry, pinned, and is served from the site
 # itself: the site works offline and never loads a script from another host.
 MATHJAX_VERSION = "3.2.2"
+#: the registry's own integrity hash of that tarball (npm view mathjax@3.2.2 dist.integrity)
+MATHJAX_INTEGRITY = ("sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/"
+                     "FEsPsjKPZGJvtRZM1vO+geW0OhGw==")
 VENDOR = DOCS / "_vendor"
 
 
@@ -114,8 +117,15 @@ def _vendor_mathjax():
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([npm, "pack", "--silent", f"mathjax@{MATHJAX_VERSION}"], cwd=tmp,
                        check=True, stdout=subprocess.DEVNULL)
-        with tarfile.open(Path(tmp) / f"mathjax-{MATHJAX_VERSION}.tgz") as archive:
-            archive.extractall(tmp, filter="data")
+        tarball = Path(tmp) / f"mathjax-{MATHJAX_VERSION}.tgz"
+        digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+        if f"sha512-{digest}" != MATHJAX_INTEGRITY:
+            raise RuntimeError(f"{tarball.name}: not the tarball pinned in docs/conf.py")
+        with tarfile.open(tarball) as archive:
+            try:
+                archive.extractall(tmp, filter="data")
+            except TypeError:  # Python before 3.10.12 / 3.11.4: the hash above vouches for it
+                archive.extractall(tmp)
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(Path(tmp) / "package" / "es5", target)
