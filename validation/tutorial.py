@@ -1,7 +1,7 @@
 """From one fold to a trained 2-D Rad model: ``python validation/tutorial.py``.
 
 Three steps, each printing its numbers (docs/tutorial.md walks through the
-output):
+output, which it shows between markers):
 
 1. one uniform fold of a density on [-1, 1] (radref.reference.theory, paper §3.3):
    mass, smoothing, the folds Theorem 1 asks for, exact reconstruction;
@@ -12,8 +12,25 @@ output):
    inference and inverse, samples.
 
 Everything is seeded: the output is the same on every run of the same build.
+Step 3 trains a network, and training amplifies rounding: another BLAS
+kernel (the CPU decides which one OpenBLAS takes) or another NumPy sums in
+another order and prints other step-3 numbers after training. Step 3 therefore
+starts with a line naming the NumPy and the BLAS that computed it.
+
+    python validation/tutorial.py                 # print the three steps
+    python validation/tutorial.py --update-docs   # ... and write them into docs/tutorial.md
+
+tests/test_tutorial.py runs the script and fails when docs/tutorial.md shows
+other output: after a change that moves the numbers, run ``--update-docs``.
+The training time goes to stderr, so stdout is the same on every run.
 """
+import argparse
+import contextlib
+import io
+import re
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -57,7 +74,6 @@ def step_1_one_fold():
         top = uniform_folds(p_x, n)[-1]
         print(f"epsilon = {eps}: eq. 35 asks N = {n} folds; then "
               f"||p_N - 1/2||_inf <= {sup_distance_to_uniform(top, 201).upper:.2e}")
-    print()
 
 
 def _rad1d_integral(params, weight=None):
@@ -100,11 +116,26 @@ def step_2_rad1d():
     print(f"exact inference gives back the sampled branch k for "
           f"{np.mean(cache['k'] == k):.0%} of the samples; branch frequencies "
           + ", ".join(f"{np.mean(k == j):.3f}" for j in range(3)))
-    print()
+
+
+def blas_description():
+    """NumPy's version and the BLAS library and kernel it calls (threadpoolctl
+    names the kernel; without it the kernel is reported unknown)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return f"NumPy {np.__version__}, BLAS unknown (install threadpoolctl to name it)"
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            kernel = lib.get("architecture") or "unknown"
+            return (f"NumPy {np.__version__}, BLAS {lib.get('internal_api')} "
+                    f"{lib.get('version')} ({kernel} kernel)")
+    return f"NumPy {np.__version__}, BLAS unknown (threadpoolctl found none)"
 
 
 def step_3_two_moons():
     print("== Step 3: RadFlow on two moons (radref.RadFlow, radref.datasets) ==")
+    print(f"computed with {blas_description()}")
     X_train, X_test = datasets.train_test_split_samples("two_moons", 10_000, 5_000,
                                                         random_state=0)
     best, best_se = datasets.negative_entropy("two_moons")
@@ -136,14 +167,65 @@ def step_3_two_moons():
     true_logp = datasets.log_density("two_moons", samples)
     print(f"5000 exact samples, log-density under the true two-moons density: "
           f"median {np.median(true_logp):+.4f}, mean {np.mean(true_logp):+.4f} nats")
-    print(f"(training took {seconds:.0f} s)")
+    print(f"(training took {seconds:.0f} s)", file=sys.stderr)
 
 
-def main():
+STEPS = (step_1_one_fold, step_2_rad1d, step_3_two_moons)
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "tutorial.md"
+#: the page shows the output of step <n> between these two lines
+BEGIN = "<!-- tutorial.py output, step {n}: regenerate with python validation/tutorial.py --update-docs -->"
+END = "<!-- end of tutorial.py output, step {n} -->"
+
+
+def run_steps():
+    """Run the three steps, printing each; return the text each printed."""
+    outputs = []
+    for number, step in enumerate(STEPS):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            step()
+        sys.stdout.write(("\n" if number else "") + buffer.getvalue())
+        sys.stdout.flush()
+        outputs.append(buffer.getvalue().rstrip("\n"))
+    return outputs
+
+
+def page_outputs(text, where=PAGE):
+    """The output blocks of the page ``text`` (read from ``where``), one string per step."""
+    blocks = []
+    for n in range(1, len(STEPS) + 1):
+        pattern = (re.escape(BEGIN.format(n=n)) + r"\n```text\n(.*?)\n```\n"
+                   + re.escape(END.format(n=n)))
+        match = re.search(pattern, text, flags=re.DOTALL)
+        if match is None:
+            raise ValueError(f"{where}: no output block of step {n} between the lines\n"
+                             f"{BEGIN.format(n=n)}\n```text\n...\n```\n{END.format(n=n)}")
+        blocks.append(match.group(1))
+    return blocks
+
+
+def update_page(outputs, page=PAGE):
+    """Write ``outputs`` (one string per step) between the markers of ``page``."""
+    text = page.read_text(encoding="utf-8")
+    page_outputs(text, page)  # every marker is there
+    for n, output in enumerate(outputs, start=1):
+        pattern = (re.escape(BEGIN.format(n=n)) + r"\n```text\n.*?\n```\n"
+                   + re.escape(END.format(n=n)))
+        block = f"{BEGIN.format(n=n)}\n```text\n{output}\n```\n{END.format(n=n)}"
+        text = re.sub(pattern, lambda _: block, text, flags=re.DOTALL)
+    page.write_text(text, encoding="utf-8")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--update-docs", action="store_true",
+                        help=f"write the output into {PAGE.relative_to(PAGE.parent.parent)}")
+    args = parser.parse_args(argv)
     np.set_printoptions(precision=4)
-    step_1_one_fold()
-    step_2_rad1d()
-    step_3_two_moons()
+    outputs = run_steps()
+    if args.update_docs:
+        update_page(outputs)
+        print(f"wrote the output of the {len(outputs)} steps into {PAGE}", file=sys.stderr)
 
 
 if __name__ == "__main__":
