@@ -141,17 +141,17 @@ def step_3_two_moons():
     best, best_se = datasets.negative_entropy("two_moons")
     print(f"train {X_train.shape}, test {X_test.shape}; best achievable mean "
           f"log-likelihood (negative entropy) {best:.3f} +- {best_se:.3f} nats")
-    model = radref.RadFlow(n_layers=6, hidden=8, random_state=0)
+    model = radref.RadFlow(n_layers=6, hidden=8, steps=1500, batch_size=500, lr=5e-3,
+                           eval_every=250, progress=False, random_state=0)
     start = time.perf_counter()
-    model.fit(X_train, steps=1500, batch_size=500, lr=5e-3, X_val=X_test, eval_every=250,
-              progress=False)
+    model.fit(X_train, X_val=X_test)
     seconds = time.perf_counter() - start
     print(f"{model.n_parameters()} parameters, 1500 Adam steps (batch 500, lr 5e-3)")
     for step, value in zip(model.history_["val_step"], model.history_["val_loglik"]):
         print(f"  step {step:5d}: held-out mean log-likelihood {value:+.4f}")
     print(f"test mean log-likelihood {model.score(X_test):+.4f} nats "
           f"(gap to the best {best - model.score(X_test):.3f})")
-    Z, K = model.transform(X_test)
+    Z, K = model.infer(X_test)
     X_back = model.inverse_transform(Z, K)
     print(f"exact inference and inverse: max |x - f^-1(f(x))| = "
           f"{np.max(np.abs(X_back - X_test)):.1e}")
