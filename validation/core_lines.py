@@ -28,8 +28,11 @@ G0  module: every line of ``numerics.py`` is guard/speed; that module exists
     (``SAFE_FORMULAS``: each computes the value of a formula of the paper, for
     any magnitude) is the formula and counts as math; every other numerics
     name is a guard name (rule G2).
-G1  argument checking: ``raise`` and ``assert`` statements, and the header of an
-    ``if`` whose body only raises.
+G1  argument checking: ``raise`` and ``assert`` statements, the header of an
+    ``if`` whose body only raises, calls of the checks of ``radref.checks``,
+    and the closing ``return <parameter>`` of a validator (a function whose
+    other lines are all guard/speed, e.g. ``k = np.asarray(k); if ...: raise
+    ...; return k``).
 G2  extreme values: the statement mentions a *guard name* (as a variable,
     function, or attribute): the range and overflow names in ``GUARD_NAMES``
     (numerics' range limit and screening, the overflow machinery the core had
@@ -38,9 +41,10 @@ G2  extreme values: the statement mentions a *guard name* (as a variable,
 G3  taint: a variable first bound by a G2/G3 statement (``direct =
     _direct(...)``, ``far = out_of_range_rows(z)``, and then ``y = z[~direct]``
     ...) is a guard name in its scope, except where that statement's value is
-    a call of a math function (``gate_out = mlp_forward(zero_rows(z, far))``
-    is the network, at a stand-in) or a conditional expression one of whose
-    branches is a math variable (``zero_rows(x, out) if any_out else x``).
+    a call of a (non-builtin, non-NumPy) function that is no guard name
+    (``gate_out = mlp_forward(zero_rows(z, far))`` is the network, at a
+    stand-in) or a conditional expression one of whose branches is a math
+    variable (``zero_rows(x, out) if any_out else x``).
     Function parameters, and variables first bound by a math statement, stay
     math even if a guard statement rebinds them later (``v = clip(v)``);
     binding a literal constant, or by a G5 statement, taints nothing.  A
@@ -57,7 +61,9 @@ G5  plumbing: a statement whose whole value is one allocation or layout call
     (``np.empty``, ``np.zeros``, ``np.ones``, ``np.full`` and their ``_like``
     versions, ``np.asarray``, ``np.broadcast_to``, ``.astype``, ``.reshape``,
     ``.copy``, ``.ravel``, ``.setflags``), and a value copied unchanged into
-    part of an array (``rows[..., 0, :] = p_logits``, ``dc[..., 9] = dz_b``).
+    part of an array at fixed positions (``rows[..., 0, :] = p_logits``,
+    ``dc[..., 9] = dz_b``): the values are the math, where they go is layout
+    (an assignment through a mask, ``piece[u < a] = 1``, is math).
 G6  speed: a call with an ``out=`` argument (computing into an existing
     array), and decorators in ``SPEED_NAMES`` (``functools.lru_cache``).
 
@@ -93,6 +99,7 @@ GUARD_NAMES = {
     "errstate", "seterr", "finfo", "nextafter", "ldexp", "frexp", "isfinite", "isnan", "isinf",
     "nan_to_num",
 }
+BUILTINS = {"bool", "any", "all", "len", "min", "max", "abs", "float", "int"}
 SPEED_NAMES = {"CHUNK_ROWS", "chunk_rows", "keep_caches", "lru_cache"}
 PLUMBING_NUMPY = {"empty", "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like",
                   "full_like", "asarray", "ascontiguousarray", "broadcast_to"}
@@ -147,15 +154,31 @@ def _is_docstring(stmt):
 
 
 def _is_copy_into_part(stmt):
-    """``array[index] = name`` (or an attribute, an indexed name, a constant): a value
-    copied unchanged into part of a preallocated array."""
+    """``array[position] = name`` (or an attribute, an indexed name, a constant): a
+    value copied unchanged into part of a preallocated array."""
     if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
         return False
-    if not isinstance(stmt.targets[0], ast.Subscript):
+    target = stmt.targets[0]
+    if not isinstance(target, ast.Subscript):
         return False
+    if any(isinstance(sub, (ast.Compare, ast.BoolOp)) or (
+            isinstance(sub, ast.UnaryOp) and isinstance(sub.op, (ast.Invert, ast.Not)))
+           for sub in ast.walk(target.slice)):
+        return False  # a masked assignment (piece[u < a] = 1) is a piecewise definition
     value = stmt.value
     return isinstance(value, (ast.Name, ast.Attribute, ast.Constant)) or (
         isinstance(value, ast.Subscript) and isinstance(value.value, (ast.Name, ast.Attribute)))
+
+
+def _validator_return(function):
+    """Lines of a closing ``return <parameter>`` of ``function`` (none if absent)."""
+    if function is None or not isinstance(function.body[-1], ast.Return):
+        return set()
+    last = function.body[-1]
+    parameters = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    if isinstance(last.value, ast.Name) and last.value.id in parameters:
+        return set(range(last.lineno, last.end_lineno + 1))
+    return set()
 
 
 def _writes_in_place(stmt):
@@ -200,22 +223,28 @@ class Classifier:
         self.module = module
         self.text = source.splitlines()
         self.tree = ast.parse(source)
-        self.guard_functions = set()
+        self.guard_functions = {alias.asname or alias.name for node in ast.walk(self.tree)
+                                if isinstance(node, ast.ImportFrom) and node.module == "radref.checks"
+                                for alias in node.names}
 
     def run(self):
         """``{line number: (class, rule)}`` with class ``"math"`` or ``"guard"``."""
         while True:
             self.lines = {}
-            self.function_spans = {}
+            self.function_nodes = {}
             self._block(self.tree.body, scope=_Scope(None))
             new = set()
-            for name, (first, last) in self.function_spans.items():
-                tags = [self.lines[n][0] for n in self.lines if first <= n <= last]
+            for name, node in self.function_nodes.items():
+                tags = [self.lines[n][0] for n in self.lines
+                        if node.lineno <= n <= node.end_lineno and n not in _validator_return(node)]
                 if tags and all(kind == "guard" for kind in tags):
                     new.add(name)
             if new <= self.guard_functions:
                 break
             self.guard_functions |= new
+        for name in self.guard_functions:  # a validator's return of its argument is a check too
+            for n in _validator_return(self.function_nodes.get(name)):
+                self.lines[n] = ("guard", "G1")
         if self.module == "numerics":
             self.lines = {n: ("guard", "G0") for n in self.lines}
         return self.lines
@@ -266,11 +295,8 @@ class Classifier:
         is the network, evaluated at a stand-in) or a conditional expression with
         a math variable as one branch (``zero_rows(x, out) if any_out else x``)."""
         value = stmt.value
-        guard = self._guard_names(scope)
-        if isinstance(value, ast.Call):
-            func = value.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            return name in guard or name in ("bool", "any", "all")
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+            return value.func.id in self._guard_names(scope) | BUILTINS
         if isinstance(value, ast.IfExp):
             math_names = {n for n, g in scope.all_bindings().items() if not g}
             for branch in (value.body, value.orelse):
@@ -304,7 +330,7 @@ class Classifier:
             index += 1
 
     def _function(self, node, scope):
-        self.function_spans.setdefault(node.name, (node.lineno, node.end_lineno))
+        self.function_nodes.setdefault(node.name, node)
         for decorator in node.decorator_list:
             if _names(decorator) & SPEED_NAMES:
                 self._tag(decorator.lineno, decorator.end_lineno, "guard", "G6")
@@ -344,7 +370,7 @@ class Classifier:
             return
         scratch = Classifier(self.source, self.module)
         scratch.guard_functions = self.guard_functions
-        scratch.lines, scratch.function_spans = {}, {}
+        scratch.lines, scratch.function_nodes = {}, {}
         scratch._block(alternative, scope.copy())
         if any(kind == "guard" for kind, _ in scratch.lines.values()):
             return

@@ -65,7 +65,7 @@ def _max_abs_within(x, bound):
     return x.size == 0 or bool(np.abs(x).max() <= bound)
 
 
-def _direct_products(log_scale, factors):
+def _plain_products(log_scale, factors):
     """``[e^L f_1, e^L f_1 f_2, ...]`` multiplied left to right, as written."""
     product = np.exp(log_scale)
     products = []
@@ -76,7 +76,7 @@ def _direct_products(log_scale, factors):
 
 
 def _log_space_products(log_scale, factors):
-    """:func:`_direct_products` through ``sign * exp(L + sum log|f_i|)``: any
+    """:func:`_plain_products` as ``sign * exp(L + sum log|f_i|)``: any
     magnitudes; relative error about ``eps * |L + sum log|f_i||``."""
     log_magnitude = np.array(log_scale, dtype=np.float64)
     negative = np.zeros(log_magnitude.shape, dtype=bool)
@@ -116,14 +116,14 @@ def exp_times_cumulative(log_scale, *factors):
     factors = [np.asarray(f, dtype=np.float64) for f in factors]
     if _max_abs_within(log_scale, SAFE_LOG_SCALE) and all(
             _max_abs_within(f, SAFE_FACTOR) for f in factors):
-        return _direct_products(log_scale, factors)  # the usual case: every entry moderate
+        return _plain_products(log_scale, factors)  # the usual case: every entry moderate
     moderate = np.abs(log_scale) <= SAFE_LOG_SCALE
     for f in factors:
         moderate = moderate & (np.abs(f) <= SAFE_FACTOR)
-    direct = _direct_products(np.where(moderate, log_scale, 0.0),
-                              [np.where(moderate, f, 0.0) for f in factors])
-    return [np.where(moderate, d, far)
-            for d, far in zip(direct, _log_space_products(log_scale, factors))]
+    plain = _plain_products(np.where(moderate, log_scale, 0.0),
+                            [np.where(moderate, f, 0.0) for f in factors])
+    in_log_space = _log_space_products(log_scale, factors)
+    return [np.where(moderate, p, q) for p, q in zip(plain, in_log_space)]
 
 
 def exp_times(log_scale, *factors):

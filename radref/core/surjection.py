@@ -163,9 +163,10 @@ def surjection_backward(dv, dlog_slope, cache):
     and ``d log|f'| / dL = 1`` for the ``L`` of the active piece.
     """
     piece = cache.piece
-    # dv * dv/du and dv * dv/dL: e^L (sign dv) and e^L (sign dv) (u - u0)
-    du, dv_dlog_alpha = exp_times_cumulative(cache.log_slope, _SIGN[piece] * dv, cache.offset)
-    dlog_alpha = dv_dlog_alpha + dlog_slope
+    # du = dv sign alpha and dv sign alpha (u - u0), alpha = e^L: one call gives both
+    du, dlog_alpha_from_v = exp_times_cumulative(cache.log_slope, _SIGN[piece] * dv,
+                                                 cache.offset)
+    dlog_alpha = dlog_alpha_from_v + dlog_slope
     on_piece = [piece == i for i in range(5)]
     dslopes = Slopes(
         *(np.where(mask, dlog_alpha, 0.0) for mask in on_piece),
@@ -205,20 +206,23 @@ def surjection_inverse(v, k, slopes):
     ValueError
         If some ``(v, k)`` has no preimage or ``k`` is not in {0, 1, 2}.
     """
-    k = np.asarray(k)
-    _check_branches(v, k)
-    piece = np.choose(k, [np.where(v < -1.0, 0, 1), 2, np.where(v > 1.0, 4, 3)])
-    return _piecewise_inverse(v, piece, slopes)
+    return _piecewise_inverse(v, k, slopes, outer_pieces=True)
 
 
 def three_piece_inverse(v, k, slopes):
-    """Invert the three-piece surjection of eq. 14 on branch ``k`` (0-based)."""
+    """Invert the three-piece surjection of eq. 14 on branch ``k`` (0-based);
+    same arguments, result and errors as :func:`surjection_inverse`."""
+    return _piecewise_inverse(v, k, slopes, outer_pieces=False)
+
+
+def _piecewise_inverse(v, k, slopes, outer_pieces):
+    """``u = u0 + sign * (v - v0) / alpha`` on the piece of branch ``k``: piece
+    ``k + 1``, except beyond +-1 (where ``k`` is 0 below and 2 above) the outer
+    piece 0 or 4 if the surjection has outer pieces (eq. 23; eq. 14 has none)."""
     k = np.asarray(k)
     _check_branches(v, k)
-    return _piecewise_inverse(v, k + 1, slopes)
-
-
-def _piecewise_inverse(v, piece, slopes):
-    """``u = u0 + sign * (v - v0) / alpha`` on ``piece``."""
+    piece = k + 1
+    if outer_pieces:
+        piece = np.where(v < -1.0, 0, np.where(v > 1.0, 4, piece))
     return _anchor_u(slopes, piece) + _SIGN[piece] * exp_times(-_log_alpha(slopes, piece),
                                                                 v - _V0[piece])
