@@ -217,6 +217,8 @@ def test_exp_times_nan_stays_nan_and_broadcasts():
     np.testing.assert_array_equal(got, np.exp([[0.0], [1.0]]) * np.array([1.0, 2.0, 3.0]))
     got = exp_times(np.array([[0.0], [1e3]]), np.array([1.0, 0.0, -1e-100]))
     np.testing.assert_array_equal(got, [[1.0, 0.0, -1e-100], [np.inf, 0.0, -np.inf]])
+    assert exp_times(np.zeros(0), np.zeros(0)).shape == (0,)
+    assert exp_times(2.0, 3.0) == 3.0 * np.exp(2.0) and exp_times(1e3, -0.5) == -np.inf
 
 
 @given(log_scale=log_scales, f1=factors, f2=factors)

@@ -62,7 +62,7 @@ def zero_rows(z, rows):
 
 def _max_abs_within(x, bound):
     """Whether every ``|x| <= bound`` (False if ``x`` holds a NaN; True if empty)."""
-    return x.size == 0 or bool(np.abs(x).max() <= bound)
+    return bool(np.abs(x).max(initial=0.0) <= bound)
 
 
 def _plain_products(log_scale, factors):
@@ -112,8 +112,6 @@ def exp_times_cumulative(log_scale, *factors):
     """
     if len(factors) not in (1, 2):
         raise ValueError("exp_times takes one or two factors")
-    log_scale = np.asarray(log_scale, dtype=np.float64)
-    factors = [np.asarray(f, dtype=np.float64) for f in factors]
     if _max_abs_within(log_scale, SAFE_LOG_SCALE) and all(
             _max_abs_within(f, SAFE_FACTOR) for f in factors):
         return _plain_products(log_scale, factors)  # the usual case: every entry moderate
