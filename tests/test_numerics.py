@@ -133,6 +133,19 @@ def test_exp_times_is_the_direct_product_at_the_thresholds():
     np.testing.assert_array_equal(exp_times(L_far, f_far, g_far)[:-1], np.exp(L) * f * g)
 
 
+@pytest.mark.parametrize("log_scale", [231.0, 260.0, 300.0, 400.0, 700.0, 1000.0])
+@pytest.mark.parametrize("size", [2.0 ** 300, 2.0 ** 301, 2.0 ** 400, 2.0 ** 600])
+def test_exp_times_just_beyond_the_thresholds(log_scale, size):
+    # Large scales and factors together, where a product of the plain formula
+    # would overflow: the correctly rounded value (often +-inf), and no warning.
+    for L in (log_scale, -log_scale, SAFE_LOG_SCALE, -SAFE_LOG_SCALE):
+        for f1, f2 in ((size, size), (-size, size), (size, 1.0 / size), (1.0 / size, size)):
+            got = exp_times(np.array([L]), np.array([f1]), np.array([f2]))[0]
+            expected = _decimal_exp_times(L, f1, f2)
+            log_size = abs(L) + abs(math.log(abs(f1))) + abs(math.log(abs(f2)))
+            assert _close(got, expected, log_size), (L, f1, f2, got, expected)
+
+
 @given(log_scale=log_scales, f1=factors, f2=factors)
 def test_exp_times_matches_decimal_arithmetic_for_any_magnitude(log_scale, f1, f2):
     for args in ((f1,), (f1, f2)):
