@@ -86,7 +86,7 @@ MODULES = ("softmax", "slopes", "surjection", "gating", "base", "numerics", "mlp
 GOAL_MODULES = ("slopes", "surjection", "gating", "coupling")
 
 #: overflow-safe formulas of radref.core.numerics: a call computes a formula's value (math)
-SAFE_FORMULAS = {"exp_times", "exp_partial_products", "half_squared_norm"}
+SAFE_FORMULAS = {"exp_times", "exp_times_cumulative", "half_squared_norm"}
 GUARD_NAMES = {
     # the range limit and the screening of out-of-range rows (radref.core.numerics)
     "RANGE", "all_in_range", "out_of_range_rows", "zero_rows", "out_of_range",
