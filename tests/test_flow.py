@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from helpers import check_gradient, record_error, flow_discrete_pattern, flow_kink_distance
-from radref.core.coupling import split
+from radref.core.layers.masks import split
 from radref.core.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
                          flow_log_density, flow_sample, flow_sample_from_noise)
 
