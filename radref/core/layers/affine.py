@@ -1,4 +1,4 @@
-"""The affine coupling layer of Real NVP, the baseline (notes §4; docs/model.md §6.3)::
+"""The affine coupling layer of Real NVP, the baseline (notes §4; docs/model.md §6.4)::
 
     log_scale, shift = conditioner(x_A)
     z_B = x_B * exp(log_scale) + shift,   z_A = x_A

@@ -1,7 +1,7 @@
 """The Rad coupling layer (paper §4.2, Fig. 10; notes §4-5).
 
 Per transformed dimension, with the conditioner output ``cond_out =
-conditioner(x_A)`` (eq. 15 for one layer; docs/model.md §6.2)::
+conditioner(x_A)`` (eq. 15 for one layer; docs/model.md §6.3)::
 
     u   = (x_B - shift_in) * exp(-log_scale_in)                 pre-affine
     v, k, log|f'(u)| = f(u; alpha(P, Q))                          surjection (eq. 23, 26-30)
