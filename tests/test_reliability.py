@@ -1017,23 +1017,26 @@ def test_held_out_evaluation_that_overflows_is_minus_inf_not_nan():
     assert model.history_["val_loglik"] == [-np.inf]
 
 
-def test_overflow_in_the_backward_pass_names_the_layer(monkeypatch):
-    # The backward pass of layer 1 overflowing (simulated: the real cases need
-    # parameters far beyond training's) is reported as "in the gradient".
+@pytest.mark.parametrize("layer", [0, 1])
+def test_overflow_in_the_backward_pass_names_the_layer(layer, monkeypatch):
+    # The backward pass of one layer overflowing (simulated: the real cases need
+    # parameters far beyond training's) is reported as "in the gradient", in that
+    # layer: the top one (reached first by the reverse sweep) or the one below.
     real = rad.backward
+    transformed = slice((layer + 1) % 2, None, 2)  # of a 2-d flow: layer 0 column 1, ...
 
-    def overflows_in_layer_1(dz, dterm, cache):
-        if cache.cols.transformed == slice(0, None, 2):  # layer 1 of a 2-d flow: column 0
+    def overflows_in_layer(dz, dterm, cache):
+        if cache.cols.transformed == transformed:
             np.multiply(np.array([1e308]), np.array([10.0]))
         return real(dz, dterm, cache)
 
     # the flow and the diagnostics reach a layer only through its kind's module
-    monkeypatch.setattr(rad, "backward", overflows_in_layer_1)
+    monkeypatch.setattr(rad, "backward", overflows_in_layer)
     config = FlowConfig("rad", 2, 2, 3, 3)
     params = flow_init(config, out_std=0.1, random_state=0)
     with pytest.raises(NonFiniteError) as info:
         train(params, config, _moons(20), steps=3, batch_size=10, random_state=0)
     err = info.value
-    assert (err.step, err.where, err.layer) == (1, "gradient", 1)
-    assert "in the gradient (first in layer 1: overflow encountered in multiply in its " \
-           "backward pass)" in str(err)
+    assert (err.step, err.where, err.layer) == (1, "gradient", layer)
+    assert f"in the gradient (first in layer {layer}: overflow encountered in multiply in " \
+           "its backward pass)" in str(err)
