@@ -585,25 +585,28 @@ def test_a_third_kind_runs_through_the_flow_once_registered(monkeypatch):
     assert locate_non_finite(x, params, config) == (None, None, None, "")
 
 
-@pytest.mark.parametrize("label", ["rad d=2", "affine d=5"])
-def test_trajectory_matches_forward_with_rows_out_of_range(label):
+@pytest.mark.parametrize("label,row_5,leaves_in", [("rad d=2", [9e119, 0.5], 1),
+                                                    ("affine d=5", [9.9e119] * 5, 0)])
+def test_trajectory_matches_forward_with_rows_out_of_range(label, row_5, leaves_in):
     # flow_trajectory runs the same loop as flow_forward: rows out of range
     # (row 2 from the input on, row 5 from the layer whose output leaves
-    # +-RANGE) are inf from there on, with k = -1 and nothing folded.
+    # +-RANGE) are inf from there on, and have k = -1 in every layer (also
+    # in the layers before they left) and nothing folded.
     config = GRAD_CONFIGS[label]
     params = _nontrivial_params(config, seed=14)
     x = np.random.default_rng(8).normal(0.0, 2.0, (20, config.dim))
     x[2, 0] = 2e120
-    x[5, :] = 9.9e119  # in range; a layer of scale > 1.02 takes it out
+    x[5] = row_5  # in range; the output of layer `leaves_in` is not
     log_px, z, k, cache = flow_forward(x, params, config)
     np.testing.assert_array_equal(np.flatnonzero(cache.out_of_range), [2, 5])
     zs, folded, k_traj = flow_trajectory(x, params, config)
     assert zs[0] is x
     np.testing.assert_array_equal(zs[-1], z)
     np.testing.assert_array_equal(k_traj, k)
+    np.testing.assert_array_equal(k[[2, 5]], -1)
     out = cache.out_of_range
-    for layer_z, mask in zip(zs[1:], folded):
+    for layer, (layer_z, mask) in enumerate(zip(zs[1:], folded)):
         assert np.all(np.isinf(layer_z[2])) and np.all(np.isfinite(layer_z[~out]))
+        assert np.all(np.isinf(layer_z[5]) if layer >= leaves_in else np.isfinite(layer_z[5]))
         if mask is not None:
             assert not mask[out].any() and mask[~out].any()
-    assert np.all(np.isinf(zs[-1][5])) and np.all(np.isfinite(zs[0][5]))
