@@ -11,7 +11,8 @@ from radref.core.layers.affine import AffineCouplingCache
 from radref.core.layers.masks import Columns, columns, split
 from radref.core.layers.rad import RadCouplingCache
 
-__all__ = ["N_RAD_FEATURES", "N_AFFINE_FEATURES", "split", "columns", "Columns", "RadCouplingCache", "AffineCouplingCache",
+__all__ = ["N_RAD_FEATURES", "N_AFFINE_FEATURES", "split", "columns", "Columns",
+           "RadCouplingCache", "AffineCouplingCache",
            "rad_coupling_init", "rad_coupling_forward", "rad_coupling_backward",
            "rad_coupling_inverse", "rad_coupling_sample", "affine_coupling_init",
            "affine_coupling_forward", "affine_coupling_backward", "affine_coupling_inverse"]
