@@ -120,12 +120,12 @@ def _flatten(layer, nested):
 
 # ------------------------------------------------------------- the layer loop
 
-def screen_out_of_range(forward, z, params, layer, out):
+def screen_out_of_range(forward, z, params, layer, outside):
     """One layer evaluated on the rows in range: the screening step of the loop.
 
-    Rows in ``out`` are evaluated at the stand-in ``z = 0``, so that the
+    Rows in ``outside`` are evaluated at the stand-in ``z = 0``, so that the
     layer's cache stays finite.  If the output of a row in range leaves
-    ``+-RANGE`` (or is not finite), that row joins ``out`` and the layer is
+    ``+-RANGE`` (or is not finite), that row joins ``outside`` and the layer is
     evaluated again with it at the stand-in, until no new row leaves.
 
     Parameters
@@ -133,11 +133,11 @@ def screen_out_of_range(forward, z, params, layer, out):
     forward : callable
         The ``forward(x, params, layer)`` of a layer kind.
     z : ndarray, shape (n, d)
-        The layer's input (rows in ``out`` are not read).
+        The layer's input (rows in ``outside`` are not read).
     params : dict
         The layer's nested parameters.
     layer : int
-    out : ndarray of bool, shape (n,)
+    outside : ndarray of bool, shape (n,)
         Rows already out of range.
 
     Returns
@@ -145,20 +145,20 @@ def screen_out_of_range(forward, z, params, layer, out):
     z_next, k, term, cache
         As ``forward`` returns them, with ``z_next = inf``, ``k = -1`` and
         ``term = -inf`` in the rows out of range.
-    out : ndarray of bool, shape (n,)
-        ``out`` with the rows that left the range in this layer.
+    outside : ndarray of bool, shape (n,)
+        ``outside`` with the rows that left the range in this layer.
     """
     while True:
-        z_next, k, term, cache = forward(zero_rows(z, out), params, layer)
-        newly_out = out_of_range_rows(z_next) & ~out
-        if not newly_out.any():
+        z_next, k, term, cache = forward(zero_rows(z, outside), params, layer)
+        leaving = out_of_range_rows(z_next) & ~outside
+        if not leaving.any():
             break
-        out = out | newly_out
-    if out.any():
-        z_next = np.where(out[:, None], np.inf, z_next)
-        k = None if k is None else np.where(out[:, None], -1, k)
-        term = np.where(out, -np.inf, term)
-    return z_next, k, term, cache, out
+        outside = outside | leaving
+    if outside.any():
+        z_next = np.where(outside[:, None], np.inf, z_next)
+        k = None if k is None else np.where(outside[:, None], -1, k)
+        term = np.where(outside, -np.inf, term)
+    return z_next, k, term, cache, outside
 
 
 def flow_layers(x, params, config):
@@ -191,10 +191,10 @@ def flow_layers(x, params, config):
         ``(layer, z, k, term, cache, out_of_range)`` of layers ``0, ..., L-1``.
     """
     kind = layer_kind(config.kind)
-    z, out = x, out_of_range_rows(x)
+    z, outside = x, out_of_range_rows(x)
     for layer, nested in enumerate(_all_layer_params(params, config.n_layers)):
-        z, k, term, cache, out = screen_out_of_range(kind.forward, z, nested, layer, out)
-        yield LayerRecord(layer, z, k, term, cache, out)
+        z, k, term, cache, outside = screen_out_of_range(kind.forward, z, nested, layer, outside)
+        yield LayerRecord(layer, z, k, term, cache, outside)
 
 
 def flow_layers_backward(dlog_px, cache):
@@ -264,10 +264,10 @@ def flow_forward(x, params, config):
         log_px += record.term
         _store_k(k, record, config)
         layer_caches.append(record.cache)
-    z, out = record.z, record.out_of_range
-    log_base, base_cache = normal_logpdf_forward(zero_rows(z, out))  # finite cache
-    k[out] = -1
-    return log_px + log_base, z, k, FlowCache(config, layer_caches, base_cache, out)
+    z, outside = record.z, record.out_of_range
+    log_base, base_cache = normal_logpdf_forward(zero_rows(z, outside))  # finite cache
+    k[outside] = -1
+    return log_px + log_base, z, k, FlowCache(config, layer_caches, base_cache, outside)
 
 
 def flow_backward(dlog_px, cache):
@@ -342,27 +342,27 @@ def _invert_layers(z, layer_inputs, params, config, invert):
     uniforms) at the layer's transformed columns.  Returns ``(x, k)``, with
     ``x = inf`` and ``k = -1`` in the rows out of range.
     """
-    x, out, k = z, out_of_range_rows(z), _k_array(len(z), config)
+    x, outside, k = z, out_of_range_rows(z), _k_array(len(z), config)
     all_nested = _all_layer_params(params, config.n_layers)
     for layer in reversed(range(config.n_layers)):
         transformed = columns(config.dim, layer).transformed
-        rows = ~out if out.any() else slice(None)  # no copy when every row is in range
+        rows = ~outside if outside.any() else slice(None)  # no copy when every row is in range
         x_rows, k_rows = invert(x[rows], layer_inputs[:, layer, transformed][rows],
                                 all_nested[layer], layer)
         if k_rows is not None:
             k[:, layer, transformed][rows] = k_rows  # a view of k: written in place
-        x, out = _merge_rows(x, x_rows, out)
-    k[out] = -1
-    return np.where(out[:, None], np.inf, x) if out.any() else x, k
+        x, outside = _merge_rows(x, x_rows, outside)
+    k[outside] = -1
+    return np.where(outside[:, None], np.inf, x) if outside.any() else x, k
 
 
-def _merge_rows(x, x_rows, out):
-    """Put ``x_rows`` (the rows of ``x`` not in ``out``) back; mark new out-of-range rows."""
-    if out.any():
+def _merge_rows(x, x_rows, outside):
+    """Put ``x_rows`` (the rows of ``x`` not in ``outside``) back; mark new out-of-range rows."""
+    if outside.any():
         merged = x.copy()
-        merged[~out] = x_rows
+        merged[~outside] = x_rows
         x_rows = merged
-    return x_rows, out | out_of_range_rows(x_rows)
+    return x_rows, outside | out_of_range_rows(x_rows)
 
 
 def flow_inverse(z, k, params, config):

@@ -43,9 +43,9 @@ def locate_non_finite(x, params, config, row_names=None):
         return f"row {row}" if row_names is None else str(row_names[row])
 
     limit = f"{RANGE:g}".replace("e+", "e")
-    out = out_of_range_rows(x)
-    if out.any():
-        row = first(out)
+    outside = out_of_range_rows(x)
+    if outside.any():
+        row = first(outside)
         return "loss", None, row, f"{name(row)} lies beyond +-{limit}: out of range"
     records = []
     with np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -69,7 +69,7 @@ def locate_non_finite(x, params, config, row_names=None):
         if not np.all(np.isfinite(log_base)):
             row = first(~np.isfinite(log_base))
             return "loss", None, row, f"the base density is not finite for {name(row)}"
-        cache = FlowCache(config, [r.cache for r in records], base_cache, out)
+        cache = FlowCache(config, [r.cache for r in records], base_cache, outside)
         running = config.n_layers - 1  # the layer whose backward pass runs next
         try:
             for layer, dz, grads in flow_layers_backward(np.full(len(x), 1.0 / len(x)), cache):

@@ -43,8 +43,8 @@ def init(dim, layer, hidden, gate_hidden=0, out_std=0.01, random_state=None):
 
 def _conditioner(x, params, cols):
     """``cond_out``, shape ``(n, d_B, N_FEATURES)``, and the conditioner's cache."""
-    out, cond_cache = mlp_forward(x[:, cols.conditioning], params["cond"])
-    return out.reshape(len(x), cols.n_transformed, N_FEATURES), cond_cache
+    mlp_out, cond_cache = mlp_forward(x[:, cols.conditioning], params["cond"])
+    return mlp_out.reshape(len(x), cols.n_transformed, N_FEATURES), cond_cache
 
 
 def forward(x, params, layer):

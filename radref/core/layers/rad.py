@@ -79,16 +79,16 @@ def init(dim, layer, hidden, gate_hidden, out_std=0.01, random_state=None):
 
 def _conditioner(x, params, cols):
     """``cond_out`` of shape ``(n, d_B, N_FEATURES)`` and the slopes it sets."""
-    out, cond_cache = mlp_forward(x[:, cols.conditioning], params["cond"])
-    cond_out = out.reshape(len(x), cols.n_transformed, N_FEATURES)
+    mlp_out, cond_cache = mlp_forward(x[:, cols.conditioning], params["cond"])
+    cond_out = mlp_out.reshape(len(x), cols.n_transformed, N_FEATURES)
     slopes, slopes_cache = slopes_forward(cond_out[..., P_LOGITS], cond_out[..., Q_LOGITS])
     return cond_out, cond_cache, slopes, slopes_cache
 
 
 def _gating_logits(z, params, cols):
     """``s(z)``, shape ``(n, d_B, 3)``, and the gating network's cache."""
-    out, gate_cache = mlp_forward(z, params["gate"])
-    return out.reshape(len(z), cols.n_transformed, 3), gate_cache
+    mlp_out, gate_cache = mlp_forward(z, params["gate"])
+    return mlp_out.reshape(len(z), cols.n_transformed, 3), gate_cache
 
 
 def forward(x, params, layer):
