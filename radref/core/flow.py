@@ -126,7 +126,9 @@ def screen_out_of_range(forward, z, params, layer, outside):
     Rows in ``outside`` are evaluated at the stand-in ``z = 0``, so that the
     layer's cache stays finite.  If the output of a row in range leaves
     ``+-RANGE`` (or is not finite), that row joins ``outside`` and the layer is
-    evaluated again with it at the stand-in, until no new row leaves.
+    evaluated again with it at the stand-in, until no new row leaves (in
+    practice at most twice: rows are independent, so the second evaluation
+    changes the rows in range by rounding at most).
 
     Parameters
     ----------
