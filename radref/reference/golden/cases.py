@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from radref.core.coupling import split
+from radref.core.layers.masks import split
 from radref.core.flow import FlowConfig, flow_forward, flow_init
 from radref.core.numerics import RANGE
 from radref.core.slopes import slopes_forward
