@@ -40,7 +40,7 @@ import numpy as np
 
 from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
 from radref.core.layers import columns, layer_kind
-from radref.core.numerics import out_of_range_rows, zero_rows
+from radref.core.numerics import all_in_range, out_of_range_rows, zero_rows
 
 
 class FlowConfig(NamedTuple):
@@ -152,6 +152,8 @@ def screen_out_of_range(forward, z, params, layer, outside):
     """
     while True:
         z_next, k, term, cache = forward(zero_rows(z, outside), params, layer)
+        if all_in_range(z_next):  # the usual case: no row left the range
+            break
         leaving = out_of_range_rows(z_next) & ~outside
         if not leaving.any():
             break
@@ -268,7 +270,8 @@ def flow_forward(x, params, config):
         layer_caches.append(record.cache)
     z, outside = record.z, record.out_of_range
     log_base, base_cache = normal_logpdf_forward(zero_rows(z, outside))  # finite cache
-    k[outside] = -1
+    if outside.any():  # rows that left the range after some layer wrote their k
+        k[outside] = -1
     return log_px + log_base, z, k, FlowCache(config, layer_caches, base_cache, outside)
 
 
