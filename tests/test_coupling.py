@@ -2,7 +2,7 @@
 (paper §4.2, notes §4-5) and the affine coupling layer of Real NVP.
 
 - The contract: every registered kind has the same functions with the same
-  signatures; the 0.x names of radref.core.coupling are the contract's.
+  signatures.
 - ``split``, ``columns``: complementary, alternating masks.
 - Forward pass against an independent re-implementation of notes §1-4 written
   in probability space (slopes as ratios of probabilities, eq. 23 piece by piece).
@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from helpers import check_gradient
-from radref.core import coupling
 from radref.core.layers import LAYER_KINDS, affine, layer_kind, rad
 from radref.core.layers.masks import columns, split, sum_over_transformed
 from radref.core.mlp import mlp_forward
@@ -196,23 +195,6 @@ def test_forward_returns_the_contract_tuple(kind):
     assert (folded is None) == (k is None)
     if folded is not None:
         assert folded.shape == (n, n_transformed) and folded.dtype == bool
-
-
-def test_v0_names_are_the_contract_functions():
-    # radref.core.coupling (radref.coupling in 0.x) keeps the old names
-    assert coupling.rad_coupling_forward is rad.forward
-    assert coupling.rad_coupling_backward is rad.backward
-    assert coupling.rad_coupling_sample is rad.sample
-    params = coupling.affine_coupling_init(3, 0, 4, 0.5, 0)  # 0.x positional order
-    np.testing.assert_array_equal(params["cond"]["W2"],
-                                  affine.init(3, 0, 4, out_std=0.5, random_state=0)["cond"]["W2"])
-    x = np.random.default_rng(0).normal(size=(4, 3))
-    z, term, cache = coupling.affine_coupling_forward(x, params, 0)
-    z_new, _, term_new, _ = affine.forward(x, params, 0)
-    np.testing.assert_array_equal(z, z_new)
-    np.testing.assert_array_equal(term, term_new)
-    np.testing.assert_array_equal(coupling.affine_coupling_inverse(z, params, 0),
-                                  affine.inverse(z, None, params, 0))
 
 
 # ----------------------------------------------------------------------- split

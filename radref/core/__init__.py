@@ -14,6 +14,5 @@ bottom up (each imports only those above it in this list):
 - :mod:`radref.core.mlp`         conditioner and gating networks
 - :mod:`radref.core.layer1d`     a complete one-dimensional Rad model
 - :mod:`radref.core.layers`      coupling layers: one contract, a registry, Rad and affine kinds
-  (:mod:`radref.core.coupling` keeps their 0.x names)
 - :mod:`radref.core.flow`        stacks of coupling layers: log-density, inference, sampling
 """
