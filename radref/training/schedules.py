@@ -183,16 +183,17 @@ class EarlyStopping:
     best_score : float
     best_step : int
     bad_scores : int
+    stopped_at : int or None
         The state to resume from (a checkpoint's); a fresh start has
-        ``best_score = -inf`` and no best parameters.
+        ``best_score = -inf``, no best parameters and has not stopped.
     """
 
     def __init__(self, x, n_iter_no_change, best_params=None, best_score=-math.inf,
-                 best_step=0, bad_scores=0):
+                 best_step=0, bad_scores=0, stopped_at=None):
         self.x, self.n_iter_no_change = x, int(n_iter_no_change)
         self.best_params, self.best_score = best_params, float(best_score)
         self.best_step, self.bad_scores = int(best_step), int(bad_scores)
-        self.stopped_at = None
+        self.stopped_at = None if stopped_at is None else int(stopped_at)
 
     def record(self, step, score, params):
         """Record the validation ``score`` of ``params`` after ``step``;

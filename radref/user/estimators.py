@@ -289,7 +289,8 @@ class _FlowEstimator(ParamsMixin):
                              f"hyperparameters: {meta['hyperparameters']}")
         saved = dict(meta["extra"])
         mine = {k: v for k, v in settings.items() if k != "entropy"}
-        theirs = {k: saved.get(k) for k in mine}
+        mine.setdefault("recipe", {})  # a checkpoint of the paper's training has none
+        theirs = {k: saved.get(k, {} if k == "recipe" else None) for k in mine}
         if mine != theirs:
             raise ValueError(f"checkpoint {path} was written with other data or training "
                              f"settings: {theirs} (now {mine})")
