@@ -154,3 +154,18 @@ def test_quick_run_uses_the_reproduce_splits(baselines, tmp_path, capsys):
         assert np.all(np.isfinite(gmm)) and r["gmm_test_loglik"] > -5
     printed = capsys.readouterr().out
     assert "two_moons" in printed and "| problem | seeds | GMM (BIC) | KDE (CV) |" in printed
+
+
+def test_reproduce_points_rescore_the_runs_checkpoints(paired, tmp_path):
+    # a miniature results directory laid out as radref reproduce writes it
+    from radref import RadFlow
+    X_train, X_test = datasets.train_test_split_samples("ring", 200, 50, random_state=4)
+    run = tmp_path / "runs" / "ring-rad-s4"
+    run.mkdir(parents=True)
+    model = RadFlow(n_layers=2, hidden=4, steps=3, batch_size=100, random_state=4).fit(X_train)
+    model.save(run / "checkpoint.npz")
+    (run / "result.json").write_text(json.dumps({"seed": 4, "n_train": 200, "n_test": 50}))
+    (tmp_path / "runs" / "ring-rad-s5").mkdir()  # unfinished: no result.json
+    points = paired.reproduce_points(str(tmp_path), "ring", "rad")
+    assert list(points) == [4]
+    np.testing.assert_array_equal(points[4], model.score_samples(X_test))

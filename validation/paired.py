@@ -24,7 +24,10 @@ Usage (per-point files: ``.npy`` arrays, or ``.npz`` with ``file.npz:key``;
         --seeds 0 1 2 3 4
 
 The per-point values of a flow trained by ``radref reproduce`` come from its
-checkpoint: :func:`checkpoint_points`.
+checkpoint (:func:`checkpoint_points`); Rad against Real NVP straight from a
+results directory (``runs/<problem>-<model>-s<seed>/{checkpoint,result}.npz/json``)::
+
+    python validation/paired.py --results validation/results --problems two_moons ring
 """
 import argparse
 import sys
@@ -134,6 +137,26 @@ def checkpoint_points(checkpoint, problem, seed, n_train, n_test):
     return load_model(checkpoint).score_samples(X_test)
 
 
+def reproduce_points(results, problem, model):
+    """Per-point held-out log-likelihoods of every finished run of ``model``
+    on ``problem`` in a ``radref reproduce`` results directory: seed -> array
+    (the test split regenerated from the run's ``result.json``)."""
+    import glob
+    import json
+    import os
+    points = {}
+    for directory in sorted(glob.glob(os.path.join(results, "runs", f"{problem}-{model}-s*"))):
+        result_file = os.path.join(directory, "result.json")
+        if not os.path.exists(result_file):
+            continue  # an unfinished run
+        with open(result_file) as f:
+            result = json.load(f)
+        points[result["seed"]] = checkpoint_points(
+            os.path.join(directory, "checkpoint.npz"), problem, result["seed"],
+            result["n_train"], result["n_test"])
+    return points
+
+
 def _load(pattern, seed):
     path, _, key = pattern.replace("{seed}", str(seed)).partition(":")
     if path.endswith(".npz"):
@@ -144,14 +167,30 @@ def _load(pattern, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a", required=True, help="per-point file of model A ({seed} expands)")
-    parser.add_argument("--b", required=True, help="per-point file of model B ({seed} expands)")
-    parser.add_argument("--seeds", nargs="+", type=int, required=True)
+    parser.add_argument("--a", help="per-point file of model A ({seed} expands)")
+    parser.add_argument("--b", help="per-point file of model B ({seed} expands)")
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--results", help="a radref reproduce results directory: compare "
+                                          "Rad (A) with Real NVP (B) on --problems")
+    parser.add_argument("--problems", nargs="+", default=[])
     parser.add_argument("--n-boot", type=int, default=2000)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.results:
+        for problem in args.problems:
+            print(f"== {problem}: Rad (A) - Real NVP (B)")
+            _report(compare(reproduce_points(args.results, problem, "rad"),
+                            reproduce_points(args.results, problem, "realnvp"), args.n_boot))
+        return 0
+    if not (args.a and args.b and args.seeds):
+        parser.error("give --a, --b and --seeds, or --results and --problems")
     a = {s: _load(args.a, s) for s in args.seeds}
     b = {s: _load(args.b, s) for s in args.seeds}
-    result = compare(a, b, args.n_boot)
+    _report(compare(a, b, args.n_boot))
+    return 0
+
+
+def _report(result):
+    """Print the per-seed bootstrap intervals, the pooled one and the verdict."""
     for seed, r in result["per_seed"].items():
         print(f"seed {seed}: A - B = {r['mean']:+.4f}, bootstrap 95 % [{r['low']:+.4f}, "
               f"{r['high']:+.4f}]")
@@ -159,7 +198,6 @@ def main(argv=None):
     print(f"mean over seeds, bootstrap over test points: {p['mean']:+.4f} "
           f"[{p['low']:+.4f}, {p['high']:+.4f}]")
     print(verdict(result))
-    return 0
 
 
 if __name__ == "__main__":
