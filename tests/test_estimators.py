@@ -529,11 +529,16 @@ def test_failed_fit_leaves_a_consistent_model_at_its_last_finite_step(monkeypatc
 
 # ------------------------------------------------- scikit-learn's conventions
 
+RECIPE_PARAMETERS = ["lr_schedule", "lr_decay_steps", "lr_final_fraction", "lr_step_size",
+                     "lr_gamma", "ema_decay", "early_stopping", "validation_fraction",
+                     "n_iter_no_change"]
 ALL_PARAMETERS = {
     RadFlow: ["n_layers", "hidden", "gate_hidden", "out_std", "steps", "batch_size", "lr",
-              "beta1", "beta2", "eps", "eval_every", "warm_start", "progress", "random_state"],
+              "beta1", "beta2", "eps", "eval_every", "warm_start", "progress", "random_state",
+              *RECIPE_PARAMETERS],
     RealNVPFlow: ["n_layers", "hidden", "out_std", "steps", "batch_size", "lr", "beta1",
-                  "beta2", "eps", "eval_every", "warm_start", "progress", "random_state"],
+                  "beta2", "eps", "eval_every", "warm_start", "progress", "random_state",
+                  *RECIPE_PARAMETERS],
 }
 
 

@@ -7,6 +7,10 @@ Layout of the archive (loaded with ``allow_pickle=False``):
   ``adam_t``, ``names`` (parameter names in order), ``extra`` (training
   settings and history) and ``checksum``.
 - ``param/<name>``, ``adam_m/<name>``, ``adam_v/<name>``: float64 arrays.
+- optionally, further groups ``<group>/<name>`` of float64 arrays (for
+  example ``ema/<name>``, the parameter average of the training recipe);
+  a reader that does not know a group ignores it, and a file without them is
+  read as before (radref 0.1's checkpoints have none).
 
 ``checksum`` is the SHA-256 of the JSON of the other ``meta`` fields (keys
 sorted) followed by, for every array in sorted key order, the key's name and
@@ -50,14 +54,26 @@ def _refuse_nan(obj, where="meta"):
             _refuse_nan(value, f"{where}[{i}]")
 
 
-def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=0, extra=None):
+#: array groups that every checkpoint may hold; others are ``extra_arrays``
+_CORE_GROUPS = ("param", "adam_m", "adam_v")
+
+
+def save_checkpoint(path, model, hyperparameters, params, adam_state=None, step=0, extra=None,
+                    extra_arrays=None):
     """Write a checkpoint atomically.
 
     ``adam_state`` may be ``None``; ``extra`` is any JSON-serialisable dict kept
-    in ``meta["extra"]`` (training settings, history).
+    in ``meta["extra"]`` (training settings, history); ``extra_arrays`` maps a
+    group name (not ``param``, ``adam_m``, ``adam_v``, without ``/``) to a dict
+    of float64 arrays, stored as ``<group>/<name>``.
     """
     names = list(params)
     arrays = {f"param/{n}": np.asarray(params[n], dtype=np.float64) for n in names}
+    for group, group_arrays in (extra_arrays or {}).items():
+        if group in _CORE_GROUPS or "/" in group or group == "meta":
+            raise ValueError(f"extra_arrays group {group!r} is reserved or invalid")
+        for n, value in group_arrays.items():
+            arrays[f"{group}/{n}"] = np.asarray(value, dtype=np.float64)
     if adam_state is not None:
         for n in names:
             arrays[f"adam_m/{n}"] = np.asarray(adam_state["m"][n], dtype=np.float64)
@@ -97,7 +113,7 @@ def _target_mode(path):
         return 0o666 & ~umask
 
 
-def load_checkpoint(path, expected_model=None):
+def load_checkpoint(path, expected_model=None, extra_arrays=False):
     """Read and verify a checkpoint.
 
     Returns
@@ -105,6 +121,10 @@ def load_checkpoint(path, expected_model=None):
     meta : dict
     params : dict of ndarray
     adam_state : dict or None
+    extra_arrays : dict of dict of ndarray
+        Only when ``extra_arrays=True``: the groups other than ``param``,
+        ``adam_m`` and ``adam_v``, group -> name -> array (empty for a file
+        without any, such as radref 0.1's).
 
     Raises
     ------
@@ -162,4 +182,11 @@ def load_checkpoint(path, expected_model=None):
             raise
         raise CheckpointError(f"{path}: checkpoint is incomplete "
                               f"({type(exc).__name__}: {exc})") from None
-    return meta, params, adam_state
+    if not extra_arrays:
+        return meta, params, adam_state
+    groups = {}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in _CORE_GROUPS:
+            groups.setdefault(group, {})[name] = value
+    return meta, params, adam_state, groups

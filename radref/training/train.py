@@ -8,6 +8,7 @@ from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_d
 from radref.training.diagnostics import locate_non_finite
 from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                                    check_adam_config)
+from radref.training.schedules import check_lr_schedule, learning_rate
 
 
 class NonFiniteError(FloatingPointError):
@@ -159,7 +160,7 @@ def as_seed_sequence(random_state):
 
 def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_state=None,
           optimizer_state=None, start_step=0, x_val=None, eval_every=1000, progress=None,
-          callback=None, callback_every=1000):
+          callback=None, callback_every=1000, lr_schedule=None, average=None, stopper=None):
     """Maximise the mean log-likelihood of ``x`` with Adam; updates ``params`` in place.
 
     Parameters
@@ -187,6 +188,22 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     callback : callable, optional
         ``callback(step, params, optimizer_state, history)`` every
         ``callback_every`` steps and after the last one (e.g. to checkpoint).
+    lr_schedule : LRSchedule, optional
+        The learning rate of step ``t`` is
+        :func:`~radref.training.schedules.learning_rate` ``(t, adam.lr,
+        lr_schedule)``; ``None`` (or ``"constant"``) keeps ``adam.lr``.
+    average : ParameterAverage, optional
+        Updated after every step with the new parameters; the held-out and
+        validation scores are then those of the averaged parameters.
+    stopper : EarlyStopping, optional
+        Scores its validation split (rows of the training data) every
+        ``eval_every`` steps and at the end; the loop stops after the step
+        (and its callback) at which ``stopper.record`` says so.  A stopper
+        that has already stopped (resumed from a checkpoint) runs no step.
+
+    ``params`` always holds the raw (last) iterate, which is what resuming
+    needs; the parameters a fitted model should use are
+    ``stopper.best_params``, else ``average.average()``, else ``params``.
 
     Returns
     -------
@@ -200,25 +217,40 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
         The parameters keep their last finite values.
     """
     check_adam_config(adam)
+    if lr_schedule is not None:
+        lr_schedule = check_lr_schedule(lr_schedule)
     schedule = MinibatchSchedule(x.shape[0], batch_size, as_seed_sequence(random_state))
     state = optimizer_state if optimizer_state is not None else adam_init(params)
     history = {"step": [], "loglik": [], "val_step": [], "val_loglik": []}
     display = Progress(steps, enabled=progress)
     val = None
+    if stopper is not None and stopper.stopped_at is not None:
+        steps = start_step  # stopped early before the checkpoint: nothing left to do
     with PackedAdam(params, state, adam) as packed:  # restores the arrays' identity on exit
         for step in range(start_step + 1, steps + 1):
+            if lr_schedule is not None and lr_schedule.kind != "constant":
+                packed.config = adam._replace(lr=learning_rate(step, adam.lr, lr_schedule))
             indices = schedule.indices(step - 1)
             loglik = _update_on_batch(x[indices], indices, step, params, config, packed, history)
             history["step"].append(step)
             history["loglik"].append(loglik)
-            if x_val is not None and (step % eval_every == 0 or step == steps):
-                val = _held_out_score(x_val, params, config)
+            if average is not None:
+                average.update(params)
+            evaluate = step % eval_every == 0 or step == steps
+            scored = params if average is None or not evaluate else average.average()
+            stop = False
+            if stopper is not None and evaluate:
+                stop = stopper.record(step, _held_out_score(stopper.x, scored, config), scored)
+            if x_val is not None and evaluate:
+                val = _held_out_score(x_val, scored, config)
                 history["val_step"].append(step)
                 history["val_loglik"].append(val)
             if step % 50 == 0 or step == steps:
                 display.update(step, loglik, val)
-            if callback is not None and (step % callback_every == 0 or step == steps):
+            if callback is not None and (step % callback_every == 0 or step == steps or stop):
                 callback(step, params, state, history)
+            if stop:
+                break
     display.close()
     history["optimizer_state"] = state
     return history

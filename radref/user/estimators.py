@@ -35,6 +35,8 @@ from radref.core.flow import (FlowConfig, flow_forward, flow_init, flow_inverse,
                               flow_sample, flow_sample_from_noise)
 from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from radref.training.optim import AdamConfig, adam_init, check_adam_config
+from radref.training.schedules import (LR_SCHEDULES, EarlyStopping, LRSchedule,
+                                       ParameterAverage, check_lr_schedule, validation_split)
 from radref.training.train import NonFiniteError, mean_loglik_and_grad, train
 from radref.user.params import ParamsMixin
 from radref.user.progress import TrainingProgress, display_mode
@@ -48,6 +50,11 @@ TRAINING_DEFAULTS = dict(steps=3000, batch_size=500, lr=5e-3, beta1=0.9, beta2=0
 #: the 0.1 keywords of ``fit``, now constructor parameters (still accepted by fit)
 _FIT_KEYWORDS_OF_0_1 = ("steps", "batch_size", "lr", "beta1", "beta2", "eps", "eval_every",
                         "progress")
+#: Defaults of the training recipe beyond the paper's (issue 15): all off, so
+#: that a default fit is the paper's training bit for bit.
+RECIPE_DEFAULTS = dict(lr_schedule="constant", lr_decay_steps=None, lr_final_fraction=0.0,
+                       lr_step_size=1000, lr_gamma=0.5, ema_decay=None, early_stopping=False,
+                       validation_fraction=0.1, n_iter_no_change=10)
 
 
 class NotFittedError(RuntimeError, ValueError, AttributeError):
@@ -73,11 +80,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _Run:
-    """Where a fit starts: parameters, Adam state, steps done, history and seed."""
+    """Where a fit starts: parameters, Adam state, steps done, history and seed,
+    and the state of the training recipe (``recipe``: see :func:`_recipe_state`)."""
 
-    def __init__(self, params, state, start, history, entropy):
+    def __init__(self, params, state, start, history, entropy, recipe=None):
         self.params, self.state, self.start = params, state, start
-        self.history, self.entropy = history, entropy
+        self.history, self.entropy, self.recipe = history, entropy, recipe or {}
 
 
 class _FlowEstimator(ParamsMixin):
@@ -106,6 +114,37 @@ class _FlowEstimator(ParamsMixin):
             random_state=check_random_state("random_state", self.random_state))
         checked["adam"] = check_adam_config(AdamConfig(checked["lr"], checked["beta1"],
                                                        checked["beta2"], checked["eps"]))
+        checked.update(self._checked_recipe(checked["steps"]))
+        return checked
+
+    def _checked_recipe(self, steps):
+        """The recipe's constructor parameters, checked, plus ``"schedule"``
+        (the :class:`LRSchedule`) and ``"recipe"`` (the non-default ones, as
+        a checkpoint records them; empty for the paper's training)."""
+        decay_steps = (None if self.lr_decay_steps is None
+                       else check_int("lr_decay_steps", self.lr_decay_steps))
+        schedule = check_lr_schedule(LRSchedule(
+            self.lr_schedule, steps if decay_steps is None else decay_steps,
+            self.lr_final_fraction, self.lr_step_size, self.lr_gamma))
+        ema_decay = self.ema_decay
+        if ema_decay is not None:
+            ema_decay = check_real("ema_decay", ema_decay)
+            if not 0 < ema_decay < 1:
+                raise ValueError(f"ema_decay must be None or in (0, 1), got {self.ema_decay}")
+        fraction = check_real("validation_fraction", self.validation_fraction)
+        if not 0 < fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), "
+                             f"got {self.validation_fraction}")
+        checked = dict(lr_schedule=schedule.kind, lr_decay_steps=decay_steps,
+                       lr_final_fraction=schedule.final_fraction,
+                       lr_step_size=schedule.step_size, lr_gamma=schedule.gamma,
+                       ema_decay=ema_decay,
+                       early_stopping=check_bool("early_stopping", self.early_stopping),
+                       validation_fraction=fraction,
+                       n_iter_no_change=check_int("n_iter_no_change", self.n_iter_no_change))
+        checked["early_stopping"] = bool(checked["early_stopping"])
+        checked["recipe"] = {k: v for k, v in checked.items() if v != RECIPE_DEFAULTS[k]}
+        checked["schedule"] = schedule
         return checked
 
     def _architecture(self, checked):
@@ -173,10 +212,17 @@ class _FlowEstimator(ParamsMixin):
         if checkpoint is not None:
             checkpoint = check_path("checkpoint", checkpoint)
         checkpoint_every = check_int("checkpoint_every", checkpoint_every)
+        if checked["early_stopping"] and X.shape[0] < 2:
+            raise ValueError("early_stopping=True needs at least 2 training points")
+        n_fit = X.shape[0]
+        if checked["early_stopping"]:
+            n_fit -= len(validation_split(X.shape[0], checked["validation_fraction"], 0)[1])
         # a batch larger than the data is the whole data (scikit-learn's MLP does the same)
-        settings = {"batch_size": min(checked["batch_size"], X.shape[0]),
+        settings = {"batch_size": min(checked["batch_size"], n_fit),
                     "adam": list(checked["adam"]),
                     "data_sha256": hashlib.sha256(X.tobytes()).hexdigest()}
+        if checked["recipe"]:  # absent for the paper's training, as in earlier checkpoints
+            settings["recipe"] = checked["recipe"]
         run = self._starting_point(config, checked, settings, checkpoint)
         settings["entropy"] = str(run.entropy)
         self._train(run, X, X_val, config, checked, settings, checkpoint, checkpoint_every)
@@ -223,66 +269,116 @@ class _FlowEstimator(ParamsMixin):
         entropy = (self._fit_settings or {}).get("entropy")
         if entropy is None:
             entropy = np.random.SeedSequence(checked["random_state"]).entropy
+        if checked["recipe"] != (self._fit_settings or {}).get("recipe", {}):
+            raise ValueError(f"warm_start=True continues the fitted model, trained with the "
+                             f"recipe {(self._fit_settings or {}).get('recipe', {})}: the "
+                             f"recipe now is {checked['recipe']}")
         state = self.optimizer_state_
         state = {"t": state["t"], "m": {k: v.copy() for k, v in state["m"].items()},
                  "v": {k: v.copy() for k, v in state["v"].items()}}
-        params = {k: v.copy() for k, v in self.params_.items()}
-        return _Run(params, state, self.n_steps_, self.history_, int(entropy))
+        params = {k: v.copy() for k, v in self.training_params_.items()}
+        return _Run(params, state, self.n_steps_, self.history_, int(entropy),
+                    _copied_recipe_state(self._recipe_state))
 
     def _resume(self, path, config, checked, settings):
-        meta, params, state = load_checkpoint(path, expected_model=type(self).__name__)
+        meta, params, state, groups = load_checkpoint(path, expected_model=type(self).__name__,
+                                                      extra_arrays=True)
         hyper = dict(meta["hyperparameters"])
         if hyper.pop("dim", None) != config.dim or hyper != self._architecture(checked):
             raise ValueError(f"checkpoint {path} was written by a model with other "
                              f"hyperparameters: {meta['hyperparameters']}")
         saved = dict(meta["extra"])
         mine = {k: v for k, v in settings.items() if k != "entropy"}
-        theirs = {k: saved.get(k) for k in mine}
+        mine.setdefault("recipe", {})  # a checkpoint of the paper's training has none
+        theirs = {k: saved.get(k, {} if k == "recipe" else None) for k in mine}
         if mine != theirs:
             raise ValueError(f"checkpoint {path} was written with other data or training "
                              f"settings: {theirs} (now {mine})")
         if state is None:
             raise ValueError(f"checkpoint {path} holds no optimizer state to resume from")
         return _Run(_checked_params(params, config, path), state, meta["step"],
-                    saved.get("history"), int(saved["entropy"]))
+                    saved.get("history"), int(saved["entropy"]),
+                    _read_recipe_state(groups, saved, config, path))
 
     def _train(self, run, X, X_val, config, checked, settings, checkpoint, checkpoint_every):
         """Run the training loop from ``run``; set the fitted attributes at the
         end, or at the last consistent step when training stops early."""
         steps = checked["steps"]
         order_seed = np.random.SeedSequence(run.entropy).spawn(2)[1]
+        X_fit, average, stopper = self._recipe(run, X, checked)
 
         def save(step, params, state, history):
             extra = dict(settings, history=_merge(run.history, history),
                          estimator_params=self._plain_params(checked))
-            self._write(checkpoint, config, checked, params, state, step, extra)
+            recipe = _recipe_state(average, stopper)
+            extra.update(_recipe_meta(recipe))
+            self._write(checkpoint, config, checked, params, state, step, extra,
+                        _recipe_arrays(recipe))
 
         monitor = _Monitor(steps, run.start, display_mode(checked["progress"], sys.stderr),
                            save if checkpoint is not None else None, checkpoint, checkpoint_every)
         try:
             with _deferred_interrupt() as monitor.interrupt:
-                history = train(run.params, config, X, steps, settings["batch_size"],
+                history = train(run.params, config, X_fit, steps, settings["batch_size"],
                                 checked["adam"], random_state=order_seed,
                                 optimizer_state=run.state, start_step=run.start, x_val=X_val,
                                 eval_every=checked["eval_every"], progress=False,
-                                callback=monitor, callback_every=1)
+                                callback=monitor, callback_every=1,
+                                lr_schedule=checked["schedule"], average=average,
+                                stopper=stopper)
         except NonFiniteError as err:
-            # the parameters keep their last finite values (train updates after its checks)
+            # the parameters keep their last finite values (train updates after its checks);
+            # the average and the stopper were last updated at the step before
+            run.recipe = _recipe_state(average, stopper)
             self._set_fitted(config, run, err.step - 1, err.history, settings)
             raise
         except TrainingInterrupted:
+            run.recipe = _recipe_state(average, stopper)
             self._set_fitted(config, run, monitor.step, monitor.history, settings)
             raise
         finally:
             monitor.close()
         history.pop("optimizer_state")
-        self._set_fitted(config, run, max(steps, run.start), history, settings)
+        run.recipe = _recipe_state(average, stopper)
+        done = history["step"][-1] if history["step"] else run.start  # < steps if stopped early
+        self._set_fitted(config, run, max(done, run.start), history, settings)
+
+    def _recipe(self, run, X, checked):
+        """The training rows, the :class:`ParameterAverage` (or ``None``) and
+        the :class:`EarlyStopping` (or ``None``) of this fit, from the run's
+        recipe state.  The validation split of early stopping is carved from
+        ``X`` (the training data) with a seed derived from the run's entropy,
+        so that a resumed fit sets aside the same rows."""
+        recipe = run.recipe
+        average = None
+        if checked["ema_decay"] is not None:
+            average = ParameterAverage(checked["ema_decay"], run.params,
+                                       recipe.get("ema"), recipe.get("ema_count", 0))
+        if not checked["early_stopping"]:
+            return X, average, None
+        train_rows, validation_rows = validation_split(
+            X.shape[0], checked["validation_fraction"], _validation_seed(run.entropy))
+        stopping = recipe.get("stopping", {})
+        stopper = EarlyStopping(X[validation_rows], checked["n_iter_no_change"],
+                                best_params=recipe.get("best"), **stopping)
+        return X[train_rows], average, stopper
 
     def _set_fitted(self, config, run, n_steps, new_history, settings):
-        self.config_, self.params_, self.optimizer_state_ = config, run.params, run.state
+        """The fitted attributes.  ``params_`` (what scoring, sampling and
+        inference use) are the best parameters of early stopping, else the
+        parameter average, else the last iterate; ``training_params_`` is
+        always the last iterate (what training continues from)."""
+        self.config_, self.training_params_ = config, run.params
+        self.optimizer_state_ = run.state
+        self._recipe_state = run.recipe
+        self.params_ = _model_params(run.params, run.recipe)
         self.n_steps_, self.history_ = n_steps, _merge(run.history, new_history)
         self.n_features_in_ = config.dim
         self._fit_settings = dict(settings)
+        stopping = run.recipe.get("stopping")
+        self.best_validation_score_ = None if stopping is None else stopping["best_score"]
+        self.best_step_ = None if stopping is None else stopping["best_step"]
+        self.stopped_at_ = None if stopping is None else stopping["stopped_at"]
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
@@ -430,17 +526,19 @@ class _FlowEstimator(ParamsMixin):
         extra = dict(self._fit_settings or {}, estimator_params=self._plain_params(checked))
         if self.history_ is not None:
             extra["history"] = self.history_
-        self._write(path, self.config_, checked, self.params_, self.optimizer_state_,
-                    self.n_steps_, extra)
+        extra.update(_recipe_meta(self._recipe_state))
+        self._write(path, self.config_, checked, self.training_params_, self.optimizer_state_,
+                    self.n_steps_, extra, _recipe_arrays(self._recipe_state))
 
-    def _write(self, path, config, checked, params, optimizer_state, step, extra):
+    def _write(self, path, config, checked, params, optimizer_state, step, extra,
+               extra_arrays=None):
         path = check_path("path", path)
         for name, value in params.items():
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"parameter {name} has non-finite values: not saved")
         hyper = dict(self._architecture(checked), dim=config.dim)
         save_checkpoint(path, type(self).__name__, hyper, params, optimizer_state, step,
-                        extra=extra)
+                        extra=extra, extra_arrays=extra_arrays)
 
     @classmethod
     def load(cls, path):
@@ -452,7 +550,8 @@ class _FlowEstimator(ParamsMixin):
         settings when ``fit`` wrote it, ``steps`` as the steps done; the rest
         take their defaults.
         """
-        meta, params, adam_state = load_checkpoint(path, expected_model=cls.__name__)
+        meta, params, adam_state, groups = load_checkpoint(path, expected_model=cls.__name__,
+                                                           extra_arrays=True)
         try:
             hyper = dict(meta["hyperparameters"])
             dim = check_int("dim", hyper.pop("dim"), minimum=2)
@@ -468,9 +567,10 @@ class _FlowEstimator(ParamsMixin):
             raise CheckpointError(f"{path}: invalid model description in the checkpoint "
                                   f"({type(exc).__name__}: {exc})") from None
         config = model._config(dim, checked)
-        settings = {k: extra[k] for k in ("batch_size", "adam", "data_sha256", "entropy")
-                    if k in extra}
-        run = _Run(_checked_params(params, config, path), adam_state, step, None, None)
+        settings = {k: extra[k] for k in ("batch_size", "adam", "data_sha256", "entropy",
+                                          "recipe") if k in extra}
+        run = _Run(_checked_params(params, config, path), adam_state, step, None, None,
+                   _read_recipe_state(groups, extra, config, path))
         model._set_fitted(config, run, step, history, settings)
         return model
 
@@ -485,6 +585,77 @@ class _FlowEstimator(ParamsMixin):
                     transformer_tags=TransformerTags(preserves_dtype=["float64"]),
                     input_tags=InputTags(allow_nan=False, sparse=False),
                     requires_fit=True)
+
+
+def _validation_seed(entropy):
+    """The seed of the early-stopping split: a third child of the run's
+    entropy (the first two seed initialisation and minibatch order)."""
+    return np.random.SeedSequence(entropy, spawn_key=(2,))
+
+
+def _recipe_state(average, stopper):
+    """The training recipe's state as plain data: ``"ema"`` (accumulator) and
+    ``"ema_count"``; ``"best"`` (best parameters) and ``"stopping"`` (best
+    score and step, scores without improvement, step stopped at)."""
+    state = {}
+    if average is not None:
+        state["ema"], state["ema_count"] = average.accumulator, average.count
+        state["ema_decay"] = average.decay
+    if stopper is not None:
+        state["best"] = stopper.best_params
+        state["stopping"] = {"best_score": stopper.best_score, "best_step": stopper.best_step,
+                             "bad_scores": stopper.bad_scores, "stopped_at": stopper.stopped_at}
+    return state
+
+
+def _copied_recipe_state(state):
+    copied = dict(state)
+    for group in ("ema", "best"):
+        if copied.get(group) is not None:
+            copied[group] = {k: v.copy() for k, v in copied[group].items()}
+    if "stopping" in copied:
+        copied["stopping"] = dict(copied["stopping"])
+    return copied
+
+
+def _recipe_meta(state):
+    """The JSON part of the recipe state (a checkpoint's ``extra``)."""
+    meta = {}
+    if "ema_count" in state:
+        meta["ema_count"], meta["ema_decay"] = int(state["ema_count"]), state["ema_decay"]
+    if "stopping" in state:
+        meta["stopping"] = dict(state["stopping"])
+    return meta
+
+
+def _recipe_arrays(state):
+    """The array part of the recipe state (a checkpoint's ``ema/`` and ``best/`` groups)."""
+    return {group: state[group] for group in ("ema", "best") if state.get(group) is not None}
+
+
+def _read_recipe_state(groups, extra, config, path):
+    """The recipe state stored in a checkpoint (empty for a file without one)."""
+    state = {}
+    if "ema_count" in extra:
+        state["ema"] = _checked_params(groups.get("ema", {}), config, path)
+        state["ema_count"] = check_int("ema_count", extra["ema_count"], minimum=0)
+        state["ema_decay"] = check_real("ema_decay", extra["ema_decay"])
+    if "stopping" in extra:
+        state["stopping"] = dict(extra["stopping"])
+        state["best"] = _checked_params(groups["best"], config, path) if "best" in groups \
+            else None
+    return state
+
+
+def _model_params(raw, state):
+    """The parameters a fitted model uses: best of early stopping, else the
+    average, else the last iterate ``raw``."""
+    if state.get("best") is not None:
+        return state["best"]
+    if state.get("ema_count"):
+        return ParameterAverage(state["ema_decay"], raw, state["ema"],
+                                state["ema_count"]).average()
+    return raw
 
 
 def _recorded_params(hyper, extra, step):
@@ -623,7 +794,39 @@ class RadFlow(_FlowEstimator):
         Progress display on stderr: ``None`` only on a terminal, ``True`` also
         plain lines elsewhere, ``False`` none.
     random_state : None or int
-        Seeds initialisation and minibatch order.
+        Seeds initialisation, minibatch order and the early-stopping split.
+    lr_schedule : {"constant", "cosine", "step"}
+        Learning rate of Adam step ``t``
+        (:func:`radref.training.schedules.learning_rate`): ``"constant"``
+        ``lr`` (the paper's); ``"cosine"`` from ``lr`` down to
+        ``lr * lr_final_fraction`` at step ``lr_decay_steps``, then constant;
+        ``"step"`` ``lr * lr_gamma ** ((t - 1) // lr_step_size)``.
+    lr_decay_steps : int or None
+        Horizon of the cosine decay (``None``: ``steps``; set it when a run
+        is fitted in segments of growing ``steps``).
+    lr_final_fraction : float in [0, 1]
+        Final rate of the cosine decay, as a fraction of ``lr``.
+    lr_step_size : int
+        Steps between two decays of the step schedule.
+    lr_gamma : float in (0, 1]
+        Factor of each decay of the step schedule.
+    ema_decay : float in (0, 1) or None
+        Keep an exponential moving average of the parameters (debiased:
+        :class:`radref.training.schedules.ParameterAverage`); after fit,
+        ``params_`` (scoring, sampling, inference) is the average, and the
+        last iterate stays in ``training_params_`` for resuming.  ``None``:
+        no averaging.
+    early_stopping : bool
+        Set aside ``validation_fraction`` of the rows of ``X`` (never
+        ``X_val``), score them every ``eval_every`` steps, stop after
+        ``n_iter_no_change`` scores without improvement, and keep the best
+        scored parameters as ``params_`` (``best_step_``,
+        ``best_validation_score_``, ``stopped_at_``).  Training uses the
+        other rows.
+    validation_fraction : float in (0, 1)
+        Fraction of the training rows set aside for early stopping.
+    n_iter_no_change : int
+        Scores without improvement before early stopping stops.
     """
 
     _ARCHITECTURE = ("n_layers", "hidden", "gate_hidden", "out_std", "random_state")
@@ -633,12 +836,23 @@ class RadFlow(_FlowEstimator):
                  lr=TRAINING_DEFAULTS["lr"], beta1=TRAINING_DEFAULTS["beta1"],
                  beta2=TRAINING_DEFAULTS["beta2"], eps=TRAINING_DEFAULTS["eps"],
                  eval_every=TRAINING_DEFAULTS["eval_every"], warm_start=False, progress=None,
-                 random_state=None):
+                 random_state=None, lr_schedule=RECIPE_DEFAULTS["lr_schedule"],
+                 lr_decay_steps=RECIPE_DEFAULTS["lr_decay_steps"],
+                 lr_final_fraction=RECIPE_DEFAULTS["lr_final_fraction"],
+                 lr_step_size=RECIPE_DEFAULTS["lr_step_size"],
+                 lr_gamma=RECIPE_DEFAULTS["lr_gamma"], ema_decay=RECIPE_DEFAULTS["ema_decay"],
+                 early_stopping=RECIPE_DEFAULTS["early_stopping"],
+                 validation_fraction=RECIPE_DEFAULTS["validation_fraction"],
+                 n_iter_no_change=RECIPE_DEFAULTS["n_iter_no_change"]):
         self.n_layers, self.hidden, self.gate_hidden, self.out_std = (n_layers, hidden,
                                                                       gate_hidden, out_std)
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
         self.beta1, self.beta2, self.eps, self.eval_every = beta1, beta2, eps, eval_every
         self.warm_start, self.progress, self.random_state = warm_start, progress, random_state
+        self.lr_schedule, self.lr_decay_steps = lr_schedule, lr_decay_steps
+        self.lr_final_fraction, self.lr_step_size = lr_final_fraction, lr_step_size
+        self.lr_gamma, self.ema_decay, self.early_stopping = lr_gamma, ema_decay, early_stopping
+        self.validation_fraction, self.n_iter_no_change = validation_fraction, n_iter_no_change
 
     def _checked(self):
         checked = super()._checked()
@@ -668,7 +882,8 @@ class RealNVPFlow(_FlowEstimator):
     hidden : int
         Hidden units of each conditioner (paper: 56).
     out_std, steps, batch_size, lr, beta1, beta2, eps, eval_every, warm_start, progress, \
-random_state
+random_state, lr_schedule, lr_decay_steps, lr_final_fraction, lr_step_size, lr_gamma, \
+ema_decay, early_stopping, validation_fraction, n_iter_no_change
         As for :class:`RadFlow`.
     """
 
@@ -677,11 +892,22 @@ random_state
                  lr=TRAINING_DEFAULTS["lr"], beta1=TRAINING_DEFAULTS["beta1"],
                  beta2=TRAINING_DEFAULTS["beta2"], eps=TRAINING_DEFAULTS["eps"],
                  eval_every=TRAINING_DEFAULTS["eval_every"], warm_start=False, progress=None,
-                 random_state=None):
+                 random_state=None, lr_schedule=RECIPE_DEFAULTS["lr_schedule"],
+                 lr_decay_steps=RECIPE_DEFAULTS["lr_decay_steps"],
+                 lr_final_fraction=RECIPE_DEFAULTS["lr_final_fraction"],
+                 lr_step_size=RECIPE_DEFAULTS["lr_step_size"],
+                 lr_gamma=RECIPE_DEFAULTS["lr_gamma"], ema_decay=RECIPE_DEFAULTS["ema_decay"],
+                 early_stopping=RECIPE_DEFAULTS["early_stopping"],
+                 validation_fraction=RECIPE_DEFAULTS["validation_fraction"],
+                 n_iter_no_change=RECIPE_DEFAULTS["n_iter_no_change"]):
         self.n_layers, self.hidden, self.out_std = n_layers, hidden, out_std
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
         self.beta1, self.beta2, self.eps, self.eval_every = beta1, beta2, eps, eval_every
         self.warm_start, self.progress, self.random_state = warm_start, progress, random_state
+        self.lr_schedule, self.lr_decay_steps = lr_schedule, lr_decay_steps
+        self.lr_final_fraction, self.lr_step_size = lr_final_fraction, lr_step_size
+        self.lr_gamma, self.ema_decay, self.early_stopping = lr_gamma, ema_decay, early_stopping
+        self.validation_fraction, self.n_iter_no_change = validation_fraction, n_iter_no_change
 
     def _config(self, dim, checked):
         return FlowConfig("affine", dim, checked["n_layers"], checked["hidden"])

@@ -1,0 +1,171 @@
+"""Tests of validation/paired.py (paired differences with confidence
+intervals) and a --quick run of validation/baselines.py (GaussianMixture and
+KernelDensity on the reproduce protocol's splits)."""
+import importlib.util
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from radref import datasets
+from radref.training.schedules import validation_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(
+        f"radref_validation_{name}", os.path.join(ROOT, "validation", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def paired():
+    return _module("paired")
+
+
+@pytest.fixture(scope="module")
+def baselines():
+    return _module("baselines")
+
+
+# -------------------------------------------------------------------- paired
+
+def test_across_seeds_t_interval_by_hand(paired):
+    # per-seed mean differences of A - B: seed 0: (0.3 - 0.1 + 0.1) / 3 = 0.1,
+    # seed 1: 0.2, seed 2: 0.3.  Mean 0.2, sd 0.1, t_{0.975, 2} = 4.302652729749464
+    # (Student's t table: 4.303), half-width 4.30265 * 0.1 / sqrt(3) = 0.248414
+    a = {0: np.array([1.3, 1.0, 1.1]), 1: np.array([0.7, 0.2]), 2: np.array([0.3, 0.3, 0.3])}
+    b = {0: np.array([1.0, 1.1, 1.0]), 1: np.array([0.5, 0.0]), 2: np.array([0.0, 0.0, 0.0])}
+    result = paired.compare(a, b, n_boot=200)
+    ci = result["across_seeds"]
+    assert ci["mean"] == pytest.approx(0.2, abs=1e-12)
+    assert ci["sd"] == pytest.approx(0.1, abs=1e-12)
+    assert ci["low"] == pytest.approx(0.2 - 0.2484138, abs=1e-6)
+    assert ci["high"] == pytest.approx(0.2 + 0.2484138, abs=1e-6)
+    assert [result["per_seed"][s]["mean"] for s in (0, 1, 2)] == pytest.approx([0.1, 0.2, 0.3])
+    assert paired.t_quantile(0.975, 2) == pytest.approx(4.302652729749464, rel=1e-12)
+    assert "no difference shown" in paired.verdict(result)  # the interval holds 0
+
+
+def test_bootstrap_of_a_constant_difference_is_that_difference(paired):
+    rng = np.random.default_rng(0)
+    b = {s: rng.normal(size=50) for s in range(3)}
+    a = {s: b[s] + 0.25 for s in range(3)}
+    result = paired.within_seeds(a, b, n_boot=300)
+    for r in [*result["per_seed"].values(), result["pooled"]]:
+        assert r["low"] == pytest.approx(0.25, abs=1e-12)
+        assert r["high"] == pytest.approx(0.25, abs=1e-12)
+
+
+def test_bootstrap_resamples_with_replacement(paired):
+    # two points 0 and 1: a resampled mean is 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4
+    means = paired.bootstrap_means(np.array([0.0, 1.0]), 40_000, np.random.default_rng(1))
+    shares = [np.mean(means == v) for v in (0.0, 0.5, 1.0)]
+    assert shares == pytest.approx([0.25, 0.5, 0.25], abs=0.01)
+
+
+def test_a_known_difference_is_covered_and_detected(paired):
+    # A = B + 0.05 + seed offset + point noise.  The common part (the test
+    # point's difficulty) cancels in the pairing.  Across seeds the target is
+    # 0.05 (the offsets average out); the bootstrap over test points holds the
+    # trained models (so the seed offsets) fixed: its target is 0.05 plus the
+    # mean offset.  Both intervals must cover their target and exclude 0.
+    rng = np.random.default_rng(7)
+    a, b, offsets = {}, {}, []
+    for seed in range(5):
+        hard = rng.normal(scale=2.0, size=2000)
+        offsets.append(rng.normal(scale=0.005))
+        b[seed] = hard
+        a[seed] = hard + 0.05 + offsets[-1] + rng.normal(scale=0.1, size=2000)
+    result = paired.compare(a, b, n_boot=1000)
+    for r, target in ((result["across_seeds"], 0.05),
+                      (result["pooled"], 0.05 + np.mean(offsets))):
+        assert r["low"] < target < r["high"] and r["low"] > 0
+    assert "A ahead" in paired.verdict(result)
+
+
+def test_mismatched_inputs_are_refused(paired):
+    with pytest.raises(ValueError, match="same length"):
+        paired.within_seeds({0: np.zeros(3)}, {0: np.zeros(4)})
+    with pytest.raises(ValueError, match="other seeds"):
+        paired.within_seeds({0: np.zeros(3)}, {1: np.zeros(3)})
+    with pytest.raises(ValueError, match="non-finite"):
+        paired.within_seeds({0: np.array([0.0, -np.inf])}, {0: np.zeros(2)})
+    with pytest.raises(ValueError, match="2 seeds"):
+        paired.across_seeds([0.1])
+
+
+def test_paired_command_line(paired, tmp_path, capsys):
+    for seed in (0, 1):
+        np.save(tmp_path / f"a-{seed}.npy", np.full(4, 1.0 + seed))
+        np.savez(tmp_path / f"b-{seed}.npz", gmm=np.full(4, 0.5))
+    assert paired.main(["--a", str(tmp_path / "a-{seed}.npy"),
+                        "--b", str(tmp_path / "b-{seed}.npz") + ":gmm",
+                        "--seeds", "0", "1", "--n-boot", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0: A - B = +0.5000" in out and "seed 1: A - B = +1.5000" in out
+
+
+# ----------------------------------------------------------------- baselines
+
+def test_gmm_parameter_count_by_hand(baselines):
+    # 2 components in 2-d: 1 weight + 4 means + 2 * 3 covariance entries
+    assert baselines.gmm_parameter_count(2, 2) == 11
+    assert baselines.gmm_parameter_count(1, 3) == 9
+
+
+def test_gmm_choice_is_the_least_validation_bic(baselines):
+    from sklearn.mixture import GaussianMixture
+    X, _ = datasets.train_test_split_samples("grid", 300, 10, random_state=2)
+    model, k, bic = baselines.fit_gaussian_mixture(X, 2, 4, 0.25)
+    assert k == min(bic, key=bic.get) and model.n_components == k
+    # recompute one candidate's BIC: fitted on the other rows, scored on the split
+    fit_rows, val_rows = validation_split(300, 0.25, np.random.SeedSequence(2))
+    two = GaussianMixture(2, covariance_type="full", random_state=2).fit(X[fit_rows])
+    expected = -2 * np.sum(two.score_samples(X[val_rows])) + 11 * math.log(75)
+    assert bic[2] == pytest.approx(expected, rel=1e-10)
+
+
+def test_quick_run_uses_the_reproduce_splits(baselines, tmp_path, capsys):
+    out = tmp_path / "baselines.json"
+    status = baselines.main(["--quick", "--problems", "two_moons", "ring", "--json", str(out),
+                             "--per-point", str(tmp_path / "points")])
+    assert status == 0
+    records = json.loads(out.read_text())["records"]
+    assert [(r["problem"], r["seed"]) for r in records] == [("two_moons", 0), ("ring", 0)]
+    for r in records:
+        assert 1 <= r["gmm_components"] <= 3 and r["kde_bandwidth"] > 0
+        with np.load(tmp_path / "points" / f"{r['problem']}-seed0.npz") as points:
+            gmm, kde = points["gmm"], points["kde"]
+        assert gmm.shape == kde.shape == (300,)
+        assert r["gmm_test_loglik"] == pytest.approx(np.mean(gmm), rel=1e-12)
+        # the test points are the reproduce protocol's: rescore them independently
+        from sklearn.neighbors import KernelDensity
+        X_train, X_test = datasets.train_test_split_samples(r["problem"], 400, 300,
+                                                            random_state=0)
+        kde_again = KernelDensity(bandwidth=r["kde_bandwidth"]).fit(X_train)
+        np.testing.assert_allclose(kde_again.score_samples(X_test), kde, rtol=1e-12)
+        # a sensible density: finite and better than a wide Gaussian would do
+        assert np.all(np.isfinite(gmm)) and r["gmm_test_loglik"] > -5
+    printed = capsys.readouterr().out
+    assert "two_moons" in printed and "| problem | seeds | GMM (BIC) | KDE (CV) |" in printed
+
+
+def test_reproduce_points_rescore_the_runs_checkpoints(paired, tmp_path):
+    # a miniature results directory laid out as radref reproduce writes it
+    from radref import RadFlow
+    X_train, X_test = datasets.train_test_split_samples("ring", 200, 50, random_state=4)
+    run = tmp_path / "runs" / "ring-rad-s4"
+    run.mkdir(parents=True)
+    model = RadFlow(n_layers=2, hidden=4, steps=3, batch_size=100, random_state=4).fit(X_train)
+    model.save(run / "checkpoint.npz")
+    (run / "result.json").write_text(json.dumps({"seed": 4, "n_train": 200, "n_test": 50}))
+    (tmp_path / "runs" / "ring-rad-s5").mkdir()  # unfinished: no result.json
+    points = paired.reproduce_points(str(tmp_path), "ring", "rad")
+    assert list(points) == [4]
+    np.testing.assert_array_equal(points[4], model.score_samples(X_test))
