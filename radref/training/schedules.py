@@ -29,7 +29,10 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 class LRSchedule(NamedTuple):
     """A learning-rate schedule (checked by :func:`check_lr_schedule`).
 
-    kind : "constant", "cosine" or "step"
+    Attributes
+    ----------
+    kind : {"constant", "cosine", "step"}
+        The shape of the schedule.
     horizon : int
         ``"cosine"``: steps over which the rate decays (the run's ``steps``).
     final_fraction : float
