@@ -827,3 +827,11 @@ def _smoothed_by_formula(step):
     weights = (1 - decay) * decay ** np.arange(step - 1, -1, -1)
     values = 0.5 + 2.0 * (-1.0) ** np.arange(1, step + 1)
     return float(np.sum(weights * values) / np.sum(weights))
+
+
+def test_check_port_given_a_directory_asks_for_the_result_file(capsys, tmp_path):
+    # `radref golden --where` prints a directory; passing it as PORT is a natural slip
+    status, _, err = _run(capsys, ["check-port", str(tmp_path)])
+    _assert_user_error(status, err)
+    assert err == (f"radref: error: PORT {tmp_path}: is a directory; pass your port's result "
+                   f"file (JSON in the golden schema, docs/golden.md)\n")

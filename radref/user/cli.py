@@ -366,6 +366,9 @@ def _cmd_check_port(args):
     from radref.reference import golden
     if not os.path.exists(args.port):
         raise CLIError(f"PORT {args.port}: no such file")
+    if os.path.isdir(args.port):
+        raise CLIError(f"PORT {args.port}: is a directory; pass your port's result file "
+                       f"(JSON in the golden schema, docs/golden.md)")
     golden_dir = args.golden or golden.default_golden_dir()
     if golden_dir is None:
         raise CLIError("this radref installation ships no golden vectors: pass --golden DIR "
