@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from radref import datasets
+from radref import __version__, datasets
 from radref.core.flow import FlowConfig, flow_forward, flow_init, flow_trajectory
 from radref.training.checkpoint import load_checkpoint
 from radref.user import reproduce, sweep
@@ -345,7 +345,7 @@ def test_task_refuses_other_code_or_an_unshared_directory(tmp_path):
     other = dict(protocol, radref_version="0.0.1")
     spec = reproduce.run_spec("ring", "rad", 0, other)
     with pytest.raises(reproduce.ReproduceError,
-                       match="radref_version '0.1.0', the run's protocol needs '0.0.1'"):
+                       match=f"radref_version '{re.escape(__version__)}', the run's protocol needs '0.0.1'"):
         reproduce.run_task(dict(job, run=spec))
 
 
