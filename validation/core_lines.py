@@ -81,9 +81,10 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = ("softmax", "slopes", "surjection", "gating", "base", "numerics", "mlp", "layer1d",
-           "coupling", "flow")
+           "coupling", "layers/masks", "layers/rad", "layers/affine", "flow")
 #: modules with the issue's goal of at least 80 % math
-GOAL_MODULES = ("slopes", "surjection", "gating", "coupling")
+#: the coupling layers were radref/core/coupling.py until the redesign of issue #12
+GOAL_MODULES = ("slopes", "surjection", "gating", "coupling", "layers/rad", "layers/affine")
 
 #: overflow-safe formulas of radref.core.numerics: a call computes a formula's value (math)
 SAFE_FORMULAS = {"exp_times", "exp_times_cumulative", "half_squared_norm"}
