@@ -478,46 +478,104 @@ def test_independent_float32_port_passes_every_case_not_flagged_float64_only(com
     assert worst < 0.25, worst
 
 
-#: Each deliberately wrong variant of the port, and the cases built to catch it.
+#: Each deliberately wrong variant of the port and the cases built to catch it, per
+#: precision (float32: a port computing in float32, checked at the float32 tolerance,
+#: where the Float64Only cases are skipped).  The float32 sets name cases flagged
+#: Float32Inputs: a float32 port reads exactly the numbers a float64 port reads.
 NAIVE_VARIANTS = {
-    "no_clip": {("rad_coupling", "clip")},
-    "clip_grad_zero": {("surjection", "clip"), ("rad_coupling", "clip")},
-    "direct_product": {("surjection", "overflow_safe_product"),
-                       ("surjection_inverse", "overflow_safe_product")},
-    "no_max_shift": {("log_softmax", "logits_1e3"), ("log_softmax", "mixed_scales"),
-                     ("slopes", "logits_1e3"), ("log_gating", "logits_1e3"),
-                     ("gating_probabilities", "logits_1e3"),
-                     ("rad_flow", "saturated_gating_layers_3000")},
-    "log_of_softmax": {("log_softmax", "logits_1e3"), ("log_gating", "logits_1e3"),
-                       ("rad_flow", "saturated_gating_layers_3000")},
-    "minus_one_left": {("surjection", "coinciding_breakpoints")},
-    "no_range_screen": {("rad_coupling", "output_out_of_range"), ("rad_flow", "out_of_range"),
-                        ("realnvp_flow", "out_of_range")},
-    "eps_in_sqrt": {("adam", "large_eps")},
+    "no_clip": {"float64": {("rad_coupling", "clip"), ("rad_coupling", "clip_outer")},
+                "float32": {("rad_coupling", "clip_outer")}},
+    "clip_grad_zero": {"float64": {("surjection", "clip"), ("rad_coupling", "clip"),
+                                   ("rad_coupling", "clip_outer")},
+                       "float32": {("rad_coupling", "clip_outer")}},
+    "direct_product": {"float64": {("surjection", "overflow_safe_product"),
+                                   ("surjection_inverse", "overflow_safe_product"),
+                                   ("surjection", "overflow_safe_product_float32")},
+                       "float32": {("surjection", "overflow_safe_product_float32"),
+                                   ("surjection_inverse", "overflow_safe_product_float32")}},
+    "tie_nonstrict": {"float64": {("surjection", "breakpoint_a"), ("surjection", "breakpoint_b"),
+                                  ("surjection", "breakpoint_ties"),
+                                  ("surjection", "coinciding_breakpoint_ties")},
+                      "float32": {("surjection", "breakpoint_ties"),
+                                  ("surjection", "coinciding_breakpoint_ties")}},
+    "minus_one_left": {"float64": {("surjection", "coinciding_breakpoints"),
+                                   ("surjection", "coinciding_breakpoint_ties")},
+                       "float32": {("surjection", "coinciding_breakpoint_ties")}},
+    "strict_cdf": {"float64": {("sample_branch", "cdf_boundaries"),
+                               ("sample_branch", "zero_probabilities"),
+                               ("sample_branch", "cdf_ties")},
+                   "float32": {("sample_branch", "cdf_ties")}},
+    "no_range_screen": {"float64": {("rad_flow", "out_of_range"), ("realnvp_flow", "out_of_range"),
+                                    ("rad_flow", "out_of_range_last_layer"),
+                                    ("realnvp_flow", "out_of_range_last_layer")},
+                        "float32": {("rad_flow", "out_of_range_last_layer"),
+                                    ("realnvp_flow", "out_of_range_last_layer")}},
+    "no_gate_zero": {"float64": {("rad_coupling", "output_out_of_range"),
+                                 ("rad_coupling", "gate_at_zero")},
+                     "float32": {("rad_coupling", "gate_at_zero")}},
+    "no_max_shift": {"float64": {("log_softmax", "logits_1e3"), ("log_softmax", "mixed_scales"),
+                                 ("slopes", "logits_1e3"), ("log_gating", "logits_1e3"),
+                                 ("gating_probabilities", "logits_1e3"),
+                                 ("rad_flow", "saturated_gating_layers_3000")},
+                     "float32": {("log_softmax", "saturated_300"),
+                                 ("slopes", "saturated_300"),
+                                 ("rad_flow", "saturated_gating_layers_100")}},
+    "log_of_softmax": {"float64": {("log_softmax", "logits_1e3"), ("log_gating", "logits_1e3"),
+                                   ("rad_flow", "saturated_gating_layers_3000")},
+                       "float32": {("log_softmax", "saturated_300"),
+                                   ("rad_flow", "saturated_gating_layers_100")}},
+    "eps_in_sqrt": {"float64": {("adam", "large_eps")}, "float32": {("adam", "large_eps")}},
+    # float32 only: in float64 these variants compute exactly what the correct port does
+    "range_in_working_precision": {"float64": set(),
+                                   "float32": {("rad_coupling", "gate_at_zero"),
+                                               ("rad_flow", "out_of_range_last_layer"),
+                                               ("realnvp_flow", "out_of_range_last_layer")}},
+    "float64_thresholds": {"float64": set(),
+                           "float32": {("surjection", "overflow_safe_product_float32"),
+                                       ("surjection_inverse", "overflow_safe_product_float32")}},
+    # float64 only: the case's sample_z of 1e130 lies beyond the float32 range
+    "sample_gate_at_zero": {"float64": {("rad_coupling", "sample_out_of_range")},
+                            "float32": set()},
 }
 
+#: The conventions every float32 port is checked on (a float32 run must fail each).
+CHECKED_IN_FLOAT32 = ("no_clip", "clip_grad_zero", "direct_product", "tie_nonstrict",
+                      "minus_one_left", "strict_cdf", "no_range_screen", "no_gate_zero")
 
+
+@pytest.fixture(scope="module")
+def port32(committed):
+    return golden_port.run_port(committed, np.float32)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("variant", sorted(NAIVE_VARIANTS))
-def test_each_naive_port_fails_the_cases_built_to_catch_it(committed, port64, variant):
-    assert not golden_port.failing_cases(port64, committed)  # the correct port: none
-    port = golden_port.run_port(committed, np.float64, [variant])
-    failing = golden_port.failing_cases(port, committed)
-    assert NAIVE_VARIANTS[variant] <= failing, sorted(failing)
+def test_each_naive_port_fails_the_cases_built_to_catch_it(committed, port64, port32, variant,
+                                                          precision):
+    """Each wrong variant of the independent port, computing in ``precision``, fails
+    the cases built to catch it (and the correct port, in that precision, none)."""
+    dtype = np.float64 if precision == "float64" else np.float32
+    correct = port64 if precision == "float64" else port32
+    assert not golden_port.failing_cases(correct, committed, precision)
+    expected = NAIVE_VARIANTS[variant][precision]
+    blocks = {block for block, _ in expected}
+    port = golden_port.run_port(committed, dtype, [variant], blocks=blocks)
+    failing = golden_port.failing_cases(port, committed, precision)
+    assert expected <= failing, sorted(failing)
 
 
-@pytest.mark.parametrize("variant,size", [("no_max_shift", 100), ("log_of_softmax", 100)])
-def test_float32_naive_softmax_fails_the_float32_case(committed, variant, size):
-    """saturated_gating_layers_100 is the float32 ports' version: exp(100) overflows
-    float32 and e^-200 underflows it."""
-    blocks = {"rad_flow": dict(committed["blocks"]["rad_flow"], cases=[
-        c for c in committed["blocks"]["rad_flow"]["cases"]
-        if c["id"] == f"saturated_gating_layers_{size}"])}
-    doc = dict(committed, blocks=blocks)
-    good = golden_port.run_port(doc, np.float32)
-    assert not golden_port.failing_cases(good, doc, "float32")
-    bad = golden_port.run_port(doc, np.float32, [variant])
-    assert golden_port.failing_cases(bad, doc, "float32") == {
-        ("rad_flow", f"saturated_gating_layers_{size}")}
+def test_the_float32_cases_of_each_convention_are_float32_inputs(committed):
+    """Every convention listed fails a float32 run (above) on cases that are not
+    Float64Only and whose inputs are float32 numbers, and a float64 run on at least
+    one of those same cases."""
+    cases = {(b, c["id"]): c for b, block in committed["blocks"].items() for c in block["cases"]}
+    assert set(CHECKED_IN_FLOAT32) <= set(NAIVE_VARIANTS)
+    for variant in CHECKED_IN_FLOAT32:
+        float32 = NAIVE_VARIANTS[variant]["float32"]
+        assert float32 & NAIVE_VARIANTS[variant]["float64"], variant
+        for key in float32:
+            assert "Float32Inputs" in cases[key]["flags"], (variant, key)
+            assert "Float64Only" not in cases[key]["flags"], (variant, key)
 
 
 # -------------------------------------------------------------- check-port
