@@ -14,11 +14,13 @@ the port checker.
   tolerance fails, by half of it passes.
 - An independent port (tests/golden_port.py, written from docs/golden.md)
   passes every case in float64, and in float32 every case not flagged
-  Float64Only; each deliberately wrong variant of it fails the case built to
-  catch it.
+  Float64Only; each deliberately wrong variant of it fails the cases built to
+  catch it, computing in float64 and in float32 (cases flagged Float32Inputs:
+  their inputs are float32 numbers, so a float32 port sees the same ties).
 - ``radref check-port`` passes the golden file itself, fails a port with one
-  flipped gradient sign (naming the block and field), refuses another schema
-  version, and rejects malformed files with exit status 2.
+  flipped gradient sign (naming the block and field), counts missing blocks,
+  cases and fields in its verdict, refuses another schema version, and rejects
+  malformed files with exit status 2.
 """
 import copy
 import hashlib
