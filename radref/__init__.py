@@ -29,7 +29,7 @@ _V0_MODULES = {
     "softmax": "radref.core.softmax", "slopes": "radref.core.slopes",
     "surjection": "radref.core.surjection", "gating": "radref.core.gating",
     "base": "radref.core.base", "mlp": "radref.core.mlp", "layer1d": "radref.core.layer1d",
-    "coupling": "radref.core.coupling", "flow": "radref.core.flow",
+    "flow": "radref.core.flow",
     "optim": "radref.training.optim", "train": "radref.training.train",
     "diagnostics": "radref.training.diagnostics", "checkpoint": "radref.training.checkpoint",
     "gradcheck": "radref.reference.gradcheck", "theory": "radref.reference.theory",

@@ -1,9 +1,11 @@
-"""Argument checking for the public entry points (the functional core does none).
+"""Argument checking for the public entry points.
 
-The one home of argument validation: the estimators, the data sets and the
-command line call these functions, so that one mistake gets one wording
-wherever it is made.  Every function raises ``TypeError`` for a value of the
-wrong kind and ``ValueError`` for a value of the right kind out of range, and
+The one home of argument validation: the estimators, the data sets, the
+command line and the one initialiser of the functional core that takes sizes
+(:func:`radref.core.mlp.mlp_init`) call these functions (the core's forward
+and backward passes check nothing: they do the math on what they are
+given), so that one mistake gets one wording wherever it is made.  Every
+function raises ``TypeError`` for a value of the wrong kind and ``ValueError`` for a value of the right kind out of range, and
 names the argument (``name``).
 
 The array messages also carry the phrases scikit-learn's estimator checks

@@ -45,6 +45,7 @@ from radref.checks import (check_array, check_choice, check_generator, check_int
                            check_seed_sequence)
 
 __all__ = [
+    "GENERATOR_VERSION",
     "PROBLEMS",
     "sample",
     "log_density",

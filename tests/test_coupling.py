@@ -1,7 +1,9 @@
-"""Tests of radref.core.coupling: the Rad coupling layer (paper §4.2, notes §4-5) and
-the affine coupling layer of Real NVP.
+"""Tests of radref.core.layers: the coupling-layer contract, the Rad coupling layer
+(paper §4.2, notes §4-5) and the affine coupling layer of Real NVP.
 
-- ``split``: complementary, alternating masks.
+- The contract: every registered kind has the same functions with the same
+  signatures.
+- ``split``, ``columns``: complementary, alternating masks.
 - Forward pass against an independent re-implementation of notes §1-4 written
   in probability space (slopes as ratios of probabilities, eq. 23 piece by piece).
 - Backward passes against central finite differences, for ``x`` and every
@@ -10,15 +12,14 @@ the affine coupling layer of Real NVP.
 - Exact inverse and exact sampling (inverse CDF over gating probabilities
   computed in the test from notes §2).
 """
+import inspect
+
 import numpy as np
 import pytest
 
 from helpers import check_gradient
-from radref.core.coupling import (N_AFFINE_FEATURES, N_RAD_FEATURES, affine_coupling_backward, columns,
-                             affine_coupling_forward, affine_coupling_init,
-                             affine_coupling_inverse, rad_coupling_backward,
-                             rad_coupling_forward, rad_coupling_init, rad_coupling_inverse,
-                             rad_coupling_sample, split)
+from radref.core.layers import LAYER_KINDS, affine, layer_kind, rad
+from radref.core.layers.masks import columns, split, sum_over_transformed
 from radref.core.mlp import mlp_forward
 
 GRAD_TOL = 1e-6
@@ -58,7 +59,7 @@ def _rad_reference(x, params, layer):
     n, dim = x.shape
     cols_a, cols_b = split(dim, layer)
     nb = len(cols_b)
-    c = mlp_forward(x[:, cols_a], params["cond"])[0].reshape(n, nb, N_RAD_FEATURES)
+    c = mlp_forward(x[:, cols_a], params["cond"])[0].reshape(n, nb, 10)
     s_in, t_in, s_out, t_out = c[..., 0], c[..., 1], c[..., 8], c[..., 9]
     P, Q = _softmax(c[..., 2:5]), _softmax(c[..., 5:8])
     P1, P2, P3 = P[..., 0], P[..., 1], P[..., 2]
@@ -108,7 +109,7 @@ def _rad_margins(x, params, layer):
 def _rad_problem(dim, layer, seed, n=N_ROWS):
     """Parameters, input away from kinks, and random upstream gradients."""
     rng = np.random.default_rng(seed)
-    params = rad_coupling_init(dim, layer, HIDDEN, HIDDEN, out_std=OUT_STD, random_state=rng)
+    params = rad.init(dim, layer, HIDDEN, HIDDEN, out_std=OUT_STD, random_state=rng)
     for net in params.values():
         _nontrivial(net, rng)
     x = rng.normal(0.0, 1.5, (n, dim))
@@ -126,14 +127,14 @@ def _rad_problem(dim, layer, seed, n=N_ROWS):
 def _rad_pattern(x, params, layer):
     """The discrete state a finite difference must not change: the piece of every
     u and the ReLU activity of both networks."""
-    _, _, _, cache = rad_coupling_forward(x, params, layer)
+    _, _, _, cache = rad.forward(x, params, layer)
     return (cache.surj_cache.piece.copy(), cache.cond_cache.active.copy(),
             cache.gate_cache.active.copy())
 
 
 def _affine_problem(dim, layer, seed, n=N_ROWS):
     rng = np.random.default_rng(seed)
-    params = affine_coupling_init(dim, layer, HIDDEN, out_std=0.5, random_state=rng)
+    params = affine.init(dim, layer, HIDDEN, out_std=0.5, random_state=rng)
     _nontrivial(params["cond"], rng)
     cols_a, _ = split(dim, layer)
     x = rng.normal(0.0, 1.5, (n, dim))
@@ -144,6 +145,56 @@ def _affine_problem(dim, layer, seed, n=N_ROWS):
         x[bad] = rng.normal(0.0, 1.5, (int(bad.sum()), dim))
     assert np.abs(_relu_pre(x[:, cols_a], params["cond"])).min() > KINK_MARGIN
     return x, params, rng.standard_normal((n, dim)), rng.standard_normal(n)
+
+
+# -------------------------------------------------------------------- contract
+
+CONTRACT = {  # function -> parameter names (docstring of radref.core.layers)
+    "init": ["dim", "layer", "hidden", "gate_hidden", "out_std", "random_state"],
+    "forward": ["x", "params", "layer"],
+    "backward": ["dz", "dterm", "cache"],
+    "inverse": ["z", "k", "params", "layer"],
+    "sample": ["z", "uniforms", "params", "layer"],
+    "folded": ["cache"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
+def test_every_kind_implements_the_contract(kind):
+    module = layer_kind(kind)
+    for function, names in CONTRACT.items():
+        assert list(inspect.signature(getattr(module, function)).parameters) == names, function
+    # init's defaults are the same for every kind
+    defaults = {n: p.default for n, p in inspect.signature(module.init).parameters.items()}
+    assert defaults["out_std"] == 0.01 and defaults["random_state"] is None
+
+
+def test_unknown_kind_is_refused_naming_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown layer kind 'spline'.*'affine', 'rad'"):
+        layer_kind("spline")
+
+
+@pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
+def test_forward_returns_the_contract_tuple(kind):
+    dim, layer, n = 5, 1, 6
+    module = layer_kind(kind)
+    params = module.init(dim, layer, 4, 4, out_std=0.3, random_state=0)
+    x = np.random.default_rng(1).normal(size=(n, dim))
+    z, k, term, cache = module.forward(x, params, layer)
+    n_transformed = len(split(dim, layer)[1])
+    assert z.shape == (n, dim) and term.shape == (n,)
+    if k is not None:
+        assert k.shape == (n, n_transformed) and np.issubdtype(k.dtype, np.integer)
+    dx, grads = module.backward(np.ones((n, dim)), np.ones(n), cache)
+    assert dx.shape == (n, dim)
+    assert {net: set(g) for net, g in grads.items()} == {net: set(p) for net, p in params.items()}
+    uniforms = np.random.default_rng(2).random((n, n_transformed))
+    x_sampled, k_sampled = module.sample(z, uniforms, params, layer)
+    assert x_sampled.shape == (n, dim) and (k_sampled is None) == (k is None)
+    folded = module.folded(cache)
+    assert (folded is None) == (k is None)
+    if folded is not None:
+        assert folded.shape == (n, n_transformed) and folded.dtype == bool
 
 
 # ----------------------------------------------------------------------- split
@@ -169,14 +220,16 @@ def test_columns_slices_select_the_split_columns(dim):
     x = np.arange(3 * dim, dtype=float).reshape(3, dim)
     for layer in range(5):
         cols = columns(dim, layer)
-        cols_a, cols_b = split(dim, layer)
-        np.testing.assert_array_equal(cols.cols_a, cols_a)
-        np.testing.assert_array_equal(cols.cols_b, cols_b)
-        np.testing.assert_array_equal(x[:, cols.a], x[:, cols_a])
-        np.testing.assert_array_equal(x[:, cols.b], x[:, cols_b])
-        assert cols.n_b == len(cols_b)
-        with pytest.raises(ValueError):  # cached, so shared: must be read-only
-            cols.cols_b[0] = 0
+        conditioning, transformed = split(dim, layer)
+        np.testing.assert_array_equal(x[:, cols.conditioning], x[:, conditioning])
+        np.testing.assert_array_equal(x[:, cols.transformed], x[:, transformed])
+        assert cols.n_transformed == len(transformed)
+        assert columns(dim, layer) is cols  # cached: one shared object
+
+
+def test_sum_over_transformed_is_the_row_sum():
+    m = np.random.default_rng(0).integers(-100, 100, (7, 3)).astype(float)  # exact sums
+    np.testing.assert_array_equal(sum_over_transformed(m), m[:, 0] + m[:, 1] + m[:, 2])
 
 
 def test_split_2d_documented_order():
@@ -191,7 +244,7 @@ def test_split_2d_documented_order():
 @pytest.mark.parametrize("dim,layer", CASES)
 def test_rad_forward_matches_independent_reference(dim, layer):
     x, params, _, _ = _rad_problem(dim, layer, seed=10 + dim + layer)
-    z, k, term, cache = rad_coupling_forward(x, params, layer)
+    z, k, term, cache = rad.forward(x, params, layer)
     z_ref, k_ref, term_ref, ref = _rad_reference(x, params, layer)
     cols_a, cols_b = split(dim, layer)
     assert k.shape == (x.shape[0], len(cols_b)) and term.shape == (x.shape[0],)
@@ -207,10 +260,10 @@ def test_rad_forward_matches_independent_reference(dim, layer):
 @pytest.mark.parametrize("dim,layer", CASES)
 def test_affine_forward_matches_formula(dim, layer):
     x, params, _, _ = _affine_problem(dim, layer, seed=20 + dim + layer)
-    z, term, _ = affine_coupling_forward(x, params, layer)
+    z, k, term, _ = affine.forward(x, params, layer)
+    assert k is None  # no discrete latent
     cols_a, cols_b = split(dim, layer)
-    c = mlp_forward(x[:, cols_a], params["cond"])[0].reshape(len(x), len(cols_b),
-                                                              N_AFFINE_FEATURES)
+    c = mlp_forward(x[:, cols_a], params["cond"])[0].reshape(len(x), len(cols_b), 2)
     np.testing.assert_array_equal(z[:, cols_a], x[:, cols_a])
     np.testing.assert_allclose(z[:, cols_b], x[:, cols_b] * np.exp(c[..., 0]) + c[..., 1],
                                rtol=1e-13, atol=1e-13)
@@ -221,8 +274,8 @@ def test_affine_forward_matches_formula(dim, layer):
 def test_forward_does_not_modify_input():
     x, params, _, _ = _rad_problem(2, 0, seed=3)
     x0 = x.copy()
-    rad_coupling_forward(x, params, 0)
-    affine_coupling_forward(x, affine_coupling_init(2, 0, 4, out_std=0.5, random_state=0), 0)
+    rad.forward(x, params, 0)
+    affine.forward(x, affine.init(2, 0, 4, out_std=0.5, random_state=0), 0)
     np.testing.assert_array_equal(x, x0)
 
 
@@ -231,7 +284,7 @@ def test_forward_does_not_modify_input():
 @pytest.mark.parametrize("dim,layer", CASES)
 def test_rad_backward_matches_finite_differences(dim, layer):
     x, params, dz, dterm = _rad_problem(dim, layer, seed=dim * 10 + layer)
-    z, k, term, cache = rad_coupling_forward(x, params, layer)
+    z, k, term, cache = rad.forward(x, params, layer)
     pieces = cache.surj_cache.piece
     assert set(np.unique(pieces)) == {0, 1, 2, 3, 4}, np.bincount(pieces.ravel())
     assert set(np.unique(k)) == {0, 1, 2}
@@ -240,13 +293,13 @@ def test_rad_backward_matches_finite_differences(dim, layer):
         assert c.active.any() and not c.active.all()
     pattern = _rad_pattern(x, params, layer)
 
-    dx, grads = rad_coupling_backward(dz, dterm, cache)
+    dx, grads = rad.backward(dz, dterm, cache)
     assert set(grads) == {"cond", "gate"}
     for net in ("cond", "gate"):
         assert set(grads[net]) == set(params[net])
 
     def loss():
-        z_, _, term_, _ = rad_coupling_forward(x, params, layer)
+        z_, _, term_, _ = rad.forward(x, params, layer)
         # a finite difference across a kink would be meaningless: fail loudly instead
         for now, then in zip(_rad_pattern(x, params, layer), pattern):
             assert np.array_equal(now, then), "finite difference crossed a kink"
@@ -263,14 +316,14 @@ def test_rad_backward_matches_finite_differences(dim, layer):
 @pytest.mark.parametrize("dim,layer", CASES)
 def test_affine_backward_matches_finite_differences(dim, layer):
     x, params, dz, dterm = _affine_problem(dim, layer, seed=dim * 10 + layer + 100)
-    z, term, cache = affine_coupling_forward(x, params, layer)
+    z, _, term, cache = affine.forward(x, params, layer)
     active = cache.cond_cache.active.copy()
     assert active.any() and not active.all()
-    dx, grads = affine_coupling_backward(dz, dterm, cache)
+    dx, grads = affine.backward(dz, dterm, cache)
     assert set(grads) == {"cond"} and set(grads["cond"]) == set(params["cond"])
 
     def loss():
-        z_, term_, c_ = affine_coupling_forward(x, params, layer)
+        z_, _, term_, c_ = affine.forward(x, params, layer)
         assert np.array_equal(c_.cond_cache.active, active), "finite difference crossed a kink"
         return np.sum(dz * z_) + np.sum(dterm * term_)
 
@@ -280,11 +333,14 @@ def test_affine_backward_matches_finite_differences(dim, layer):
         check_gradient(loss, grads["cond"][name], value, tol=GRAD_TOL, label=label, h=FD_STEP)
 
 
-def test_rad_backward_does_not_modify_upstream_gradients():
-    x, params, dz, dterm = _rad_problem(2, 1, seed=5)
+@pytest.mark.parametrize("kind", ["rad", "affine"])
+def test_backward_does_not_modify_upstream_gradients(kind):
+    problem = _rad_problem if kind == "rad" else _affine_problem
+    module = layer_kind(kind)
+    x, params, dz, dterm = problem(2, 1, seed=5)
     dz0, dterm0 = dz.copy(), dterm.copy()
-    _, _, _, cache = rad_coupling_forward(x, params, 1)
-    rad_coupling_backward(dz, dterm, cache)
+    _, _, _, cache = module.forward(x, params, 1)
+    module.backward(dz, dterm, cache)
     np.testing.assert_array_equal(dz, dz0)
     np.testing.assert_array_equal(dterm, dterm0)
 
@@ -294,10 +350,22 @@ def test_rad_backward_does_not_modify_upstream_gradients():
 @pytest.mark.parametrize("dim,layer", CASES)
 def test_rad_inverse_recovers_input(dim, layer):
     x, params, _, _ = _rad_problem(dim, layer, seed=30 + dim + layer, n=200)
-    z, k, _, cache = rad_coupling_forward(x, params, layer)
+    z, k, _, cache = rad.forward(x, params, layer)
     assert set(np.unique(cache.surj_cache.piece)) == {0, 1, 2, 3, 4}
-    x_back = rad_coupling_inverse(z, k, params, layer)
+    x_back = rad.inverse(z, k, params, layer)
     np.testing.assert_allclose(x_back, x, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dim,layer", CASES)
+def test_rad_folded_is_where_other_branches_have_preimages(dim, layer):
+    # folded(cache) marks |u| <= 1: there (and only there) |v| <= 1, so every
+    # branch has a preimage; outside, k is fixed by the sign of v.
+    x, params, _, _ = _rad_problem(dim, layer, seed=70 + dim + layer, n=200)
+    _, k, _, cache = rad.forward(x, params, layer)
+    folded = rad.folded(cache)
+    np.testing.assert_array_equal(folded, np.abs(cache.v) <= 1.0)
+    assert folded.any() and not folded.all()
+    np.testing.assert_array_equal(k[~folded], np.where(cache.v[~folded] > 1, 2, 0))
 
 
 @pytest.mark.parametrize("dim,layer", CASES)
@@ -305,13 +373,13 @@ def test_rad_inverse_with_other_branch_gives_another_preimage(dim, layer):
     # Where |v| <= 1 every branch has a preimage: inverting with a different k
     # must give a different x that maps to the same z (and to that k).
     x, params, _, _ = _rad_problem(dim, layer, seed=40 + dim + layer, n=200)
-    z, k, _, cache = rad_coupling_forward(x, params, layer)
+    z, k, _, cache = rad.forward(x, params, layer)
     inside = np.all(np.abs(cache.v) <= 1.0, axis=1)
     assert inside.sum() >= 5
     zi, ki = z[inside], (k[inside] + 1) % 3
-    x_other = rad_coupling_inverse(zi, ki, params, layer)
+    x_other = rad.inverse(zi, ki, params, layer)
     assert np.all(np.abs(x_other - x[inside]).max(axis=1) > 1e-6)
-    z2, k2, _, _ = rad_coupling_forward(x_other, params, layer)
+    z2, k2, _, _ = rad.forward(x_other, params, layer)
     np.testing.assert_array_equal(k2, ki)
     np.testing.assert_allclose(z2, zi, rtol=0, atol=1e-10)
 
@@ -319,9 +387,14 @@ def test_rad_inverse_with_other_branch_gives_another_preimage(dim, layer):
 @pytest.mark.parametrize("dim,layer", CASES)
 def test_affine_inverse_recovers_input(dim, layer):
     x, params, _, _ = _affine_problem(dim, layer, seed=50 + dim + layer, n=200)
-    z, _, _ = affine_coupling_forward(x, params, layer)
+    z, _, _, _ = affine.forward(x, params, layer)
     assert np.abs(z - x).max() > 0.1  # not the identity
-    np.testing.assert_allclose(affine_coupling_inverse(z, params, layer), x, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(affine.inverse(z, None, params, layer), x, rtol=0, atol=1e-10)
+    # sampling has nothing to draw: it is the inverse, with no k
+    x_sampled, k = affine.sample(z, np.full((len(z), len(split(dim, layer)[1])), 0.5), params,
+                                 layer)
+    assert k is None
+    np.testing.assert_array_equal(x_sampled, affine.inverse(z, None, params, layer))
 
 
 def _gating_probabilities_reference(z, params, layer):
@@ -331,7 +404,7 @@ def _gating_probabilities_reference(z, params, layer):
     n, dim = z.shape
     cols_a, cols_b = split(dim, layer)
     nb = len(cols_b)
-    c = mlp_forward(z[:, cols_a], params["cond"])[0].reshape(n, nb, N_RAD_FEATURES)
+    c = mlp_forward(z[:, cols_a], params["cond"])[0].reshape(n, nb, 10)
     v = (z[:, cols_b] - c[..., 9]) * np.exp(-c[..., 8])
     P, Q = _softmax(c[..., 2:5]), _softmax(c[..., 5:8])
     s = mlp_forward(z, params["gate"])[0].reshape(n, nb, 3)
@@ -354,13 +427,13 @@ def _gating_probabilities_reference(z, params, layer):
 @pytest.mark.parametrize("dim,layer", CASES)
 def test_rad_sample_draws_k_by_inverse_cdf(dim, layer):
     rng = np.random.default_rng(60 + dim + layer)
-    params = rad_coupling_init(dim, layer, HIDDEN, HIDDEN, out_std=OUT_STD, random_state=rng)
+    params = rad.init(dim, layer, HIDDEN, HIDDEN, out_std=OUT_STD, random_state=rng)
     for net in params.values():
         _nontrivial(net, rng)
     n = 300
     z = rng.normal(0.0, 1.5, (n, dim))
     uniforms = rng.random((n, len(split(dim, layer)[1])))
-    x, k = rad_coupling_sample(z, uniforms, params, layer)
+    x, k = rad.sample(z, uniforms, params, layer)
 
     prob, v = _gating_probabilities_reference(z, params, layer)
     cdf = np.cumsum(prob, axis=-1)
@@ -375,18 +448,18 @@ def test_rad_sample_draws_k_by_inverse_cdf(dim, layer):
         assert np.any(k[inside] == branch)
 
     # the drawn (z, k) is inverted exactly: the forward pass gives back z and k
-    z2, k2, _, _ = rad_coupling_forward(x, params, layer)
+    z2, k2, _, _ = rad.forward(x, params, layer)
     np.testing.assert_array_equal(k2, k)
     np.testing.assert_allclose(z2, z, rtol=0, atol=1e-10)
     # and sampling with given k is the inverse
-    np.testing.assert_allclose(rad_coupling_inverse(z, k, params, layer), x, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rad.inverse(z, k, params, layer), x, rtol=0, atol=1e-12)
 
 
 def test_rad_sample_uniform_thresholds():
     # Uniforms just below / above the CDF values select the branch by the rule
     # "smallest k with u < cdf_k", exactly at the boundaries too.
     rng = np.random.default_rng(7)
-    params = rad_coupling_init(2, 0, HIDDEN, HIDDEN, out_std=OUT_STD, random_state=rng)
+    params = rad.init(2, 0, HIDDEN, HIDDEN, out_std=OUT_STD, random_state=rng)
     for net in params.values():
         _nontrivial(net, rng)
     z = rng.normal(0.0, 0.5, (400, 2))
@@ -397,7 +470,7 @@ def test_rad_sample_uniform_thresholds():
     assert len(z) == 20
     for j, expected in ((0, 1), (1, 2)):
         at = cdf[:, j:j + 1]
-        _, k_below = rad_coupling_sample(z, at - 1e-12, params, 0)
+        _, k_below = rad.sample(z, at - 1e-12, params, 0)
         np.testing.assert_array_equal(k_below[:, 0], j)
-        _, k_above = rad_coupling_sample(z, at + 1e-12, params, 0)
+        _, k_above = rad.sample(z, at + 1e-12, params, 0)
         np.testing.assert_array_equal(k_above[:, 0], expected)

@@ -1,15 +1,25 @@
 """Tests of radref.core.flow: whole-model gradients, density normalization, exact
 sampling (goodness of fit against the integrated density), inverse and
-inference round trips (notes §4-5).
+inference round trips (notes §4-5); the layer loop (order, out-of-range
+screening), chunking (results and bounded memory), and a third layer kind
+registered in radref.core.layers.LAYER_KINDS run through the flow untouched.
 """
+import types
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from helpers import check_gradient, record_error, flow_discrete_pattern, flow_kink_distance
-from radref.core.coupling import split
 from radref.core.flow import (FlowConfig, flow_backward, flow_forward, flow_init, flow_inverse,
-                         flow_log_density, flow_sample, flow_sample_from_noise)
+                              flow_layers, flow_log_density, flow_sample, flow_sample_from_noise,
+                              flow_trajectory, layer_params, map_row_chunks, row_chunks,
+                              screen_out_of_range)
+from radref.core.layers import LAYER_KINDS, rad
+from radref.core.layers.masks import columns, split
+from radref.core.mlp import mlp_backward, mlp_forward, mlp_init
+from radref.core.numerics import RANGE
+from radref.training.diagnostics import locate_non_finite
 
 GRAD_TOL = 1e-6
 # h = 3e-7: the log-density of a 4-layer flow is strongly curved in some parameters
@@ -372,3 +382,234 @@ def test_sampling_and_inverse_in_chunks_equal_one_pass(name, monkeypatch):
     np.testing.assert_allclose(x, x_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(back, back_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(back[4:], x[4:], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("which", ["inverse", "sample"])
+def test_inverse_and_sampling_memory_does_not_grow_with_n(which, monkeypatch):
+    # Like flow_log_density: above CHUNK_ROWS rows, flow_inverse and
+    # flow_sample_from_noise work chunk by chunk and write into outputs
+    # allocated once, so beyond the outputs their peak memory is that of one
+    # chunk, whatever n.  A single pass over all rows grows with n (checked
+    # last, so that the measurement is known to see it).
+    import tracemalloc
+    import radref.core.flow as flow_module
+    config = FlowConfig("rad", 2, 6, 8, 8)
+    params = flow_init(config, random_state=0)
+
+    def call_and_output_bytes(n):
+        rng = np.random.default_rng(0)
+        normals, uniforms = rng.normal(size=(n, 2)), rng.random((n, 6, 2))
+        if which == "inverse":
+            k = flow_sample_from_noise(normals, uniforms, params, config)[1]
+            return lambda: flow_inverse(normals, k, params, config), normals.nbytes
+        return (lambda: flow_sample_from_noise(normals, uniforms, params, config),
+                normals.nbytes + uniforms.size * np.dtype(np.intp).itemsize)
+
+    def peak_beyond_output(n):
+        call, output_bytes = call_and_output_bytes(n)
+        call()  # warm-up
+        tracemalloc.start()
+        call()
+        peak = tracemalloc.get_traced_memory()[1] - output_bytes
+        tracemalloc.stop()
+        return peak
+
+    small, large = peak_beyond_output(3 * 4096), peak_beyond_output(12 * 4096)
+    assert large <= 1.2 * small, (small, large)
+    monkeypatch.setattr(flow_module, "CHUNK_ROWS", 10 ** 9)  # one pass
+    assert peak_beyond_output(12 * 4096) > 4 * small
+
+
+# ------------------------------------------------------------- the layer loop
+
+def test_flow_layers_runs_the_layers_in_order():
+    # Each record is the layer's forward applied to the previous record's z.
+    config = GRAD_CONFIGS["rad d=5"]
+    params = _nontrivial_params(config, seed=13)
+    x = np.random.default_rng(7).normal(0.0, 2.0, (50, config.dim))
+    records = list(flow_layers(x, params, config))
+    assert [r.layer for r in records] == list(range(config.n_layers))
+    z = x
+    for record in records:
+        z_next, k, term, _ = rad.forward(z, layer_params(params, record.layer), record.layer)
+        np.testing.assert_array_equal(record.z, z_next)
+        np.testing.assert_array_equal(record.k, k)
+        np.testing.assert_array_equal(record.term, term)
+        assert not record.out_of_range.any()
+        z = z_next
+    log_px, z_flow, _, _ = flow_forward(x, params, config)
+    np.testing.assert_array_equal(z_flow, z)
+    np.testing.assert_allclose(log_px, sum(r.term for r in records)
+                               + stats.multivariate_normal(np.zeros(config.dim)).logpdf(z),
+                               rtol=1e-13)
+
+
+def test_screen_out_of_range_evaluates_rows_that_leave_at_the_stand_in():
+    # A layer that doubles its input: row 1 leaves +-RANGE.  The step re-runs
+    # the layer with row 1 (and the row already out, 3) at z = 0, and reports
+    # z = inf, k = -1, term = -inf for both; the other rows are untouched.
+    calls = []
+
+    def doubling(z, params, layer):
+        calls.append(z.copy())
+        return 2.0 * z, np.zeros((len(z), 1), dtype=np.intp), z.sum(axis=1), "cache"
+
+    z = np.array([[1.0, 2.0], [RANGE, 0.0], [-3.0, 0.5], [np.inf, 0.0]])
+    out = np.array([False, False, False, True])
+    z_next, k, term, cache, out = screen_out_of_range(doubling, z, None, 0, out)
+    np.testing.assert_array_equal(out, [False, True, False, True])
+    assert len(calls) == 2  # once, then again with row 1 at the stand-in
+    np.testing.assert_array_equal(calls[0], [[1.0, 2.0], [RANGE, 0.0], [-3.0, 0.5], [0.0, 0.0]])
+    np.testing.assert_array_equal(calls[1], [[1.0, 2.0], [0.0, 0.0], [-3.0, 0.5], [0.0, 0.0]])
+    np.testing.assert_array_equal(z_next, [[2.0, 4.0], [np.inf] * 2, [-6.0, 1.0], [np.inf] * 2])
+    np.testing.assert_array_equal(k[:, 0], [0, -1, 0, -1])
+    np.testing.assert_array_equal(term, [3.0, -np.inf, -2.5, -np.inf])
+    assert cache == "cache"
+
+
+def test_row_chunks_cover_the_rows():
+    assert row_chunks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert row_chunks(8, 4) == [slice(0, 4), slice(4, 8)]
+    assert row_chunks(0, 4) == []
+    with pytest.raises(ValueError, match="chunk_rows"):
+        row_chunks(10, 0)
+
+
+def test_map_row_chunks_writes_every_output_in_place():
+    x = np.arange(10.0)[:, None] * [1.0, 10.0]
+    doubled, row_sums = map_row_chunks(lambda x: (2 * x, x.sum(axis=1)), (x,), 3)
+    np.testing.assert_array_equal(doubled, 2 * x)
+    np.testing.assert_array_equal(row_sums, 11.0 * np.arange(10.0))
+    assert map_row_chunks(lambda x: (x.sum(axis=1),), (np.zeros((0, 2)),), 3)[0].shape == (0,)
+
+
+# ------------------------------------------- a third layer kind, registered once
+
+def _additive_init(dim, layer, hidden, gate_hidden, out_std=0.01, random_state=None):
+    rng = np.random.default_rng(random_state)
+    n_transformed = columns(dim, layer).n_transformed
+    return {"shift": mlp_init(dim - n_transformed, hidden, n_transformed, "linear",
+                              out_std=out_std, random_state=rng),
+            "scale": {"log": rng.normal(0.0, 0.5, n_transformed)}}
+
+
+def _additive_forward(x, params, layer):
+    """z_B = x_B exp(w) + t(x_A), term = sum_B w: a conditioned shift and a free
+    per-column scale (NICE with its diagonal scaling folded into every layer)."""
+    cols = columns(x.shape[1], layer)
+    shift, mlp_cache = mlp_forward(x[:, cols.conditioning], params["shift"])
+    log_scale = params["scale"]["log"]
+    z = x.copy()
+    z[:, cols.transformed] = x[:, cols.transformed] * np.exp(log_scale) + shift
+    term = np.full(len(x), log_scale.sum())
+    return z, None, term, (cols, mlp_cache, x[:, cols.transformed], log_scale)
+
+
+def _additive_backward(dz, dterm, cache):
+    cols, mlp_cache, x_trans, log_scale = cache
+    dz_trans = dz[:, cols.transformed]
+    dx_cond, shift_grads = mlp_backward(dz_trans, mlp_cache)
+    dlog_scale = np.sum(dz_trans * x_trans, axis=0) * np.exp(log_scale) + np.sum(dterm)
+    dx = np.empty_like(dz)
+    dx[:, cols.conditioning] = dz[:, cols.conditioning] + dx_cond
+    dx[:, cols.transformed] = dz_trans * np.exp(log_scale)
+    return dx, {"shift": shift_grads, "scale": {"log": dlog_scale}}
+
+
+def _additive_inverse(z, k, params, layer):
+    cols = columns(z.shape[1], layer)
+    shift, _ = mlp_forward(z[:, cols.conditioning], params["shift"])
+    x = z.copy()
+    x[:, cols.transformed] = (z[:, cols.transformed] - shift) * np.exp(-params["scale"]["log"])
+    return x
+
+
+ADDITIVE = types.SimpleNamespace(
+    init=_additive_init, forward=_additive_forward, backward=_additive_backward,
+    inverse=_additive_inverse,
+    sample=lambda z, uniforms, params, layer: (_additive_inverse(z, None, params, layer), None),
+    folded=lambda cache: None)
+
+
+def test_a_third_kind_runs_through_the_flow_once_registered(monkeypatch):
+    # Registering a module in LAYER_KINDS is all a new kind needs: the
+    # log-density, its gradient, the inverse, sampling, trajectories and the
+    # diagnostics run it through the flow's one loop.
+    monkeypatch.setitem(LAYER_KINDS, "additive", ADDITIVE)
+    config = FlowConfig("additive", 3, 4, 5)
+    params = flow_init(config, out_std=0.5, random_state=0)
+    assert "3.scale.log" in params and "0.shift.W1" in params
+    x = np.random.default_rng(1).normal(0.0, 1.5, (40, 3))
+
+    # log p(x), composed here independently: eq. 15 summed over the layers
+    z_ref, log_det = x, np.zeros(len(x))
+    for layer in range(config.n_layers):
+        cols_a, cols_b = split(3, layer)
+        nested = layer_params(params, layer)
+        shift = mlp_forward(z_ref[:, cols_a], nested["shift"])[0]
+        z_ref = z_ref.copy()
+        z_ref[:, cols_b] = z_ref[:, cols_b] * np.exp(nested["scale"]["log"]) + shift
+        log_det += nested["scale"]["log"].sum()
+    log_px, z, k, cache = flow_forward(x, params, config)
+    np.testing.assert_allclose(z, z_ref, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(log_px, stats.multivariate_normal(np.zeros(3)).logpdf(z_ref)
+                               + log_det, rtol=1e-13)
+    np.testing.assert_array_equal(k, -1)
+    np.testing.assert_allclose(flow_log_density(x, params, config, chunk_rows=7), log_px,
+                               rtol=1e-13)
+
+    # the gradient, against central finite differences
+    dlog_px = np.random.default_rng(2).standard_normal(len(x))
+    dx, grads = flow_backward(dlog_px, cache)
+    assert set(grads) == set(params)
+
+    pattern = [layer_cache[1].active.copy() for layer_cache in cache.layer_caches]
+
+    def loss():
+        lp, _, _, c = flow_forward(x, params, config)
+        for layer_cache, active in zip(c.layer_caches, pattern):  # no ReLU kink crossed
+            assert np.array_equal(layer_cache[1].active, active)
+        return float(np.sum(dlog_px * lp))
+    check_gradient(loss, dx, x, tol=GRAD_TOL, h=FD_STEP)
+    for name in sorted(params):
+        check_gradient(loss, grads[name], params[name], tol=GRAD_TOL, h=FD_STEP)
+
+    # inverse, sampling, trajectory, diagnostics
+    np.testing.assert_allclose(flow_inverse(z, k, params, config), x, rtol=0, atol=1e-12)
+    normals = np.random.default_rng(3).standard_normal((30, 3))
+    x_sampled, k_sampled = flow_sample_from_noise(normals, np.full((30, 4, 3), 0.5), params,
+                                                  config)
+    np.testing.assert_array_equal(k_sampled, -1)
+    np.testing.assert_allclose(flow_forward(x_sampled, params, config)[1], normals,
+                               rtol=0, atol=1e-12)
+    zs, folded, k_traj = flow_trajectory(x, params, config)
+    np.testing.assert_array_equal(zs[-1], z)
+    assert folded == [None] * 4
+    assert locate_non_finite(x, params, config) == (None, None, None, "")
+
+
+@pytest.mark.parametrize("label,row_5,leaves_in", [("rad d=2", [9e119, 0.5], 1),
+                                                    ("affine d=5", [9.9e119] * 5, 0)])
+def test_trajectory_matches_forward_with_rows_out_of_range(label, row_5, leaves_in):
+    # flow_trajectory runs the same loop as flow_forward: rows out of range
+    # (row 2 from the input on, row 5 from the layer whose output leaves
+    # +-RANGE) are inf from there on, and have k = -1 in every layer (also
+    # in the layers before they left) and nothing folded.
+    config = GRAD_CONFIGS[label]
+    params = _nontrivial_params(config, seed=14)
+    x = np.random.default_rng(8).normal(0.0, 2.0, (20, config.dim))
+    x[2, 0] = 2e120
+    x[5] = row_5  # in range; the output of layer `leaves_in` is not
+    log_px, z, k, cache = flow_forward(x, params, config)
+    np.testing.assert_array_equal(np.flatnonzero(cache.out_of_range), [2, 5])
+    zs, folded, k_traj = flow_trajectory(x, params, config)
+    assert zs[0] is x
+    np.testing.assert_array_equal(zs[-1], z)
+    np.testing.assert_array_equal(k_traj, k)
+    np.testing.assert_array_equal(k[[2, 5]], -1)
+    out = cache.out_of_range
+    for layer, (layer_z, mask) in enumerate(zip(zs[1:], folded)):
+        assert np.all(np.isinf(layer_z[2])) and np.all(np.isfinite(layer_z[~out]))
+        assert np.all(np.isinf(layer_z[5]) if layer >= leaves_in else np.isfinite(layer_z[5]))
+        if mask is not None:
+            assert not mask[out].any() and mask[~out].any()

@@ -19,30 +19,30 @@ unit_v = st.floats(-1.0, 1.0)
 
 
 def test_interpolation_weights_at_the_ends_are_exact():
-    c, w_p, w_q = interpolation_weights(np.array([-1.0, 1.0]))
-    np.testing.assert_array_equal(c, [0.0, 0.0])
+    w_s, w_p, w_q = interpolation_weights(np.array([-1.0, 1.0]))
+    np.testing.assert_array_equal(w_s, [0.0, 0.0])
     np.testing.assert_array_equal(w_p, [0.0, 1.0])
     np.testing.assert_array_equal(w_q, [1.0, 0.0])
 
 
 def test_interpolation_weights_hand_values():
-    # c = (1 + cos pi v)/2, w_P = (1 + sin(pi v/2))/2 at v = 0, +-1/2
-    c, w_p, w_q = interpolation_weights(np.array([0.0, 0.5, -0.5]))
+    # w_s = (1 + cos pi v)/2, w_P = (1 + sin(pi v/2))/2 at v = 0, +-1/2
+    w_s, w_p, w_q = interpolation_weights(np.array([0.0, 0.5, -0.5]))
     h = np.sqrt(0.5)
-    np.testing.assert_allclose(c, [1.0, 0.5, 0.5], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(w_s, [1.0, 0.5, 0.5], rtol=0, atol=1e-15)
     np.testing.assert_allclose(w_p, [0.5, (1 + h) / 2, (1 - h) / 2], rtol=0, atol=1e-15)
     np.testing.assert_allclose(w_q, [0.5, (1 - h) / 2, (1 + h) / 2], rtol=0, atol=1e-15)
 
 
 @given(v=hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-5.0, 5.0)))
 def test_interpolation_weights_partition_and_range(v):
-    c, w_p, w_q = interpolation_weights(v)
+    w_s, w_p, w_q = interpolation_weights(v)
     np.testing.assert_allclose(w_p + w_q, 1.0, rtol=0, atol=1e-15)
-    for w in (c, w_p, w_q):
+    for w in (w_s, w_p, w_q):
         assert np.all((0.0 <= w) & (w <= 1.0))
     # outside [-1, 1] the weights are those of the nearest end (clipping)
     clipped = interpolation_weights(np.clip(v, -1.0, 1.0))
-    for w, w_clip in zip((c, w_p, w_q), clipped):
+    for w, w_clip in zip((w_s, w_p, w_q), clipped):
         np.testing.assert_array_equal(w, w_clip)
 
 
@@ -60,7 +60,7 @@ def gating_inputs(draw, max_s=1e6, max_logit=10.0, n=None):
 
 @given(inputs=gating_inputs())
 def test_gating_equals_p_at_one_and_q_at_minus_one(inputs):
-    # whatever the network logits s (here up to 1e6 in size), since c(+-1) = 0
+    # whatever the network logits s (here up to 1e6 in size), since w_s(+-1) = 0
     s, log_p, log_q = inputs
     n = s.shape[0]
     for v_end, log_target in ((1.0, log_p), (-1.0, log_q)):
@@ -150,7 +150,7 @@ def test_log_gating_backward_gradient_inside(seed, n):
 
 @given(seed=seeds, side=st.sampled_from([-1.0, 1.0]))
 def test_log_gating_backward_gradient_near_the_ends(seed, side):
-    # 0.9 <= |v| < 1 - 1e-3.  Near v = +-1 the weights c, w_P or w_Q fall to
+    # 0.9 <= |v| < 1 - 1e-3.  Near v = +-1 the weights w_s, w_P or w_Q fall to
     # ~1e-6, and so do the gradients on s, log P or log Q: a step h = 1e-6 in
     # them moves lambda by ~1e-12, below the rounding noise of the loss.  So
     # each input is stepped by 1e-6 / (its weight): lambda then moves by ~1e-6
@@ -158,9 +158,9 @@ def test_log_gating_backward_gradient_near_the_ends(seed, side):
     rng = np.random.default_rng(seed)
     v = mutable_copy([side * rng.uniform(0.9, 1.0 - 1e-3)])
     loss, grads, inputs = _gating_gradient_case(rng, v)
-    c, w_p, w_q = (w[0] for w in interpolation_weights(v))
-    steps = (1e-5, 1e-6 / c, 1e-6 / w_p, 1e-6 / w_q)
-    # dv = sum_j d lambda_j (c' s_j + w_P' (log P_j - log Q_j)) with c', w_P' ~ 1e-3
+    w_s, w_p, w_q = (w[0] for w in interpolation_weights(v))
+    steps = (1e-5, 1e-6 / w_s, 1e-6 / w_p, 1e-6 / w_q)
+    # dv = sum_j d lambda_j (w_s' s_j + w_P' (log P_j - log Q_j)) with w_s', w_P' ~ 1e-3
     # here: its three terms can cancel to ~1e-6 (seed 414), where a step of 1e-5
     # resolves only ~1e-11 (rounding eps |loss| / h): noise floor for dv only.
     floors = (4.0 * EPS * (1.0 + abs(loss())) / 1e-5, 0.0, 0.0, 0.0)

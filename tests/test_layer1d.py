@@ -239,7 +239,7 @@ def test_inverse_round_trip_from_data(params, seed):
     x_back = rad1d_inverse(z, k, params)
     # v is recovered from z to ~eps (|v| + |shift_out| e^-s_out); the inverse of a
     # piece divides that by its slope, and x = u e^s_in + t_in scales it again
-    alpha = cache["surj_cache"].slope
+    alpha = np.exp(cache["surj_cache"].log_slope)
     shift_v = np.abs(params["shift_out"]) * np.exp(-params["log_scale_out"])
     v_err = 4.0 * EPS * (1.0 + np.abs(v) + shift_v)
     tol = 1e-12 * (1.0 + np.abs(x)) + np.exp(params["log_scale_in"]) * v_err / alpha

@@ -6,9 +6,8 @@ import scipy.special
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import EPS, check_gradient, contract, logit_pairs, logits, seeds
+from helpers import EPS, check_gradient, contract, logit_pairs, seeds
 from radref.core.slopes import Slopes, slopes_backward, slopes_forward
-from radref.core.softmax import log_softmax_backward, log_softmax_forward
 
 LOG_ALPHA_FIELDS = ("log_alpha_minus", "log_alpha_1", "log_alpha_2",
                     "log_alpha_3", "log_alpha_plus")
@@ -17,35 +16,6 @@ LOG_ALPHA_FIELDS = ("log_alpha_minus", "log_alpha_1", "log_alpha_2",
 def _magnitude(*terms):
     """Largest absolute value among the terms, at least 1 (per batch entry)."""
     return np.maximum(1.0, np.max(np.abs(np.stack(terms)), axis=0))
-
-
-# ---------------------------------------------------------------- log-softmax
-
-
-@given(x=logits(300.0))
-def test_log_softmax_matches_scipy(x):
-    log_prob, prob = log_softmax_forward(x)
-    expected = scipy.special.log_softmax(x, axis=-1)
-    # both are x - logsumexp(x): rounding is relative to the size of the entries
-    scale = np.maximum(1.0, np.max(np.abs(x), axis=-1, keepdims=True))
-    assert np.all(np.abs(log_prob - expected) <= 1e-14 * scale)
-    np.testing.assert_allclose(prob, np.exp(expected), rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(prob.sum(axis=-1), 1.0, rtol=0, atol=4 * EPS)
-
-
-@given(seed=seeds, m=st.integers(1, 5), n=st.integers(1, 4))
-def test_log_softmax_backward_gradient(seed, m, n):
-    rng = np.random.default_rng(seed)
-    x = 3.0 * rng.standard_normal((n, m))
-    g = rng.standard_normal((n, m))
-
-    base = log_softmax_forward(x)[0].copy()
-
-    def loss():
-        return contract([g], [log_softmax_forward(x)[0]], [base])
-
-    _, prob = log_softmax_forward(x)
-    check_gradient(loss, log_softmax_backward(g, prob), x, label="log_softmax_backward")
 
 
 # ----------------------------------------------------- identities of notes §3

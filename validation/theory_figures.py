@@ -237,12 +237,12 @@ def figure_6(plt, out):
 
 
 def figure_7(plt, out):
-    """Fig. 7: c(v), w_P(v), w_Q(v) of eq. 31-33."""
+    """Fig. 7: w_s(v), w_P(v), w_Q(v) of eq. 31-33."""
     v = np.linspace(-1.0, 1.0, 401)
-    c, w_p, w_q = interpolation_weights(v)
+    w_s, w_p, w_q = interpolation_weights(v)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(v, c, color="tab:green", lw=2,
-            label="$c(v) = \\frac{1}{2}(1 + \\cos \\pi v)$ (weight of s)")
+    ax.plot(v, w_s, color="tab:green", lw=2,
+            label="$w_s(v) = \\frac{1}{2}(1 + \\cos \\pi v)$ (weight of s)")
     ax.plot(v, w_p, color="tab:blue", lw=2,
             label="$w_P(v) = \\frac{1}{2}(1 + \\sin\\frac{\\pi v}{2})$ (weight of log P)")
     ax.plot(v, w_q, color="tab:red", lw=2,

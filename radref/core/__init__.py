@@ -13,6 +13,6 @@ bottom up (each imports only those above it in this list):
 - :mod:`radref.core.base`        standard normal base density
 - :mod:`radref.core.mlp`         conditioner and gating networks
 - :mod:`radref.core.layer1d`     a complete one-dimensional Rad model
-- :mod:`radref.core.coupling`    Rad and affine coupling layers
+- :mod:`radref.core.layers`      coupling layers: one contract, a registry, Rad and affine kinds
 - :mod:`radref.core.flow`        stacks of coupling layers: log-density, inference, sampling
 """

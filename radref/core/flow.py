@@ -4,6 +4,14 @@ normal base (paper §4.2; notes §4-5).
 ``log p(x) = log N(z_L; 0, I) + sum_l term_l``  (eq. 15 summed over layers), with
 ``z_0 = x`` and ``z_{l+1}, k_l, term_l = layer_l(z_l)``.
 
+Every layer is reached through the coupling-layer contract of
+:mod:`radref.core.layers` (``FlowConfig.kind`` names the registered kind), in
+one loop: :func:`flow_layers` (data to latent) is what the log-density,
+inference, trajectories and the diagnostics iterate over, and
+:func:`flow_layers_backward` is its reverse sweep.  Inverse and sampling
+(latent to data) share :func:`_invert_layers`.  Rows are independent, so
+:func:`map_row_chunks` evaluates large inputs a chunk of rows at a time.
+
 Parameters are one flat dict ``{"<layer>.<net>.<name>": array}`` (for example
 ``"0.cond.W1"``, ``"3.gate.b2"``), convenient for Adam, checkpoints and ports;
 :func:`layer_params` gives the nested view a layer function takes (same arrays).
@@ -11,17 +19,17 @@ Parameters are one flat dict ``{"<layer>.<net>.<name>": array}`` (for example
 Discrete latents are returned as one int array ``k`` of shape ``(n, L, d)``:
 ``k[:, l, j]`` is the branch (0, 1, 2) of column ``j`` in layer ``l`` and ``-1``
 where layer ``l`` does not transform column ``j`` (conditioning columns, and
-every column of an affine layer).
+every column of a layer kind without discrete latents, e.g. affine).
 
 Out-of-range rows (docs/errors.md, "Numerical extremes"): a row whose input, or
 whose value after some layer, has an entry beyond ``+-numerics.RANGE`` (1e120)
 or not finite (e.g. ``inf`` from an outer piece of slope ``e^1000``) is not
-evaluated further.  :func:`flow_forward` gives it ``log_px = -inf``, ``z = inf``
-and ``k = -1`` (and ``cache.out_of_range`` marks it); its layers are evaluated
-at a stand-in ``z = 0`` so that every cache stays finite, and
-:func:`flow_backward` gives it a zero gradient.  :func:`flow_inverse` and the
-samplers give such a row ``x = inf`` (and ``k = -1`` for the layers not
-reached).  Rows in range are computed as if the others were absent (to
+evaluated further (:func:`screen_out_of_range`).  :func:`flow_forward` gives it
+``log_px = -inf``, ``z = inf`` and ``k = -1`` (and ``cache.out_of_range``
+marks it); its layers are evaluated at a stand-in ``z = 0`` so that every
+cache stays finite, and :func:`flow_backward` gives it a zero gradient.
+:func:`flow_inverse` and the samplers give such a row ``x = inf`` (and
+``k = -1``).  Rows in range are computed as if the others were absent (to
 rounding: BLAS may sum a matrix product in another order for another number
 of rows).
 """
@@ -31,21 +39,16 @@ from typing import NamedTuple
 import numpy as np
 
 from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
-from radref.core.coupling import (columns, affine_coupling_backward, affine_coupling_forward,
-                             affine_coupling_init, affine_coupling_inverse,
-                             rad_coupling_backward, rad_coupling_forward,
-                             rad_coupling_init, rad_coupling_inverse,
-                             rad_coupling_sample, split)
+from radref.core.layers import columns, layer_kind
 from radref.core.numerics import all_in_range, out_of_range_rows, zero_rows
-
-KINDS = ("rad", "affine")
 
 
 class FlowConfig(NamedTuple):
     """Architecture of a flow.
 
-    kind : "rad" or "affine"; dim : data dimension d >= 2; n_layers : L >= 1;
-    hidden : conditioner hidden units; gate_hidden : gating-net hidden units (Rad).
+    kind : a layer kind of :data:`radref.core.layers.LAYER_KINDS` ("rad" or
+    "affine"); dim : data dimension d >= 2; n_layers : L >= 1; hidden :
+    conditioner hidden units; gate_hidden : gating-net hidden units (Rad).
     """
 
     kind: str
@@ -59,23 +62,33 @@ class FlowCache(NamedTuple):
     config: FlowConfig
     layer_caches: list
     base_cache: np.ndarray
-    out_of_range: np.ndarray = None  # bool (n,): rows not evaluated (module docstring)
+    out_of_range: np.ndarray  # bool (n,): rows not evaluated (module docstring)
 
+
+class LayerRecord(NamedTuple):
+    """One layer of :func:`flow_layers`.  Rows out of range have ``z = inf``,
+    ``k = -1`` and ``term = -inf``."""
+
+    layer: int
+    z: np.ndarray  # the layer's output z_{l+1}, (n, d)
+    k: object  # int (n, d_B), or None for a kind without discrete latents
+    term: np.ndarray  # (n,), the layer's term of eq. 15
+    cache: tuple  # the layer's cache (evaluated at the stand-in for rows out of range)
+    out_of_range: np.ndarray  # bool (n,): rows out of range after this layer (input included)
+
+
+# ------------------------------------------------------------------ parameters
 
 def flow_init(config, out_std=0.01, random_state=None):
-    """Random parameters of a flow, as a flat dict (see module docstring)."""
+    """Random parameters of a flow, as a flat dict (see module docstring); the
+    layers draw, in order, from one ``np.random.default_rng(random_state)``."""
+    kind = layer_kind(config.kind)
     rng = np.random.default_rng(random_state)
     params = {}
     for layer in range(config.n_layers):
-        if config.kind == "rad":
-            nets = rad_coupling_init(config.dim, layer, config.hidden, config.gate_hidden,
-                                     out_std=out_std, random_state=rng)
-        else:
-            nets = affine_coupling_init(config.dim, layer, config.hidden,
-                                        out_std=out_std, random_state=rng)
-        for net, net_params in nets.items():
-            for name, value in net_params.items():
-                params[f"{layer}.{net}.{name}"] = value
+        nets = kind.init(config.dim, layer, config.hidden, config.gate_hidden,
+                         out_std=out_std, random_state=rng)
+        params.update(_flatten(layer, nets))
     return params
 
 
@@ -102,8 +115,135 @@ def _all_layer_params(params, n_layers):
 
 def _flatten(layer, nested):
     return {f"{layer}.{net}.{name}": value
-            for net, net_grads in nested.items() for name, value in net_grads.items()}
+            for net, net_values in nested.items() for name, value in net_values.items()}
 
+
+# ------------------------------------------------------------- the layer loop
+
+def screen_out_of_range(forward, z, params, layer, outside):
+    """One layer evaluated on the rows in range: the screening step of the loop.
+
+    Rows in ``outside`` are evaluated at the stand-in ``z = 0``, so that the
+    layer's cache stays finite.  If the output of a row in range leaves
+    ``+-RANGE`` (or is not finite), that row joins ``outside`` and the layer is
+    evaluated again with it at the stand-in, until no new row leaves (in
+    practice at most twice: rows are independent, so the second evaluation
+    changes the rows in range by rounding at most).
+
+    Parameters
+    ----------
+    forward : callable
+        The ``forward(x, params, layer)`` of a layer kind.
+    z : ndarray, shape (n, d)
+        The layer's input (rows in ``outside`` are not read).
+    params : dict
+        The layer's nested parameters.
+    layer : int
+    outside : ndarray of bool, shape (n,)
+        Rows already out of range.
+
+    Returns
+    -------
+    z_next, k, term, cache
+        As ``forward`` returns them, with ``z_next = inf``, ``k = -1`` and
+        ``term = -inf`` in the rows out of range.
+    outside : ndarray of bool, shape (n,)
+        ``outside`` with the rows that left the range in this layer.
+    """
+    while True:
+        z_next, k, term, cache = forward(zero_rows(z, outside), params, layer)
+        if all_in_range(z_next):  # the usual case: no row left the range
+            break
+        leaving = out_of_range_rows(z_next) & ~outside
+        if not leaving.any():
+            break
+        outside = outside | leaving
+    if outside.any():
+        z_next = np.where(outside[:, None], np.inf, z_next)
+        k = None if k is None else np.where(outside[:, None], -1, k)
+        term = np.where(outside, -np.inf, term)
+    return z_next, k, term, cache, outside
+
+
+def flow_layers(x, params, config):
+    """The layer loop of the flow (data to latent), one :class:`LayerRecord` per layer.
+
+    For ``l = 0, ..., L-1``: ``(z_{l+1}, k_l, term_l) = layer_l(z_l)`` with
+    ``z_0 = x``, each layer evaluated by :func:`screen_out_of_range`.  The
+    log-density (:func:`flow_forward`, :func:`flow_log_density`), the
+    trajectory (:func:`flow_trajectory`) and the diagnostics
+    (:func:`radref.training.diagnostics.locate_non_finite`) all iterate over
+    it; each keeps what it needs.
+
+    A generator rather than a per-layer hook: the caller's loop body is plain
+    code with its own state (a list of caches, a running sum), it can stop
+    at the first bad layer (``return`` inside the ``for``), and an exception
+    raised by a layer surfaces in the caller's ``for`` statement, where the
+    caller knows which layer it was waiting for.  A layer's record (and its
+    cache) can be dropped as soon as the next one arrives.
+
+    Parameters
+    ----------
+    x : ndarray of float64, shape (n, d)
+    params : dict
+        Flat parameter dict (:func:`flow_init`).
+    config : FlowConfig
+
+    Yields
+    ------
+    LayerRecord
+        ``(layer, z, k, term, cache, out_of_range)`` of layers ``0, ..., L-1``.
+    """
+    kind = layer_kind(config.kind)
+    z, outside = x, out_of_range_rows(x)
+    for layer, nested in enumerate(_all_layer_params(params, config.n_layers)):
+        z, k, term, cache, outside = screen_out_of_range(kind.forward, z, nested, layer, outside)
+        yield LayerRecord(layer, z, k, term, cache, outside)
+
+
+def flow_layers_backward(dlog_px, cache):
+    """The reverse sweep of :func:`flow_layers` (derivations.md §9).
+
+    Because ``log_px`` is a plain sum, every layer's ``term`` receives
+    ``dlog_px`` itself, and ``z_L`` the base density's gradient.  Rows out of
+    range receive zero.
+
+    Parameters
+    ----------
+    dlog_px : ndarray, shape (n,)
+        Upstream gradient on ``log p(x)``.
+    cache : FlowCache
+        From :func:`flow_forward`.
+
+    Yields
+    ------
+    layer : int
+        ``L-1, ..., 0``.
+    dz : ndarray, shape (n, d)
+        Gradient on the layer's input ``z_l`` (for ``layer = 0``: on ``x``).
+    grads : dict
+        The layer's parameter gradients, nested like :func:`layer_params`.
+    """
+    kind = layer_kind(cache.config.kind)
+    dlog_px = np.where(cache.out_of_range, 0.0, dlog_px)
+    dz = normal_logpdf_backward(dlog_px, cache.base_cache)
+    for layer in reversed(range(cache.config.n_layers)):
+        dz, grads = kind.backward(dz, dlog_px, cache.layer_caches[layer])
+        yield layer, dz, grads
+
+
+def _k_array(n, config):
+    """``k`` of shape ``(n, L, d)``, ``-1`` everywhere (no discrete latent yet)."""
+    return np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
+
+
+def _store_k(k, record, config):
+    """Write a layer's ``k`` (shape ``(n, d_B)``) into the flow's ``k`` array."""
+    if record.k is not None:
+        k[:, record.layer, columns(config.dim, record.layer).transformed] = record.k
+
+
+# ------------------------------------------------------- log-density, inference
 
 def flow_forward(x, params, config):
     """Exact log-density and inference ``x -> (z, k)``.
@@ -123,61 +263,224 @@ def flow_forward(x, params, config):
     k : ndarray of int, shape (n, L, d)
     cache : FlowCache
     """
-    return _forward(x, params, config, keep_caches=True)
+    k, log_px, layer_caches = _k_array(len(x), config), np.zeros(len(x)), []
+    for record in flow_layers(x, params, config):
+        log_px += record.term
+        _store_k(k, record, config)
+        layer_caches.append(record.cache)
+    z, outside = record.z, record.out_of_range
+    log_base, base_cache = normal_logpdf_forward(zero_rows(z, outside))  # finite cache
+    if outside.any():  # rows that left the range after some layer wrote their k
+        k[outside] = -1
+    return log_px + log_base, z, k, FlowCache(config, layer_caches, base_cache, outside)
 
 
-def _forward(x, params, config, keep_caches):
-    """:func:`flow_forward`; with ``keep_caches=False`` each layer's cache is
-    dropped as soon as the next layer runs (``cache.layer_caches`` is then
-    empty), so a deep flow's intermediate arrays need not fit in memory, or in
-    the CPU cache, at once."""
-    n = x.shape[0]
-    k = np.full((n, config.n_layers, config.dim), -1, dtype=np.intp)
-    log_px = np.zeros(n)
-    layer_caches = []
-    out = out_of_range_rows(x)
-    any_out = bool(out.any())
-    z = zero_rows(x, out) if any_out else x
-    for layer, nested in enumerate(_all_layer_params(params, config.n_layers)):
-        while True:
-            if config.kind == "rad":
-                z_next, k_layer, term, layer_cache = rad_coupling_forward(z, nested, layer)
-                far = layer_cache.out_of_range  # the layer has checked its output
-            else:
-                z_next, term, layer_cache = affine_coupling_forward(z, nested, layer)
-                far = None if all_in_range(z_next) else out_of_range_rows(z_next)
-            if far is None or not (far & ~out).any():
-                break
-            # Recompute the layer with the new out-of-range rows at the stand-in,
-            # so that its cache (read by flow_backward) holds no infinities.
-            out = out | far
-            any_out = True
-            z = zero_rows(z, out)
-        if config.kind == "rad":
-            k[:, layer, columns(config.dim, layer).b] = k_layer
-        z = zero_rows(z_next, out) if any_out else z_next
-        log_px += term
-        if keep_caches:
-            layer_caches.append(layer_cache)
-    log_base, base_cache = normal_logpdf_forward(z)
-    log_px = log_px + log_base
-    if any_out:
-        log_px[out] = -np.inf
-        z = z.copy()
-        z[out] = np.inf
-        k[out] = -1
-    return log_px, z, k, FlowCache(config, layer_caches, base_cache, out)
+def flow_backward(dlog_px, cache):
+    """Backward of :func:`flow_forward` with respect to ``x`` and every parameter.
+
+    Parameters
+    ----------
+    dlog_px : ndarray, shape (n,)
+        Upstream gradient on ``log p(x)`` (for the mean log-likelihood: ``1/n``).
+    cache : FlowCache
+
+    Returns
+    -------
+    dx : ndarray, shape (n, d)
+    grads : dict
+        Flat, keyed like the parameters.
+    """
+    grads = {}
+    for layer, dz, layer_grads in flow_layers_backward(dlog_px, cache):
+        grads.update(_flatten(layer, layer_grads))
+    return dz, grads
 
 
-#: Rows per chunk in :func:`flow_log_density`: the arrays of one chunk stay
-#: in the CPU cache (measured in validation/benchmark.py; 2,000-8,000 rows are
-#: equally fast for the paper's models), and memory stays bounded in ``n``.
+def _log_density(x, params, config):
+    """``flow_forward(x, params, config)[0]``, keeping no cache."""
+    log_px = np.zeros(len(x))
+    for record in flow_layers(x, params, config):
+        log_px += record.term
+    return log_px + normal_logpdf_forward(zero_rows(record.z, record.out_of_range))[0]
+
+
+def flow_trajectory(x, params, config):
+    """Every intermediate representation of :func:`flow_forward` (for figures).
+
+    Returns
+    -------
+    zs : list of ndarray, shape (n, d)
+        ``zs[0] = x`` and ``zs[l + 1]`` the output of layer ``l`` (``inf`` in
+        the rows out of range).
+    folded : list of ndarray of bool, shape (n, d), or None
+        For a Rad layer ``l``: ``True`` where the column is transformed and its
+        normalized input lies in the folded interval ``|u| <= 1`` (where ``k``
+        is needed to invert); ``None`` for a kind without discrete latents.
+    k : ndarray of int, shape (n, L, d)
+        As returned by :func:`flow_forward`.
+    """
+    kind = layer_kind(config.kind)
+    zs, folded, k = [x], [], _k_array(len(x), config)
+    for record in flow_layers(x, params, config):
+        zs.append(record.z)
+        _store_k(k, record, config)
+        layer_folded = kind.folded(record.cache)
+        if layer_folded is not None:
+            mask = np.zeros(x.shape, dtype=bool)
+            mask[:, columns(config.dim, record.layer).transformed] = layer_folded
+            layer_folded = mask & ~record.out_of_range[:, None]
+        folded.append(layer_folded)
+    k[record.out_of_range] = -1
+    return zs, folded, k
+
+
+# ------------------------------------------------------------ inverse, sampling
+
+def _invert_layers(z, layer_inputs, params, config, invert):
+    """The layer loop of the inverse direction (latent to data), shared by
+    :func:`flow_inverse` and :func:`flow_sample_from_noise`.
+
+    From the top layer down, ``invert(z_rows, inputs, params, layer) -> (x_rows,
+    k_rows)`` (a kind's ``sample``, or its ``inverse`` with ``k_rows = None``)
+    is applied to the rows still in range; ``inputs`` are the entries of
+    ``layer_inputs`` (shape ``(n, L, d)``: the discrete latents or the
+    uniforms) at the layer's transformed columns.  Returns ``(x, k)``, with
+    ``x = inf`` and ``k = -1`` in the rows out of range.
+    """
+    x, outside, k = z, out_of_range_rows(z), _k_array(len(z), config)
+    all_nested = _all_layer_params(params, config.n_layers)
+    for layer in reversed(range(config.n_layers)):
+        transformed = columns(config.dim, layer).transformed
+        rows = ~outside if outside.any() else slice(None)  # no copy when every row is in range
+        x_rows, k_rows = invert(x[rows], layer_inputs[:, layer, transformed][rows],
+                                all_nested[layer], layer)
+        if k_rows is not None:
+            k[:, layer, transformed][rows] = k_rows  # a view of k: written in place
+        x, outside = _merge_rows(x, x_rows, outside)
+    k[outside] = -1
+    return np.where(outside[:, None], np.inf, x) if outside.any() else x, k
+
+
+def _merge_rows(x, x_rows, outside):
+    """Put ``x_rows`` (the rows of ``x`` not in ``outside``) back; mark new out-of-range rows."""
+    if outside.any():
+        merged = x.copy()
+        merged[~outside] = x_rows
+        x_rows = merged
+    return x_rows, outside | out_of_range_rows(x_rows)
+
+
+def flow_inverse(z, k, params, config):
+    """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
+    :func:`flow_forward` (its entries are ignored where a layer has no discrete
+    latent: conditioning columns, affine layers).  Out-of-range rows (module
+    docstring) give ``x = inf``.  More than :data:`CHUNK_ROWS` rows are
+    inverted chunk by chunk."""
+    inverse = layer_kind(config.kind).inverse
+
+    def invert(z_rows, k_rows, nested, layer):
+        return inverse(z_rows, k_rows, nested, layer), None
+
+    return map_row_chunks(lambda z, k: _invert_layers(z, k, params, config, invert)[:1],
+                          (z, k), CHUNK_ROWS)[0]
+
+
+def flow_sample_from_noise(normals, uniforms, params, config):
+    """Exact sampling from given noise (notes §5): ``z_L = normals``; from the top
+    layer down, draw each ``k`` by inverse CDF from ``uniforms`` and invert.
+    More than :data:`CHUNK_ROWS` rows are sampled chunk by chunk.
+
+    Parameters
+    ----------
+    normals : ndarray, shape (n, d)
+        Standard normal draws (the latent ``z_L``).
+    uniforms : ndarray, shape (n, L, d)
+        Uniform draws on [0, 1); entry ``[:, l, j]`` is used only where layer
+        ``l`` transforms column ``j`` and has discrete latents.
+
+    Returns
+    -------
+    x : ndarray, shape (n, d)
+    k : ndarray of int, shape (n, L, d)
+    """
+    sample = layer_kind(config.kind).sample
+    return map_row_chunks(lambda z, u: _invert_layers(z, u, params, config, sample),
+                          (normals, uniforms), CHUNK_ROWS)
+
+
+def flow_sample(n, params, config, random_state=None):
+    """Draw ``n`` exact samples; returns ``(x, z, k)``.  The normals are drawn
+    before the uniforms from one ``np.random.default_rng(random_state)``."""
+    rng = np.random.default_rng(random_state)
+    normals = rng.standard_normal((n, config.dim))
+    uniforms = rng.random((n, config.n_layers, config.dim))
+    x, k = flow_sample_from_noise(normals, uniforms, params, config)
+    return x, normals, k
+
+
+# -------------------------------------------------------------------- chunking
+
+#: Rows per chunk (:func:`flow_log_density`, :func:`flow_inverse`,
+#: :func:`flow_sample_from_noise`, ``radref.training.train.mean_loglik_and_grad``):
+#: the arrays of one chunk stay in the CPU cache (measured in
+#: validation/benchmark.py; 2,000-8,000 rows are equally fast for the paper's
+#: models), and memory stays bounded in ``n``.
 CHUNK_ROWS = 4096
+
+
+def row_chunks(n, chunk_rows=CHUNK_ROWS):
+    """Slices ``[start, stop)`` that cover ``range(n)`` with ``chunk_rows`` rows each
+    (the last one shorter).
+
+    Raises
+    ------
+    ValueError
+        Unless ``chunk_rows`` is a positive integer.
+    """
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral) \
+            or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    return [slice(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
+
+
+def map_row_chunks(fn, arrays, chunk_rows=CHUNK_ROWS):
+    """``fn(*arrays)`` evaluated ``chunk_rows`` rows at a time.
+
+    Rows are independent, so the result is that of one call (to rounding).
+    Each output is written into an array allocated once, so the memory used
+    is the outputs plus one chunk's working set, whatever ``n``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*chunks) -> tuple of ndarray``, every output with the chunk's rows
+        as its first axis.
+    arrays : tuple of ndarray
+        Inputs with the same number ``n`` of rows (first axis).
+    chunk_rows : int
+        Rows per chunk, ``>= 1``.
+
+    Returns
+    -------
+    tuple of ndarray
+        The outputs of ``fn`` for all ``n`` rows.
+    """
+    chunks = row_chunks(len(arrays[0]), chunk_rows)
+    if len(chunks) <= 1:  # one chunk: no copy
+        return fn(*arrays)
+    outputs = None
+    for rows in chunks:
+        results = fn(*(a[rows] for a in arrays))
+        if outputs is None:
+            outputs = tuple(np.empty((len(arrays[0]),) + r.shape[1:], r.dtype) for r in results)
+        for output, result in zip(outputs, results):
+            output[rows] = result
+    return outputs
 
 
 def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS):
     """``log p(x)`` alone: ``flow_forward(x, params, config)[0]``, evaluated
-    ``chunk_rows`` rows at a time.
+    ``chunk_rows`` rows at a time (:func:`map_row_chunks`).
 
     Rows are independent, so the result does not depend on the chunking;
     evaluating in chunks keeps the working set in the CPU cache (time per point
@@ -197,163 +500,4 @@ def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS):
     -------
     log_px : ndarray, shape (n,)
     """
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral) \
-            or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    n = x.shape[0]
-    if n <= chunk_rows:
-        return _forward(x, params, config, keep_caches=False)[0]
-    log_px = np.empty(n)
-    for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        log_px[start:stop] = _forward(x[start:stop], params, config, keep_caches=False)[0]
-    return log_px
-
-
-def flow_backward(dlog_px, cache):
-    """Backward of :func:`flow_forward` with respect to ``x`` and every parameter.
-
-    Parameters
-    ----------
-    dlog_px : ndarray, shape (n,)
-        Upstream gradient on ``log p(x)`` (for the mean log-likelihood: ``1/n``).
-
-    Returns
-    -------
-    dx : ndarray, shape (n, d)
-    grads : dict
-        Flat, keyed like the parameters.
-    """
-    backward = rad_coupling_backward if cache.config.kind == "rad" else affine_coupling_backward
-    if cache.out_of_range is not None and cache.out_of_range.any():
-        dlog_px = np.where(cache.out_of_range, 0.0, dlog_px)  # their gradient is zero
-    dz = normal_logpdf_backward(dlog_px, cache.base_cache)
-    grads = {}
-    for layer in reversed(range(cache.config.n_layers)):
-        dz, layer_grads = backward(dz, dlog_px, cache.layer_caches[layer])
-        grads.update(_flatten(layer, layer_grads))
-    return dz, grads
-
-
-def flow_inverse(z, k, params, config):
-    """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
-    :func:`flow_forward` (ignored for affine flows).  Out-of-range rows (module
-    docstring) give ``x = inf``."""
-    if z.shape[0] > CHUNK_ROWS:  # rows are independent: bounded memory, warm caches
-        return np.concatenate([flow_inverse(z[i:i + CHUNK_ROWS], k[i:i + CHUNK_ROWS], params,
-                                            config) for i in range(0, z.shape[0], CHUNK_ROWS)])
-
-    def rad_step(x_in, rows, layer, nested, cols_b):
-        return rad_coupling_inverse(x_in, k[:, layer, cols_b][rows], nested, layer)
-
-    return _invert_layers(z, params, config, rad_step)[0]
-
-
-def flow_sample_from_noise(normals, uniforms, params, config):
-    """Exact sampling from given noise (notes §5): ``z_L = normals``; from the top
-    layer down, draw each ``k`` by inverse CDF from ``uniforms`` and invert.
-
-    Parameters
-    ----------
-    normals : ndarray, shape (n, d)
-        Standard normal draws (the latent ``z_L``).
-    uniforms : ndarray, shape (n, L, d)
-        Uniform draws on [0, 1); entry ``[:, l, j]`` is used only where layer
-        ``l`` transforms column ``j`` of a Rad flow.
-
-    Returns
-    -------
-    x : ndarray, shape (n, d)
-    k : ndarray of int, shape (n, L, d)
-    """
-    if normals.shape[0] > CHUNK_ROWS:  # rows are independent: bounded memory, warm caches
-        parts = [flow_sample_from_noise(normals[i:i + CHUNK_ROWS], uniforms[i:i + CHUNK_ROWS],
-                                        params, config)
-                 for i in range(0, normals.shape[0], CHUNK_ROWS)]
-        return (np.concatenate([x for x, _ in parts]), np.concatenate([k for _, k in parts]))
-    k = np.full((normals.shape[0], config.n_layers, config.dim), -1, dtype=np.intp)
-
-    def rad_step(x_in, rows, layer, nested, cols_b):
-        x_new, k_layer = rad_coupling_sample(x_in, uniforms[:, layer, cols_b][rows],
-                                             nested, layer)
-        k[:, layer, cols_b][rows] = k_layer  # cols_b is a slice: a view of k
-        return x_new
-
-    x, out = _invert_layers(normals, params, config, rad_step)
-    k[out] = -1
-    return x, k
-
-
-def _invert_layers(z, params, config, rad_step):
-    """Run the layers backwards from ``z`` (shared by :func:`flow_inverse` and
-    :func:`flow_sample_from_noise`); a Rad layer is inverted by
-    ``rad_step(x_in, rows, layer, nested_params, cols_b) -> x``, where ``rows``
-    selects the rows in range (a bool mask, or ``slice(None)`` when all are)
-    and ``cols_b`` is the slice of the transformed columns.  Only the rows in
-    range are evaluated; returns ``(x, out_of_range_rows)``."""
-    x = z
-    out = out_of_range_rows(z)
-    all_nested = _all_layer_params(params, config.n_layers)
-    for layer in reversed(range(config.n_layers)):
-        nested = all_nested[layer]
-        rows = ~out if np.any(out) else slice(None)
-        x_in = x[rows]
-        if config.kind == "rad":
-            x_new = rad_step(x_in, rows, layer, nested, columns(config.dim, layer).b)
-        else:
-            x_new = affine_coupling_inverse(x_in, nested, layer)
-        x, out = _merge_rows(x, x_new, out)
-    if np.any(out):
-        x = x.copy()
-        x[out] = np.inf
-    return x, out
-
-
-def _merge_rows(x, x_new, out):
-    """Put ``x_new`` (the rows of ``x`` not in ``out``) back; mark new out-of-range rows."""
-    if np.any(out):
-        merged = x.copy()
-        merged[~out] = x_new
-        x_new = merged
-    return x_new, out | out_of_range_rows(x_new)
-
-
-def flow_sample(n, params, config, random_state=None):
-    """Draw ``n`` exact samples; returns ``(x, z, k)``.  The normals are drawn
-    before the uniforms from one ``np.random.default_rng(random_state)``."""
-    rng = np.random.default_rng(random_state)
-    normals = rng.standard_normal((n, config.dim))
-    uniforms = rng.random((n, config.n_layers, config.dim))
-    x, k = flow_sample_from_noise(normals, uniforms, params, config)
-    return x, normals, k
-
-
-def flow_trajectory(x, params, config):
-    """Every intermediate representation of :func:`flow_forward` (for figures).
-
-    Returns
-    -------
-    zs : list of ndarray, shape (n, d)
-        ``zs[0] = x`` and ``zs[l + 1]`` the output of layer ``l``.
-    folded : list of ndarray of bool, shape (n, d) or None
-        For a Rad layer ``l``: ``True`` where the column is transformed and its
-        normalized input lies in the folded interval ``|u| <= 1`` (where ``k``
-        is needed to invert); ``None`` for an affine layer.
-    k : ndarray of int, shape (n, L, d)
-        As returned by :func:`flow_forward`.
-    """
-    zs, folded = [x], []
-    k = np.full((x.shape[0], config.n_layers, config.dim), -1, dtype=np.intp)
-    for layer in range(config.n_layers):
-        nested = layer_params(params, layer)
-        if config.kind == "rad":
-            cols_b = split(config.dim, layer)[1]
-            z, k[:, layer, cols_b], _, cache = rad_coupling_forward(zs[-1], nested, layer)
-            mask = np.zeros(x.shape, dtype=bool)
-            mask[:, cols_b] = np.abs(cache.u) <= 1.0
-            folded.append(mask)
-        else:
-            z, _, _ = affine_coupling_forward(zs[-1], nested, layer)
-            folded.append(None)
-        zs.append(z)
-    return zs, folded, k
+    return map_row_chunks(lambda x: (_log_density(x, params, config),), (x,), chunk_rows)[0]

@@ -24,6 +24,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from radref.checks import check_int
+
 OUTPUT_KINDS = ("tanh", "linear")
 
 
@@ -51,12 +53,6 @@ class MLPCache(NamedTuple):
     def active(self):
         """``pre > 0`` (bool, (n, n_hidden)): where the ReLU passes its input."""
         return self.h > 0
-
-
-def _check_positive_int(name, value):
-    # bool is an int subclass; mlp_init(True, ...) is almost surely a bug.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def mlp_init(n_in, n_hidden, n_out, output="tanh", out_std=0.01, random_state=None):
@@ -88,12 +84,12 @@ def mlp_init(n_in, n_hidden, n_out, output="tanh", out_std=0.01, random_state=No
 
     Raises
     ------
-    ValueError
-        If an argument is invalid; the message names the argument.
+    TypeError, ValueError
+        If an argument is invalid (:mod:`radref.checks`); the message names
+        the argument.
     """
-    _check_positive_int("n_in", n_in)
-    _check_positive_int("n_hidden", n_hidden)
-    _check_positive_int("n_out", n_out)
+    n_in, n_hidden, n_out = (check_int(name, value) for name, value in
+                             (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
     if output not in OUTPUT_KINDS:
         raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
     if not isinstance(out_std, numbers.Real) or not (np.isfinite(out_std) and out_std >= 0):

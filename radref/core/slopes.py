@@ -44,12 +44,27 @@ class Slopes(NamedTuple):
 
 class SlopesCache(NamedTuple):
     slopes: Slopes
-    #: log-softmax of the stacked rows ``[p_logits; q_logits; (0, r_p, r_q)]``,
-    #: shape (..., 3, 3): ``log P``, ``log Q`` and ``log w``, with the weights
-    #: ``w = d log alpha_2 / d (0, r_p, r_q)``
+    #: ``[log P; log Q; log w]``, shape (..., 3, 3): :func:`_stacked_rows` after log-softmax
     log_rows: np.ndarray
     inv_alpha_1: np.ndarray  # exp(-L1) = 1 / alpha_1, for d a / d L1
     inv_alpha_3: np.ndarray  # exp(-L3) = 1 / alpha_3, for d b / d L3
+
+
+def _stacked_rows(p_logits, q_logits, ratio_p, ratio_q):
+    """The rows ``[p; q; (0, r_p, r_q)]`` of one array of shape ``(..., 3, 3)``.
+
+    ``log_softmax`` of it is ``[log P; log Q; log w]``, the three log-softmaxes
+    of :func:`slopes_forward` (``w = softmax(0, r_p, r_q)``): the same
+    arithmetic, row by row, as three calls, with a third of the NumPy calls
+    (and ``log_softmax_backward`` likewise in :func:`slopes_backward`).
+    """
+    rows = np.empty(np.shape(p_logits)[:-1] + (3, 3))
+    rows[..., 0, :] = p_logits
+    rows[..., 1, :] = q_logits
+    rows[..., 2, 0] = 0.0
+    rows[..., 2, 1] = ratio_p
+    rows[..., 2, 2] = ratio_q
+    return rows
 
 
 def slopes_forward(p_logits, q_logits):
@@ -68,23 +83,22 @@ def slopes_forward(p_logits, q_logits):
 
     Notes
     -----
-    ``log alpha_2 = logsumexp(0, lP1 - lP2, lQ3 - lQ2)`` and ``lP1 - lP2`` equals
-    ``r_p = p_logits[..., 0] - p_logits[..., 1]`` (the normaliser cancels), so the
-    three slopes of the folded region never see an underflowed probability.
-    ``log alpha_2 = -log_softmax(0, r_p, r_q)_0``; this and the two
-    log-softmaxes of ``P`` and ``Q`` are one call on the rows stacked on a new
-    axis (the same arithmetic, with a third of the NumPy calls).
+    In log space (``L_i = log alpha_i``, ``lP = log P``, ``lQ = log Q``)::
+
+        r_p = log(P1/P2) = p_logits[0] - p_logits[1]    (the normaliser cancels)
+        r_q = log(Q3/Q2) = q_logits[2] - q_logits[1]
+        L2 = log(1 + e^r_p + e^r_q) = -log w_0,  w = softmax(0, r_p, r_q)    (eq. 26)
+        L1 = L2 - r_p,  L3 = L2 - r_q                                         (eq. 27, 28)
+        L_minus = L1 + lQ1,  L_plus = L3 + lP3                                (eq. 29, 30)
+        a = 2 e^-L1 - 1,  b = 1 - 2 e^-L3                                     (eq. 11, 12)
+
+    so the three slopes of the folded region never see an underflowed probability.
     """
-    rows = np.empty(np.shape(p_logits)[:-1] + (3, 3))
-    rows[..., 0, :] = p_logits
-    rows[..., 1, :] = q_logits
-    rows[..., 2, 0] = 0.0
-    ratio_p = np.subtract(p_logits[..., 0], p_logits[..., 1], out=rows[..., 2, 1])  # log(P1/P2)
-    ratio_q = np.subtract(q_logits[..., 2], q_logits[..., 1], out=rows[..., 2, 2])  # log(Q3/Q2)
-    log_rows = log_softmax(rows)
-    log_p, log_q = log_rows[..., 0, :], log_rows[..., 1, :]
-    # log_softmax(t)_0 = t_0 - logsumexp(t) = -logsumexp(t), as t_0 = 0.
-    log_alpha_2 = -log_rows[..., 2, 0]
+    ratio_p = p_logits[..., 0] - p_logits[..., 1]
+    ratio_q = q_logits[..., 2] - q_logits[..., 1]
+    log_rows = log_softmax(_stacked_rows(p_logits, q_logits, ratio_p, ratio_q))
+    log_p, log_q, log_w = log_rows[..., 0, :], log_rows[..., 1, :], log_rows[..., 2, :]
+    log_alpha_2 = -log_w[..., 0]
     log_alpha_1 = log_alpha_2 - ratio_p
     log_alpha_3 = log_alpha_2 - ratio_q
     inv_alpha_1 = np.exp(-log_alpha_1)
@@ -118,7 +132,7 @@ def slopes_backward(dslopes, cache):
 
     Notes
     -----
-    With ``L_i = log alpha_i`` (derivation in docs/derivations.md)::
+    With ``L_i = log alpha_i`` (derivation in docs/derivations.md, section 2)::
 
         g1 = dL1 + dL_minus - 2 exp(-L1) da      (L_minus = L1 + lQ1,  a = 2 e^{-L1} - 1)
         g3 = dL3 + dL_plus  + 2 exp(-L3) db      (L_plus  = L3 + lP3,  b = 1 - 2 e^{-L3})
@@ -132,11 +146,11 @@ def slopes_backward(dslopes, cache):
     g3 = dslopes.log_alpha_3 + dslopes.log_alpha_plus + 2.0 * cache.inv_alpha_3 * dslopes.b
     g2 = dslopes.log_alpha_2 + g1 + g3
 
-    dlog_rows = np.zeros(cache.log_rows.shape)
+    dlog_rows = np.zeros(cache.log_rows.shape)  # adjoints of [log P; log Q; log w]
     dlog_rows[..., 0, :] = dslopes.log_p
     dlog_rows[..., 1, :] = dslopes.log_q
-    dlog_rows[..., 0, 2] += dslopes.log_alpha_plus
-    dlog_rows[..., 1, 0] += dslopes.log_alpha_minus
+    dlog_rows[..., 0, 2] += dslopes.log_alpha_plus  # L_plus = L3 + lP3
+    dlog_rows[..., 1, 0] += dslopes.log_alpha_minus  # L_minus = L1 + lQ1
     dlog_rows[..., 2, 0] = -g2  # L2 = -log w_0
     d_rows = log_softmax_backward(dlog_rows, np.exp(cache.log_rows))
     dp_logits, dq_logits = d_rows[..., 0, :], d_rows[..., 1, :]

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density
+from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density, row_chunks
 from radref.training.diagnostics import locate_non_finite
 from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                                    check_adam_config)
@@ -57,8 +57,8 @@ def mean_loglik_and_grad(x, params, config, chunk_rows=CHUNK_ROWS):
         _, grads = flow_backward(np.full(n, 1.0 / n), cache)
         return float(np.mean(log_px)), grads
     total, grads = 0.0, None
-    for start in range(0, n, chunk_rows):
-        chunk = x[start:start + chunk_rows]
+    for rows in row_chunks(n, chunk_rows):
+        chunk = x[rows]
         log_px, _, _, cache = flow_forward(chunk, params, config)
         _, chunk_grads = flow_backward(np.full(len(chunk), 1.0 / n), cache)
         total += float(np.sum(log_px))

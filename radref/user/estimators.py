@@ -30,7 +30,7 @@ import numpy as np
 
 from radref.checks import (check_array, check_bool, check_float, check_generator, check_int,
                            check_path, check_random_state, check_real)
-from radref.core.coupling import split
+from radref.core.layers.masks import split
 from radref.core.flow import (FlowConfig, flow_forward, flow_init, flow_inverse, flow_log_density,
                               flow_sample, flow_sample_from_noise)
 from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint

@@ -5,7 +5,7 @@ The protocol, as scikit-learn's developer guide states it: every argument of
 ``__init__`` is a named keyword (no ``*args``/``**kwargs``) stored unmodified
 as an attribute of the same name; ``get_params`` reads those attributes back,
 ``set_params`` writes them, and nothing is validated until ``fit``.  That is
-what lets :func:`sklearn.base.clone` rebuild an estimator from its
+what lets ``sklearn.base.clone`` rebuild an estimator from its
 parameters, and ``GridSearchCV`` change one of them.
 """
 import inspect

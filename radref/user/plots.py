@@ -9,7 +9,7 @@ or ``pip install ".[plot]"`` in radref's source tree).
 """
 import numpy as np
 
-from radref.core.coupling import split
+from radref.core.layers.masks import split
 from radref.core.flow import flow_trajectory
 
 #: colours of the branches k = 0, 1, 2 of a fold (paper Fig. 14's red/green/blue)

@@ -11,12 +11,9 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from radref.core.coupling import (affine_coupling_backward, affine_coupling_forward,
-                                  affine_coupling_inverse, rad_coupling_backward,
-                                  rad_coupling_forward, rad_coupling_inverse,
-                                  rad_coupling_sample)
+from radref.core.layers import affine, rad
 from radref.core.flow import (FlowConfig, flow_backward, flow_forward, flow_inverse,
-                              flow_sample_from_noise, layer_params)
+                              flow_layers, flow_sample_from_noise)
 from radref.core.gating import (gating_probabilities, log_gating_backward,
                                 log_gating_forward, sample_branch)
 from radref.core.mlp import mlp_backward, mlp_forward
@@ -136,26 +133,26 @@ def _fw_rad_coupling(inp, par, cfg):
     # golden output is NaN: tests/test_golden.py checks it).
     quiet = np.errstate(invalid="ignore") if not np.all(np.isfinite(inp["x"])) else nullcontext()
     with quiet:
-        z, k, term, cache = rad_coupling_forward(inp["x"], nested, layer)
-        inverse_x = rad_coupling_inverse(z, k, nested, layer)
-    sample_x, sample_k = rad_coupling_sample(inp["sample_z"], inp["sample_uniforms"], nested, layer)
+        z, k, term, cache = rad.forward(inp["x"], nested, layer)
+        inverse_x = rad.inverse(z, k, nested, layer)
+    sample_x, sample_k = rad.sample(inp["sample_z"], inp["sample_uniforms"], nested, layer)
     return {"z": z, "k": k, "term": term, "inverse_x": inverse_x,
             "sample_x": sample_x, "sample_k": sample_k}, cache
 
 
 def _bw_rad_coupling(cache, w):
-    dx, grads = rad_coupling_backward(w["z"], w["term"], cache)
+    dx, grads = rad.backward(w["z"], w["term"], cache)
     return dict({"x": dx}, **_flatten_nested(grads))
 
 
 def _fw_affine_coupling(inp, par, cfg):
     layer, nested = cfg["layer"], _nest(par)
-    z, term, cache = affine_coupling_forward(inp["x"], nested, layer)
-    return {"z": z, "term": term, "inverse_x": affine_coupling_inverse(z, nested, layer)}, cache
+    z, _, term, cache = affine.forward(inp["x"], nested, layer)
+    return {"z": z, "term": term, "inverse_x": affine.inverse(z, None, nested, layer)}, cache
 
 
 def _bw_affine_coupling(cache, w):
-    dx, grads = affine_coupling_backward(w["z"], w["term"], cache)
+    dx, grads = affine.backward(w["z"], w["term"], cache)
     return dict({"x": dx}, **_flatten_nested(grads))
 
 
@@ -164,17 +161,10 @@ def _flow_config(cfg):
 
 
 def _layer_by_layer(x, params, config):
-    """Output ``z`` and log-determinant term of every layer (debugging aid for ports)."""
-    zs, terms, z = [], [], x
-    for layer in range(config.n_layers):
-        nested = layer_params(params, layer)
-        if config.kind == "rad":
-            z, _, term, _ = rad_coupling_forward(z, nested, layer)
-        else:
-            z, term, _ = affine_coupling_forward(z, nested, layer)
-        zs.append(z)
-        terms.append(term)
-    return np.stack(zs), np.stack(terms)
+    """Output ``z`` and log-determinant term of every layer (debugging aid for
+    ports), from the flow's own layer loop."""
+    records = list(flow_layers(x, params, config))
+    return np.stack([r.z for r in records]), np.stack([r.term for r in records])
 
 
 def _fw_flow(inp, par, cfg):
@@ -252,13 +242,13 @@ BLOCKS = {
         "conditioner network: ReLU hidden layer, tanh head (scale * tanh) or linear head",
         _fw_mlp, _bw_mlp, ("out",)),
     "rad_coupling": Block(
-        "radref.core.coupling.rad_coupling_forward",
-        "Rad coupling layer (z, k, term); inverse_x = rad_coupling_inverse(z, k); "
-        "(sample_x, sample_k) = rad_coupling_sample(sample_z, sample_uniforms)",
+        "radref.core.layers.rad.forward",
+        "Rad coupling layer (z, k, term); inverse_x = rad.inverse(z, k); "
+        "(sample_x, sample_k) = rad.sample(sample_z, sample_uniforms)",
         _fw_rad_coupling, _bw_rad_coupling, ("z", "term")),
     "affine_coupling": Block(
-        "radref.core.coupling.affine_coupling_forward",
-        "affine (Real NVP) coupling layer (z, term); inverse_x = affine_coupling_inverse(z)",
+        "radref.core.layers.affine.forward",
+        "affine (Real NVP) coupling layer (z, term); inverse_x = affine.inverse(z)",
         _fw_affine_coupling, _bw_affine_coupling, ("z", "term")),
     "rad_flow": Block(
         "radref.core.flow.flow_forward",

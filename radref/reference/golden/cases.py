@@ -10,9 +10,10 @@ import hashlib
 
 import numpy as np
 
-from radref.core.coupling import affine_coupling_forward, rad_coupling_forward, split
 from radref.core.flow import FlowConfig, flow_forward, flow_init, layer_params
 from radref.core.gating import gating_probabilities, sample_branch
+from radref.core.layers import affine, rad
+from radref.core.layers.masks import split
 from radref.core.mlp import mlp_forward
 from radref.core.numerics import RANGE
 from radref.core.slopes import slopes_forward
@@ -792,7 +793,7 @@ def _cases_rad_coupling():
     yield gate_at_zero
 
     def sample_out_of_range(r):
-        # Sampling rows 0, 1 with z_A = +-1e130 (out of range): rad_coupling_sample's gating
+        # Sampling rows 0, 1 with z_A = +-1e130 (out of range): the sampling step's gating
         # network reads z as it is (no stand-in z = 0): its logits are of size 1e130 and p(k | z)
         # is one-hot.  The uniforms are chosen where the stand-in z = 0 would draw another k.
         params = _rad_layer_params(r, 2, 0)
@@ -819,7 +820,7 @@ def _cases_rad_coupling():
         sample_z = np.concatenate([z, r.normal(0.0, 1.0, (n - 2, 2))])
         sample_uniforms = np.concatenate([np.array(uniforms)[:, None], r.random((n - 2, 1))])
         return _case("sample_out_of_range", "sample_z rows 0, 1 with z_A = +-1e130 (out of range, "
-                     "v = 0.3, -0.5): rad_coupling_sample's gating network reads z as it is "
+                     "v = 0.3, -0.5): the sampling step's gating network reads z as it is "
                      "(no stand-in z = 0; the flow screens such rows before sampling a layer): "
                      "p(k | z) is one-hot, and the uniforms lie where z = 0 would draw another k",
                      ["OutOfRange"],
@@ -929,8 +930,8 @@ def _flow_cases(kind, hidden):
         params["1.cond.scale"][column] = 300.0
         candidates = _f32(r.normal(0.0, 1.5, (60, 2)))
         nested = layer_params(params, 0)
-        first = (rad_coupling_forward(candidates, nested, 0)[0] if kind == "rad"
-                 else affine_coupling_forward(candidates, nested, 0)[0])
+        first = (rad.forward(candidates, nested, 0)[0] if kind == "rad"
+                 else affine.forward(candidates, nested, 0)[0])
         leave = candidates[first[:, 1] >= 0.5][:3]
         stay = candidates[first[:, 1] <= -0.05][:4]
         assert len(leave) == 3 and len(stay) == 4

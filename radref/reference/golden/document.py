@@ -220,7 +220,7 @@ def inputs_digest(doc, blocks):
 def default_golden_dir():
     """The directory of the golden vectors shipped with radref, as package data
     (``radref/reference/golden/vectors`` of the installed package, found with
-    :mod:`importlib.resources`: no source tree needed); None if it is missing."""
+    ``importlib.resources``: no source tree needed); None if it is missing."""
     vectors = importlib.resources.files(__package__).joinpath(VECTORS_DIR)
     return os.fspath(vectors) if vectors.joinpath(JSON_NAME).is_file() else None
 
