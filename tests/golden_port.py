@@ -20,8 +20,18 @@ conventions, the porting mistakes the golden cases must catch:
 - ``"log_of_softmax"``     log-softmax as ``log(softmax(x))`` (probability space)
 - ``"minus_one_left"``     ``u = -1`` is always the piece on its left inside
                            [-1, 1] (piece 1), even where ``a`` rounds to -1
-- ``"no_range_screen"``    no out-of-range screening (flows), no stand-in
-                           ``z = 0`` for the gating network (Rad layers)
+- ``"tie_nonstrict"``      breakpoints belong to the piece on their left (``<=``
+                           instead of ``<``: ``u = a`` on piece 1, ``u = 1`` on piece 4)
+- ``"strict_cdf"``         branch sampling with ``u > c`` instead of ``u >= c``
+- ``"no_range_screen"``    no out-of-range screening in the flows' forward pass
+- ``"no_gate_zero"``       a Rad layer's gating network reads the out-of-range rows of
+                           ``z`` as they are (no stand-in ``z = 0``)
+- ``"sample_gate_at_zero"``  the sampling step's gating network reads ``z = 0`` for
+                           out-of-range rows (golden.md: it reads ``z`` as it is)
+- ``"range_in_working_precision"``  the range test ``|z| <= 1e120`` with 1e120 rounded
+                           to the working precision (inf in float32: inf passes)
+- ``"float64_thresholds"`` the overflow-safe product's "plain product" region of
+                           float64 used in any precision (exp(95) overflows float32)
 - ``"naive_one_minus_p"``  ``1 - p`` formed as ``1 - exp(log p)`` in the
                            gradient of ``log p(k | z)`` (loses digits in float32)
 - ``"one_minus_tanh_squared"``  the tanh head's derivative formed as
@@ -36,8 +46,9 @@ import numpy as np
 
 RANGE = 1e120
 VARIANTS = ("no_clip", "clip_grad_zero", "direct_product", "no_max_shift", "log_of_softmax",
-            "minus_one_left", "no_range_screen", "naive_one_minus_p", "one_minus_tanh_squared",
-            "eps_in_sqrt")
+            "minus_one_left", "tie_nonstrict", "strict_cdf", "no_range_screen", "no_gate_zero",
+            "sample_gate_at_zero", "range_in_working_precision", "float64_thresholds",
+            "naive_one_minus_p", "one_minus_tanh_squared", "eps_in_sqrt")
 
 
 # ------------------------------------------------------------ reverse-mode AD
@@ -315,8 +326,10 @@ class Port:
         mag = np.where(log_mag > big, np.inf, np.exp(np.minimum(log_mag, big)))
         value = np.where(w == 0, 0, np.copysign(mag, w))
         # where nothing can overflow, the plain product is the more accurate
-        plain = (np.abs(L) < big / 4) & (np.abs(w) < np.sqrt(np.finfo(self.dtype).max)) \
-            & (np.abs(L + np.log(np.where(w == 0, 1, np.abs(w)))) < big / 2)
+        limits = np.finfo(np.float64 if "float64_thresholds" in self.variants else self.dtype)
+        big_plain = np.log(limits.max)
+        plain = (np.abs(L) < big_plain / 4) & (np.abs(w) < np.sqrt(limits.max)) \
+            & (np.abs(L + np.log(np.where(w == 0, 1, np.abs(w)))) < big_plain / 2)
         with np.errstate(all="ignore"):
             direct = np.exp(np.where(plain, L, 0)) * w
         return np.where(plain, direct, value).astype(self.dtype)
@@ -343,6 +356,9 @@ class Port:
     V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
 
     def piece(self, u, a, b):
+        if "tie_nonstrict" in self.variants:
+            return np.where(u <= -1, 0, np.where(u >= 1, 4, np.where(u <= a, 1,
+                                                                  np.where(u <= b, 2, 3))))
         piece = np.where(u < -1, 0, np.where(u > 1, 4, np.where(u < a, 1,
                                                                np.where(u < b, 2, 3))))
         if "minus_one_left" in self.variants:
@@ -419,6 +435,8 @@ class Port:
     def sample_branch(self, prob, uniforms):
         c0 = prob[..., 0]
         c1 = prob[..., 0] + prob[..., 1]
+        if "strict_cdf" in self.variants:
+            return (uniforms > c0).astype(np.int64) + (uniforms > c1).astype(np.int64)
         return (uniforms >= c0).astype(np.int64) + (uniforms >= c1).astype(np.int64)
 
     # -- networks and layers (golden.md §4: MLP, masks, column layouts)
@@ -450,10 +468,9 @@ class Port:
         v, k, log_slope = self.surjection(u, sl)
         z = set_columns(x, cols_b, v * exp(f[8]) + f[9])
         z_gate = z
-        if "no_range_screen" not in self.variants:
-            with np.errstate(invalid="ignore"):
-                far = ~np.all(np.abs(z.value) <= RANGE, axis=1)
-            z_gate = where(far[:, None], self.const(0.0), z)
+        if "no_gate_zero" not in self.variants:
+            # the stand-in is a constant: no gradient reaches z through it
+            z_gate = where(self.out_of_range(z.value)[:, None], self.const(0.0), z)
         s = reshape(self.mlp(z_gate, p["gate"]), (x.shape[0], n_b, 3))
         log_gate = self.log_gating(v, k, s, sl["log_p"], sl["log_q"])
         term = sum_last(log_gate + log_slope - f[0] + f[8])
@@ -467,7 +484,10 @@ class Port:
         sl = self.slopes(stack_last(f[2:5]), stack_last(f[5:8]))
         v = (take(z, cols_b, axis=1) - f[9]) * exp(-f[8])
         if k is None:
-            s = reshape(self.mlp(z, p["gate"]), (z.shape[0], n_b, 3))
+            z_gate = z  # golden.md: the sampling step's gating network reads z as it is
+            if "sample_gate_at_zero" in self.variants:
+                z_gate = where(self.out_of_range(z.value)[:, None], self.const(0.0), z)
+            s = reshape(self.mlp(z_gate, p["gate"]), (z.shape[0], n_b, 3))
             prob = self.gating_probabilities(v, s, sl["log_p"], sl["log_q"])
             k = self.sample_branch(prob, uniforms)
         u = self.surjection_inverse(v, k, sl)
@@ -490,9 +510,15 @@ class Port:
 
     # -- flows (golden.md §4: out-of-range rows)
 
-    @staticmethod
-    def _out_of_range(z):
-        with np.errstate(invalid="ignore"):
+    def out_of_range(self, z):
+        """Rows with an entry beyond +-1e120 or not finite, NaN included (golden.md §4).
+        In a precision whose largest number is below 1e120 (float32: 3.4e38) that is
+        "an entry not finite"; 1e120 rounded to float32 would be inf, and inf <= inf."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            if "range_in_working_precision" in self.variants:
+                return ~np.all(np.abs(z) <= self.dtype.type(RANGE), axis=1)
+            if np.finfo(self.dtype).max < RANGE:
+                return ~np.all(np.isfinite(z), axis=1)
             return ~np.all(np.abs(z) <= RANGE, axis=1)
 
     def flow(self, x, params, cfg):
@@ -502,14 +528,14 @@ class Port:
         n = x.shape[0]
         alive = np.ones(n, dtype=bool)
         if "no_range_screen" not in self.variants:
-            alive = ~self._out_of_range(x.value)
+            alive = ~self.out_of_range(x.value)
             changed = True
             while changed:  # a dry run: which rows leave the range at some layer
                 changed = False
                 z = rows(x, alive)
                 for layer in range(n_layers):
                     z = self._layer(z, params, layer, kind)[0]
-                    far = self._out_of_range(z.value)
+                    far = self.out_of_range(z.value)
                     if far.any():
                         idx = np.flatnonzero(alive)
                         alive[idx[far]] = False
@@ -544,7 +570,7 @@ class Port:
         n = z.shape[0]
         k_out = np.full((n, n_layers, dim), -1, dtype=np.int64)
         x = z.value.copy()
-        alive = ~self._out_of_range(x)
+        alive = ~self.out_of_range(x)
         for layer in reversed(range(n_layers)):
             nested = {net: {name: params[f"{layer}.{net}.{name}"].value
                             for name in ("W1", "b1", "W2", "b2", "scale")
@@ -562,7 +588,7 @@ class Port:
             else:
                 new = self.affine_layer_invert(zin, nested, layer)
             x[alive] = new.value
-            alive = alive & ~self._out_of_range(x)
+            alive = alive & ~self.out_of_range(x)
         x[~alive] = np.inf
         k_out[~alive] = -1
         return x, k_out

@@ -14,11 +14,13 @@ the port checker.
   tolerance fails, by half of it passes.
 - An independent port (tests/golden_port.py, written from docs/golden.md)
   passes every case in float64, and in float32 every case not flagged
-  Float64Only; each deliberately wrong variant of it fails the case built to
-  catch it.
+  Float64Only; each deliberately wrong variant of it fails the cases built to
+  catch it, computing in float64 and in float32 (cases flagged Float32Inputs:
+  their inputs are float32 numbers, so a float32 port sees the same ties).
 - ``radref check-port`` passes the golden file itself, fails a port with one
-  flipped gradient sign (naming the block and field), refuses another schema
-  version, and rejects malformed files with exit status 2.
+  flipped gradient sign (naming the block and field), counts missing blocks,
+  cases and fields in its verdict, refuses another schema version, and rejects
+  malformed files with exit status 2.
 """
 import copy
 import hashlib
@@ -35,6 +37,8 @@ import numpy as np
 import pytest
 
 import golden_port
+from radref.core.flow import FlowConfig, flow_forward
+from radref.core.slopes import slopes_forward
 from radref.reference import golden
 from radref.user.cli import main
 
@@ -282,9 +286,14 @@ def test_tie_break_rule_as_documented(committed):
     expected_k = {"breakpoint_minus_one": [0, 0, 0, 0, 0], "breakpoint_a": [0, 0, 1, 1, 1],
                   "breakpoint_b": [1, 1, 2, 2, 2], "breakpoint_plus_one": [2, 2, 2, 2, 2],
                   # a = -1: u = -1 is on the middle piece; b = 1: u = 1 stays on piece 3
-                  "coinciding_breakpoints": [0, 1, 1, 1, 1, 2, 2, 1, 1, 2]}
+                  "coinciding_breakpoints": [0, 1, 1, 1, 1, 2, 2, 1, 1, 2],
+                  # u = -1, a, b, 1, then inside pieces 1, 2, 3, then outside
+                  "breakpoint_ties": [0, 1, 2, 2, 0, 1, 2, 0, 2],
+                  "coinciding_breakpoint_ties": [1, 0, 1, 2, 2, 2, 0, 1, 1, 2, 1, 1]}
     slope_field = {"breakpoint_minus_one": ["log_alpha_minus"] * 2 + ["log_alpha_1"] * 3,
-                   "breakpoint_plus_one": ["log_alpha_3"] * 3 + ["log_alpha_plus"] * 2}
+                   "breakpoint_plus_one": ["log_alpha_3"] * 3 + ["log_alpha_plus"] * 2,
+                   "breakpoint_ties": ["log_alpha_1", "log_alpha_2", "log_alpha_3",
+                                       "log_alpha_3"]}
     for cid, k in expected_k.items():
         case = cases[cid]
         np.testing.assert_array_equal(case["outputs"]["k"], k)
@@ -296,6 +305,171 @@ def test_tie_break_rule_as_documented(committed):
     coinciding = cases["coinciding_breakpoints"]["inputs"]
     assert np.all(coinciding["a"][[0, 1, 2, 3, 7, 8, 9]] == -1.0)
     assert np.all(coinciding["b"][4:] == 1.0)
+    ties = cases["breakpoint_ties"]["inputs"]
+    np.testing.assert_array_equal(ties["u"][:4], [-1.0, ties["a"][1], ties["b"][2], 1.0])
+    coinciding = cases["coinciding_breakpoint_ties"]["inputs"]
+    assert np.all(coinciding["a"][[0, 1, 2, 3, 8, 9, 10, 11]] == -1.0)
+    assert np.all(coinciding["a"][4:8] > -0.5) and np.all(coinciding["b"][:4] < 0.5)
+    assert np.all(coinciding["b"][4:] == 1.0)
+
+
+def test_float32_inputs_are_float32_numbers(committed):
+    """Cases flagged Float32Inputs: every float input, parameter and loss weight is
+    a float32 number (so a float32 port computes on the same numbers; ties stay ties)."""
+    flagged = 0
+    for name, block in committed["blocks"].items():
+        for case in block["cases"]:
+            if "Float32Inputs" not in case["flags"]:
+                continue
+            flagged += 1
+            assert "Float64Only" not in case["flags"], (name, case["id"])
+            for section in ("inputs", "params", "loss_weights"):
+                for key, value in case[section].items():
+                    if value.dtype.kind != "f":
+                        continue
+                    rounded = value.astype(np.float32).astype(np.float64)
+                    same = (rounded == value) | (np.isnan(rounded) & np.isnan(value))
+                    assert np.all(same), (name, case["id"], section, key)
+    assert flagged >= 11
+
+
+def test_no_golden_output_or_gradient_is_nan(committed):
+    """docs/golden.md §1: "nan" may appear in inputs (a NaN row is out of range), never
+    in a golden output or gradient."""
+    for name, block in committed["blocks"].items():
+        for case in block["cases"]:
+            for section in ("outputs", "grads"):
+                for key, value in case[section].items():
+                    assert not np.any(np.isnan(value)), (name, case["id"], section, key)
+
+
+def test_overflow_safe_product_float32_rows(committed):
+    """exp(L) alone overflows (float64 in rows 0, 1, 5; float32 in rows 3, 4, 6) while
+    v is 1 exactly at a zero offset, finite within float32 in rows 4 and 6, and +-inf
+    only where the true value exceeds float64."""
+    case = next(c for c in committed["blocks"]["surjection"]["cases"]
+                if c["id"] == "overflow_safe_product_float32")
+    v, log_slope = case["outputs"]["v"], case["outputs"]["log_slope"]
+    with np.errstate(over="ignore"):
+        assert np.all(np.isinf(np.exp(log_slope[[0, 1, 5]])))
+        assert np.all(np.isinf(np.exp(log_slope[[3, 4, 6]].astype(np.float32))))
+        assert np.all(np.isfinite(np.exp(log_slope[[3, 4, 6]])))
+    np.testing.assert_array_equal(v[[0, 3, 7]], 1.0)
+    np.testing.assert_array_equal(v[[1, 5]], [np.inf, -np.inf])
+    assert np.all(np.abs(v[[4, 6]]) < np.finfo(np.float32).max) and np.all(np.abs(v[[4, 6]]) > 1e33)
+    for name in ("v", "log_slope"):
+        weights = case["loss_weights"][name]
+        assert np.all((weights[[3, 4, 6]] == 0.0) == (name == "v")), name
+    inverse = next(c for c in committed["blocks"]["surjection_inverse"]["cases"]
+                   if c["id"] == "overflow_safe_product_float32")["outputs"]["u"]
+    assert np.all(np.isfinite(inverse[:4])) and np.all(np.abs(inverse[[0, 1, 3]]) > 1e33)
+    assert np.all(np.abs(inverse[[0, 1, 3]]) < np.finfo(np.float32).max)
+    np.testing.assert_array_equal(inverse[5:], [-np.inf, np.inf])
+
+
+def test_cdf_ties_are_exact_in_float32_and_float64(committed):
+    """sample_branch/cdf_ties: the cumulative sums, formed left to right, are the same
+    numbers in float32 and float64, and each uniform lies exactly on one of them, at 0,
+    or is the largest float32 below 1; k moves to the next branch at equality."""
+    case = next(c for c in committed["blocks"]["sample_branch"]["cases"] if c["id"] == "cdf_ties")
+    prob, u = case["inputs"]["prob"], case["inputs"]["uniforms"]
+    for dtype in (np.float32, np.float64):
+        p = prob.astype(dtype)
+        c0, c1 = p[:, 0], p[:, 0] + p[:, 1]
+        np.testing.assert_array_equal(c0, prob[:, 0])
+        np.testing.assert_array_equal(c1, prob[:, 0] + prob[:, 1])
+    c0, c1 = prob[:, 0], prob[:, 0] + prob[:, 1]
+    below_one = np.float64(np.nextafter(np.float32(1.0), np.float32(0.0)))
+    assert np.all((u == c0) | (u == c1) | (u == 0.0) | (u == below_one))
+    np.testing.assert_array_equal(case["outputs"]["k"], [0, 1, 2, 2, 1, 2, 2, 1, 1, 1, 2, 0])
+    drawn = np.take_along_axis(prob, case["outputs"]["k"][:, None], axis=1)
+    assert np.all(drawn > 0)  # zero-probability branches are never drawn
+
+
+def test_clip_outer_rows_are_clipped_in_float64_and_float32(committed):
+    """rad_coupling/clip_outer: for u = -+1.5 on outer slopes e^-39.6 the unclipped v
+    rounds to -+1 in float64 and in float32, so the clip moves it one ulp outside
+    (stored z_B = v: log_scale_out = shift_out = 0), and the gating gives log p = 0."""
+    case = next(c for c in committed["blocks"]["rad_coupling"]["cases"] if c["id"] == "clip_outer")
+    slopes, _ = slopes_forward(np.array([[0.0, 0.0, -40.0]]), np.array([[-40.0, 0.0, 0.0]]))
+    u = case["inputs"]["x"][:2, 1] * np.exp(40.0)
+    for dtype in (np.float64, np.float32):
+        one = dtype(1.0)
+        alpha = np.exp(np.array([slopes.log_alpha_minus[0], slopes.log_alpha_plus[0]], dtype=dtype))
+        raw = np.array([-one + alpha[0] * (dtype(u[0]) + one),
+                        one + alpha[1] * (dtype(u[1]) - one)])
+        np.testing.assert_array_equal(raw, [-1.0, 1.0])
+    np.testing.assert_array_equal(case["outputs"]["z"][:2, 1],
+                                  [np.nextafter(-1.0, -2.0), np.nextafter(1.0, 2.0)])
+    np.testing.assert_array_equal(case["outputs"]["k"][:2, 0], [0, 2])
+    # term = log p (= 0 outside) + log|f'| - log_scale_in + log_scale_out
+    np.testing.assert_allclose(case["outputs"]["term"][:2],
+                               [slopes.log_alpha_minus[0] + 40.0, slopes.log_alpha_plus[0] + 40.0],
+                               rtol=1e-14)
+    assert np.all(np.abs(case["grads"]["x"][:2, 1]) > 0.1)  # dv/du e^-39.6 times du/dx e^40
+
+
+def test_out_of_range_rows_as_documented(committed):
+    """gate_at_zero: z_A = +-inf rows keep a finite term (gating at z = 0) and the layer's
+    inverse gives (+-inf, finite x_B): no screening inside a layer.  out_of_range_last_layer:
+    rows 0-2 (inf, -inf, NaN) and rows 3-5 (in range after layer 0, out of range after the
+    last layer, in float64 and in float32) give -inf, inf, k = -1, zero gradient."""
+    gate = next(c for c in committed["blocks"]["rad_coupling"]["cases"] if c["id"] == "gate_at_zero")
+    np.testing.assert_array_equal(gate["outputs"]["z"][:2, 0], [np.inf, -np.inf])
+    assert np.all(np.isfinite(gate["outputs"]["term"]))
+    np.testing.assert_array_equal(gate["outputs"]["inverse_x"][:2, 0], [np.inf, -np.inf])
+    np.testing.assert_allclose(gate["outputs"]["inverse_x"][:2, 1], gate["inputs"]["x"][:2, 1],
+                               rtol=1e-12)
+    for block in ("rad_flow", "realnvp_flow"):
+        case = next(c for c in committed["blocks"][block]["cases"]
+                    if c["id"] == "out_of_range_last_layer")
+        x, out, config = case["inputs"]["x"], case["outputs"], case["config"]
+        assert config["n_layers"] == 2 and not np.all(np.isfinite(x[:3]), axis=1).any()
+        flow_config = FlowConfig(**config)
+        first, _, _, _ = flow_forward(x[3:], {k: v for k, v in case["params"].items()
+                                           if k.startswith("0.")},
+                                   flow_config._replace(n_layers=1))
+        assert np.all(np.isfinite(first))  # rows 3-9 are in range after layer 0
+        np.testing.assert_array_equal(out["log_px"][:6], -np.inf)
+        assert np.all(np.isfinite(out["log_px"][6:]))
+        assert np.all(out["z"][:6] == np.inf) and np.all(out["k"][:6] == -1)
+        assert np.all(out["inverse_x"][:6] == np.inf) and np.all(np.isfinite(out["inverse_x"][6:]))
+        assert np.all(case["grads"]["x"][:6] == 0.0)
+        assert np.all(out["sample_x"][:3] == np.inf) and np.all(out["sample_k"][:3] == -1)
+        with np.errstate(over="ignore"):
+            assert np.float32(np.exp(np.float32(300.0))) == np.inf  # the scale of the last layer
+        np.testing.assert_array_equal(case["params"]["1.cond.scale"][8 if block == "rad_flow"
+                                                                     else 0], 300.0)
+
+
+def test_a_layer_gradient_for_out_of_range_rows_is_no_golden_gradient(committed):
+    """docs/golden.md §4: radref's Rad layer backward passes the gating network's input
+    gradient, taken at the stand-in z = 0, on to z for rows whose z is out of range.  The
+    stand-in does not depend on z, so that is not dL/dx: a golden gradient must not
+    depend on it, and the rows get loss weight 0 (rad_coupling/output_out_of_range).
+    If radref zeroes that gradient one day, update golden.md and weight the rows."""
+    case = next(c for c in committed["blocks"]["rad_coupling"]["cases"]
+                if c["id"] == "output_out_of_range")
+    far = ~np.all(np.abs(case["outputs"]["z"]) <= 1e120, axis=1)
+    assert far.any() and np.all(case["loss_weights"]["z"][far] == 0.0)
+    assert np.all(case["loss_weights"]["term"][far] == 0.0)
+    inside = far & (np.abs(case["outputs"]["z"][:, 1] * np.exp(-300.0)) < 1.0)  # |v| < 1
+    row = int(np.flatnonzero(inside)[0])  # (outside [-1, 1] the gating has no gradient)
+    weights = {"z": np.zeros_like(case["outputs"]["z"]), "term": np.zeros(len(far))}
+    weights["term"][row] = 1.0
+    _, grads = golden.compute("rad_coupling", case["inputs"], case["params"], case["config"],
+                              weights)
+    # dL/dx_A of that row by central differences: moderate; radref's value: ~1e95
+    h = 1e-6
+    values = []
+    for sign in (1.0, -1.0):
+        x = case["inputs"]["x"].copy()
+        x[row, 0] += sign * h
+        outputs, _ = golden.compute("rad_coupling", dict(case["inputs"], x=x), case["params"],
+                                    case["config"], {})
+        values.append(outputs["term"][row])
+    numeric = (values[0] - values[1]) / (2.0 * h)
+    assert abs(numeric) < 1e3 and abs(grads["x"][row, 0]) > 1e6 * max(1.0, abs(numeric))
 
 
 def test_clip_case_rows_are_changed_by_the_clip(committed):
@@ -478,46 +652,104 @@ def test_independent_float32_port_passes_every_case_not_flagged_float64_only(com
     assert worst < 0.25, worst
 
 
-#: Each deliberately wrong variant of the port, and the cases built to catch it.
+#: Each deliberately wrong variant of the port and the cases built to catch it, per
+#: precision (float32: a port computing in float32, checked at the float32 tolerance,
+#: where the Float64Only cases are skipped).  The float32 sets name cases flagged
+#: Float32Inputs: a float32 port reads exactly the numbers a float64 port reads.
 NAIVE_VARIANTS = {
-    "no_clip": {("rad_coupling", "clip")},
-    "clip_grad_zero": {("surjection", "clip"), ("rad_coupling", "clip")},
-    "direct_product": {("surjection", "overflow_safe_product"),
-                       ("surjection_inverse", "overflow_safe_product")},
-    "no_max_shift": {("log_softmax", "logits_1e3"), ("log_softmax", "mixed_scales"),
-                     ("slopes", "logits_1e3"), ("log_gating", "logits_1e3"),
-                     ("gating_probabilities", "logits_1e3"),
-                     ("rad_flow", "saturated_gating_layers_3000")},
-    "log_of_softmax": {("log_softmax", "logits_1e3"), ("log_gating", "logits_1e3"),
-                       ("rad_flow", "saturated_gating_layers_3000")},
-    "minus_one_left": {("surjection", "coinciding_breakpoints")},
-    "no_range_screen": {("rad_coupling", "output_out_of_range"), ("rad_flow", "out_of_range"),
-                        ("realnvp_flow", "out_of_range")},
-    "eps_in_sqrt": {("adam", "large_eps")},
+    "no_clip": {"float64": {("rad_coupling", "clip"), ("rad_coupling", "clip_outer")},
+                "float32": {("rad_coupling", "clip_outer")}},
+    "clip_grad_zero": {"float64": {("surjection", "clip"), ("rad_coupling", "clip"),
+                                   ("rad_coupling", "clip_outer")},
+                       "float32": {("rad_coupling", "clip_outer")}},
+    "direct_product": {"float64": {("surjection", "overflow_safe_product"),
+                                   ("surjection_inverse", "overflow_safe_product"),
+                                   ("surjection", "overflow_safe_product_float32")},
+                       "float32": {("surjection", "overflow_safe_product_float32"),
+                                   ("surjection_inverse", "overflow_safe_product_float32")}},
+    "tie_nonstrict": {"float64": {("surjection", "breakpoint_a"), ("surjection", "breakpoint_b"),
+                                  ("surjection", "breakpoint_ties"),
+                                  ("surjection", "coinciding_breakpoint_ties")},
+                      "float32": {("surjection", "breakpoint_ties"),
+                                  ("surjection", "coinciding_breakpoint_ties")}},
+    "minus_one_left": {"float64": {("surjection", "coinciding_breakpoints"),
+                                   ("surjection", "coinciding_breakpoint_ties")},
+                       "float32": {("surjection", "coinciding_breakpoint_ties")}},
+    "strict_cdf": {"float64": {("sample_branch", "cdf_boundaries"),
+                               ("sample_branch", "zero_probabilities"),
+                               ("sample_branch", "cdf_ties")},
+                   "float32": {("sample_branch", "cdf_ties")}},
+    "no_range_screen": {"float64": {("rad_flow", "out_of_range"), ("realnvp_flow", "out_of_range"),
+                                    ("rad_flow", "out_of_range_last_layer"),
+                                    ("realnvp_flow", "out_of_range_last_layer")},
+                        "float32": {("rad_flow", "out_of_range_last_layer"),
+                                    ("realnvp_flow", "out_of_range_last_layer")}},
+    "no_gate_zero": {"float64": {("rad_coupling", "output_out_of_range"),
+                                 ("rad_coupling", "gate_at_zero")},
+                     "float32": {("rad_coupling", "gate_at_zero")}},
+    "no_max_shift": {"float64": {("log_softmax", "logits_1e3"), ("log_softmax", "mixed_scales"),
+                                 ("slopes", "logits_1e3"), ("log_gating", "logits_1e3"),
+                                 ("gating_probabilities", "logits_1e3"),
+                                 ("rad_flow", "saturated_gating_layers_3000")},
+                     "float32": {("log_softmax", "saturated_300"),
+                                 ("slopes", "saturated_300"),
+                                 ("rad_flow", "saturated_gating_layers_100")}},
+    "log_of_softmax": {"float64": {("log_softmax", "logits_1e3"), ("log_gating", "logits_1e3"),
+                                   ("rad_flow", "saturated_gating_layers_3000")},
+                       "float32": {("log_softmax", "saturated_300"),
+                                   ("rad_flow", "saturated_gating_layers_100")}},
+    "eps_in_sqrt": {"float64": {("adam", "large_eps")}, "float32": {("adam", "large_eps")}},
+    # float32 only: in float64 these variants compute exactly what the correct port does
+    "range_in_working_precision": {"float64": set(),
+                                   "float32": {("rad_coupling", "gate_at_zero"),
+                                               ("rad_flow", "out_of_range_last_layer"),
+                                               ("realnvp_flow", "out_of_range_last_layer")}},
+    "float64_thresholds": {"float64": set(),
+                           "float32": {("surjection", "overflow_safe_product_float32"),
+                                       ("surjection_inverse", "overflow_safe_product_float32")}},
+    # float64 only: the case's sample_z of 1e130 lies beyond the float32 range
+    "sample_gate_at_zero": {"float64": {("rad_coupling", "sample_out_of_range")},
+                            "float32": set()},
 }
 
+#: The conventions every float32 port is checked on (a float32 run must fail each).
+CHECKED_IN_FLOAT32 = ("no_clip", "clip_grad_zero", "direct_product", "tie_nonstrict",
+                      "minus_one_left", "strict_cdf", "no_range_screen", "no_gate_zero")
 
+
+@pytest.fixture(scope="module")
+def port32(committed):
+    return golden_port.run_port(committed, np.float32)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("variant", sorted(NAIVE_VARIANTS))
-def test_each_naive_port_fails_the_cases_built_to_catch_it(committed, port64, variant):
-    assert not golden_port.failing_cases(port64, committed)  # the correct port: none
-    port = golden_port.run_port(committed, np.float64, [variant])
-    failing = golden_port.failing_cases(port, committed)
-    assert NAIVE_VARIANTS[variant] <= failing, sorted(failing)
+def test_each_naive_port_fails_the_cases_built_to_catch_it(committed, port64, port32, variant,
+                                                          precision):
+    """Each wrong variant of the independent port, computing in ``precision``, fails
+    the cases built to catch it (and the correct port, in that precision, none)."""
+    dtype = np.float64 if precision == "float64" else np.float32
+    correct = port64 if precision == "float64" else port32
+    assert not golden_port.failing_cases(correct, committed, precision)
+    expected = NAIVE_VARIANTS[variant][precision]
+    blocks = {block for block, _ in expected}
+    port = golden_port.run_port(committed, dtype, [variant], blocks=blocks)
+    failing = golden_port.failing_cases(port, committed, precision)
+    assert expected <= failing, sorted(failing)
 
 
-@pytest.mark.parametrize("variant,size", [("no_max_shift", 100), ("log_of_softmax", 100)])
-def test_float32_naive_softmax_fails_the_float32_case(committed, variant, size):
-    """saturated_gating_layers_100 is the float32 ports' version: exp(100) overflows
-    float32 and e^-200 underflows it."""
-    blocks = {"rad_flow": dict(committed["blocks"]["rad_flow"], cases=[
-        c for c in committed["blocks"]["rad_flow"]["cases"]
-        if c["id"] == f"saturated_gating_layers_{size}"])}
-    doc = dict(committed, blocks=blocks)
-    good = golden_port.run_port(doc, np.float32)
-    assert not golden_port.failing_cases(good, doc, "float32")
-    bad = golden_port.run_port(doc, np.float32, [variant])
-    assert golden_port.failing_cases(bad, doc, "float32") == {
-        ("rad_flow", f"saturated_gating_layers_{size}")}
+def test_the_float32_cases_of_each_convention_are_float32_inputs(committed):
+    """Every convention listed fails a float32 run (above) on cases that are not
+    Float64Only and whose inputs are float32 numbers, and a float64 run on at least
+    one of those same cases."""
+    cases = {(b, c["id"]): c for b, block in committed["blocks"].items() for c in block["cases"]}
+    assert set(CHECKED_IN_FLOAT32) <= set(NAIVE_VARIANTS)
+    for variant in CHECKED_IN_FLOAT32:
+        float32 = NAIVE_VARIANTS[variant]["float32"]
+        assert float32 & NAIVE_VARIANTS[variant]["float64"], variant
+        for key in float32:
+            assert "Float32Inputs" in cases[key]["flags"], (variant, key)
+            assert "Float64Only" not in cases[key]["flags"], (variant, key)
 
 
 # -------------------------------------------------------------- check-port
@@ -598,6 +830,10 @@ def test_check_port_float32_rounded_port(committed_json, tmp_path, capsys):
     assert code == 1
 
 
+def _summary(out):
+    return out.strip().splitlines()[-1]
+
+
 def test_check_port_missing_and_partial(committed_json, tmp_path, capsys):
     port = copy.deepcopy(committed_json)
     del port["blocks"]["adam"]
@@ -606,6 +842,10 @@ def test_check_port_missing_and_partial(committed_json, tmp_path, capsys):
     code, out, _ = _run(["check-port", path], capsys)
     assert code == 1
     assert "block adam not provided" in out and "mlp/generic_tanh: grads.W1 not provided" in out
+    n_fields = sum(1 for line in out.splitlines() if line.rstrip().endswith(("pass", "FAIL"))
+                   and not line.startswith("FAIL"))
+    assert _summary(out) == (f"FAIL: 1 block missing; 1 field missing; 0 of {n_fields} fields "
+                             f"out of tolerance")
     code, out, _ = _run(["check-port", path, "--partial"], capsys)
     assert code == 0, out
     assert "not provided (partial check): block adam not provided" in out
@@ -617,6 +857,26 @@ def test_check_port_shape_mismatch(committed_json, tmp_path, capsys):
     arr["shape"], arr["hex"] = [len(arr["hex"]) - 1], arr["hex"][:-1]
     code, out, _ = _run(["check-port", _write(tmp_path, "port.json", port)], capsys)
     assert code == 1 and "slopes/generic: outputs.a has shape" in out
+    assert _summary(out).startswith("FAIL: 1 shape mismatch; 0 of ")
+
+
+def test_check_port_summary_names_a_missing_case(committed_json, tmp_path, capsys):
+    """A complete port but for one case: the verdict says so first (not "0 of N
+    fields out of tolerance, 1 problems"); with a failing field as well, both."""
+    port = copy.deepcopy(committed_json)
+    del port["blocks"]["sample_branch"]["cases"][0]
+    code, out, _ = _run(["check-port", _write(tmp_path, "port.json", port)], capsys)
+    n_fields = sum(len(b["scales"]) + sum(1 for f in b["cases"][0]["outputs"].values()
+                                          if f["dtype"] == "int64")
+                   for b in committed_json["blocks"].values())
+    assert code == 1
+    assert "FAIL: sample_branch/generic: case not provided" in out
+    assert _summary(out) == f"FAIL: 1 case missing; 0 of {n_fields} fields out of tolerance"
+    del port["blocks"]["log_softmax"]["cases"][0]
+    port["blocks"]["slopes"]["cases"][0]["outputs"]["a"]["hex"][0] = float.hex(0.5)
+    code, out, _ = _run(["check-port", _write(tmp_path, "port2.json", port)], capsys)
+    assert _summary(out).startswith(f"FAIL: 2 cases missing; 1 of {n_fields} fields out of "
+                                    f"tolerance: slopes outputs.a (case generic[0])")
 
 
 def test_check_port_non_finite_must_match(committed_json, tmp_path, capsys):

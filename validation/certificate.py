@@ -85,19 +85,31 @@ def m_slopes(p_logits, q_logits):
             "a": 2 * mp.exp(-L1) - 1, "b": 1 - 2 * mp.exp(-L3), "log_p": lP, "log_q": lQ}
 
 
+#: docs/golden.md §4: v is clipped to its piece's range; the outer pieces' bounds are
+#: the float64 neighbours of -1 and 1
+_ONE_UP, _ONE_DOWN = M(float(np.nextafter(1.0, 2.0))), M(float(np.nextafter(-1.0, -2.0)))
+
+
 def m_surjection(u, s):
-    """Eq. 23 with the tie-break rule; returns (v, k, log|f'|)."""
+    """Eq. 23 with the tie-break rule and the clip of v to its piece's range (which
+    changes v only where the slopes, independent inputs, do not meet exactly at the
+    breakpoints, e.g. slopes rounded to float32 one by one); returns (v, k, log|f'|)."""
     if u < -1:
         L = s["log_alpha_minus"]
-        return mp.exp(L) * (u + 1) - 1, 0, L
+        return min(mp.exp(L) * (u + 1) - 1, _ONE_DOWN), 0, L
+    if u > 1:
+        L = s["log_alpha_plus"]
+        return max(mp.exp(L) * (u - 1) + 1, _ONE_UP), 2, L
     if u < s["a"]:
         L = s["log_alpha_1"]
-        return mp.exp(L) * (u + 1) - 1, 0, L
-    if u < s["b"]:
+        v, k = mp.exp(L) * (u + 1) - 1, 0
+    elif u < s["b"]:
         L = s["log_alpha_2"]
-        return -mp.exp(L) * (u - s["a"]) + 1, 1, L
-    L = s["log_alpha_3"] if u <= 1 else s["log_alpha_plus"]
-    return mp.exp(L) * (u - 1) + 1, 2, L
+        v, k = -mp.exp(L) * (u - s["a"]) + 1, 1
+    else:
+        L = s["log_alpha_3"]
+        v, k = mp.exp(L) * (u - 1) + 1, 2
+    return min(max(v, mp.mpf(-1)), mp.mpf(1)), k, L
 
 
 def m_gating_log_probs(v, s, lP, lQ):
@@ -327,7 +339,9 @@ def markdown(report):
         f"outputs of the golden cases (`radref golden --where`) are recomputed with an independent "
         f"mpmath implementation of the formulas at {report['working_digits']} significant "
         f"digits, from the exact float64 inputs and parameters, and radref's float64 results "
-        f"are measured against them.",
+        f"are measured against them.  The formulas include the clip of the surjection's v to "
+        f"its piece's range (docs/golden.md §4), which matters beyond rounding only where "
+        f"independent slope inputs do not meet exactly (slopes rounded to float32 one by one).",
         "",
         "- **ulps** = |x − e| / ulp(e), relative to the exact value e itself;",
         "- **mixed ulps** = |x − e| / ulp(max(|e|, 1)): relative for |e| ≥ 1, absolute in "

@@ -6,6 +6,7 @@ The loss of a case is ``L = sum_o sum(loss_weights[o] * outputs[o])``, so the
 upstream gradient of output ``o`` is ``loss_weights[o]`` and ``backward``
 returns ``dL / d name`` for every float input and parameter ``name``.
 """
+from contextlib import nullcontext
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -126,8 +127,14 @@ def _bw_mlp(cache, w):
 
 def _fw_rad_coupling(inp, par, cfg):
     layer, nested = cfg["layer"], _nest(par)
-    z, k, term, cache = rad.forward(inp["x"], nested, layer)
-    inverse_x = rad.inverse(z, k, nested, layer)
+    # rad_coupling/gate_at_zero feeds x_A = +-inf to the conditioner, built so that its
+    # outputs are finite (tanh of +-inf); a BLAS matrix product may still raise the
+    # floating-point "invalid" flag in lanes it discards (the results are exact, and no
+    # golden output is NaN: tests/test_golden.py checks it).
+    quiet = np.errstate(invalid="ignore") if not np.all(np.isfinite(inp["x"])) else nullcontext()
+    with quiet:
+        z, k, term, cache = rad.forward(inp["x"], nested, layer)
+        inverse_x = rad.inverse(z, k, nested, layer)
     sample_x, sample_k = rad.sample(inp["sample_z"], inp["sample_uniforms"], nested, layer)
     return {"z": z, "k": k, "term": term, "inverse_x": inverse_x,
             "sample_x": sample_x, "sample_k": sample_k}, cache

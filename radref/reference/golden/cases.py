@@ -10,8 +10,11 @@ import hashlib
 
 import numpy as np
 
+from radref.core.flow import FlowConfig, flow_forward, flow_init, layer_params
+from radref.core.gating import gating_probabilities, sample_branch
+from radref.core.layers import affine, rad
 from radref.core.layers.masks import split
-from radref.core.flow import FlowConfig, flow_forward, flow_init
+from radref.core.mlp import mlp_forward
 from radref.core.numerics import RANGE
 from radref.core.slopes import slopes_forward
 from radref.core.softmax import log_softmax_forward
@@ -39,9 +42,9 @@ FLAGS = {
                            "+-inf only where the value exceeds float64)",
     "CoincidingBreakpoints": "a rounds to exactly -1 (or b to 1): piece 1 (or 3) is empty and "
                              "u = -1 lies on the middle piece",
-    "OutOfRange": "rows beyond +-1e120 (at the input or after a layer): flows give log p = -inf, "
-                  "z = inf, k = -1 and zero gradient; a Rad layer evaluates its gating network "
-                  "at z = 0 for the rows of z out of range",
+    "OutOfRange": "rows with an entry beyond +-1e120 or not finite (at the input or after a "
+                  "layer): flows give log p = -inf, z = inf, k = -1 and zero gradient; a Rad "
+                  "layer evaluates its gating network at z = 0 for the rows of z out of range",
     "SaturatedTanh": "tanh head with |pre-activation| > 20: tanh = +-1 and 1 - tanh^2 = 0 "
                      "in float64",
     "ReluAtZero": "hidden pre-activations exactly 0: the ReLU derivative there is 0",
@@ -53,10 +56,13 @@ FLAGS = {
     "FirstStep": "Adam step with t = 0 and zero moments (bias correction at t = 1)",
     "LargeEps": "Adam eps comparable to sqrt(v_hat): eps must actually be used",
     "ZeroGradient": "all gradients zero",
-    "Float64Only": "meaningful only in float64 (differences of 1e-9 or one ulp, exact ties, "
-                   "values beyond the float32 range, cancellations whose float32 rounding "
-                   "error reaches the float32 tolerance); the case's float64_only says which: "
-                   "a float32 port skips it (check-port --tolerance float32 does)",
+    "Float64Only": "meaningful only in float64 (rows 1e-9 or one float64 ulp from a "
+                   "breakpoint, ties that float32 rounding breaks, values beyond the float32 "
+                   "range, cancellations whose float32 rounding error can reach the float32 "
+                   "tolerance); the case's float64_only says which: a float32 port skips it "
+                   "(check-port --tolerance float32 does)",
+    "Float32Inputs": "every float input, parameter and loss weight is a float32 number: a "
+                     "float32 port reads exactly the stored values (its exact ties stay ties)",
 }
 
 
@@ -73,17 +79,36 @@ def _rng(case_key):
 
 
 def _case(cid, comment, flags, inputs, params=None, config=None, loss=True,
-          float64_only=None, loss_rows=None):
-    """One case.  ``float64_only``: why a float32 port cannot reproduce it (the
-    case is then flagged ``Float64Only``); ``loss_rows="in_range"``: only the rows
-    whose output ``z`` lies within +-RANGE enter the loss (the others get loss
-    weight 0), default all rows."""
+          float64_only=None, loss_rows=None, float32_inputs=False, zero_weight_rows=None):
+    """One case.
+
+    ``float64_only``: why a float32 port cannot reproduce it (the case is then
+    flagged ``Float64Only``).  ``loss_rows="in_range"``: only the rows whose
+    output ``z`` lies within +-RANGE enter the loss (the others get loss weight
+    0), default all rows.  ``zero_weight_rows``: ``{output: row indices}`` whose
+    loss weight is 0 (e.g. where a gradient would lie beyond the float32 range).
+    ``float32_inputs``: every float input and parameter is rounded to float32
+    (and, in :func:`generate_cases`, the loss weights): flag ``Float32Inputs``,
+    a float32 port reads exactly the stored numbers.
+    """
+    params = params or {}
+    if float32_inputs:
+        inputs = {k: _f32(v) if np.asarray(v).dtype.kind == "f" else v for k, v in inputs.items()}
+        params = {k: _f32(v) for k, v in params.items()}
+        flags = list(flags) + ["Float32Inputs"]
     case = {"id": cid, "comment": comment, "flags": list(flags), "config": config or {},
-            "inputs": inputs, "params": params or {}, "loss": loss, "loss_rows": loss_rows}
+            "inputs": inputs, "params": params, "loss": loss, "loss_rows": loss_rows,
+            "zero_weight_rows": zero_weight_rows or {}}
     if float64_only:
         case["flags"].append("Float64Only")
         case["float64_only"] = float64_only
     return case
+
+
+def _f32(x):
+    """``x`` rounded to the nearest float32 number, as float64 (+-inf, NaN kept)."""
+    with np.errstate(over="ignore"):  # beyond float32: +-inf
+        return np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
 
 
 def _logits(rng, n, size):
@@ -140,9 +165,11 @@ def _cases_slopes():
                           ["LargeLogits", "SaturatedGating"],
                           {"p_logits": _saturated(r, 6, 1e3), "q_logits": _saturated(r, 6, 1e3)},
                           float64_only="log_alpha_minus = log_alpha_1 + log Q_0 (and "
-                                       "log_alpha_plus) cancel terms of size 2e3: the float32 "
-                                       "rounding error, ~1e-4, is of the size of the float32 "
-                                       "tolerance")
+                                       "log_alpha_plus) cancel terms of size 2e3, whose float32 "
+                                       "spacing is 1.2e-4, into results of size 1: a correct "
+                                       "float32 port's error is up to about 1e-4, the float32 "
+                                       "tolerance, depending on its order of operations "
+                                       "(measured: 0.34 of it in two ports)")
 
 
 def _moderate_slopes(rng, n):
@@ -302,6 +329,55 @@ def _cases_surjection():
                      float64_only=ULP_ROWS)
     yield coinciding_breakpoints
 
+    def breakpoint_ties(r):
+        # float32 numbers throughout: u = a rounded to float32 is still a, so the ties
+        # hold in a float32 port too (the 1e-9 and one-ulp rows are breakpoint_* above)
+        inp = {f: _f32(x) for f, x in _one_slopes_repeated(r, 9).items()}
+        a, b = float(inp["a"][0]), float(inp["b"][0])
+        inp["u"] = _f32([-1.0, a, b, 1.0, 0.5 * (a - 1.0), 0.5 * (a + b), 0.5 * (b + 1.0),
+                         -1.5, 1.5])
+        return _case("breakpoint_ties", "u exactly -1, a, b and 1 (expected k 0, 1, 2, 2; at "
+                     "-1 the slope log_alpha_1, at 1 log_alpha_3), then a point inside each "
+                     "piece; float32 inputs, so the ties hold in float32 too (the slopes, rounded "
+                     "to float32 one by one, no longer meet exactly: at u = b the unclipped v is "
+                     "1e-7 below -1, and the clip keeps it at -1)",
+                     ["AtBreakpoint", "ClipChangesV"], inp, float32_inputs=True)
+    yield breakpoint_ties
+
+    def coinciding_breakpoint_ties(r):
+        # a = -1 exactly (p0 - p1 = -40), b = 1 exactly (q2 - q1 = -40), or both
+        minus, plus, both = ([-40.0, 0.0, 0.0], [0.0] * 3), ([0.0] * 3, [0.0, 0.0, -40.0]), \
+            ([-40.0, 0.0, 0.0], [0.0, 0.0, -40.0])
+        inp = {f: _f32(x) for f, x in _slopes_of([minus] * 4 + [plus] * 4 + [both] * 4).items()}
+        inp["u"] = np.array([-1.0, -1.5, -0.5, 0.5, 1.0, 1.5, -1.0, 0.5, -1.0, 1.0, 0.0, 0.5])
+        return _case("coinciding_breakpoint_ties", "a = -1 exactly (rows 0-3), b = 1 exactly "
+                     "(rows 4-7), both (rows 8-11); u = -1 with a = -1 lies on the middle piece "
+                     "(k = 1, v = 1), u = 1 with b = 1 on piece 3 (k = 2); float32 inputs, so the "
+                     "ties hold in float32 too", ["CoincidingBreakpoints", "AtBreakpoint",
+                                                  "Outside"], inp, float32_inputs=True)
+    yield coinciding_breakpoint_ties
+
+    def overflow_safe_product_float32(r):
+        # q = (0, 0, -800): b = 1, log_alpha_3 = 800.7, log_alpha_plus = 799.6;
+        # q = (0, 0, -95): b = 1, log_alpha_3 = 95.7 (exp overflows float32, not float64);
+        # p = (-800, 0, 0) and (-95, 0, 0): a = -1, log_alpha_minus = 799.6 and 94.6
+        s800q, s95q = ([0.0] * 3, [0.0, 0.0, -800.0]), ([0.0] * 3, [0.0, 0.0, -95.0])
+        s800p, s95p = ([-800.0, 0.0, 0.0], [0.0] * 3), ([-95.0, 0.0, 0.0], [0.0] * 3)
+        inp = {f: _f32(x) for f, x in
+               _slopes_of([s800q] * 3 + [s95q] * 2 + [s800p] + [s95p] * 2).items()}
+        ulp32 = 2.0 ** -23  # the float32 spacing above 1
+        inp["u"] = np.array([1.0, 1.5, 0.5, 1.0, 1.0 + ulp32, -1.5, -1.0 - ulp32, -1.0])
+        return _case("overflow_safe_product_float32", "float32 numbers: u = 1 on slopes e^800.7 "
+                     "(row 0) and e^95.7 (row 3): zero offset, v = 1 exactly (exp(L) alone is "
+                     "inf in float64, resp. float32: inf * 0 = NaN); u one float32 ulp beyond "
+                     "+-1 on outer slopes e^94.6 (rows 4, 6): v = +-1.4e34, finite in float32 "
+                     "where exp(94.6) overflows; v = +-inf on slopes e^799.6 (rows 1, 5).  Rows "
+                     "3, 4, 6 have loss weight 0 on v (dv/du = e^95 is beyond float32)",
+                     ["OverflowSafeProduct", "Outside", "SaturatedGating",
+                      "CoincidingBreakpoints"], inp, float32_inputs=True,
+                     zero_weight_rows={"v": [3, 4, 6]})
+    yield overflow_safe_product_float32
+
 
 def _cases_surjection_inverse():
     def generic(r):
@@ -317,9 +393,10 @@ def _cases_surjection_inverse():
                              np.nextafter(-1.0, -np.inf), np.nextafter(1.0, np.inf),
                              -1.0 + 1e-9, 1.0 - 1e-9])
         inp["k"] = np.array([0, 1, 2, 0, 1, 2, 0, 2, 0, 2, 1, 1])
+        # Not Float64Only: a row that float32 rounding moves onto +-1 changes piece (0 -> 1,
+        # 4 -> 3) but not u, since the pieces share their anchors (u = +-1 at v = +-1).
         return _case("boundary", "v = -1 and 1 on every branch; just outside (forced k); "
-                     "just inside", ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint"], inp,
-                     float64_only=ULP_ROWS)
+                     "just inside", ["NearBreakpoint", "UlpFromBreakpoint", "AtBreakpoint"], inp)
     yield boundary
 
     def outside(r):
@@ -342,6 +419,24 @@ def _cases_surjection_inverse():
                      "+-inf for v = +-1.5", ["OverflowSafeProduct", "Outside"], inp,
                      float64_only="inverse slopes e^720 and u beyond the float32 range")
     yield overflow_safe_product
+
+    def overflow_safe_product_float32(r):
+        # q = (-95, 0, 0): log_alpha_minus = -94.6; p = (0, 0, -95): log_alpha_plus = -94.6;
+        # -800 instead of -95: -799.6
+        q95, p95 = ([0.0] * 3, [-95.0, 0.0, 0.0]), ([0.0, 0.0, -95.0], [0.0] * 3)
+        q800, p800 = ([0.0] * 3, [-800.0, 0.0, 0.0]), ([0.0, 0.0, -800.0], [0.0] * 3)
+        inp = {f: _f32(x) for f, x in
+               _slopes_of([q95] * 3 + [p95] * 2 + [q800, p800]).items()}
+        ulp32 = 2.0 ** -23
+        inp["v"] = np.array([-1.0 - ulp32, -1.0 - 2.0 ** -12, -1.0, 1.0 + ulp32, 0.25,
+                             -1.0 - ulp32, 1.0 + ulp32])
+        inp["k"] = np.array([0, 0, 0, 2, 1, 0, 2])
+        return _case("overflow_safe_product_float32", "float32 numbers: outer slopes e^-94.6, "
+                     "v one float32 ulp (and 2^-12) beyond +-1: u = -1 - e^94.6 (v + 1) = "
+                     "-1.4e34 (and -2.9e37), finite in float32 where exp(94.6) overflows; "
+                     "slopes e^-799.6: u = +-inf", ["OverflowSafeProduct", "Outside"], inp,
+                     float32_inputs=True)
+    yield overflow_safe_product_float32
 
 
 def _log_pq(logits):
@@ -413,6 +508,19 @@ def _cases_log_gating():
                       "log_q": _log_pq(_saturated(r, n, 1e3))})
     yield logits_1e3
 
+    def boundary_ties(r):
+        v = np.array([-1.0, -1.0, 1.0, 1.0, -1.5, 1.5, -0.5, 0.5])
+        k = r.integers(0, 3, 8)
+        k[4], k[5] = 0, 2
+        n = len(v)
+        return _case("boundary_ties", "v = -1 and 1 exactly (inside: the gating is Q at -1, P "
+                     "at 1, and the derivative of the clip of v is 1), outside and inside; "
+                     "float32 inputs", ["AtBreakpoint", "Outside"],
+                     {"v": v, "k": k, "s": _logits(r, n, 2.0),
+                      "log_p": _log_pq(_logits(r, n, 1.5)), "log_q": _log_pq(_logits(r, n, 1.5))},
+                     float32_inputs=True)
+    yield boundary_ties
+
 
 def _cases_gating_probabilities():
     def generic(r):
@@ -446,6 +554,15 @@ def _cases_gating_probabilities():
             "log_p": _log_pq(_saturated(r, n, 1e3)), "log_q": _log_pq(_saturated(r, n, 1e3))})
     yield logits_1e3
 
+    def boundary_ties(r):
+        v = np.array([-1.0, -1.0, 1.0, 1.0, -1.5, 1.5, -0.5, 0.5])
+        n = len(v)
+        return _case("boundary_ties", "v = -1 and 1 exactly (inside: = Q at -1, = P at 1), "
+                     "outside (one-hot) and inside; float32 inputs", ["AtBreakpoint", "Outside"],
+                     {"v": v, "s": _logits(r, n, 2.0), "log_p": _log_pq(_logits(r, n, 1.5)),
+                      "log_q": _log_pq(_logits(r, n, 1.5))}, float32_inputs=True)
+    yield boundary_ties
+
 
 def _cases_sample_branch():
     def generic(r):
@@ -478,6 +595,23 @@ def _cases_sample_branch():
                      float64_only="the largest double below 1 rounds to 1.0 in float32, "
                                   "outside [0, 1)")
     yield degenerate
+
+    def cdf_ties(r):
+        # dyadic probabilities: the cumulative sums are exact in float32 and float64
+        below_one = 1.0 - 2.0 ** -24  # the largest float32 below 1
+        rows = [([0.25, 0.5, 0.25], [0.0, 0.25, 0.75, below_one]),
+                ([0.375, 0.125, 0.5], [0.375, 0.5]),
+                ([0.5, 0.0, 0.5], [0.5]), ([0.5, 0.5, 0.0], [0.5, below_one]),
+                ([0.0, 1.0, 0.0], [0.0]), ([0.0, 0.0, 1.0], [0.0]),
+                ([1.0, 0.0, 0.0], [below_one])]
+        prob = np.array([p for p, us in rows for _ in us])
+        u = np.array([x for _, us in rows for x in us])
+        return _case("cdf_ties", "probabilities that are sums of powers of 2 and uniforms exactly "
+                     "at a cumulative probability (k moves to the next branch: u = 0.25 with "
+                     "P = (0.25, 0.5, 0.25) gives k = 1), zero-probability branches never drawn, "
+                     "and the largest float32 below 1; exact in float32", ["AtCdfBoundary"],
+                     {"prob": prob, "uniforms": u}, float32_inputs=True)
+    yield cdf_ties
 
 
 def _random_mlp(rng, n_in, hidden, n_out, head, w2_std=0.5):
@@ -601,6 +735,109 @@ def _cases_rad_coupling():
                      float64_only="z = v e^300 lies beyond the float32 range")
     yield output_out_of_range
 
+    def clip_outer(r):
+        # A constant conditioner (W2 = 0): log_scale_in = 40 tanh(-30) = -40 exactly, so
+        # u = x_B e^40; P = softmax(0, 0, -40), Q = softmax(-40, 0, 0): a = -1/3, b = 1/3,
+        # alpha_minus = alpha_plus = e^-39.6.  u = -+1.5 gives v = -+1 -+ 3e-18, which rounds
+        # to -+1 in float64 and in float32 and is clipped one ulp outside (the port's own
+        # ulp); dv/du = e^-39.6 and du/dx_B = e^40 make the clip's derivative visible in
+        # grads.x.  The inverse of a clipped row is the preimage of the clipped v, about
+        # -1 - 2^-52 e^39.6 (float64) or -1 - 2^-23 e^39.6 (float32), times e^-40: below
+        # 1e-7, where the error measure is absolute (rtol * S).
+        params = _rad_layer_params(r, 2, 0)
+        params["cond.W2"][:] = 0.0
+        params["cond.b2"][:] = 0.0
+        for column in (0, 4, 5):  # log_scale_in, p_logits[2], q_logits[0]: 40 tanh(-30)
+            params["cond.b2"][column], params["cond.scale"][column] = -30.0, 40.0
+        u = np.array([-1.5, 1.5, 0.2, -0.7, 0.9, -0.2])
+        x = np.column_stack([r.normal(0.0, 1.0, 6), _f32(u * np.exp(-40.0))])
+        return _case("clip_outer", "outer pieces of slope e^-39.6 with u = x_B e^40: rows 0 "
+                     "and 1 (u = -1.5, 1.5) give v = -+1 after rounding, clipped to -1-, 1+ "
+                     "(without the clip the gating sees v inside [-1, 1] and term has log Q_0 "
+                     "or log P_2 = -40.7 instead of 0; with a zero derivative of the clip, "
+                     "grads.x of those rows is 0 instead of about 1.5 times the weight of z); "
+                     "float32 inputs: the same in float32",
+                     ["ClipChangesV", "Outside"],
+                     {"x": x, "sample_z": r.normal(0.0, 1.0, (6, 2)),
+                      "sample_uniforms": r.random((6, 1))}, params, {"layer": 0},
+                     float32_inputs=True)
+    yield clip_outer
+
+    def gate_at_zero(r):
+        # Rows 0 and 1 have x_A = +inf, -inf: z_A = x_A is out of range, so the gating
+        # network is evaluated at z = 0 for them.  The conditioner (2 hidden units, W1 =
+        # (1, -1)) maps x_A = +-inf to one hidden unit at +inf and the other at 0, and
+        # through nonzero W2 to tanh = +-1: finite outputs, no inf - inf.
+        w2 = r.normal(0.0, 0.5, (2, 10))
+        cond = {"W1": np.array([[1.0, -1.0]]), "b1": r.normal(0.0, 0.3, 2),
+                "W2": np.sign(w2) * np.maximum(np.abs(w2), 0.2), "b2": r.normal(0.0, 0.3, 10),
+                "scale": r.uniform(0.5, 1.5, 10)}
+        gate = _random_mlp(r, 2, 5, 3, "linear", w2_std=1.0)
+        params = {f"{net}.{k}": _f32(v) for net, p in (("cond", cond), ("gate", gate))
+                  for k, v in p.items()}
+        # x_B of rows 0, 1 such that u = 0.3, -0.4 (inside [-1, 1], where the gating matters)
+        with np.errstate(invalid="ignore"):  # see blocks._fw_rad_coupling
+            c, _ = mlp_forward(np.array([[np.inf], [-np.inf]]), _nest_params(params)["cond"])
+        x_b = c[:, 1] + np.array([0.3, -0.4]) * np.exp(c[:, 0])
+        x = np.column_stack([np.concatenate([[np.inf, -np.inf], r.normal(0.0, 1.5, 4)]),
+                             np.concatenate([x_b, r.normal(0.0, 1.5, 4)])])
+        return _case("gate_at_zero", "rows 0, 1: x_A = +inf, -inf (z_A = x_A out of range; "
+                     "u = 0.3, -0.4): their gating network is evaluated at z = 0, so term is "
+                     "finite; inverse_x = (+-inf, x_B) (the layer's inverse does not screen "
+                     "rows).  No loss: a gradient with respect to W1 would be inf * 0.  Float32 "
+                     "inputs: a float32 port must find inf out of range (1e120 is not a float32)",
+                     ["OutOfRange"],
+                     {"x": x, "sample_z": r.normal(0.0, 1.0, (6, 2)),
+                      "sample_uniforms": r.random((6, 1))}, params, {"layer": 0}, loss=False,
+                     float32_inputs=True)
+    yield gate_at_zero
+
+    def sample_out_of_range(r):
+        # Sampling rows 0, 1 with z_A = +-1e130 (out of range): the sampling step's gating
+        # network reads z as it is (no stand-in z = 0): its logits are of size 1e130 and p(k | z)
+        # is one-hot.  The uniforms are chosen where the stand-in z = 0 would draw another k.
+        params = _rad_layer_params(r, 2, 0)
+        nested = _nest_params(params)
+        z_a = np.array([[1e130], [-1e130]])
+        c, _ = mlp_forward(z_a, nested["cond"])
+        v = np.array([0.3, -0.5])
+        z = np.column_stack([z_a[:, 0], c[:, 9] + v * np.exp(c[:, 8])])
+        slopes, _ = slopes_forward(c[:, 2:5], c[:, 5:8])
+        uniforms = []
+        for i in range(2):
+            as_is = gating_probabilities(v[i:i + 1], mlp_forward(z[i:i + 1], nested["gate"])[0],
+                                         slopes.log_p[i:i + 1], slopes.log_q[i:i + 1])
+            stand_in = gating_probabilities(v[i:i + 1], mlp_forward(0.0 * z[i:i + 1],
+                                                                    nested["gate"])[0],
+                                            slopes.log_p[i:i + 1], slopes.log_q[i:i + 1])
+            cdf = np.concatenate([[0.0], np.cumsum(stand_in[0])])
+            candidates = 0.5 * (cdf[:-1] + cdf[1:])  # the middle of each branch's interval
+            differ = [u for u in candidates
+                      if sample_branch(as_is, np.array([u]))[0]
+                      != sample_branch(stand_in, np.array([u]))[0]]
+            uniforms.append(differ[0])
+        n = 6
+        sample_z = np.concatenate([z, r.normal(0.0, 1.0, (n - 2, 2))])
+        sample_uniforms = np.concatenate([np.array(uniforms)[:, None], r.random((n - 2, 1))])
+        return _case("sample_out_of_range", "sample_z rows 0, 1 with z_A = +-1e130 (out of range, "
+                     "v = 0.3, -0.5): the sampling step's gating network reads z as it is "
+                     "(no stand-in z = 0; the flow screens such rows before sampling a layer): "
+                     "p(k | z) is one-hot, and the uniforms lie where z = 0 would draw another k",
+                     ["OutOfRange"],
+                     {"x": r.normal(0.0, 1.5, (n, 2)), "sample_z": sample_z,
+                      "sample_uniforms": sample_uniforms}, params, {"layer": 0},
+                     float64_only="sample_z of 1e130 lies beyond the float32 range")
+    yield sample_out_of_range
+
+
+def _nest_params(flat):
+    """``{"cond.W1": ...}`` -> ``{"cond": {"W1": ...}}``."""
+    nested = {}
+    for key, value in flat.items():
+        net, name = key.split(".")
+        nested.setdefault(net, {})[name] = value
+    return nested
+
 
 def _cases_affine_coupling():
     for dim, layer, n in ((2, 0, 8), (2, 1, 8), (5, 0, 6), (5, 1, 6), (2, 1, 1)):
@@ -665,15 +902,52 @@ def _flow_cases(kind, hidden):
         n = len(x)
         normals = r.normal(0.0, 1.0, (n, 2))
         normals[:2] = [[0.3, 1e130], [-np.inf, 0.5]]  # sampling from out-of-range noise
+        # Not Float64Only: a float32 port reads 1e119 - 1e130 as inf, so those rows are out
+        # of range at the input instead of after a layer, with the same outputs.
         return _case("out_of_range", "rows beyond +-1e120 at the input (1e130, inf) or after "
                      "a layer (inputs of size 1e119 - 9e119): log_px = -inf, z = inf, k = -1, zero "
                      "gradient, inverse_x = inf; the other rows as if alone (no layer_z, "
                      "layer_term); sample_normals of 1e130 and -inf: sample_x = inf, "
-                     "sample_k = -1", ["OutOfRange"],
+                     "sample_k = -1 (in float32, 1e119 - 1e130 read as inf: the same outputs)",
+                     ["OutOfRange"],
                      {"x": x, "sample_normals": normals,
-                      "sample_uniforms": r.random((n, 6, 2))}, params, dict(config._asdict()),
-                     float64_only="inputs beyond the float32 range")
+                      "sample_uniforms": r.random((n, 6, 2))}, params, dict(config._asdict()))
     yield out_of_range
+
+    def out_of_range_last_layer(r):
+        # Two layers; the last one (layer 1, conditioning on column 1) has the scale of its
+        # output 300 tanh(50 relu(z_1)): 0 for z_1 <= 0, exactly 300 for z_1 >= 0.4 (tanh(20)
+        # rounds to 1 in float64 and float32).  Rows with z_1 >= 0.5 after layer 0 leave the
+        # range in the last layer: e^300 ~ 2e130 in float64, inf in float32.  Rows with
+        # z_1 <= -0.05 stay in range.  Then no later layer can turn a row that a port fails
+        # to screen into NaN (and so screen it after all).
+        config = FlowConfig(kind, 2, 2, hidden, hidden if kind == "rad" else 0)
+        params = {key: _f32(value) for key, value in _random_flow_params(r, config).items()}
+        column = 8 if kind == "rad" else 0  # log_scale_out (Rad), log_scale (affine)
+        params["1.cond.W1"][0, 0], params["1.cond.b1"][0] = 5.0, 0.0
+        params["1.cond.W2"][:, column] = 0.0
+        params["1.cond.W2"][0, column], params["1.cond.b2"][column] = 10.0, 0.0
+        params["1.cond.scale"][column] = 300.0
+        candidates = _f32(r.normal(0.0, 1.5, (60, 2)))
+        nested = layer_params(params, 0)
+        first = (rad.forward(candidates, nested, 0)[0] if kind == "rad"
+                 else affine.forward(candidates, nested, 0)[0])
+        leave = candidates[first[:, 1] >= 0.5][:3]
+        stay = candidates[first[:, 1] <= -0.05][:4]
+        assert len(leave) == 3 and len(stay) == 4
+        x = np.concatenate([[[np.inf, 0.5], [-0.25, -np.inf], [np.nan, 0.75]], leave, stay])
+        n = len(x)
+        normals = r.normal(0.0, 1.0, (n, 2))
+        normals[:3] = [[np.inf, 0.5], [0.25, -np.inf], [np.nan, 1.0]]
+        return _case("out_of_range_last_layer", "two layers; inputs +inf, -inf and NaN (rows "
+                     "0-2), and rows 3-5, which leave the range in the last layer (e^300: 2e130 "
+                     "in float64, inf in float32); rows 6-9 in range.  sample_normals +inf, "
+                     "-inf, NaN in rows 0-2.  Float32 inputs: a float32 port must find inf and "
+                     "NaN out of range (1e120 is not a float32)", ["OutOfRange"],
+                     {"x": x, "sample_normals": normals,
+                      "sample_uniforms": r.random((n, 2, 2))}, params, dict(config._asdict()),
+                     float32_inputs=True)
+    yield out_of_range_last_layer
     if kind != "rad":
         return
 
@@ -683,9 +957,8 @@ def _flow_cases(kind, hidden):
             params = _random_flow_params(r, config)
             for layer in (0, 2, 5):  # saturated gating at the first, a middle and the last layer
                 params[f"{layer}.gate.b2"] = size * r.permutation([-1.0, 0.0, 1.0])
-            float64_only = None if size < 1000 else (
-                "gating logits of size 3e3: the float32 rounding error of log p(k | z), "
-                "~3e3 * 6e-8, exceeds the float32 tolerance")
+            # Not Float64Only (measured in float32: 0.12 of the tolerance): the rounding
+            # error of log p(k | z), ~3e3 * 6e-8 absolute, is relative to log_px ~ -6e3.
             return _case(f"saturated_gating_layers_{size}",
                          f"gating logits s of +-{size} in layers 0, 2 and 5: p(k | z) down to "
                          f"e^-{2 * size} (0 in any floating point; only its log is finite, and "
@@ -693,7 +966,7 @@ def _flow_cases(kind, hidden):
                          {"x": r.normal(0.0, 1.5, (8, 2)),
                           "sample_normals": r.normal(0.0, 1.0, (8, 2)),
                           "sample_uniforms": r.random((8, 6, 2))}, params,
-                         dict(config._asdict()), float64_only=float64_only)
+                         dict(config._asdict()))
         yield saturated_layers
 
 
@@ -765,6 +1038,7 @@ def generate_cases(block_name):
         outputs, _ = block.forward(case["inputs"], case["params"], case["config"])
         loss_weights = {}
         loss_rows = case.pop("loss_rows")
+        zero_weight_rows = case.pop("zero_weight_rows")
         if case.pop("loss") and block.backward is not None:
             loss_weights = {o: rng.normal(0.0, 1.0, np.shape(outputs[o]))
                             for o in block.differentiable}
@@ -772,6 +1046,10 @@ def generate_cases(block_name):
                 in_range = np.all(np.abs(outputs["z"]) <= RANGE, axis=1)
                 for w in loss_weights.values():
                     w[~in_range] = 0.0
+            for name, rows in zero_weight_rows.items():
+                loss_weights[name][rows] = 0.0
+            if "Float32Inputs" in case["flags"]:
+                loss_weights = {o: _f32(w) for o, w in loss_weights.items()}
         case["loss_weights"] = loss_weights
         case["outputs"], case["grads"] = compute(block_name, case["inputs"], case["params"],
                                                  case["config"], loss_weights)

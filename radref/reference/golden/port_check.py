@@ -81,6 +81,9 @@ class Report(NamedTuple):
     missing: list  # missing blocks, cases or fields in a partial check (do not fail)
     skipped: list  # (block, case id) skipped (Float64Only at float32 tolerance)
     tolerance: str
+    #: how many of ``problems`` are of each kind: "block", "case", "field" (missing)
+    #: and "shape" (a shape mismatch)
+    problem_counts: dict = {}
 
     @property
     def passed(self):
@@ -161,11 +164,13 @@ def check_port(port_doc, golden_doc, tolerance="float64", partial=False):
         raise ValueError(f"tolerance must be one of {sorted(TOLERANCES)}, got {tolerance!r}")
     tol = TOLERANCES[tolerance]
     problems, missing, skipped = [], [], []
+    missing_kinds = []  # "block", "case" or "field", one per entry of missing
     acc = {}  # (block, field) -> dict
     for bname, gblock in golden_doc["blocks"].items():
         pblock = port_doc["blocks"].get(bname)
         if pblock is None:
             missing.append(f"block {bname} not provided")
+            missing_kinds.append("block")
             continue
         scales = block_scales(gblock)
         pcases = {c["id"]: c for c in pblock["cases"]}
@@ -177,6 +182,7 @@ def check_port(port_doc, golden_doc, tolerance="float64", partial=False):
             pcase = pcases.get(cid)
             if pcase is None:
                 missing.append(f"{bname}/{cid}: case not provided")
+                missing_kinds.append("case")
                 continue
             for section in ("outputs", "grads"):
                 for fname, gold in gcase[section].items():
@@ -184,6 +190,7 @@ def check_port(port_doc, golden_doc, tolerance="float64", partial=False):
                     port = pcase[section].get(fname)
                     if port is None:
                         missing.append(f"{bname}/{cid}: {field} not provided")
+                        missing_kinds.append("field")
                         continue
                     if port.shape != gold.shape:
                         problems.append(f"{bname}/{cid}: {field} has shape {list(port.shape)}, "
@@ -203,9 +210,25 @@ def check_port(port_doc, golden_doc, tolerance="float64", partial=False):
     fields = [FieldResult(b, f, e["abs"], e["err"], e["worst"], e["rtol"], e["scale"], e["ok"],
                           "exact" if e["exact"] else "")
               for (b, f), e in acc.items()]
+    kinds = ["shape"] * len(problems)
     if not partial:
-        problems, missing = missing + problems, []
-    return Report(fields, problems, missing, skipped, tolerance)
+        problems, missing, kinds = missing + problems, [], missing_kinds + kinds
+    counts = {kind: kinds.count(kind) for kind in ("block", "case", "field", "shape")
+              if kind in kinds}
+    return Report(fields, problems, missing, skipped, tolerance, counts)
+
+
+def _counted(n, singular, plural):
+    return f"{n} {singular if n == 1 else plural}"
+
+
+def _problem_summary(counts):
+    """``"1 case missing; 2 shape mismatches"`` from :attr:`Report.problem_counts`."""
+    parts = [_counted(counts[kind], kind, kind + "s") + " missing"
+             for kind in ("block", "case", "field") if counts.get(kind)]
+    if counts.get("shape"):
+        parts.append(_counted(counts["shape"], "shape mismatch", "shape mismatches"))
+    return "; ".join(parts)
 
 
 def format_report(report, title=""):
@@ -240,8 +263,8 @@ def format_report(report, title=""):
         names = ", ".join(f"{f.block} {f.field} (case {f.worst_case})" for f in failed[:10])
         more = "" if len(failed) <= 10 else f" and {len(failed) - 10} more"
         detail = f": {names}{more}" if failed else ""
-        lines.append(f"FAIL: {len(failed)} of {n} fields out of tolerance"
-                     f"{', ' + str(len(report.problems)) + ' problems' if report.problems else ''}"
-                     f"{detail}")
+        problems = _problem_summary(report.problem_counts)
+        lines.append(f"FAIL: {problems + '; ' if problems else ''}"
+                     f"{len(failed)} of {n} fields out of tolerance{detail}")
     return "\n".join(lines)
 
