@@ -370,7 +370,8 @@ def test_cli_memory_error_is_a_one_line_error(tmp_path, capsys, cli_model, monke
 def test_cli_check_port_on_a_directory_and_binary_file(tmp_path, capsys):
     binary = tmp_path / "port.json"
     binary.write_bytes(b"\x93NUMPY\x00\xff")
-    for path, fragment in ((tmp_path, "is a directory; pass your port's result file"), (binary, "not a UTF-8 text file")):
+    for path, fragment in ((tmp_path, "is a directory; pass your port's result file"),
+                           (binary, "not a UTF-8 text file")):
         status, _, err = _cli(capsys, ["check-port", str(path)])
         _one_line_error(status, err, fragment)
 
