@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from radref.core.flow import flow_forward, layer_params
-from radref.reference.gradcheck import numerical_gradient, relative_error
+from radref.reference.gradcheck import numerical_gradient, max_norm_relative_error
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -62,7 +62,7 @@ def check_gradient(forward_scalar, analytic, array, tol=1e-6, label=None, h=1e-6
     array : ndarray of float64
         The input being checked (must be a writable array, 0-d allowed).
     tol : float
-        Bound on :func:`radref.reference.gradcheck.relative_error`.
+        Bound on :func:`radref.reference.gradcheck.max_norm_relative_error`.
     label : str, optional
         Key under which the largest error is recorded in :data:`MAX_GRAD_ERROR`.
     h : float
@@ -84,7 +84,7 @@ def check_gradient(forward_scalar, analytic, array, tol=1e-6, label=None, h=1e-6
     analytic = np.asarray(analytic, dtype=np.float64)
     assert analytic.shape == array.shape, (analytic.shape, array.shape)
     numeric = numerical_gradient(lambda: float(forward_scalar()), array, h=h)
-    err = relative_error(analytic, numeric)
+    err = max_norm_relative_error(analytic, numeric)
     ok = np.abs(analytic - numeric) <= tol * (np.abs(analytic) + np.abs(numeric)) + atol
     if label is not None:
         key = label if err <= tol else label + " (passed by noise floor)"

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from radref.reference.gradcheck import numerical_gradient, relative_error
+from radref.reference.gradcheck import numerical_gradient, max_norm_relative_error
 from radref.core.mlp import count_parameters, mlp_backward, mlp_forward, mlp_init
 
 N, N_IN, N_HIDDEN, N_OUT = 6, 3, 8, 4
@@ -38,7 +38,7 @@ def _problem(output, seed=0):
 def _entrywise_relative_error(analytic, numeric):
     """``max |a - n| / max(1e-8, |a| + |n|)`` entry by entry.
 
-    Stricter than :func:`relative_error` (normalised by the whole array's
+    Stricter than :func:`max_norm_relative_error` (normalised by the whole array's
     magnitude): an error confined to the small entries of a gradient is caught too.
     """
     denom = np.maximum(1e-8, np.abs(analytic) + np.abs(numeric))
@@ -74,7 +74,7 @@ def test_gradients_match_finite_differences(output, seed):
     for name in params:
         numeric[name] = numerical_gradient(loss, params[name], FD_STEP)
     for name in analytic:
-        err = relative_error(analytic[name], numeric[name])
+        err = max_norm_relative_error(analytic[name], numeric[name])
         assert err <= GRAD_TOL, (output, name, err)
         err = _entrywise_relative_error(analytic[name], numeric[name])
         assert err <= GRAD_TOL, (output, name, "entrywise", err)

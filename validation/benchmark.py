@@ -326,7 +326,7 @@ def check_agreement(peer_cls, params, config, adam, batch, evaluation):
     """A peer against radref on identical inputs: the per-point log-likelihood,
     then one training step each.  Returns (report, the peer after its step)."""
     import numpy as np
-    from radref.reference.gradcheck import relative_error
+    from radref.reference.gradcheck import max_norm_relative_error
     ref = Radref(params, config, adam)
     peer = peer_cls(params, config, adam)
     ll_ref = ref.loglik(evaluation)
@@ -335,7 +335,7 @@ def check_agreement(peer_cls, params, config, adam, batch, evaluation):
     mean_peer = peer.train_step(peer.prepare(batch))
     after_ref, after_peer = ref.params_numpy(), peer.params_numpy()
     report = {
-        "loglik_rel_err": float(relative_error(ll_peer, ll_ref)),
+        "loglik_rel_err": float(max_norm_relative_error(ll_peer, ll_ref)),
         "step_loglik_rel_err": abs(mean_peer - mean_ref) / abs(mean_ref),
         "step_param_abs_err": max(float(np.max(np.abs(after_peer[k] - after_ref[k])))
                                   for k in after_ref),
