@@ -196,7 +196,8 @@ def test_corrupted_metadata(saved, tmp_path):
                          "meta.npz: (checkpoint metadata is corrupted|not a radref checkpoint)")
     del arrays["meta"]
     _assert_rejected(tmp_path / "nometa.npz", arrays,
-                     "nometa.npz: checkpoint metadata is corrupted")
+                     r"nometa.npz: not a radref checkpoint \(an .npz archive without radref's "
+                     r"'meta' entry\)")
 
 
 def test_wrong_format(saved, tmp_path):

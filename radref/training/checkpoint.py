@@ -147,6 +147,9 @@ def load_checkpoint(path, expected_model=None, extra_arrays=False):
         raise
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable radref checkpoint ({exc})") from None
+    if "meta" not in arrays:  # a NumPy archive, but not one radref wrote
+        raise CheckpointError(f"{path}: not a radref checkpoint (an .npz archive without "
+                              f"radref's 'meta' entry)")
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode())
         if meta.get("format") != FORMAT:

@@ -188,7 +188,8 @@ def _cmd_train(args, argv):
     resumed = ("" if resume_from is None else
                f" (resumed from {args.checkpoint} at step {resume_from})")
     print(f"trained {type(model).__name__} on {X.shape[0]} points for {model.n_steps_} steps"
-          f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats{held_out}; saved to "
+          f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats on the training points"
+          f"{held_out}; saved to "
           f"{args.out}")
     return 0
 
