@@ -802,7 +802,7 @@ def test_a_file_that_cannot_be_written_names_the_flag(tmp_path, capsys, monkeypa
 
 
 def test_progress_smoothing_rate_and_eta_computed_by_hand():
-    from radref.user.progress import TrainingProgress, format_duration
+    from radref.training.progress import TrainingProgress, format_duration
     now = [0.0]
     stream = io.StringIO()
     display = TrainingProgress(1000, start=0, mode="lines", stream=stream, clock=lambda: now[0])

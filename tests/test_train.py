@@ -49,3 +49,18 @@ def test_train_steps_are_adam_update_on_the_minibatch_gradients(config):
         for key in ("m", "v"):
             assert history["optimizer_state"][key][name].tobytes() == \
                 state[key][name].tobytes(), (key, name)
+
+
+def test_train_progress_writes_plain_lines_off_a_terminal(capsys):
+    # train() shares the estimators' display: progress=True off a terminal gives plain
+    # lines at every tenth of the run, ending with the last step; progress=False is silent
+    config = FlowConfig("affine", 2, 2, 3)
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    train(flow_init(config, random_state=0), config, x, 20, batch_size=10,
+          random_state=0, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[1] for line in lines] == [f"{s}/20" for s in range(2, 21, 2)]
+    assert all("(smoothed)" in line and "ETA" in line for line in lines)
+    train(flow_init(config, random_state=0), config, x, 20, batch_size=10,
+          random_state=0, progress=False)
+    assert capsys.readouterr().err == ""

@@ -6,6 +6,7 @@ import numpy as np
 
 from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density, row_chunks
 from radref.training.diagnostics import locate_non_finite
+from radref.training.progress import TrainingProgress, display_mode
 from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                                    check_adam_config)
 from radref.training.schedules import check_lr_schedule, learning_rate
@@ -98,29 +99,6 @@ def _first_adam_overflow(params, descent, state, adam):
         except FloatingPointError:
             return name
     return next(iter(params))
-
-
-class Progress:
-    """One-line progress display on a terminal (silent otherwise)."""
-
-    def __init__(self, total, enabled=None, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled, self.total, self.start = enabled, total, time.perf_counter()
-
-    def update(self, step, loglik, val_loglik=None):
-        if not self.enabled:
-            return
-        val = "" if val_loglik is None else f"  held-out {val_loglik:.4f}"
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\rstep {step}/{self.total}  loglik {loglik:.4f}{val}  {elapsed:.1f}s")
-        self.stream.flush()
-
-    def close(self):
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 class MinibatchSchedule:
@@ -222,7 +200,7 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     schedule = MinibatchSchedule(x.shape[0], batch_size, as_seed_sequence(random_state))
     state = optimizer_state if optimizer_state is not None else adam_init(params)
     history = {"step": [], "loglik": [], "val_step": [], "val_loglik": []}
-    display = Progress(steps, enabled=progress)
+    display = TrainingProgress(steps, start_step, display_mode(progress, sys.stderr))
     val = None
     if stopper is not None and stopper.stopped_at is not None:
         steps = start_step  # stopped early before the checkpoint: nothing left to do
@@ -245,8 +223,7 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
                 val = _held_out_score(x_val, scored, config)
                 history["val_step"].append(step)
                 history["val_loglik"].append(val)
-            if step % 50 == 0 or step == steps:
-                display.update(step, loglik, val)
+            display.update(step, loglik, val)  # it smooths every step, draws when due
             if callback is not None and (step % callback_every == 0 or step == steps or stop):
                 callback(step, params, state, history)
             if stop:

@@ -39,7 +39,7 @@ from radref.training.schedules import (LR_SCHEDULES, EarlyStopping, LRSchedule,
                                        ParameterAverage, check_lr_schedule, validation_split)
 from radref.training.train import NonFiniteError, mean_loglik_and_grad, train
 from radref.user.params import ParamsMixin
-from radref.user.progress import TrainingProgress, display_mode
+from radref.training.progress import TrainingProgress, display_mode
 
 #: Defaults of the training hyperparameters, one set for Python and the
 #: ``radref`` command: 3000 Adam steps of minibatches of 500 at lr 5e-3 (the

@@ -1,4 +1,5 @@
-"""The training progress display of :meth:`RadFlow.fit` and ``radref train``.
+"""The training progress display of :func:`radref.training.train.train`,
+:meth:`RadFlow.fit` and ``radref train``.
 
 Two forms, both on stderr:
 
