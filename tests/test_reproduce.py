@@ -468,3 +468,95 @@ def test_trajectory_matches_forward():
                 assert np.any(mask) and np.any(transformed & ~mask)
         else:
             assert all(m is None for m in folded)
+
+
+# ------------------------------------------------------- the training recipe
+RECIPES = [
+    {"lr_schedule": "cosine", "lr_final_fraction": 0.0, "ema_decay": 0.9},
+    {"lr_schedule": "step", "lr_step_size": 15, "lr_gamma": 0.5},
+    {"early_stopping": True, "validation_fraction": 0.25, "n_iter_no_change": 1},
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=["cosine+ema", "step", "early-stopping"])
+def test_recipe_in_segments_equals_one_uninterrupted_fit(tmp_path, recipe):
+    # A cosine decay must span the protocol's 50 steps although run_task fits
+    # 20, 40 then 50 steps; the average and early stopping's state must
+    # survive the pauses.  The direct fit spells the horizon out.
+    protocol = reproduce.make_protocol(steps=50, n_train=120, n_test=80, batch_size=40,
+                                       lr=0.02, eval_every=20, recipe=recipe)
+    spec = reproduce.run_spec("two_moons", "rad", 3, protocol)
+    directory = reproduce.run_dir(str(tmp_path), spec)
+    reproduce.write_plan(str(tmp_path), reproduce.plan_runs(str(tmp_path), [spec]))
+    result = reproduce.run_task({"run": spec, "run_dir": directory, "session": "s"})
+    X_train, X_test = datasets.train_test_split_samples("two_moons", 120, 80, random_state=3)
+    extra = {"lr_decay_steps": 50} if recipe.get("lr_schedule") == "cosine" else {}
+    direct = RadFlow(n_layers=6, hidden=8, gate_hidden=8, random_state=3, steps=50,
+                     batch_size=40, lr=0.02, eval_every=20, progress=False, **recipe,
+                     **extra).fit(X_train, X_val=X_test)
+    for name, value in direct.params_.items():
+        np.testing.assert_array_equal(load_model(os.path.join(directory, "checkpoint.npz"))
+                                      .params_[name], value)
+    assert result["test_loglik"] == direct.score(X_test)
+    assert result["recipe"] == recipe and result["steps_done"] == direct.n_steps_
+    assert result["best_step"] == direct.best_step_
+    with np.load(os.path.join(directory, reproduce.POINTS_FILE)) as points:
+        np.testing.assert_array_equal(points["model"], direct.score_samples(X_test))
+        last = RadFlow(n_layers=6, hidden=8, gate_hidden=8, random_state=3, steps=50,
+                       batch_size=40, lr=0.02, eval_every=20, progress=False,
+                       **{k: v for k, v in recipe.items() if k != "ema_decay"}, **extra)
+        if "ema_decay" in recipe:  # the last iterate is the fit without averaging
+            last.fit(X_train, X_val=X_test)
+            np.testing.assert_array_equal(points["last_iterate"], last.score_samples(X_test))
+        assert result["test_loglik_last_iterate"] == float(points["last_iterate"].mean())
+
+
+def test_cosine_recipe_changes_training_and_decays_over_the_whole_protocol(tmp_path):
+    # Against a fit whose cosine spans only the first segment (20 steps, then
+    # constant at lr * 0): the run's parameters differ, so the horizon is the
+    # protocol's, not the segment's.
+    recipe = {"lr_schedule": "cosine", "lr_final_fraction": 0.0}
+    protocol = reproduce.make_protocol(50, 120, 80, 40, 0.02, 20, recipe=recipe)
+    spec = reproduce.run_spec("two_moons", "rad", 0, protocol)
+    directory = reproduce.run_dir(str(tmp_path), spec)
+    reproduce.write_plan(str(tmp_path), reproduce.plan_runs(str(tmp_path), [spec]))
+    reproduce.run_task({"run": spec, "run_dir": directory, "session": "s"})
+    X_train, _ = datasets.train_test_split_samples("two_moons", 120, 80, random_state=0)
+    short = RadFlow(random_state=0, steps=50, batch_size=40, lr=0.02, progress=False,
+                    lr_schedule="cosine", lr_decay_steps=20).fit(X_train)
+    model = load_model(os.path.join(directory, "checkpoint.npz"))
+    full = RadFlow(random_state=0, steps=50, batch_size=40, lr=0.02, progress=False,
+                   lr_schedule="cosine", lr_decay_steps=50).fit(X_train)
+    np.testing.assert_array_equal(model.params_["5.cond.W2"], full.params_["5.cond.W2"])
+    assert not np.array_equal(model.params_["5.cond.W2"], short.params_["5.cond.W2"])
+
+
+def test_paper_protocol_hash_does_not_depend_on_the_recipe_options():
+    # The paper's training is the empty recipe: the same protocol (and hash,
+    # so committed paper-protocol runs stay reusable) as before the options existed.
+    plain = reproduce.make_protocol(50, 120, 80, 40, 0.02, 20)
+    assert reproduce.make_protocol(50, 120, 80, 40, 0.02, 20, recipe={}) == plain
+    assert "recipe" not in plain
+    with_recipe = reproduce.make_protocol(50, 120, 80, 40, 0.02, 20,
+                                          recipe={"ema_decay": 0.99})
+    assert reproduce.protocol_hash(with_recipe) != reproduce.protocol_hash(plain)
+
+
+def test_recipe_options_of_reproduce(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["reproduce", "--problems", "two_moons", "--models", "rad", "--workers", "1",
+                 "--out", out, "--lr-schedule", "cosine", "--ema-decay", "0.9"] + TINY) == 0
+    (directory,) = _protocol_dirs(out)
+    protocol = _read_json(os.path.join(directory, "protocol.json"))
+    assert protocol["recipe"] == {"lr_schedule": "cosine", "lr_final_fraction": 0.0,
+                                  "ema_decay": 0.9}
+    assert "cosine rate (lr_final_fraction 0), EMA 0.9" in capsys.readouterr().out
+    for argv, message in (
+            (["--lr-gamma", "0.5"], "--lr-gamma applies to --lr-schedule step only"),
+            (["--n-iter-no-change", "3"], "--n-iter-no-change applies with --early-stopping"),
+            (["--ema-decay", "1.5"], "--ema-decay must be None or in (0, 1)"),
+            (["--early-stopping", "--validation-fraction", "0"],
+             "--validation-fraction must be in (0, 1)")):
+        assert main(["reproduce", "--out", str(tmp_path / "x")] + TINY + argv) == 2
+        assert message in capsys.readouterr().err
+        assert not os.path.exists(tmp_path / "x")

@@ -39,8 +39,10 @@ import numpy as np
 
 from radref import datasets
 from radref._version import __version__
+from radref.core.flow import flow_log_density
 from radref.training.checkpoint import load_checkpoint
 from radref.user import sweep
+from radref.user.recipe import RecipeError, add_recipe_arguments, describe_recipe, recipe_from_args
 from radref.user.sweep import read_json, write_json_atomic
 
 #: Mean log-likelihoods reported in the paper's §4.3 table (nats): (Rad, Real NVP).
@@ -69,8 +71,8 @@ QUICK = dict(steps=60, n_train=1_000, n_test=1_000, batch_size=500, lr=1e-3,
              seeds=(0,), eval_every=30)
 #: Default output directory (relative to the current directory; in .gitignore).
 DEFAULT_OUT = "radref-results"
-RUN_FILE, CHECKPOINT_FILE, PROGRESS_FILE, RESULT_FILE = (
-    "run.json", "checkpoint.npz", "progress.json", "result.json")
+RUN_FILE, CHECKPOINT_FILE, PROGRESS_FILE, RESULT_FILE, POINTS_FILE = (
+    "run.json", "checkpoint.npz", "progress.json", "result.json", "test_points.npz")
 
 
 class ReproduceError(ValueError):
@@ -78,11 +80,16 @@ class ReproduceError(ValueError):
 
 
 # ------------------------------------------------------------------ protocols
-def make_protocol(steps, n_train, n_test, batch_size, lr, eval_every, hidden=None):
+def make_protocol(steps, n_train, n_test, batch_size, lr, eval_every, hidden=None,
+                  recipe=None):
     """The protocol of a run (a JSON-ready dict).
 
     ``hidden``, when given, replaces the hidden units of both models (and of
     Rad's gating network); otherwise the paper's :data:`ARCHITECTURES` apply.
+    ``recipe`` (:func:`radref.user.recipe.recipe_from_args`: learning-rate
+    schedule, parameter averaging, early stopping) applies to both models;
+    it is recorded under ``"recipe"`` only when it is not the paper's
+    (empty), so the paper protocol's hash does not depend on it.
     """
     architectures = {model: dict(arch) for model, arch in ARCHITECTURES.items()}
     if hidden is not None:
@@ -92,7 +99,8 @@ def make_protocol(steps, n_train, n_test, batch_size, lr, eval_every, hidden=Non
             "data_generator_version": datasets.GENERATOR_VERSION,
             "n_train": int(n_train), "n_test": int(n_test), "steps": int(steps),
             "batch_size": int(batch_size), "adam": {"lr": float(lr), **ADAM},
-            "eval_every": int(eval_every), "architectures": architectures}
+            "eval_every": int(eval_every), "architectures": architectures,
+            **({"recipe": dict(recipe)} if recipe else {})}
 
 
 def protocol_hash(protocol):
@@ -124,7 +132,8 @@ def describe_protocol(protocol):
             f"Adam lr {adam['lr']:g} (beta1 {adam['beta1']:g}, beta2 {adam['beta2']:g}, "
             f"eps {adam['eps']:g}), Rad {rad['n_layers']} layers x {rad['hidden']} hidden "
             f"(gate {rad['gate_hidden']}), Real NVP {nvp['n_layers']} x {nvp['hidden']}, "
-            f"held-out score every {protocol['eval_every']} steps, radref "
+            f"held-out score every {protocol['eval_every']} steps, training recipe "
+            f"{describe_recipe(protocol.get('recipe', {}))}, radref "
             f"{protocol['radref_version']}, data generators v{protocol['data_generator_version']}")
 
 
@@ -268,9 +277,18 @@ def train_one_model(spec, X_train, X_val, checkpoint, until_step):
     model = estimator(**architecture, random_state=spec["seed"], steps=until_step,
                       batch_size=protocol["batch_size"], lr=adam["lr"], beta1=adam["beta1"],
                       beta2=adam["beta2"], eps=adam["eps"], eval_every=protocol["eval_every"],
-                      progress=False)
+                      progress=False, **recipe_parameters(protocol))
     return model.fit(X_train, X_val=X_val, checkpoint=checkpoint,
                      checkpoint_every=protocol["eval_every"])
+
+
+def recipe_parameters(protocol):
+    """The estimators' recipe parameters of a protocol.  A cosine decay spans
+    the protocol's steps (``lr_decay_steps``), not the segment being fitted."""
+    recipe = dict(protocol.get("recipe", {}))
+    if recipe.get("lr_schedule") == "cosine":
+        recipe["lr_decay_steps"] = protocol["steps"]
+    return recipe
 
 
 def segment_ends(done, steps, every):
@@ -323,16 +341,43 @@ def run_task(job):
         reporter.report(until)
     if model is None:  # the checkpoint holds every step: load it
         model = train_one_model(spec, X_train, X_test, checkpoint, protocol["steps"])
-    result = make_result(spec, model, X_train, X_test)
+    result, points = make_result(spec, model, X_train, X_test)
     result.update(resumed_from_step=start_step, host=socket.gethostname(),
                   seconds_this_session=reporter.record["seconds"])
+    write_test_points(os.path.join(directory, POINTS_FILE), points)
     write_json_atomic(os.path.join(directory, RESULT_FILE), result)
     return result
 
 
+def write_test_points(path, points):
+    """The per-point held-out log-likelihoods (for paired comparisons), written
+    whole or not at all."""
+    partial = path + ".partial.npz"
+    np.savez(partial, **points)
+    os.replace(partial, path)
+
+
 def make_result(spec, model, X_train, X_test):
-    """Scores and learning curves of a trained run."""
+    """Scores and learning curves of a trained run, and its per-point held-out
+    log-likelihoods: ``"model"`` (what the recipe makes the model: the
+    best parameters of early stopping, else the average, else the last
+    iterate) and, with a recipe, ``"last_iterate"`` too.
+
+    The result's ``test_loglik`` is the mean of ``"model"``; with a recipe
+    it also records ``test_loglik_last_iterate``, ``steps_done`` (fewer than
+    the protocol's when early stopping stopped), ``best_step`` and
+    ``best_validation_score`` (early stopping).
+    """
     protocol = spec["protocol"]
+    points = {"model": model.score_samples(X_test)}
+    recipe = protocol.get("recipe", {})
+    extra = {}
+    if recipe:
+        points["last_iterate"] = flow_log_density(X_test, model.training_params_, model.config_)
+        extra = {"recipe": recipe, "steps_done": int(model.n_steps_),
+                 "test_loglik_last_iterate": float(points["last_iterate"].mean()),
+                 "best_step": model.best_step_,
+                 "best_validation_score": model.best_validation_score_}
     return {
         "problem": spec["problem"], "model": spec["model"], "seed": spec["seed"],
         "protocol_hash": spec["protocol_hash"],
@@ -344,7 +389,8 @@ def make_result(spec, model, X_train, X_test):
         "train_loglik": model.score(X_train), "test_loglik": model.score(X_test),
         "val_step": model.history_["val_step"], "val_loglik": model.history_["val_loglik"],
         "train_curve": _smooth(model.history_["loglik"], 250),
-    }
+        **extra,
+    }, points
 
 
 def _smooth(values, window):
@@ -458,6 +504,7 @@ def add_arguments(parser):
     parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
                         help=f"hidden units of both models (Rad's gating network too), {sizes} "
                              f"(default: the paper's, Rad 8, Real NVP 56)")
+    add_recipe_arguments(parser)
     parser.add_argument("--eval-every", type=int, metavar="N",
                         help="steps between held-out scores, checkpoints and progress reports "
                              f"(default {FULL['eval_every']}; --quick: {QUICK['eval_every']})")
@@ -499,6 +546,10 @@ def sweep_settings(args):
         "eval_every": _positive("--eval-every", [args.eval_every or base["eval_every"]]),
         "hidden": _positive("--hidden", args.hidden) if args.hidden else [None],
     }
+    try:
+        settings["recipe"] = recipe_from_args(args)
+    except RecipeError as exc:
+        raise ReproduceError(str(exc)) from None
     for lr in settings["lr"]:
         if not (np.isfinite(lr) and lr > 0):
             raise ReproduceError(f"--lr must be a finite number > 0, got {lr}")
@@ -516,7 +567,8 @@ def sweep_settings(args):
 def sweep_specs(settings, seeds, problems, models):
     """Every run of the sweep, seed by seed (an interrupted sweep has complete
     tables for its first seeds), Rad first (its runs are the slow ones)."""
-    protocols = [make_protocol(steps, n_train, n_test, batch, lr, eval_every, hidden)
+    protocols = [make_protocol(steps, n_train, n_test, batch, lr, eval_every, hidden,
+                               settings.get("recipe"))
                  for steps, n_train, n_test, batch, lr, eval_every, hidden in itertools.product(
                      settings["steps"], settings["n_train"], settings["n_test"],
                      settings["batch_size"], settings["lr"], settings["eval_every"],
