@@ -835,3 +835,59 @@ def test_check_port_given_a_directory_asks_for_the_result_file(capsys, tmp_path)
     _assert_user_error(status, err)
     assert err == (f"radref: error: PORT {tmp_path}: is a directory; pass your port's result "
                    f"file (JSON in the golden schema, docs/golden.md)\n")
+
+
+# ------------------------------------------------------- the training recipe
+
+def test_train_recipe_options_give_the_api_model(tmp_path, capsys):
+    # Each option is the constructor parameter of the same name: the CLI's
+    # model is the API's, bit for bit, and the summary reports early stopping.
+    path = tmp_path / "m.npz"
+    status, out, _ = _run(capsys, [
+        "train", "--out", str(path), "--lr-schedule", "cosine", "--lr-final-fraction", "0.1",
+        "--ema-decay", "0.9", "--early-stopping", "--validation-fraction", "0.2",
+        "--n-iter-no-change", "2", "--eval-every", "5"] + TINY)
+    assert status == 0
+    api = RadFlow(steps=20, batch_size=100, random_state=0, eval_every=5,
+                  lr_schedule="cosine", lr_final_fraction=0.1, ema_decay=0.9,
+                  early_stopping=True, validation_fraction=0.2, n_iter_no_change=2).fit(
+        datasets.sample("two_moons", 600, random_state=0))
+    loaded = load_model(path)
+    for name, value in api.params_.items():
+        assert loaded.params_[name].tobytes() == value.tobytes(), name
+    assert f"kept the parameters of step {api.best_step_} " in out
+    assert f"{api.best_validation_score_:+.4f} nats" in out
+
+
+def test_train_cosine_resumed_with_its_decay_horizon_is_one_fit(tmp_path, capsys):
+    # Training in two runs with --lr-decay-steps set to the final --steps
+    # equals one run of that many steps (the decay spans the whole).
+    common = ["--layers", "2", "--hidden", "4", "-n", "500", "--batch-size", "100", "--quiet",
+              "--lr-schedule", "cosine", "--ema-decay", "0.8"]
+    checkpoint = tmp_path / "state.npz"
+    assert main(["train", "--steps", "12", "--lr-decay-steps", "30", "--checkpoint",
+                 str(checkpoint), "--out", str(tmp_path / "a.npz")] + common) == 0
+    assert main(["train", "--steps", "30", "--lr-decay-steps", "30", "--checkpoint",
+                 str(checkpoint), "--out", str(tmp_path / "resumed.npz")] + common) == 0
+    assert main(["train", "--steps", "30", "--out", str(tmp_path / "whole.npz")] + common) == 0
+    resumed, whole = load_model(tmp_path / "resumed.npz"), load_model(tmp_path / "whole.npz")
+    for name, value in whole.params_.items():
+        assert resumed.params_[name].tobytes() == value.tobytes(), name
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--lr-final-fraction", "0.1"], "--lr-final-fraction applies to --lr-schedule cosine only"),
+    (["--lr-schedule", "cosine", "--lr-step-size", "5"],
+     "--lr-step-size applies to --lr-schedule step only"),
+    (["--lr-decay-steps", "5"], "--lr-decay-steps applies to --lr-schedule cosine only"),
+    (["--validation-fraction", "0.2"], "--validation-fraction applies with --early-stopping"),
+    (["--ema-decay", "0"], "--ema-decay must be None or in (0, 1), got 0"),
+    (["--lr-schedule", "step", "--lr-gamma", "2"], "--lr-gamma"),
+    (["--lr-schedule", "cosine", "--lr-final-fraction", "-1"], "--lr-final-fraction"),
+    (["--early-stopping", "--n-iter-no-change", "0"], "--n-iter-no-change"),
+])
+def test_train_recipe_option_errors(tmp_path, capsys, argv, fragment):
+    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz")] + TINY + argv)
+    _assert_user_error(status, err, fragment)
+    assert not os.path.exists(tmp_path / "m.npz")

@@ -20,6 +20,7 @@ from radref.training.checkpoint import CheckpointError, load_checkpoint
 from radref.training.train import NonFiniteError
 from radref.user.datafiles import (STDIO, DataFileError, check_output, read_bytes, read_points,
                                    write_array)
+from radref.user.recipe import RecipeError, add_recipe_arguments, recipe_from_args
 from radref.user.estimators import (TRAINING_DEFAULTS, RadFlow, RealNVPFlow, TrainingInterrupted,
                                     load_model)
 
@@ -187,6 +188,11 @@ def _cmd_train(args, argv):
                 f"; held-out {model.score(X_val):+.4f} nats ({X_val.shape[0]} points)")
     resumed = ("" if resume_from is None else
                f" (resumed from {args.checkpoint} at step {resume_from})")
+    if model.best_step_ is not None:
+        stopped = ("" if model.stopped_at_ is None else
+                   f"early stopping stopped at step {model.stopped_at_}; ")
+        print(f"{stopped}kept the parameters of step {model.best_step_} (validation split "
+              f"of the training points: {model.best_validation_score_:+.4f} nats)")
     print(f"trained {type(model).__name__} on {X.shape[0]} points for {model.n_steps_} steps"
           f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats on the training points"
           f"{held_out}; saved to "
@@ -252,6 +258,10 @@ def _train_setup(args):
         params["hidden"] = args.hidden
     if args.gate_hidden is not None:
         params["gate_hidden"] = args.gate_hidden
+    try:
+        params.update(recipe_from_args(args))
+    except RecipeError as exc:
+        raise CLIError(str(exc)) from None
     return X, X_val, MODELS[args.model](**params)
 
 
@@ -407,7 +417,8 @@ def _add_training_options(parser):
     parser.add_argument("--lr", type=float, default=D["lr"],
                         help=f"Adam learning rate (default {D['lr']:g}, as RadFlow(lr=...))")
     parser.add_argument("--eval-every", type=int, default=D["eval_every"],
-                        help=f"steps between two scores of --val (default {D['eval_every']})")
+                        help=f"steps between two scores of --val and of the --early-stopping split "
+                             f"(default {D['eval_every']})")
 
 
 def build_parser():
@@ -473,6 +484,7 @@ def build_parser():
     train.add_argument("--checkpoint-every", type=int, default=1000,
                        help="steps between two checkpoints (default 1000)")
     train.add_argument("--quiet", action="store_true", help="no progress display")
+    add_recipe_arguments(train, decay_steps=True)
     train.set_defaults(func=_cmd_train)
 
     score = sub.add_parser("score", help="log-density of points under a saved model")

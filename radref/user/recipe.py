@@ -15,6 +15,8 @@ from radref.user.estimators import RECIPE_DEFAULTS, RadFlow
 
 #: options that apply only to one learning-rate schedule (option -> schedule)
 SCHEDULE_OPTIONS = {"lr_final_fraction": "cosine", "lr_step_size": "step", "lr_gamma": "step"}
+#: options of a schedule without a default value of their own
+UNSET_OPTIONS = ("lr_decay_steps",)
 #: options that apply only with --early-stopping
 STOPPING_OPTIONS = ("validation_fraction", "n_iter_no_change")
 
@@ -23,8 +25,10 @@ class RecipeError(ValueError):
     """An option of the recipe is wrong or does not apply (a one-line message)."""
 
 
-def add_recipe_arguments(parser):
-    """Add the recipe's options to an ``argparse`` parser (or group)."""
+def add_recipe_arguments(parser, decay_steps=False):
+    """Add the recipe's options to an ``argparse`` parser.  ``decay_steps``:
+    also ``--lr-decay-steps`` (for ``radref train``, which may be resumed
+    with more steps; ``reproduce`` decays over its protocol's steps)."""
     group = parser.add_argument_group(
         "training recipe beyond the paper's (default: the paper's; docs/results.md measures it)")
     group.add_argument("--lr-schedule", choices=("constant", "cosine", "step"),
@@ -35,6 +39,11 @@ def add_recipe_arguments(parser):
     group.add_argument("--lr-final-fraction", type=float, metavar="F",
                        help=f"cosine: final rate as a fraction of --lr "
                             f"(default {RECIPE_DEFAULTS['lr_final_fraction']:g})")
+    if decay_steps:
+        group.add_argument("--lr-decay-steps", type=int, metavar="N",
+                           help="cosine: the step at which the decay ends (default: --steps; "
+                                "give the final --steps when training in several runs "
+                                "resumed from --checkpoint)")
     group.add_argument("--lr-step-size", type=int, metavar="N",
                        help=f"step: steps between decays "
                             f"(default {RECIPE_DEFAULTS['lr_step_size']})")
@@ -79,8 +88,8 @@ def recipe_from_args(args):
         An option is out of range, or applies to a schedule or to early
         stopping that was not chosen.
     """
-    for name, schedule in SCHEDULE_OPTIONS.items():
-        if getattr(args, name) is not None and args.lr_schedule != schedule:
+    for name, schedule in {**SCHEDULE_OPTIONS, "lr_decay_steps": "cosine"}.items():
+        if getattr(args, name, None) is not None and args.lr_schedule != schedule:
             raise RecipeError(f"{_option(name)} applies to --lr-schedule {schedule} only")
     for name in STOPPING_OPTIONS:
         if getattr(args, name) is not None and not args.early_stopping:
@@ -90,6 +99,8 @@ def recipe_from_args(args):
         recipe["lr_schedule"] = args.lr_schedule
         recipe.update({name: _given(args, name) for name, schedule in SCHEDULE_OPTIONS.items()
                        if schedule == args.lr_schedule})
+        recipe.update({name: getattr(args, name) for name in UNSET_OPTIONS
+                       if getattr(args, name, None) is not None})
     if args.ema_decay is not None:
         recipe["ema_decay"] = args.ema_decay
     if args.early_stopping:
