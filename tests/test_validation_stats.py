@@ -169,3 +169,12 @@ def test_reproduce_points_rescore_the_runs_checkpoints(paired, tmp_path):
     points = paired.reproduce_points(str(tmp_path), "ring", "rad")
     assert list(points) == [4]
     np.testing.assert_array_equal(points[4], model.score_samples(X_test))
+
+
+def test_bootstrap_in_chunks_draws_what_one_call_draws(paired):
+    d = np.random.default_rng(3).normal(size=37)
+    whole = paired.bootstrap_means(d, 450, np.random.default_rng(9), chunk=450)
+    chunked = paired.bootstrap_means(d, 450, np.random.default_rng(9), chunk=100)
+    np.testing.assert_array_equal(whole, chunked)
+    by_hand = d[np.random.default_rng(9).integers(0, 37, size=(450, 37))].mean(axis=1)
+    np.testing.assert_array_equal(whole, by_hand)

@@ -60,11 +60,17 @@ def across_seeds(per_seed_means, level=0.95):
             "high": mean + half}
 
 
-def bootstrap_means(differences, n_boot, rng):
-    """``n_boot`` means of ``differences`` resampled with replacement, shape ``(n_boot,)``."""
+def bootstrap_means(differences, n_boot, rng, chunk=200):
+    """``n_boot`` means of ``differences`` resampled with replacement, shape
+    ``(n_boot,)``.  Drawn ``chunk`` resamples at a time to bound memory; the
+    draws are the same as in one call (the generator fills row after row)."""
     differences = np.asarray(differences, dtype=np.float64)
-    indices = rng.integers(0, len(differences), size=(n_boot, len(differences)))
-    return differences[indices].mean(axis=1)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        stop = min(start + chunk, n_boot)
+        indices = rng.integers(0, len(differences), size=(stop - start, len(differences)))
+        means[start:stop] = differences[indices].mean(axis=1)
+    return means
 
 
 def within_seeds(a, b, n_boot=2000, level=0.95, random_state=BOOTSTRAP_SEED):

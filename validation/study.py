@@ -1,0 +1,325 @@
+"""The paper's claim measured like science (issue 15): tables and a figure of
+paired differences with 95 % confidence intervals, from committed runs.
+
+Sources (all on the same splits: seed ``s`` draws
+``train_test_split_samples(problem, n_train, 10000, random_state=s)``):
+
+- ``validation/results/runs/``: the paper protocol, seeds 0-2 (runs of the
+  layout before protocol-keyed runs; per-point scores from their checkpoints);
+- ``validation/results/study/protocol-*/``: runs of ``radref reproduce``
+  (paper protocol seeds 3-4, the recipes, the data sizes), each with its
+  ``protocol.json`` and per-run ``test_points.npz``;
+- ``validation/results/study/baselines/``: ``validation/baselines.py``'s
+  per-point files (GaussianMixture by BIC, KernelDensity by CV).
+
+A run's *variant* is named by its protocol's recipe: ``paper`` (none),
+``cosine``, ``EMA``, ``early stopping``, joined with ``+``.  A run with a
+parameter average also yields its last iterate (``test_points.npz`` key
+``last_iterate``): the variant without ``EMA``, on the same trajectory.
+
+Comparisons use :func:`paired.compare`: the Student t interval across seeds of
+the per-seed mean differences (the headline), and the paired bootstrap over
+the 10,000 test points pooled over seeds.
+
+Usage::
+
+    python validation/study.py                      # print, write study.json/.md, figure
+    python validation/study.py --write-points DIR   # add test_points.npz to DIR's runs
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import paired  # noqa: E402  (validation/paired.py)
+
+RESULTS = os.path.join(HERE, "results")
+STUDY = os.path.join(RESULTS, "study")
+FIGURE = os.path.join(os.path.dirname(HERE), "docs", "figures", "paired_differences.png")
+PROBLEMS = ("grid", "ring", "two_moons", "two_circles", "spiral", "many_moons")
+#: the paper protocol's settings other than the recipe (reproduce.FULL)
+PAPER = dict(steps=50_000, n_test=10_000, batch_size=500, lr=1e-3)
+
+
+# ------------------------------------------------------------------ loading
+def variant_names(recipe):
+    """(name of the model's scores, name of the last iterate's or None)."""
+    parts = []
+    if recipe.get("lr_schedule"):
+        parts.append(recipe["lr_schedule"])
+    if recipe.get("early_stopping"):
+        parts.append("early stopping")
+    last = " + ".join(parts) or "paper"
+    if "ema_decay" in recipe:
+        parts.append("EMA")
+    name = " + ".join(parts) or "paper"
+    return name, (last if name != last and not recipe.get("early_stopping") else None)
+
+
+def load_runs():
+    """``{(variant, n_train, problem, model): {seed: per-point test log-likelihoods}}``."""
+    runs = {}
+
+    def add(variant, n_train, problem, model, seed, points):
+        cell = runs.setdefault((variant, n_train, problem, model), {})
+        if seed in cell:
+            raise ValueError(f"two runs of {variant} n={n_train} {problem} {model} s{seed}")
+        cell[seed] = points
+
+    for directory in sorted(glob.glob(os.path.join(RESULTS, "runs", "*"))):
+        result = _json(os.path.join(directory, "result.json"))
+        if any(result[k] != v for k, v in PAPER.items()):
+            raise ValueError(f"{directory} is not of the paper protocol")
+        add("paper", result["n_train"], result["problem"], result["model"], result["seed"],
+            paired.checkpoint_points(os.path.join(directory, "checkpoint.npz"),
+                                     result["problem"], result["seed"], result["n_train"],
+                                     result["n_test"]))
+    for protocol_file in sorted(glob.glob(os.path.join(STUDY, "protocol-*", "protocol.json"))):
+        protocol = _json(protocol_file)
+        if (protocol["steps"], protocol["n_test"], protocol["batch_size"],
+                protocol["adam"]["lr"]) != tuple(PAPER.values()):
+            raise ValueError(f"{protocol_file}: not the paper's steps, sizes and rate")
+        name, last = variant_names(protocol.get("recipe", {}))
+        for run in sorted(glob.glob(os.path.join(os.path.dirname(protocol_file), "runs", "*"))):
+            result = _json(os.path.join(run, "result.json"))
+            with np.load(os.path.join(run, "test_points.npz")) as points:
+                add(name, protocol["n_train"], result["problem"], result["model"],
+                    result["seed"], points["model"])
+                if last is not None:
+                    add(last + " (from the EMA runs)" if last == "paper" else last,
+                        protocol["n_train"], result["problem"], result["model"],
+                        result["seed"], points["last_iterate"])
+    return runs
+
+
+def load_baselines():
+    """``{(name, problem): {seed: points}}`` for ``gmm`` and ``kde``."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(STUDY, "baselines", "points", "*.npz"))):
+        problem, _, seed = os.path.basename(path)[:-4].rpartition("-seed")
+        with np.load(path) as archive:
+            for name in ("gmm", "kde"):
+                found.setdefault((name, problem), {})[int(seed)] = archive[name]
+    return found
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_points(directory):
+    """Add ``test_points.npz`` (key ``model``) to every finished run under
+    ``directory`` that has a checkpoint but no such file (runs of radref 0.2.0)."""
+    for run in sorted(glob.glob(os.path.join(directory, "protocol-*", "runs", "*"))):
+        target = os.path.join(run, "test_points.npz")
+        if os.path.exists(target) or not os.path.exists(os.path.join(run, "result.json")):
+            continue
+        result = _json(os.path.join(run, "result.json"))
+        points = paired.checkpoint_points(os.path.join(run, "checkpoint.npz"), result["problem"],
+                                          result["seed"], result["n_train"], result["n_test"])
+        if float(np.mean(points)) != result["test_loglik"]:
+            raise ValueError(f"{run}: rescoring gives {np.mean(points)}, the run recorded "
+                             f"{result['test_loglik']}")
+        np.savez(target, model=points)
+
+
+# --------------------------------------------------------------- statistics
+def common(a, b):
+    seeds = sorted(set(a) & set(b))
+    return {s: a[s] for s in seeds}, {s: b[s] for s in seeds}
+
+
+def difference(a, b, n_boot):
+    """A - B on the seeds both have: the numbers of a table cell."""
+    a, b = common(a, b)
+    result = paired.compare(a, b, n_boot)
+    ci, pooled = result["across_seeds"], result["pooled"]
+    return {"seeds": sorted(a), "mean": ci["mean"], "t_low": ci["low"], "t_high": ci["high"],
+            "boot_low": pooled["low"], "boot_high": pooled["high"],
+            "per_seed": {str(s): r for s, r in result["per_seed"].items()}}
+
+
+def means(cell):
+    values = np.array([np.mean(cell[s]) for s in sorted(cell)])
+    return {"seeds": sorted(cell), "mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+
+
+def verdict(d, a="Rad", b="Real NVP"):
+    if d["t_low"] > 0:
+        return f"{a} ahead"
+    if d["t_high"] < 0:
+        return f"{b} ahead"
+    return "no difference shown"
+
+
+def analyse(runs, baselines, best_values, n_boot):
+    """Every number of the study (a JSON-ready dict)."""
+    out = {"best_achievable": best_values, "paper": {}, "recipes": {}, "data_size": {}}
+    for p in PROBLEMS:
+        rad, nvp = runs[("paper", 10_000, p, "rad")], runs[("paper", 10_000, p, "realnvp")]
+        row = {"rad": means(rad), "realnvp": means(nvp), "rad_minus_realnvp":
+               difference(rad, nvp, n_boot)}
+        for name in ("gmm", "kde"):
+            if (name, p) in baselines:
+                row[name] = means(baselines[(name, p)])
+                row[f"rad_minus_{name}"] = difference(rad, baselines[(name, p)], n_boot)
+        out["paper"][p] = row
+    variants = sorted({v for v, n, _, _ in runs if n == 10_000 and v != "paper"})
+    for v in variants:
+        for model in ("rad", "realnvp"):
+            if not all((v, 10_000, p, model) in runs for p in PROBLEMS):
+                continue
+            out["recipes"].setdefault(v, {})[model] = {
+                p: {"scores": means(runs[(v, 10_000, p, model)]),
+                    "minus_paper": difference(runs[(v, 10_000, p, model)],
+                                              runs[("paper", 10_000, p, model)], n_boot)}
+                for p in PROBLEMS}
+    both = [v for v in out["recipes"] if set(out["recipes"][v]) == {"rad", "realnvp"}]
+    if both:
+        best = max(both, key=lambda v: np.mean(
+            [out["recipes"][v]["rad"][p]["minus_paper"]["mean"] for p in PROBLEMS]))
+        out["beyond"] = {"variant": best, "problems": {
+            p: difference(runs[(best, 10_000, p, "rad")], runs[(best, 10_000, p, "realnvp")],
+                          n_boot) for p in PROBLEMS}}
+    for n in sorted({n for v, n, p, _ in runs if v == "paper" and p == "two_moons"}):
+        rad, nvp = runs.get(("paper", n, "two_moons", "rad")), runs.get(
+            ("paper", n, "two_moons", "realnvp"))
+        if rad and nvp:
+            rad, nvp = common(rad, nvp)
+            seeds = sorted(rad)[:3]  # the sizes are compared on the same seeds 0-2
+            rad, nvp = {s: rad[s] for s in seeds}, {s: nvp[s] for s in seeds}
+            out["data_size"][str(n)] = {"rad": means(rad), "realnvp": means(nvp),
+                                        "rad_minus_realnvp": difference(rad, nvp, n_boot)}
+    return out
+
+
+# ------------------------------------------------------------------- tables
+def _ci(d):
+    return f"{d['mean']:+.4f} [{d['t_low']:+.4f}, {d['t_high']:+.4f}]"
+
+
+def _boot(d):
+    return f"[{d['boot_low']:+.4f}, {d['boot_high']:+.4f}]"
+
+
+def _ms(m):
+    return f"{m['mean']:+.3f} ± {m['sd']:.3f}"
+
+
+def tables(study):
+    """Markdown of every table (a dict: name -> text)."""
+    best = study["best_achievable"]
+    paper = ["| problem | Rad | Real NVP | Rad − Real NVP, 95 % CI across seeds | bootstrap "
+             "over test points | verdict |", "|---|---|---|---|---|---|"]
+    base = ["| problem | Rad | Real NVP | GMM (BIC) | KDE (CV) | best achievable | "
+            "Rad − best baseline, 95 % CI |", "|---|---|---|---|---|---|---|"]
+    for p, row in study["paper"].items():
+        d = row["rad_minus_realnvp"]
+        paper.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | {_ci(d)} | "
+                     f"{_boot(d)} | {verdict(d)} (n = {len(d['seeds'])}) |")
+        if "gmm" in row and "kde" in row:
+            top = max(("gmm", "kde"), key=lambda k: row[k]["mean"])
+            base.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | "
+                        f"{_ms(row['gmm'])} | {_ms(row['kde'])} | {best[p]:+.3f} | "
+                        f"{top.upper()}: {_ci(row['rad_minus_' + top])} |")
+    recipes = ["| recipe | model | " + " | ".join(PROBLEMS) + " | mean |",
+               "|---|---|" + "---|" * (len(PROBLEMS) + 1)]
+    for v, by_model in study["recipes"].items():
+        for model, cells in by_model.items():
+            shown = [_ci(cells[p]["minus_paper"]) for p in PROBLEMS]
+            average = np.mean([cells[p]["minus_paper"]["mean"] for p in PROBLEMS])
+            recipes.append(f"| {v} | {model} | " + " | ".join(shown) + f" | {average:+.4f} |")
+    out = {"paper": "\n".join(paper), "baselines": "\n".join(base),
+           "recipes": "\n".join(recipes)}
+    if "beyond" in study:
+        v = study["beyond"]["variant"]
+        rows = [f"| problem | Rad ({v}) | Real NVP ({v}) | Rad − Real NVP, 95 % CI across "
+                f"seeds | bootstrap | verdict | Rad's gap to best achievable |",
+                "|---|---|---|---|---|---|---|"]
+        for p, d in study["beyond"]["problems"].items():
+            rad = study["recipes"][v]["rad"][p]["scores"]
+            nvp = study["recipes"][v]["realnvp"][p]["scores"]
+            rows.append(f"| {p} | {_ms(rad)} | {_ms(nvp)} | {_ci(d)} | {_boot(d)} | "
+                        f"{verdict(d)} (n = {len(d['seeds'])}) | {best[p] - rad['mean']:.3f} |")
+        out["beyond"] = "\n".join(rows)
+    size = ["| training points | Rad | Real NVP | Rad − Real NVP, 95 % CI across seeds | "
+            "bootstrap | verdict |", "|---|---|---|---|---|---|"]
+    for n, row in study["data_size"].items():
+        d = row["rad_minus_realnvp"]
+        size.append(f"| {int(n):,} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | {_ci(d)} | "
+                    f"{_boot(d)} | {verdict(d)} (n = {len(d['seeds'])}) |")
+    out["data_size"] = "\n".join(size)
+    return out
+
+
+# ------------------------------------------------------------------- figure
+def figure(study, path):
+    """Forest plot: each comparison's mean with its t interval (thick) and
+    bootstrap interval (thin), one panel per question."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [("Paper protocol: Rad − Real NVP",
+               [(p, study["paper"][p]["rad_minus_realnvp"]) for p in PROBLEMS])]
+    if "beyond" in study:
+        panels.append((f"{study['beyond']['variant']}: Rad − Real NVP",
+                       [(p, study["beyond"]["problems"][p]) for p in PROBLEMS]))
+    for v, by_model in study["recipes"].items():
+        if "rad" in by_model:
+            panels.append((f"Rad: {v} − paper",
+                           [(p, by_model["rad"][p]["minus_paper"]) for p in PROBLEMS]))
+    panels.append(("Two moons by training points: Rad − Real NVP",
+                   [(f"{int(n):,}", r["rad_minus_realnvp"])
+                    for n, r in study["data_size"].items()]))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.1 + 1.5 * len(panels)))
+    for ax, (title, rows) in zip(np.atleast_1d(axes), panels):
+        for i, (label, d) in enumerate(rows):
+            colour = "tab:green" if d["t_low"] > 0 else "tab:red" if d["t_high"] < 0 else "0.4"
+            ax.plot([d["boot_low"], d["boot_high"]], [i, i], color=colour, lw=1)
+            ax.plot([d["t_low"], d["t_high"]], [i, i], color=colour, lw=4, alpha=0.5)
+            ax.plot(d["mean"], i, "o", color=colour)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xscale("symlog", linthresh=0.05)
+        ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+    np.atleast_1d(axes)[-1].set_xlabel("difference in held-out mean log-likelihood (nats; "
+                                       "symlog scale, linear within ±0.05)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-boot", type=int, default=2000)
+    parser.add_argument("--write-points", metavar="DIR")
+    parser.add_argument("--figure", default=FIGURE)
+    args = parser.parse_args(argv)
+    if args.write_points:
+        write_points(args.write_points)
+        return 0
+    from radref.user.reproduce import negative_entropies
+    study = analyse(load_runs(), load_baselines(), negative_entropies(PROBLEMS), args.n_boot)
+    text = tables(study)
+    with open(os.path.join(STUDY, "study.json"), "w") as f:
+        json.dump(study, f, indent=1, allow_nan=False)
+    with open(os.path.join(STUDY, "study.md"), "w") as f:
+        for name, table in text.items():
+            f.write(f"<!-- {name} -->\n{table}\n\n")
+    for name, table in text.items():
+        print(f"== {name}\n{table}\n")
+    if args.figure:
+        figure(study, args.figure)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
