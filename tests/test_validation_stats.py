@@ -1,10 +1,13 @@
 """Tests of validation/paired.py (paired differences with confidence
 intervals) and a --quick run of validation/baselines.py (GaussianMixture and
-KernelDensity on the reproduce protocol's splits)."""
+KernelDensity on the reproduce protocol's splits), and validation/study.py
+(issue 15's tables, checked against the committed runs and docs/results.md)."""
+import glob
 import importlib.util
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -178,3 +181,64 @@ def test_bootstrap_in_chunks_draws_what_one_call_draws(paired):
     np.testing.assert_array_equal(whole, chunked)
     by_hand = d[np.random.default_rng(9).integers(0, 37, size=(450, 37))].mean(axis=1)
     np.testing.assert_array_equal(whole, by_hand)
+
+
+# ---------------------------------------------------------------- the study
+
+@pytest.fixture(scope="module")
+def study():
+    return _module("study")
+
+
+def test_variant_names_follow_the_recipe(study):
+    assert study.variant_names({}) == ("paper", None)
+    assert study.variant_names({"lr_schedule": "cosine", "lr_final_fraction": 0.0,
+                                "ema_decay": 0.999}) == ("cosine + EMA", "cosine")
+    assert study.variant_names({"ema_decay": 0.999}) == ("EMA", "paper")
+    # with early stopping the last iterate is of another training set: no variant
+    assert study.variant_names({"early_stopping": True, "ema_decay": 0.9}) == (
+        "early stopping + EMA", None)
+
+
+def test_verdict_reads_the_t_interval(study):
+    assert study.verdict({"t_low": 0.001, "t_high": 0.2}) == "Rad ahead"
+    assert study.verdict({"t_low": -0.2, "t_high": -0.001}) == "Real NVP ahead"
+    assert study.verdict({"t_low": -0.2, "t_high": 0.1}) == "no difference shown"
+
+
+def test_docs_tables_are_the_committed_study(study):
+    # docs/results.md shows the tables validation/study.py wrote from the
+    # committed runs, unedited.
+    committed = os.path.join(study.STUDY, "study.md")
+    with open(committed) as f:
+        blocks = dict(re.findall(r"<!-- (\w+) -->\n(.*?)\n\n", f.read(), re.S))
+    with open(os.path.join(ROOT, "docs", "results.md")) as f:
+        docs = f.read()
+    assert set(blocks) >= {"paper", "baselines", "recipes", "beyond", "data_size"}
+    for name, table in blocks.items():
+        shown = re.search(rf"<!-- study:{name}:start -->\n(.*?)\n<!-- study:{name}:end -->",
+                          docs, re.S)
+        assert shown is not None, name
+        assert shown.group(1).strip() == table.strip(), name
+
+
+def test_committed_study_means_are_the_runs_scores(study):
+    # study.json's per-model means over seeds, recomputed independently from
+    # each run's recorded held-out score (result.json), not from the per-point files.
+    with open(os.path.join(study.STUDY, "study.json")) as f:
+        numbers = json.load(f)
+    recorded = {}
+    paths = glob.glob(os.path.join(ROOT, "validation", "results", "runs", "*", "result.json"))
+    paths += glob.glob(os.path.join(study.STUDY, "protocol-*", "runs", "*", "result.json"))
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        if r.get("recipe") or r["n_train"] != 10_000:
+            continue
+        recorded.setdefault((r["problem"], r["model"]), {})[r["seed"]] = r["test_loglik"]
+    for problem, row in numbers["paper"].items():
+        for model in ("rad", "realnvp"):
+            scores = recorded[(problem, model)]
+            assert row[model]["seeds"] == sorted(scores)
+            assert len(scores) >= 5
+            assert row[model]["mean"] == pytest.approx(np.mean(list(scores.values())), abs=1e-12)

@@ -2,7 +2,7 @@
 
 ``radref train`` and ``radref reproduce`` share these options; each maps to
 the estimators' constructor parameter of the same name (``--lr-schedule`` to
-``lr_schedule``, ...), documented in :class:`radref.RadFlow`.  Without any of
+``lr_schedule``, ...), documented in :class:`radref.user.estimators.RadFlow`.  Without any of
 them, training is the paper's: a constant learning rate, the last iterate,
 no validation split.
 
