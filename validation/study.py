@@ -61,7 +61,7 @@ def variant_names(recipe):
     return name, (last if name != last and not recipe.get("early_stopping") else None)
 
 
-def load_runs():
+def load_runs(study=STUDY):
     """``{(variant, n_train, problem, model): {seed: per-point test log-likelihoods}}``."""
     runs = {}
 
@@ -79,7 +79,7 @@ def load_runs():
             paired.checkpoint_points(os.path.join(directory, "checkpoint.npz"),
                                      result["problem"], result["seed"], result["n_train"],
                                      result["n_test"]))
-    for protocol_file in sorted(glob.glob(os.path.join(STUDY, "protocol-*", "protocol.json"))):
+    for protocol_file in sorted(glob.glob(os.path.join(study, "protocol-*", "protocol.json"))):
         protocol = _json(protocol_file)
         if (protocol["steps"], protocol["n_test"], protocol["batch_size"],
                 protocol["adam"]["lr"]) != tuple(PAPER.values()):
@@ -97,10 +97,10 @@ def load_runs():
     return runs
 
 
-def load_baselines():
+def load_baselines(study=STUDY):
     """``{(name, problem): {seed: points}}`` for ``gmm`` and ``kde``."""
     found = {}
-    for path in sorted(glob.glob(os.path.join(STUDY, "baselines", "points", "*.npz"))):
+    for path in sorted(glob.glob(os.path.join(study, "baselines", "points", "*.npz"))):
         problem, _, seed = os.path.basename(path)[:-4].rpartition("-seed")
         with np.load(path) as archive:
             for name in ("gmm", "kde"):
@@ -278,21 +278,36 @@ def figure(study, path):
     panels.append(("Two moons by training points: Rad − Real NVP",
                    [(f"{int(n):,}", r["rad_minus_realnvp"])
                     for n, r in study["data_size"].items()]))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.1 + 1.5 * len(panels)))
-    for ax, (title, rows) in zip(np.atleast_1d(axes), panels):
+    lows = [min(d["t_low"], d["boot_low"]) for _, rows in panels for _, d in rows]
+    highs = [max(d["t_high"], d["boot_high"]) for _, rows in panels for _, d in rows]
+    limits = (1.4 * min(min(lows), -0.1), 1.4 * max(max(highs), 0.1))
+    ticks = [t for t in (-3, -1, -0.3, -0.1, -0.03, 0, 0.03, 0.1, 0.3, 1, 3)
+             if limits[0] <= t <= limits[1]]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 1.0 + 1.45 * len(panels)),
+                             sharex=True)
+    axes = np.atleast_1d(axes)
+    for ax, (title, rows) in zip(axes, panels):
         for i, (label, d) in enumerate(rows):
             colour = "tab:green" if d["t_low"] > 0 else "tab:red" if d["t_high"] < 0 else "0.4"
-            ax.plot([d["boot_low"], d["boot_high"]], [i, i], color=colour, lw=1)
-            ax.plot([d["t_low"], d["t_high"]], [i, i], color=colour, lw=4, alpha=0.5)
-            ax.plot(d["mean"], i, "o", color=colour)
+            ax.plot([d["t_low"], d["t_high"]], [i, i], color=colour, lw=5, alpha=0.45,
+                    solid_capstyle="butt", label="95 % t interval across seeds" if i == 0 else None)
+            ax.plot([d["boot_low"], d["boot_high"]], [i, i], color="k", lw=1.2,
+                    label="95 % paired bootstrap over test points" if i == 0 else None)
+            ax.plot(d["mean"], i, "o", color=colour, ms=5)
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_xscale("symlog", linthresh=0.05)
+        ax.set_xscale("symlog", linthresh=0.03, linscale=0.6)
+        ax.set_xlim(*limits)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_yticks(range(len(rows)), [label for label, _ in rows])
-        ax.invert_yaxis()
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.grid(axis="x", color="0.9")
         ax.set_title(title, fontsize=10)
-    np.atleast_1d(axes)[-1].set_xlabel("difference in held-out mean log-likelihood (nats; "
-                                       "symlog scale, linear within ±0.05)")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=8, frameon=False)
+    axes[-1].set_xlabel("A − B in held-out mean log-likelihood, nats (> 0: A better; green: t "
+                        "interval above 0, red: below)\nsymlog axis: linear within ±0.03",
+                        fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -302,16 +317,19 @@ def main(argv=None):
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--write-points", metavar="DIR")
     parser.add_argument("--figure", default=FIGURE)
+    parser.add_argument("--study", default=STUDY,
+                        help="directory of the runs and baselines (default: the committed one)")
     args = parser.parse_args(argv)
     if args.write_points:
         write_points(args.write_points)
         return 0
     from radref.user.reproduce import negative_entropies
-    study = analyse(load_runs(), load_baselines(), negative_entropies(PROBLEMS), args.n_boot)
+    study = analyse(load_runs(args.study), load_baselines(args.study),
+                    negative_entropies(PROBLEMS), args.n_boot)
     text = tables(study)
-    with open(os.path.join(STUDY, "study.json"), "w") as f:
+    with open(os.path.join(args.study, "study.json"), "w") as f:
         json.dump(study, f, indent=1, allow_nan=False)
-    with open(os.path.join(STUDY, "study.md"), "w") as f:
+    with open(os.path.join(args.study, "study.md"), "w") as f:
         for name, table in text.items():
             f.write(f"<!-- {name} -->\n{table}\n\n")
     for name, table in text.items():
