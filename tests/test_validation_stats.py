@@ -242,3 +242,61 @@ def test_committed_study_means_are_the_runs_scores(study):
             assert row[model]["seeds"] == sorted(scores)
             assert len(scores) >= 5
             assert row[model]["mean"] == pytest.approx(np.mean(list(scores.values())), abs=1e-12)
+
+
+def _fake_study(root, offsets, n_points=40):
+    """A study directory of synthetic runs: per-point scores ``base + offset``
+    with ``offset`` by (variant recipe, n_train, model), the same noise for
+    every model (so paired differences are the offsets exactly)."""
+    rng = np.random.default_rng(0)
+    noise = {(p, s): rng.normal(size=n_points) for p in datasets.PROBLEMS for s in range(3)}
+    for (recipe, n_train, model), offset in offsets.items():
+        protocol = {"steps": 50_000, "n_test": 10_000, "batch_size": 500, "adam": {"lr": 1e-3},
+                    "n_train": n_train, **({"recipe": dict(recipe)} if recipe else {})}
+        directory = root / f"protocol-{abs(hash((recipe, n_train))) % 10**12:012d}"
+        directory.mkdir(exist_ok=True)
+        (directory / "protocol.json").write_text(json.dumps(protocol))
+        for problem in datasets.PROBLEMS:
+            for seed in range(3):
+                run = directory / "runs" / f"{problem}-{model}-s{seed}"
+                run.mkdir(parents=True)
+                (run / "result.json").write_text(json.dumps(
+                    {"problem": problem, "model": model, "seed": seed}))
+                points = noise[(problem, seed)] + offset + 0.01 * seed
+                extra = {"last_iterate": points - 0.5} if recipe else {}
+                np.savez(run / "test_points.npz", model=points, **extra)
+
+
+def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
+    cosine = (("ema_decay", 0.999), ("lr_final_fraction", 0.0), ("lr_schedule", "cosine"))
+    stopping = (("early_stopping", True), ("n_iter_no_change", 4),
+                ("validation_fraction", 0.1))
+    _fake_study(tmp_path, {((), 10_000, "rad"): 0.0, ((), 10_000, "realnvp"): -0.25,
+                           (cosine, 10_000, "rad"): 0.125, (cosine, 10_000, "realnvp"): 0.0,
+                           (stopping, 10_000, "rad"): -0.0625,
+                           ((), 1_000, "rad"): -1.0, ((), 1_000, "realnvp"): -0.5})
+    runs = study.load_runs(str(tmp_path), legacy=str(tmp_path / "none"))
+    best = {p: 1.0 for p in datasets.PROBLEMS}
+    numbers = study.analyse(runs, {}, best, n_boot=50)
+    two_moons = numbers["paper"]["two_moons"]["rad_minus_realnvp"]
+    assert two_moons["mean"] == pytest.approx(0.25) and two_moons["seeds"] == [0, 1, 2]
+    assert two_moons["t_low"] == pytest.approx(0.25) == two_moons["t_high"]  # sd 0
+    recipes = numbers["recipes"]
+    assert set(recipes) == {"cosine + EMA", "cosine", "early stopping"}
+    assert recipes["cosine + EMA"]["rad"]["ring"]["minus_paper"]["mean"] == pytest.approx(0.125)
+    assert recipes["cosine"]["rad"]["ring"]["minus_paper"]["mean"] == pytest.approx(-0.375)
+    assert set(recipes["early stopping"]) == {"rad"}
+    assert numbers["beyond"]["variant"] == "cosine + EMA"
+    assert numbers["beyond"]["problems"]["grid"]["mean"] == pytest.approx(0.125)
+    assert numbers["data_size"]["1000"]["rad_minus_realnvp"]["mean"] == pytest.approx(-0.5)
+    text = study.tables(numbers)
+    assert "| two_moons | " in text["paper"] and "Rad ahead (n = 3)" in text["paper"]
+    assert "| 1,000 | " in text["data_size"] and "Real NVP ahead" in text["data_size"]
+    assert "| early stopping | rad | -0.0625 [-0.0625, -0.0625]" in text["recipes"]
+    study.figure(numbers, str(tmp_path / "figure.png"))
+    assert (tmp_path / "figure.png").stat().st_size > 10_000
+    page = tmp_path / "page.md"
+    page.write_text("".join(f"<!-- study:{k}:start -->\nold\n<!-- study:{k}:end -->\n"
+                            for k in text))
+    study.update_docs(text, str(page))
+    assert "old" not in page.read_text() and text["beyond"] in page.read_text()

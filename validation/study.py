@@ -23,7 +23,8 @@ the 10,000 test points pooled over seeds.
 
 Usage::
 
-    python validation/study.py                      # print, write study.json/.md, figure
+    python validation/study.py --update-docs        # print, write study.json/.md, the
+                                                    # figure, and docs/results.md's tables
     python validation/study.py --write-points DIR   # add test_points.npz to DIR's runs
 """
 import argparse
@@ -41,6 +42,7 @@ import paired  # noqa: E402  (validation/paired.py)
 RESULTS = os.path.join(HERE, "results")
 STUDY = os.path.join(RESULTS, "study")
 FIGURE = os.path.join(os.path.dirname(HERE), "docs", "figures", "paired_differences.png")
+DOCS = os.path.join(os.path.dirname(HERE), "docs", "results.md")
 PROBLEMS = ("grid", "ring", "two_moons", "two_circles", "spiral", "many_moons")
 #: the paper protocol's settings other than the recipe (reproduce.FULL)
 PAPER = dict(steps=50_000, n_test=10_000, batch_size=500, lr=1e-3)
@@ -61,7 +63,7 @@ def variant_names(recipe):
     return name, (last if name != last and not recipe.get("early_stopping") else None)
 
 
-def load_runs(study=STUDY):
+def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
     """``{(variant, n_train, problem, model): {seed: per-point test log-likelihoods}}``."""
     runs = {}
 
@@ -71,7 +73,7 @@ def load_runs(study=STUDY):
             raise ValueError(f"two runs of {variant} n={n_train} {problem} {model} s{seed}")
         cell[seed] = points
 
-    for directory in sorted(glob.glob(os.path.join(RESULTS, "runs", "*"))):
+    for directory in sorted(glob.glob(os.path.join(legacy, "*"))):
         result = _json(os.path.join(directory, "result.json"))
         if any(result[k] != v for k, v in PAPER.items()):
             raise ValueError(f"{directory} is not of the paper protocol")
@@ -215,7 +217,15 @@ def _ms(m):
 
 def tables(study):
     """Markdown of every table (a dict: name -> text)."""
+    from radref.user.reproduce import PAPER as PAPER_TABLE
     best = study["best_achievable"]
+    section = ["| problem | paper Rad | paper Real NVP | radref Rad | radref Real NVP | "
+               "best achievable |", "|---|---|---|---|---|---|"]
+    for p, row in study["paper"].items():
+        section.append(f"| {p} | {PAPER_TABLE[p][0]:+.2f} | {PAPER_TABLE[p][1]:+.2f} | "
+                       f"{_ms(row['rad'])} ({len(row['rad']['seeds'])} seeds) | "
+                       f"{_ms(row['realnvp'])} ({len(row['realnvp']['seeds'])} seeds) | "
+                       f"{best[p]:+.3f} |")
     paper = ["| problem | Rad | Real NVP | Rad − Real NVP, 95 % CI across seeds | bootstrap "
              "over test points | verdict |", "|---|---|---|---|---|---|"]
     base = ["| problem | Rad | Real NVP | GMM (BIC) | KDE (CV) | best achievable | "
@@ -236,7 +246,7 @@ def tables(study):
             shown = [_ci(cells[p]["minus_paper"]) for p in PROBLEMS]
             average = np.mean([cells[p]["minus_paper"]["mean"] for p in PROBLEMS])
             recipes.append(f"| {v} | {model} | " + " | ".join(shown) + f" | {average:+.4f} |")
-    out = {"paper": "\n".join(paper), "baselines": "\n".join(base),
+    out = {"section43": "\n".join(section), "paper": "\n".join(paper), "baselines": "\n".join(base),
            "recipes": "\n".join(recipes)}
     if "beyond" in study:
         v = study["beyond"]["variant"]
@@ -317,6 +327,9 @@ def main(argv=None):
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--write-points", metavar="DIR")
     parser.add_argument("--figure", default=FIGURE)
+    parser.add_argument("--update-docs", action="store_true",
+                        help="also put the tables into docs/results.md (between its "
+                             "<!-- study:NAME:start/end --> markers)")
     parser.add_argument("--study", default=STUDY,
                         help="directory of the runs and baselines (default: the committed one)")
     args = parser.parse_args(argv)
@@ -336,7 +349,25 @@ def main(argv=None):
         print(f"== {name}\n{table}\n")
     if args.figure:
         figure(study, args.figure)
+    if args.update_docs:
+        update_docs(text, DOCS)
     return 0
+
+
+def update_docs(text, path):
+    """Replace each ``<!-- study:NAME:start -->`` ... ``end`` block of
+    ``path`` by table NAME; every marker must be there."""
+    import re
+    with open(path) as f:
+        page = f.read()
+    for name, table in text.items():
+        pattern = re.compile(rf"(<!-- study:{name}:start -->\n).*?(\n<!-- study:{name}:end -->)",
+                             re.S)
+        if not pattern.search(page):
+            raise ValueError(f"{path} has no study:{name} markers")
+        page = pattern.sub(lambda m: m.group(1) + table + m.group(2), page)
+    with open(path, "w") as f:
+        f.write(page)
 
 
 if __name__ == "__main__":
