@@ -26,7 +26,7 @@ Usage::
     python validation/baselines.py --json out.json --per-point out-dir/
 
 Prints the held-out mean log-likelihood (nats) per problem and seed, and the
-mean over seeds.  Needs scikit-learn (``pip install scikit-learn``).
+mean over seeds.  Needs scikit-learn (``pip install "radref[baselines]"``).
 """
 import argparse
 import json
