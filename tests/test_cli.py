@@ -882,7 +882,7 @@ def test_train_cosine_resumed_with_its_decay_horizon_is_one_fit(tmp_path, capsys
      "--lr-step-size applies to --lr-schedule step only"),
     (["--lr-decay-steps", "5"], "--lr-decay-steps applies to --lr-schedule cosine only"),
     (["--validation-fraction", "0.2"], "--validation-fraction applies with --early-stopping"),
-    (["--ema-decay", "0"], "--ema-decay must be None or in (0, 1), got 0"),
+    (["--ema-decay", "0"], "--ema-decay must be in (0, 1), got 0"),
     (["--lr-schedule", "step", "--lr-gamma", "2"], "--lr-gamma"),
     (["--lr-schedule", "cosine", "--lr-final-fraction", "-1"], "--lr-final-fraction"),
     (["--early-stopping", "--n-iter-no-change", "0"], "--n-iter-no-change"),
@@ -891,3 +891,36 @@ def test_train_recipe_option_errors(tmp_path, capsys, argv, fragment):
     status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz")] + TINY + argv)
     _assert_user_error(status, err, fragment)
     assert not os.path.exists(tmp_path / "m.npz")
+
+
+def test_train_checkpoint_errors_name_what_differs(tmp_path, capsys):
+    common = ["--layers", "2", "--hidden", "4", "-n", "300", "--batch-size", "100", "--quiet"]
+    checkpoint = str(tmp_path / "c.npz")
+    out = ["--out", str(tmp_path / "m.npz")]
+    assert main(["train", "--steps", "10", "--lr-schedule", "cosine", "--checkpoint",
+                 checkpoint] + out + common) == 0
+    capsys.readouterr()
+    # more steps without --lr-decay-steps: another decay
+    status, _, err = _run(capsys, ["train", "--steps", "30", "--lr-schedule", "cosine",
+                                   "--checkpoint", checkpoint] + out + common)
+    _assert_user_error(status, err, "--lr-decay-steps 10 there, 30 now",
+                       "needs the same --lr-decay-steps")
+    status, _, err = _run(capsys, ["train", "--steps", "30", "--lr", "0.01", "--lr-schedule",
+                                   "cosine", "--lr-decay-steps", "10", "--checkpoint",
+                                   checkpoint] + out + common)
+    _assert_user_error(status, err, "(other --lr)")
+    # fewer steps than the checkpoint holds
+    status, _, err = _run(capsys, ["train", "--steps", "5", "--lr-schedule", "cosine",
+                                   "--checkpoint", checkpoint] + out + common)
+    _assert_user_error(status, err, "holds 10 steps, more than --steps 5")
+
+
+def test_train_early_stopping_summary_and_errors(tmp_path, capsys):
+    status, out, _ = _run(capsys, ["train", "--out", str(tmp_path / "m.npz"), "--early-stopping",
+                                   "--eval-every", "5"] + TINY)
+    assert status == 0
+    assert "trained RadFlow on 540 of the 600 points (60 set aside for early stopping)" in out
+    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz"), "-n", "1",
+                                   "--early-stopping"])
+    _assert_user_error(status, err, "--early-stopping needs at least 2 training points",
+                       "-n 1")

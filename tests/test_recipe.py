@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import radref.user.estimators as estimators
-from radref import RadFlow, RealNVPFlow, load_model
+from radref import RadFlow, RealNVPFlow, datasets, load_model
 from radref.core.flow import FlowConfig, flow_init, flow_log_density
 from radref.training.optim import AdamConfig, adam_init, adam_update
 from radref.training.schedules import (EarlyStopping, LRSchedule, ParameterAverage,
@@ -306,3 +306,45 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
     _assert_same_model(stopped, resumed)
     stopped.set_params(warm_start=True, steps=300).fit(X)  # nothing left to do
     _assert_same_model(resumed, stopped)
+
+
+def test_cosine_checkpoint_is_not_resumed_under_another_decay(tmp_path):
+    # Without lr_decay_steps the cosine spans the fit's steps: resuming a
+    # 20-step checkpoint to 50 steps would change every rate, so it is refused
+    # naming the horizon; with the horizon spelled out it equals one fit.
+    from radref.user.estimators import CheckpointMismatchError
+    X = datasets.sample("two_moons", 300, random_state=0)
+    path = str(tmp_path / "c.npz")
+    common = dict(random_state=1, batch_size=100, progress=False, lr_schedule="cosine")
+    RadFlow(steps=20, **common).fit(X, checkpoint=path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        RadFlow(steps=50, **common).fit(X, checkpoint=path)
+    assert info.value.differing == ["recipe.lr_decay_steps"]
+    assert info.value.theirs["recipe"]["lr_decay_steps"] == 20
+    assert info.value.mine["recipe"]["lr_decay_steps"] == 50
+    path = str(tmp_path / "d.npz")
+    RadFlow(steps=20, lr_decay_steps=50, **common).fit(X, checkpoint=path)
+    resumed = RadFlow(steps=50, lr_decay_steps=50, **common).fit(X, checkpoint=path)
+    whole = RadFlow(steps=50, **common).fit(X)
+    for name, value in whole.params_.items():
+        np.testing.assert_array_equal(resumed.params_[name], value)
+
+
+def test_cosine_checkpoint_of_radref_0_2_0_resumes(tmp_path):
+    # radref 0.2.0 recorded no horizon in a cosine checkpoint whose horizon
+    # was the fit's steps; it is read as those steps.
+    from radref.training.checkpoint import load_checkpoint, save_checkpoint
+    X = datasets.sample("two_moons", 300, random_state=0)
+    path = str(tmp_path / "c.npz")
+    common = dict(random_state=1, batch_size=100, progress=False, lr_schedule="cosine")
+    RadFlow(steps=20, lr_decay_steps=40, **common).fit(X, checkpoint=path)
+    meta, params, state, groups = load_checkpoint(path, extra_arrays=True)
+    extra = dict(meta["extra"])
+    extra["recipe"] = {k: v for k, v in extra["recipe"].items() if k != "lr_decay_steps"}
+    extra["estimator_params"] = dict(extra["estimator_params"], steps=40, lr_decay_steps=None)
+    save_checkpoint(path, meta["model"], meta["hyperparameters"], params, state, meta["step"],
+                    extra=extra, extra_arrays=groups or None)
+    resumed = RadFlow(steps=40, **common).fit(X, checkpoint=path)
+    whole = RadFlow(steps=40, **common).fit(X)
+    for name, value in whole.params_.items():
+        np.testing.assert_array_equal(resumed.params_[name], value)

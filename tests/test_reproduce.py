@@ -554,7 +554,7 @@ def test_recipe_options_of_reproduce(tmp_path, capsys):
     for argv, message in (
             (["--lr-gamma", "0.5"], "--lr-gamma applies to --lr-schedule step only"),
             (["--n-iter-no-change", "3"], "--n-iter-no-change applies with --early-stopping"),
-            (["--ema-decay", "1.5"], "--ema-decay must be None or in (0, 1)"),
+            (["--ema-decay", "1.5"], "--ema-decay must be in (0, 1)"),
             (["--early-stopping", "--validation-fraction", "0"],
              "--validation-fraction must be in (0, 1)")):
         assert main(["reproduce", "--out", str(tmp_path / "x")] + TINY + argv) == 2

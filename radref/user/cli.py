@@ -17,12 +17,13 @@ import numpy as np
 from radref import datasets
 from radref._version import __version__
 from radref.training.checkpoint import CheckpointError, load_checkpoint
+from radref.training.schedules import validation_split
 from radref.training.train import NonFiniteError
 from radref.user.datafiles import (STDIO, DataFileError, check_output, read_bytes, read_points,
                                    write_array)
 from radref.user.recipe import RecipeError, add_recipe_arguments, recipe_from_args
-from radref.user.estimators import (TRAINING_DEFAULTS, RadFlow, RealNVPFlow, TrainingInterrupted,
-                                    load_model)
+from radref.user.estimators import (TRAINING_DEFAULTS, CheckpointMismatchError, RadFlow,
+                                    RealNVPFlow, TrainingInterrupted, load_model)
 
 MODELS = {"rad": RadFlow, "realnvp": RealNVPFlow}
 #: points drawn from a built-in problem when -n is not given
@@ -162,6 +163,10 @@ def _cmd_demo(args):
 def _cmd_train(args, argv):
     X, X_val, model = _train_setup(args)
     resume_from = _resume_step(args)
+    if resume_from is not None and resume_from > args.steps:
+        raise CLIError(f"--checkpoint {args.checkpoint} holds {resume_from} steps, more than "
+                       f"--steps {args.steps} (the total to reach): give --steps "
+                       f">= {resume_from}")
     try:
         model.fit(X, X_val=X_val, checkpoint=args.checkpoint,
                   checkpoint_every=args.checkpoint_every)
@@ -172,6 +177,10 @@ def _cmd_train(args, argv):
                 if exc.row is not None and args.data is not None
                 else f"a smaller --lr (now {args.lr:g}) may help")
         raise CLIError(f"training stopped: {exc}; {hint}") from None
+    except CheckpointMismatchError as exc:
+        raise CLIError(f"--checkpoint {args.checkpoint}: written by another run "
+                       f"({_described_differences(exc)}); delete it, or choose another path "
+                       f"to start afresh") from None
     except ValueError as exc:
         if args.checkpoint and str(exc).startswith(f"checkpoint {args.checkpoint}"):
             raise CLIError(f"--checkpoint {args.checkpoint}: written by another run (other "
@@ -193,11 +202,39 @@ def _cmd_train(args, argv):
                    f"early stopping stopped at step {model.stopped_at_}; ")
         print(f"{stopped}kept the parameters of step {model.best_step_} (validation split "
               f"of the training points: {model.best_validation_score_:+.4f} nats)")
-    print(f"trained {type(model).__name__} on {X.shape[0]} points for {model.n_steps_} steps"
+    points = f"{X.shape[0]} points"
+    if model.best_step_ is not None:
+        n_set_aside = len(validation_split(X.shape[0], model.validation_fraction, 0)[1])
+        points = (f"{X.shape[0] - n_set_aside} of the {X.shape[0]} points ({n_set_aside} set "
+                  f"aside for early stopping)")
+    print(f"trained {type(model).__name__} on {points} for {model.n_steps_} steps"
           f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats on the training points"
           f"{held_out}; saved to "
           f"{args.out}")
     return 0
+
+
+#: what each recorded training setting of a checkpoint is on the command line
+SETTING_OPTIONS = {"adam": "--lr", "batch_size": "--batch-size",
+                   "data_sha256": "the training points (--data, or --problem, -n, --seed)"}
+
+
+def _described_differences(exc):
+    """The settings in which ``--checkpoint`` differs, as options with both values."""
+    parts = []
+    for name in exc.differing:
+        group, _, key = name.partition(".")
+        if group == "recipe":
+            before = exc.theirs.get("recipe", {}).get(key, "not set")
+            now = exc.mine.get("recipe", {}).get(key, "not set")
+            parts.append(f"--{key.replace('_', '-')} {before} there, {now} now")
+        else:
+            parts.append(SETTING_OPTIONS.get(name, name))
+    horizon_only = ("recipe.lr_decay_steps" in exc.differing
+                    and "recipe.lr_schedule" not in exc.differing)
+    hint = ("; a cosine decay trained in several runs needs the same --lr-decay-steps (the "
+            "final --steps) in each" if horizon_only else "")
+    return "other " + "; ".join(parts) + hint
 
 
 def _cannot_write(flag, path, exc):
@@ -244,6 +281,10 @@ def _train_setup(args):
                            f"coupling layer transforms some columns given the others)")
     else:
         X = datasets.sample(args.problem, args.n or DEFAULT_POINTS, random_state=args.seed)
+    if args.early_stopping and X.shape[0] < 2:
+        source = f"--data {args.data}" if args.data else f"-n {X.shape[0]}"
+        raise CLIError(f"--early-stopping needs at least 2 training points ({source} gives "
+                       f"{X.shape[0]})")
     X_val = None
     if args.val is not None:
         X_val = read_points("--val", args.val)

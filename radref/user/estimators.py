@@ -144,6 +144,10 @@ class _FlowEstimator(ParamsMixin):
                        n_iter_no_change=check_int("n_iter_no_change", self.n_iter_no_change))
         checked["early_stopping"] = bool(checked["early_stopping"])
         checked["recipe"] = {k: v for k, v in checked.items() if v != RECIPE_DEFAULTS[k]}
+        if schedule.kind == "cosine":
+            # the horizon sets every rate: record it even when it is the fit's
+            # steps, so that no fit continues a checkpoint under another decay
+            checked["recipe"]["lr_decay_steps"] = schedule.horizon
         checked["schedule"] = schedule
         return checked
 
@@ -291,9 +295,13 @@ class _FlowEstimator(ParamsMixin):
         mine = {k: v for k, v in settings.items() if k != "entropy"}
         mine.setdefault("recipe", {})  # a checkpoint of the paper's training has none
         theirs = {k: saved.get(k, {} if k == "recipe" else None) for k in mine}
+        recipe = theirs["recipe"]
+        if recipe.get("lr_schedule") == "cosine" and "lr_decay_steps" not in recipe:
+            # radref 0.2.0 recorded no horizon when it was the fit's steps
+            steps = saved.get("estimator_params", {}).get("steps")
+            theirs["recipe"] = dict(recipe, lr_decay_steps=steps)
         if mine != theirs:
-            raise ValueError(f"checkpoint {path} was written with other data or training "
-                             f"settings: {theirs} (now {mine})")
+            raise CheckpointMismatchError(path, _differing(theirs, mine), theirs, mine)
         if state is None:
             raise ValueError(f"checkpoint {path} holds no optimizer state to resume from")
         return _Run(_checked_params(params, config, path), state, meta["step"],
@@ -631,6 +639,31 @@ def _recipe_meta(state):
 def _recipe_arrays(state):
     """The array part of the recipe state (a checkpoint's ``ema/`` and ``best/`` groups)."""
     return {group: state[group] for group in ("ema", "best") if state.get(group) is not None}
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written with other data or training settings;
+    ``differing`` names them (``"lr"``, ``"recipe.lr_decay_steps"``, ...)."""
+
+    def __init__(self, path, differing, theirs, mine):
+        self.path, self.differing, self.theirs, self.mine = path, differing, theirs, mine
+        super().__init__(f"checkpoint {path} was written with other data or training settings "
+                         f"(differing: {', '.join(differing)}): {theirs} (now {mine})")
+
+    def __reduce__(self):  # crosses process boundaries (reproduce's workers)
+        return type(self), (self.path, self.differing, self.theirs, self.mine)
+
+
+def _differing(theirs, mine, prefix=""):
+    """Dotted names of the entries in which two settings dicts differ."""
+    names = []
+    for key in sorted(set(theirs) | set(mine)):
+        a, b = theirs.get(key), mine.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += _differing(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(prefix + key)
+    return names
 
 
 def _read_recipe_state(groups, extra, config, path):

@@ -120,7 +120,7 @@ def check_recipe(recipe):
     try:
         RadFlow(**recipe)._checked_recipe(steps=1)
     except (TypeError, ValueError) as exc:
-        message = str(exc)
+        message = str(exc).replace("must be None or in", "must be in")
         for name in RECIPE_DEFAULTS:
             message = message.replace(name, _option(name))
         raise RecipeError(message) from None

@@ -443,8 +443,9 @@ def summarize(results):
     return summary
 
 
-def write_tables(results, directory, negative_entropy=None):
-    """``results.csv``, ``results.json``, ``summary.json`` and ``table.md`` in ``directory``."""
+def write_tables(results, directory, negative_entropy=None, recipe=None):
+    """``results.csv``, ``results.json``, ``summary.json`` and ``table.md`` in
+    ``directory``; ``table.md`` opens with the training recipe when there is one."""
     results = sorted(results, key=lambda r: (r["problem"], r["model"], r["seed"]))
     with open(os.path.join(directory, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
@@ -457,6 +458,9 @@ def write_tables(results, directory, negative_entropy=None):
     with open(os.path.join(directory, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, allow_nan=False)
     with open(os.path.join(directory, "table.md"), "w") as f:
+        if recipe:
+            f.write(f"Training recipe: {describe_recipe(recipe)} (the paper's columns: "
+                    f"the paper's training).\n\n")
         f.write(markdown_table(summary, negative_entropy) + "\n")
 
 
@@ -698,7 +702,7 @@ def write_protocol_tables(out, planned, entropies=None, entropy_points=200_000):
             missing = sorted({r["problem"] for r in results} - set(entropies))
             entropies.update(negative_entropies(missing, n=entropy_points))
         if results:
-            write_tables(results, directory, entropies)
+            write_tables(results, directory, entropies, protocol.get("recipe"))
 
 
 def run_from_args(args, log=None):
@@ -734,5 +738,8 @@ def run_from_args(args, log=None):
         log(f"\n{os.path.basename(protocol_dir(out, protocol))} "
             f"({len(mine)} run(s) of this sweep; tables of all its finished runs in "
             f"{protocol_dir(out, protocol)}):")
+        if protocol.get("recipe"):
+            log(f"training recipe: {describe_recipe(protocol['recipe'])} (the paper's columns: "
+                f"the paper's training)")
         log(markdown_table(summarize(mine), entropies))
     return results
