@@ -73,7 +73,7 @@ def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
             raise ValueError(f"two runs of {variant} n={n_train} {problem} {model} s{seed}")
         cell[seed] = points
 
-    for directory in sorted(glob.glob(os.path.join(legacy, "*"))):
+    for directory in sorted(glob.glob(os.path.join(legacy, "*")) if legacy else []):
         result = _json(os.path.join(directory, "result.json"))
         if any(result[k] != v for k, v in PAPER.items()):
             raise ValueError(f"{directory} is not of the paper protocol")
@@ -331,13 +331,18 @@ def main(argv=None):
                         help="also put the tables into docs/results.md (between its "
                              "<!-- study:NAME:start/end --> markers)")
     parser.add_argument("--study", default=STUDY,
-                        help="directory of the runs and baselines (default: the committed one)")
+                        help="directory of the runs (protocol-*/, as radref reproduce --out "
+                             "writes) and of baselines/points/ (default: the committed one)")
+    parser.add_argument("--legacy", default=os.path.join(RESULTS, "runs"),
+                        help="runs of the paper protocol in the layout before protocol-keyed "
+                             "runs (default: the committed seeds 0-2; '' for none, when "
+                             "--study holds your own paper-protocol runs)")
     args = parser.parse_args(argv)
     if args.write_points:
         write_points(args.write_points)
         return 0
     from radref.user.reproduce import negative_entropies
-    study = analyse(load_runs(args.study), load_baselines(args.study),
+    study = analyse(load_runs(args.study, args.legacy), load_baselines(args.study),
                     negative_entropies(PROBLEMS), args.n_boot)
     text = tables(study)
     with open(os.path.join(args.study, "study.json"), "w") as f:
