@@ -366,11 +366,11 @@ def update_docs(text, path):
     with open(path) as f:
         page = f.read()
     for name, table in text.items():
-        pattern = re.compile(rf"(<!-- study:{name}:start -->\n).*?(\n<!-- study:{name}:end -->)",
+        pattern = re.compile(rf"(<!-- study:{name}:start -->\n).*?(<!-- study:{name}:end -->)",
                              re.S)
         if not pattern.search(page):
             raise ValueError(f"{path} has no study:{name} markers")
-        page = pattern.sub(lambda m: m.group(1) + table + m.group(2), page)
+        page = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), page)
     with open(path, "w") as f:
         f.write(page)
 
