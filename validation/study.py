@@ -215,58 +215,87 @@ def _ms(m):
     return f"{m['mean']:+.3f} ± {m['sd']:.3f}"
 
 
-def tables(study):
-    """Markdown of every table (a dict: name -> text)."""
+COMPARISON = ("Rad − Real NVP, 95 % CI across seeds | bootstrap over test points | verdict",
+              "---|---|---|")
+
+
+def _comparison(label, a, b, d, extra=""):
+    """One row: scores of A and B, A − B with both intervals, the verdict."""
+    return (f"| {label} | {_ms(a)} | {_ms(b)} | {_ci(d)} | {_boot(d)} | {verdict(d)} "
+            f"(n = {len(d['seeds'])}) |{extra}")
+
+
+def section43_table(study):
+    """The §4.3 table: the paper's numbers next to ours (five seeds)."""
     from radref.user.reproduce import PAPER as PAPER_TABLE
-    best = study["best_achievable"]
-    section = ["| problem | paper Rad | paper Real NVP | radref Rad | radref Real NVP | "
-               "best achievable |", "|---|---|---|---|---|---|"]
+    rows = ["| problem | paper Rad | paper Real NVP | radref Rad | radref Real NVP | "
+            "best achievable |", "|---|---|---|---|---|---|"]
     for p, row in study["paper"].items():
-        section.append(f"| {p} | {PAPER_TABLE[p][0]:+.2f} | {PAPER_TABLE[p][1]:+.2f} | "
-                       f"{_ms(row['rad'])} ({len(row['rad']['seeds'])} seeds) | "
-                       f"{_ms(row['realnvp'])} ({len(row['realnvp']['seeds'])} seeds) | "
-                       f"{best[p]:+.3f} |")
-    paper = ["| problem | Rad | Real NVP | Rad − Real NVP, 95 % CI across seeds | bootstrap "
-             "over test points | verdict |", "|---|---|---|---|---|---|"]
-    base = ["| problem | Rad | Real NVP | GMM (BIC) | KDE (CV) | best achievable | "
+        rows.append(f"| {p} | {PAPER_TABLE[p][0]:+.2f} | {PAPER_TABLE[p][1]:+.2f} | "
+                    f"{_ms(row['rad'])} ({len(row['rad']['seeds'])} seeds) | "
+                    f"{_ms(row['realnvp'])} ({len(row['realnvp']['seeds'])} seeds) | "
+                    f"{study['best_achievable'][p]:+.3f} |")
+    return rows
+
+
+def paper_table(study):
+    rows = [f"| problem | Rad | Real NVP | {COMPARISON[0]} |", f"|---|---|---|{COMPARISON[1]}"]
+    for p, row in study["paper"].items():
+        rows.append(_comparison(p, row["rad"], row["realnvp"], row["rad_minus_realnvp"]))
+    return rows
+
+
+def baselines_table(study):
+    rows = ["| problem | Rad | Real NVP | GMM (BIC) | KDE (CV) | best achievable | "
             "Rad − best baseline, 95 % CI |", "|---|---|---|---|---|---|---|"]
     for p, row in study["paper"].items():
-        d = row["rad_minus_realnvp"]
-        paper.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | {_ci(d)} | "
-                     f"{_boot(d)} | {verdict(d)} (n = {len(d['seeds'])}) |")
         if "gmm" in row and "kde" in row:
             top = max(("gmm", "kde"), key=lambda k: row[k]["mean"])
-            base.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | "
-                        f"{_ms(row['gmm'])} | {_ms(row['kde'])} | {best[p]:+.3f} | "
+            rows.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | "
+                        f"{_ms(row['gmm'])} | {_ms(row['kde'])} | "
+                        f"{study['best_achievable'][p]:+.3f} | "
                         f"{top.upper()}: {_ci(row['rad_minus_' + top])} |")
-    recipes = ["| recipe | model | " + " | ".join(PROBLEMS) + " | mean |",
-               "|---|---|" + "---|" * (len(PROBLEMS) + 1)]
+    return rows
+
+
+def recipes_table(study):
+    rows = ["| recipe | model | " + " | ".join(PROBLEMS) + " | mean |",
+            "|---|---|" + "---|" * (len(PROBLEMS) + 1)]
     for v, by_model in study["recipes"].items():
         for model, cells in by_model.items():
             shown = [_ci(cells[p]["minus_paper"]) for p in PROBLEMS]
             average = np.mean([cells[p]["minus_paper"]["mean"] for p in PROBLEMS])
-            recipes.append(f"| {v} | {model} | " + " | ".join(shown) + f" | {average:+.4f} |")
-    out = {"section43": "\n".join(section), "paper": "\n".join(paper), "baselines": "\n".join(base),
-           "recipes": "\n".join(recipes)}
-    if "beyond" in study:
-        v = study["beyond"]["variant"]
-        rows = [f"| problem | Rad ({v}) | Real NVP ({v}) | Rad − Real NVP, 95 % CI across "
-                f"seeds | bootstrap | verdict | Rad's gap to best achievable |",
-                "|---|---|---|---|---|---|---|"]
-        for p, d in study["beyond"]["problems"].items():
-            rad = study["recipes"][v]["rad"][p]["scores"]
-            nvp = study["recipes"][v]["realnvp"][p]["scores"]
-            rows.append(f"| {p} | {_ms(rad)} | {_ms(nvp)} | {_ci(d)} | {_boot(d)} | "
-                        f"{verdict(d)} (n = {len(d['seeds'])}) | {best[p] - rad['mean']:.3f} |")
-        out["beyond"] = "\n".join(rows)
-    size = ["| training points | Rad | Real NVP | Rad − Real NVP, 95 % CI across seeds | "
-            "bootstrap | verdict |", "|---|---|---|---|---|---|"]
+            rows.append(f"| {v} | {model} | " + " | ".join(shown) + f" | {average:+.4f} |")
+    return rows
+
+
+def beyond_table(study):
+    v = study["beyond"]["variant"]
+    rows = [f"| problem | Rad ({v}) | Real NVP ({v}) | {COMPARISON[0]} | Rad's gap to best "
+            f"achievable |", f"|---|---|---|{COMPARISON[1]}---|"]
+    for p, d in study["beyond"]["problems"].items():
+        rad = study["recipes"][v]["rad"][p]["scores"]
+        rows.append(_comparison(p, rad, study["recipes"][v]["realnvp"][p]["scores"], d,
+                                f" {study['best_achievable'][p] - rad['mean']:.3f} |"))
+    return rows
+
+
+def data_size_table(study):
+    rows = [f"| training points | Rad | Real NVP | {COMPARISON[0]} |",
+            f"|---|---|---|{COMPARISON[1]}"]
     for n, row in study["data_size"].items():
-        d = row["rad_minus_realnvp"]
-        size.append(f"| {int(n):,} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | {_ci(d)} | "
-                    f"{_boot(d)} | {verdict(d)} (n = {len(d['seeds'])}) |")
-    out["data_size"] = "\n".join(size)
-    return out
+        rows.append(_comparison(f"{int(n):,}", row["rad"], row["realnvp"],
+                                row["rad_minus_realnvp"]))
+    return rows
+
+
+def tables(study):
+    """Markdown of every table (a dict: name -> text)."""
+    makers = {"section43": section43_table, "paper": paper_table,
+              "baselines": baselines_table, "recipes": recipes_table,
+              "beyond": beyond_table, "data_size": data_size_table}
+    return {name: "\n".join(make(study)) for name, make in makers.items()
+            if name != "beyond" or "beyond" in study}
 
 
 # ------------------------------------------------------------------- figure
