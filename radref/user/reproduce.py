@@ -386,7 +386,7 @@ def make_result(spec, model, X_train, X_test):
         "n_test": protocol["n_test"],
         "hidden": protocol["architectures"][spec["model"]]["hidden"],
         "n_parameters": model.n_parameters(),
-        "train_loglik": model.score(X_train), "test_loglik": model.score(X_test),
+        "train_loglik": model.score(X_train), "test_loglik": float(np.mean(points["model"])),
         "val_step": model.history_["val_step"], "val_loglik": model.history_["val_loglik"],
         "train_curve": _smooth(model.history_["loglik"], 250),
         **extra,
