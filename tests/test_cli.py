@@ -905,9 +905,8 @@ def test_train_checkpoint_errors_name_what_differs(tmp_path, capsys):
                                    "--checkpoint", checkpoint] + out + common)
     _assert_user_error(status, err, "--lr-decay-steps 10 there, 30 now",
                        "needs the same --lr-decay-steps")
-    status, _, err = _run(capsys, ["train", "--steps", "30", "--lr", "0.01", "--lr-schedule",
-                                   "cosine", "--lr-decay-steps", "10", "--checkpoint",
-                                   checkpoint] + out + common)
+    status, _, err = _run(capsys, ["train", "--steps", "10", "--lr", "0.01", "--lr-schedule",
+                                   "cosine", "--checkpoint", checkpoint] + out + common)
     _assert_user_error(status, err, "(other --lr)")
     # fewer steps than the checkpoint holds
     status, _, err = _run(capsys, ["train", "--steps", "5", "--lr-schedule", "cosine",
@@ -924,3 +923,22 @@ def test_train_early_stopping_summary_and_errors(tmp_path, capsys):
                                    "--early-stopping"])
     _assert_user_error(status, err, "--early-stopping needs at least 2 training points",
                        "-n 1")
+
+
+@pytest.mark.parametrize("argv, warning", [
+    (["--lr-schedule", "cosine", "--lr-decay-steps", "15"],
+     "--lr-decay-steps 15 < --steps 20: the last 5 steps run at the final rate"),
+    (["--lr-schedule", "step"], "--lr-step-size 1000 >= --steps 20: the rate never decays"),
+    (["--early-stopping", "--eval-every", "20"],
+     "--eval-every 20 >= --steps 20: early stopping scores its split only at the end"),
+])
+def test_train_warns_about_recipe_options_that_do_nothing(tmp_path, capsys, argv, warning):
+    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz")] + TINY + argv)
+    assert status == 0 and f"radref: warning: {warning}" in err
+
+
+def test_train_recipe_without_idle_options_has_no_warning(tmp_path, capsys):
+    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz"), "--lr-schedule",
+                                   "step", "--lr-step-size", "5", "--early-stopping",
+                                   "--eval-every", "5"] + TINY)
+    assert status == 0 and err == ""

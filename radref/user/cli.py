@@ -21,9 +21,9 @@ from radref.training.schedules import validation_split
 from radref.training.train import NonFiniteError
 from radref.user.datafiles import (STDIO, DataFileError, check_output, read_bytes, read_points,
                                    write_array)
+from radref.user.estimators import (RECIPE_DEFAULTS, TRAINING_DEFAULTS, CheckpointMismatchError,
+                                    RadFlow, RealNVPFlow, TrainingInterrupted, load_model)
 from radref.user.recipe import RecipeError, add_recipe_arguments, recipe_from_args
-from radref.user.estimators import (TRAINING_DEFAULTS, CheckpointMismatchError, RadFlow,
-                                    RealNVPFlow, TrainingInterrupted, load_model)
 
 MODELS = {"rad": RadFlow, "realnvp": RealNVPFlow}
 #: points drawn from a built-in problem when -n is not given
@@ -303,7 +303,27 @@ def _train_setup(args):
         params.update(recipe_from_args(args))
     except RecipeError as exc:
         raise CLIError(str(exc)) from None
+    for problem in _idle_recipe_options(args):
+        _say(f"radref: warning: {problem}", to_stderr=True)
     return X, X_val, MODELS[args.model](**params)
+
+
+def _idle_recipe_options(args):
+    """Recipe options that are valid but do nothing (or not what their name
+    says) over --steps: one sentence each."""
+    problems = []
+    horizon = args.lr_decay_steps or args.steps
+    if args.lr_schedule == "cosine" and horizon < args.steps:
+        problems.append(f"--lr-decay-steps {horizon} < --steps {args.steps}: the last "
+                        f"{args.steps - horizon} steps run at the final rate")
+    step_size = args.lr_step_size or RECIPE_DEFAULTS["lr_step_size"]
+    if args.lr_schedule == "step" and step_size >= args.steps:
+        problems.append(f"--lr-step-size {step_size} >= --steps {args.steps}: the rate never "
+                        f"decays")
+    if args.early_stopping and args.eval_every >= args.steps:
+        problems.append(f"--eval-every {args.eval_every} >= --steps {args.steps}: early "
+                        f"stopping scores its split only at the end and never stops")
+    return problems
 
 
 def _resume_step(args):
