@@ -306,43 +306,46 @@ def tables(study):
 # ------------------------------------------------------------------- figure
 def figure(study, path):
     """Forest plot: each comparison's mean with its t interval (thick) and
-    bootstrap interval (thin), one panel per question."""
+    bootstrap interval (thin; not for the recipes, see results.md), one
+    panel per question."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     panels = [("Paper protocol: Rad − Real NVP",
-               [(p, study["paper"][p]["rad_minus_realnvp"]) for p in PROBLEMS])]
+               [(p, study["paper"][p]["rad_minus_realnvp"]) for p in PROBLEMS], True)]
     with_baselines = [p for p in PROBLEMS if "kde" in study["paper"][p]]
     if with_baselines:
         panels.append(("Paper protocol: Rad − the better baseline (GMM or KDE)",
                        [(f"{p} ({_better_baseline(study['paper'][p]).upper()})",
                          study["paper"][p]["rad_minus_" + _better_baseline(study["paper"][p])])
-                        for p in with_baselines]))
+                        for p in with_baselines], True))
     if "beyond" in study:
         panels.append((f"{study['beyond']['variant']}: Rad − Real NVP",
-                       [(p, study["beyond"]["problems"][p]) for p in PROBLEMS]))
+                       [(p, study["beyond"]["problems"][p]) for p in PROBLEMS], True))
     for v, by_model in study["recipes"].items():
         if "rad" in by_model:
-            panels.append((f"Rad: {v} − paper",
-                           [(p, by_model["rad"][p]["minus_paper"]) for p in PROBLEMS]))
+            # paired with runs of older code: only the t interval holds (results.md)
+            panels.append((f"Rad: {v} − paper (t interval only)",
+                           [(p, by_model["rad"][p]["minus_paper"]) for p in PROBLEMS], False))
     panels.append(("Two moons by training points: Rad − Real NVP",
                    [(f"{int(n):,}", r["rad_minus_realnvp"])
-                    for n, r in study["data_size"].items()]))
-    lows = [min(d["t_low"], d["boot_low"]) for _, rows in panels for _, d in rows]
-    highs = [max(d["t_high"], d["boot_high"]) for _, rows in panels for _, d in rows]
+                    for n, r in study["data_size"].items()], True))
+    lows = [min(d["t_low"], d["boot_low"]) for _, rows, _ in panels for _, d in rows]
+    highs = [max(d["t_high"], d["boot_high"]) for _, rows, _ in panels for _, d in rows]
     limits = (1.4 * min(min(lows), -0.1), 1.4 * max(max(highs), 0.1))
     ticks = [t for t in (-3, -1, -0.3, -0.1, -0.03, 0, 0.03, 0.1, 0.3, 1, 3)
              if limits[0] <= t <= limits[1]]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 1.0 + 1.45 * len(panels)),
                              sharex=True)
     axes = np.atleast_1d(axes)
-    for ax, (title, rows) in zip(axes, panels):
+    for ax, (title, rows, with_bootstrap) in zip(axes, panels):
         for i, (label, d) in enumerate(rows):
             colour = "tab:green" if d["t_low"] > 0 else "tab:red" if d["t_high"] < 0 else "0.4"
             ax.plot([d["t_low"], d["t_high"]], [i, i], color=colour, lw=5, alpha=0.45,
                     solid_capstyle="butt", label="95 % t interval across seeds" if i == 0 else None)
-            ax.plot([d["boot_low"], d["boot_high"]], [i, i], color="k", lw=1.2,
-                    label="95 % paired bootstrap over test points" if i == 0 else None)
+            if with_bootstrap:
+                ax.plot([d["boot_low"], d["boot_high"]], [i, i], color="k", lw=1.2,
+                        label="95 % paired bootstrap over test points" if i == 0 else None)
             ax.plot(d["mean"], i, "o", color=colour, ms=5)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_xscale("symlog", linthresh=0.03, linscale=0.6)
