@@ -288,10 +288,12 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
     assert set(recipes["early stopping"]) == {"rad"}
     assert numbers["beyond"]["variant"] == "cosine + EMA"
     assert numbers["beyond"]["problems"]["grid"]["mean"] == pytest.approx(0.125)
-    assert numbers["data_size"]["1000"]["rad_minus_realnvp"]["mean"] == pytest.approx(-0.5)
+    sizes = numbers["data_size"]["two_moons"]
+    assert list(sizes) == ["1000", "10000"] and set(numbers["data_size"]) == set(datasets.PROBLEMS)
+    assert sizes["1000"]["rad_minus_realnvp"]["mean"] == pytest.approx(-0.5)
     text = study.tables(numbers)
     assert "| two_moons | " in text["paper"] and "Rad ahead (n = 3)" in text["paper"]
-    assert "| 1,000 | " in text["data_size"] and "Real NVP ahead" in text["data_size"]
+    assert "| two_moons, 1,000 | " in text["data_size"] and "Real NVP ahead" in text["data_size"]
     assert "| early stopping | rad | -0.0625 [-0.0625, -0.0625]" in text["recipes"]
     study.figure(numbers, str(tmp_path / "figure.png"))
     assert (tmp_path / "figure.png").stat().st_size > 10_000
