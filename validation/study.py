@@ -348,6 +348,7 @@ def figure(study, path):
                    [(f"{problem}, {int(n):,}", r["rad_minus_realnvp"])
                     for problem, by_size in study["data_size"].items()
                     for n, r in by_size.items()], True))
+    panels = [panel for panel in panels if panel[1]]
     lows = [min(d["t_low"], d["boot_low"]) for _, rows, _ in panels for _, d in rows]
     highs = [max(d["t_high"], d["boot_high"]) for _, rows, _ in panels for _, d in rows]
     limits = (1.4 * min(min(lows), -0.1), 1.4 * max(max(highs), 0.1))
