@@ -288,6 +288,9 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
     assert set(recipes["early stopping"]) == {"rad"}
     assert numbers["beyond"]["variant"] == "cosine + EMA"
     assert numbers["beyond"]["problems"]["grid"]["mean"] == pytest.approx(0.125)
+    own = numbers["own_best"]
+    assert (own["rad_variant"], own["realnvp_variant"]) == ("cosine + EMA", "cosine + EMA")
+    assert own["problems"]["spiral"]["rad_minus_realnvp"]["mean"] == pytest.approx(0.125)
     sizes = numbers["data_size"]["two_moons"]
     assert list(sizes) == ["1000", "10000"] and set(numbers["data_size"]) == set(datasets.PROBLEMS)
     assert sizes["1000"]["rad_minus_realnvp"]["mean"] == pytest.approx(-0.5)
