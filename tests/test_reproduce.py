@@ -560,3 +560,23 @@ def test_recipe_options_of_reproduce(tmp_path, capsys):
         assert main(["reproduce", "--out", str(tmp_path / "x")] + TINY + argv) == 2
         assert message in capsys.readouterr().err
         assert not os.path.exists(tmp_path / "x")
+
+
+def test_documented_recipe_commands_give_the_committed_recipes():
+    # docs/results.md's commands, parsed as the CLI does, give the recipes
+    # the committed study runs record (the paper protocol has none).
+    import argparse
+    from radref.user.recipe import recipe_from_args
+    committed = []
+    for path in sorted(os.listdir(os.path.join(REPO, "validation", "results", "study"))):
+        if path.startswith("protocol-"):
+            committed.append(_read_json(os.path.join(REPO, "validation", "results", "study",
+                                                     path, "protocol.json")).get("recipe", {}))
+    parser = argparse.ArgumentParser()
+    reproduce.add_arguments(parser)
+    documented = [recipe_from_args(parser.parse_args(argv)) for argv in (
+        [], ["--lr-schedule", "cosine", "--ema-decay", "0.999"],
+        ["--early-stopping", "--n-iter-no-change", "4"])]
+    def canonical(recipe):
+        return json.dumps(recipe, sort_keys=True)
+    assert sorted(map(canonical, documented)) == sorted(set(map(canonical, committed)))

@@ -13,10 +13,10 @@ spellings of one recipe get one hash.
 """
 from radref.user.estimators import RECIPE_DEFAULTS, RadFlow
 
-#: options that apply only to one learning-rate schedule (option -> schedule)
-SCHEDULE_OPTIONS = {"lr_final_fraction": "cosine", "lr_step_size": "step", "lr_gamma": "step"}
-#: options of a schedule without a default value of their own
-UNSET_OPTIONS = ("lr_decay_steps",)
+#: options that apply only to one learning-rate schedule (option -> schedule);
+#: ``lr_decay_steps`` (``radref train`` only) has no default value of its own
+SCHEDULE_OPTIONS = {"lr_final_fraction": "cosine", "lr_decay_steps": "cosine",
+                    "lr_step_size": "step", "lr_gamma": "step"}
 #: options that apply only with --early-stopping
 STOPPING_OPTIONS = ("validation_fraction", "n_iter_no_change")
 
@@ -88,7 +88,7 @@ def recipe_from_args(args):
         An option is out of range, or applies to a schedule or to early
         stopping that was not chosen.
     """
-    for name, schedule in {**SCHEDULE_OPTIONS, "lr_decay_steps": "cosine"}.items():
+    for name, schedule in SCHEDULE_OPTIONS.items():
         if getattr(args, name, None) is not None and args.lr_schedule != schedule:
             raise RecipeError(f"{_option(name)} applies to --lr-schedule {schedule} only")
     for name in STOPPING_OPTIONS:
@@ -97,10 +97,10 @@ def recipe_from_args(args):
     recipe = {}
     if args.lr_schedule != "constant":
         recipe["lr_schedule"] = args.lr_schedule
-        recipe.update({name: _given(args, name) for name, schedule in SCHEDULE_OPTIONS.items()
-                       if schedule == args.lr_schedule})
-        recipe.update({name: getattr(args, name) for name in UNSET_OPTIONS
-                       if getattr(args, name, None) is not None})
+        for name, schedule in SCHEDULE_OPTIONS.items():
+            value = _given(args, name)
+            if schedule == args.lr_schedule and value is not None:
+                recipe[name] = value
     if args.ema_decay is not None:
         recipe["ema_decay"] = args.ema_decay
     if args.early_stopping:
@@ -110,7 +110,9 @@ def recipe_from_args(args):
 
 
 def _given(args, name):
-    value = getattr(args, name)
+    """The option's value, else the estimators' default (``None`` for
+    ``lr_decay_steps``, whose default is the fit's steps)."""
+    value = getattr(args, name, None)
     return RECIPE_DEFAULTS[name] if value is None else value
 
 
