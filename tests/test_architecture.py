@@ -1,7 +1,7 @@
 """The import graph is a tree of layers: no module imports from a layer above it.
 
 Layers, bottom to top (radref/__init__.py):
-checks < core < datasets < training < reference < user.
+checks < core < datasets < datasets_nd < training < reference < user.
 """
 import ast
 import pathlib
@@ -12,7 +12,7 @@ import radref
 
 PACKAGE = pathlib.Path(radref.__file__).parent
 LAYERS = ["radref._version", "radref.checks", "radref.core", "radref.datasets",
-          "radref.training", "radref.reference", "radref.user"]
+          "radref.datasets_nd", "radref.training", "radref.reference", "radref.user"]
 
 
 def module_name(path):
