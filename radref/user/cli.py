@@ -7,6 +7,7 @@ a checkpoint and prints the command that resumes).  Every option is checked,
 and every output path, before any work starts.
 """
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -17,6 +18,7 @@ import numpy as np
 from radref import datasets
 from radref._version import __version__
 from radref.training.checkpoint import CheckpointError, load_checkpoint
+from radref.training.files import LockedError, exclusive, same_file
 from radref.training.schedules import validation_split
 from radref.training.train import NonFiniteError
 from radref.user.datafiles import (STDIO, DataFileError, check_output, read_bytes, read_points,
@@ -162,6 +164,26 @@ def _cmd_demo(args):
 
 def _cmd_train(args, argv):
     X, X_val, model = _train_setup(args)
+    with _locked_outputs(("--out", args.out), ("--checkpoint", args.checkpoint)):
+        return _train_and_save(args, argv, X, X_val, model)
+
+
+@contextlib.contextmanager
+def _locked_outputs(*outputs):
+    """Hold the advisory lock of every ``(flag, path)`` output (``path`` may be
+    None) while the block runs: a second radref writing one of them is refused,
+    with a message naming this process (radref.training.files.exclusive)."""
+    with contextlib.ExitStack() as stack:
+        for flag, path in outputs:
+            if path is not None and path != STDIO:
+                try:
+                    stack.enter_context(exclusive(path, f"{flag} {path}"))
+                except LockedError as exc:
+                    raise CLIError(str(exc)) from None
+        yield
+
+
+def _train_and_save(args, argv, X, X_val, model):
     resume_from = _resume_step(args)
     if resume_from is not None and resume_from > args.steps:
         raise CLIError(f"--checkpoint {args.checkpoint} holds {resume_from} steps, more than "
@@ -269,10 +291,12 @@ def _train_setup(args):
         raise CLIError(f"-n applies to --problem (the number of points drawn from it); with "
                        f"--data, every point of {args.data} is used")
     _check_positive(args.n, "-n")
-    check_output("--out", args.out, extensions=(".npz",), allow_stdout=False)
+    inputs = [("--data", args.data), ("--val", args.val)]
+    check_output("--out", args.out, extensions=(".npz",), allow_stdout=False, inputs=inputs)
     if args.checkpoint is not None:
-        check_output("--checkpoint", args.checkpoint, extensions=(".npz",), allow_stdout=False)
-        if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
+        check_output("--checkpoint", args.checkpoint, extensions=(".npz",), allow_stdout=False,
+                     inputs=inputs)
+        if same_file(args.checkpoint, args.out):
             raise CLIError("--checkpoint and --out must be different files")
     if args.data is not None:
         X = _points("--data", args.data)
@@ -377,7 +401,7 @@ def _without_option(argv, option):
 
 def _cmd_score(args):
     if args.out:
-        check_output("--out", args.out)
+        check_output("--out", args.out, inputs=[("--model", args.model), ("--data", args.data)])
     model = _load_model("--model", args.model)
     X = _points("--data", args.data, model.n_features_in_, "--model", args.model)
     scores = model.score_samples(X)
@@ -390,7 +414,7 @@ def _cmd_score(args):
 def _cmd_sample(args):
     _check_seed(args.seed)
     _check_positive(args.n, "-n")
-    check_output("--out", args.out)
+    check_output("--out", args.out, inputs=[("--model", args.model)])
     model = _load_model("--model", args.model)
     samples = model.sample(args.n, random_state=args.seed)
     write_array("--out", args.out, samples)
@@ -401,7 +425,8 @@ def _cmd_plot(args):
     _check_seed(args.seed)
     _check_positive(args.n, "-n")
     out = args.out or os.path.splitext(args.model)[0] + ".png"
-    check_output("--out", out, extensions=(".png",), allow_stdout=False)
+    check_output("--out", out, extensions=(".png",), allow_stdout=False,
+                 inputs=[("MODEL", args.model), ("--data", args.data)])
     _need_matplotlib("radref plot")
     model = _load_model("MODEL", args.model)
     if model.n_features_in_ != 2:

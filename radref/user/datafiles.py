@@ -17,9 +17,10 @@ number``), never a library's internals.
 import io
 import os
 import sys
-import tempfile
 
 import numpy as np
+
+from radref.training.files import atomic_write, same_file
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -173,9 +174,17 @@ def _checked_points(flag, where, array):
 
 # ---------------------------------------------------------------- writing
 
-def check_output(flag, path, extensions=EXTENSIONS, allow_stdout=True):
+def check_output(flag, path, extensions=EXTENSIONS, allow_stdout=True, inputs=()):
     """Fail before any work if ``path`` cannot be written: wrong extension,
-    missing directory, a directory in its place."""
+    missing directory, a directory in its place, or one of the command's
+    ``inputs`` (``(flag, path)`` pairs) under any name: the same file by
+    identity (symlink, hard link) or by resolved path (``./sub/../x``)."""
+    for input_flag, input_path in inputs:
+        if input_path is not None and STDIO not in (path, input_path) \
+                and same_file(path, input_path):
+            raise DataFileError(f"{flag} {path}: is {input_flag} {input_path}, an input of this "
+                                f"command; radref never writes over its input: choose another "
+                                f"{flag}")
     if path == STDIO:
         if allow_stdout:
             return
@@ -195,28 +204,19 @@ def check_output(flag, path, extensions=EXTENSIONS, allow_stdout=True):
 def write_array(flag, path, array):
     """Write ``array`` (points ``(n, d)`` or values ``(n,)``) in the format
     ``path``'s extension names; ``-`` writes CSV to standard output.  Files
-    are written to a temporary file and renamed, so a failure never leaves a
-    half-written file."""
+    are written atomically (:func:`radref.training.files.atomic_write`), so
+    a failure never leaves a half-written file."""
     if path == STDIO:
         _write_text(sys.stdout, array, ",")
         sys.stdout.flush()
         return
     ext = extension(path)
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".radref-", suffix=ext, dir=directory)
-        try:
-            with os.fdopen(fd, "wb" if ext == ".npy" else "w") as f:
-                if ext == ".npy":
-                    np.save(f, array)
-                else:
-                    _write_text(f, array, {".csv": ",", ".tsv": "\t"}.get(ext, " "))
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path, "wb" if ext == ".npy" else "w") as f:
+            if ext == ".npy":
+                np.save(f, array)
+            else:
+                _write_text(f, array, {".csv": ",", ".tsv": "\t"}.get(ext, " "))
     except OSError as exc:
         raise DataFileError(f"{flag} {path}: cannot write ({exc.strerror})") from None
 
@@ -225,8 +225,3 @@ def _write_text(stream, array, delimiter):
     # 17 significant digits: float64 values read back exactly
     np.savetxt(stream, array, delimiter=delimiter, fmt="%.17g")
 
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -1,0 +1,420 @@
+"""Nothing lost, nothing trusted blindly (issue 23): outputs never written over
+inputs, atomic writes and their temporary files, advisory locks, hostile
+checkpoints, signals, diverging training.
+
+Each test of a numbered finding of the issue says so (``finding N``); the
+others are attacks tried beyond the issue's list."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+import radref
+from helpers import checkpoint_arrays
+from radref import RadFlow, load_model
+from radref.training import checkpoint
+from radref.training.checkpoint import CheckpointError, load_checkpoint
+from radref.user.cli import main
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(radref.__file__)))
+ENV = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+TINY = ["--steps", "20", "-n", "600", "--batch-size", "100", "--quiet"]
+
+
+def _run(capsys, argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _one_line_error(status, err, *fragments):
+    assert status == 2, err
+    assert err.startswith("radref: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("integrity") / "m.npz"
+    assert main(["train", "--layers", "2", "--out", str(path)] + TINY) == 0
+    return path
+
+
+# ======================================================================
+# Finding 1: no command writes over one of its inputs
+# ======================================================================
+
+def _points_file(path, n=50):
+    X = np.random.default_rng(0).normal(size=(n, 2))
+    np.savetxt(path, X, delimiter=",", fmt="%.17g")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "hardlink"])
+def test_score_never_writes_over_its_data(capsys, tmp_path, model_path, spelling):
+    # finding 1: `radref score --data inout.csv --out inout.csv` replaced the
+    # points by their scores (rc 0), also for another spelling of the path
+    data = tmp_path / "inout.csv"
+    before = _points_file(data)
+    (tmp_path / "sub").mkdir()
+    out = {"same": str(data), "dotdot": str(tmp_path / "sub" / ".." / "inout.csv"),
+           "symlink": str(tmp_path / "link.csv"), "hardlink": str(tmp_path / "hard.csv")}[spelling]
+    if spelling == "symlink":
+        os.symlink(data, out)
+    elif spelling == "hardlink":
+        os.link(data, out)
+    status, _, err = _run(capsys, ["score", "--model", model_path, "--data", data, "--out", out])
+    _one_line_error(status, err, "--out", "--data", "an input of this command")
+    assert data.read_bytes() == before
+    # the model is an input too
+    status, _, err = _run(capsys, ["score", "--model", model_path, "--data", data,
+                                   "--out", model_path])
+    assert status == 2 and load_model(model_path).n_features_in_ == 2
+
+
+def test_sample_never_writes_over_its_model(capsys, tmp_path, model_path):
+    # finding 1: `radref sample --model model.csv --out model.csv` overwrote the
+    # model (a model file with a data extension still loads)
+    disguised = tmp_path / "model.csv"
+    disguised.write_bytes(model_path.read_bytes())
+    status, _, err = _run(capsys, ["sample", "--model", disguised, "--out", disguised])
+    _one_line_error(status, err, "--out", "--model", "an input of this command")
+    assert disguised.read_bytes() == model_path.read_bytes()
+
+
+def test_train_never_writes_over_its_data_or_checkpoint(capsys, tmp_path):
+    # beyond the list: --out or --checkpoint as a symlink to --data / --val,
+    # and --checkpoint as another spelling of --out
+    data = tmp_path / "d.csv"
+    before = _points_file(data, 200)
+    os.symlink(data, tmp_path / "out.npz")
+    status, _, err = _run(capsys, ["train", "--data", data, "--out", tmp_path / "out.npz"]
+                          + TINY[:2])
+    _one_line_error(status, err, "--out", "--data")
+    status, _, err = _run(capsys, ["train", "--data", data, "--val", tmp_path / "out.npz",
+                                   "--out", tmp_path / "m.npz", "--checkpoint",
+                                   tmp_path / "out.npz"] + TINY[:2])
+    _one_line_error(status, err, "--checkpoint")
+    status, _, err = _run(capsys, ["train", "--data", data, "--out", tmp_path / "m.npz",
+                                   "--checkpoint", f"{tmp_path}/./m.npz"] + TINY[:2])
+    _one_line_error(status, err, "--checkpoint and --out must be different files")
+    assert data.read_bytes() == before
+    assert not (tmp_path / "m.npz").exists()
+
+
+# ======================================================================
+# Atomic writes (findings 8 and 9: fsync, temporary files)
+# ======================================================================
+
+def test_write_json_atomic_fsyncs_the_file_and_the_directory(tmp_path, monkeypatch):
+    # finding 8: write_json_atomic never fsynced
+    from radref.user.sweep import write_json_atomic
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json_atomic(tmp_path / "r.json", {"a": 1})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert str(tmp_path) in synced  # the directory, after the rename
+    assert any(p.startswith(str(tmp_path) + "/.radref-") for p in synced)  # the file
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def _dead_pid():
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_writers_temporary_files_are_removed_by_the_next_write(tmp_path):
+    from radref.training import files
+    # finding 9 (SIGKILL): `.radref-*.tmp` files piled up; the next write into
+    # the directory removes those of this host whose process is gone, and
+    # leaves a live writer's alone
+    tag = files._host_tag()
+    dead = tmp_path / f".radref-{_dead_pid()}-{tag}-abc.tmp"
+    alive = tmp_path / f".radref-{os.getppid()}-{tag}-abc.tmp"
+    other_host = tmp_path / f".radref-{_dead_pid()}-00000000-abc.tmp"
+    for path in (dead, alive, other_host):
+        path.write_bytes(b"partial")
+    files.write_json_atomic(tmp_path / "x.json", [1])
+    assert sorted(os.listdir(tmp_path)) == sorted([alive.name, other_host.name, "x.json"])
+
+
+def test_atomic_write_removes_its_temporary_file_on_any_exception(tmp_path):
+    from radref.training import files
+    target = tmp_path / "t.bin"
+    target.write_bytes(b"old")
+    for exc in (OSError("disk full"), KeyboardInterrupt(), SystemExit(143)):
+        with pytest.raises(type(exc)):
+            with files.atomic_write(target) as f:
+                f.write(b"new, half")
+                raise exc
+        assert target.read_bytes() == b"old"
+        assert os.listdir(tmp_path) == ["t.bin"]
+
+
+# ======================================================================
+# Findings 5 and 7: hostile checkpoints
+# ======================================================================
+
+def _forge(path, source, edit_meta=None, arrays=None, raw_meta=None, compress=False):
+    """Rewrite checkpoint ``source`` at ``path``: ``edit_meta(meta)`` edits the
+    metadata, ``arrays`` replaces members (name -> bytes of a .npy member or an
+    array), and the checksum is recomputed (anyone can: it is not keyed)."""
+    members = checkpoint_arrays(source)
+    meta = json.loads(members.pop("meta").tobytes().decode())
+    del meta["checksum"]
+    if edit_meta is not None:
+        edit_meta(meta)
+    try:
+        meta["checksum"] = checkpoint._digest(meta, members)
+    except (TypeError, ValueError):
+        meta["checksum"] = "0" * 64
+    text = raw_meta if raw_meta is not None else json.dumps(meta).encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) \
+            as archive:
+        for name, value in dict(members, **(arrays or {})).items():
+            if isinstance(value, np.ndarray):
+                with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, value)
+            else:
+                archive.writestr(name + ".npy", value)
+        with archive.open("meta.npy", "w") as f:
+            np.lib.format.write_array(f, np.frombuffer(text, dtype=np.uint8))
+    return path
+
+
+def _load_in_limited_process(path, extra_mib=700):
+    """Load ``path`` with load_model in a child whose address space is capped at
+    its size after imports + ``extra_mib``: ``(outcome, seconds)``."""
+    code = f"""
+import resource, time
+from radref import load_model
+from radref.training.checkpoint import CheckpointError
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+limit = size + {extra_mib} * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+start = time.perf_counter()
+try:
+    load_model({str(path)!r})
+    outcome = "loaded"
+except CheckpointError as exc:
+    outcome = "CheckpointError: " + str(exc)
+except BaseException as exc:
+    outcome = type(exc).__name__ + ": " + str(exc)[:200]
+print(outcome)
+print(time.perf_counter() - start)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=ENV, timeout=600)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2, result.stderr[-2000:]
+    return lines[0], float(lines[1])
+
+
+def test_a_checkpoint_declaring_a_huge_dimension_costs_nothing(tmp_path, model_path):
+    # finding 5: a small file declaring dim = 2000000 (checksum recomputed) took
+    # 48 s and 6.5 GB before "parameters do not match the architecture" (a bare
+    # MemoryError under a memory limit)
+    bad = _forge(tmp_path / "dim.npz", model_path,
+                 lambda meta: meta["hyperparameters"].update(dim=2_000_000))
+    assert bad.stat().st_size < 100_000
+    outcome, _ = _load_in_limited_process(bad)
+    assert outcome.startswith("CheckpointError"), outcome
+    assert "dim must be an integer from 2 to 10000" in outcome
+
+
+def test_a_member_declaring_a_huge_array_is_refused_before_its_data_is_read(tmp_path,
+                                                                             model_path):
+    # finding 5: a 1.6 MB deflated member declaring 200M float64 took 3.2 GB:
+    # every member was read before anything was checked.  Here the member's
+    # header declares 200M float64 followed by 1 MB of deflated zeros.
+    import io
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (200_000_000,)})
+    member.write(bytes(2 ** 20))
+    bad = _forge(tmp_path / "big.npz", model_path,
+                 arrays={"param/0.cond.W1": member.getvalue()}, compress=True)
+    assert bad.stat().st_size < 100_000
+    outcome, _ = _load_in_limited_process(bad)
+    assert outcome.startswith("CheckpointError"), outcome
+    assert "declares shape (200000000,)" in outcome
+
+
+@pytest.mark.parametrize("attack", ["many_members", "wrong_dtype", "nested_budget", "big_meta",
+                                    "huge_layers", "object_member"])
+def test_other_hostile_checkpoints_are_refused_cheaply(tmp_path, model_path, attack):
+    # beyond the list: the other ways a re-signed file could cost memory or time
+    arrays, edit, raw = {}, None, None
+    if attack == "many_members":  # many unknown parameter-sized arrays
+        arrays = {f"junk/{i}": np.zeros(8) for i in range(2000)}
+        message = "larger than a checkpoint of this architecture"
+    elif attack == "wrong_dtype":
+        arrays = {"param/0.cond.W1": np.zeros((1, 8), dtype=np.int64)}
+        message = "holds int64, not float64"
+    elif attack == "nested_budget":  # a member larger than any parameter
+        arrays = {"param/0.cond.W1": np.zeros(10_000)}
+        message = "larger than any parameter"
+    elif attack == "big_meta":
+        raw = b"[" + b"0," * (checkpoint.MAX_META_BYTES // 2) + b"0]"
+        message = "checkpoint metadata is corrupted"
+    elif attack == "huge_layers":  # every width within its ceiling, the total beyond
+        edit = lambda meta: meta["hyperparameters"].update(n_layers=1000, hidden=100_000)  # noqa: E731
+        message = "beyond the 16777216 a checkpoint may declare"
+    else:
+        arrays = {"param/0.cond.W1": np.array([{}], dtype=object)}
+        message = "holds object, not float64"
+    bad = _forge(tmp_path / f"{attack}.npz", model_path, edit, arrays=arrays, raw_meta=raw)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("deep", "checkpoint metadata is corrupted"),
+    ("no_model", "checkpoint is incomplete"),
+    ("model_list", "model must be a class name"),
+    ("names_dict", "names must be a list"),
+    ("step_huge_int", "checkpoint metadata is corrupted"),
+    ("hyper_list", "hyperparameters must be a JSON object"),
+    ("extra_string", "extra must be a JSON object"),
+    ("gate_float", "gate_hidden must be an integer"),
+])
+def test_a_damaged_meta_is_a_checkpoint_error(capsys, tmp_path, model_path, damage, message):
+    # finding 7: '[' x 100000 gave a RecursionError traceback, no 'model' a
+    # KeyError, 'model' as a list "unhashable type: 'list'"
+    raw, edit = None, None
+    if damage == "deep":
+        raw = b"[" * 100_000
+    elif damage == "step_huge_int":
+        raw = json.dumps({"format": "radref-checkpoint", "version": 1}).encode()[:-1] \
+            + b', "step": ' + b"9" * 5000 + b"}"
+    else:
+        def edit(meta):
+            if damage == "no_model":
+                del meta["model"]
+            elif damage == "model_list":
+                meta["model"] = ["RadFlow"]
+            elif damage == "names_dict":
+                meta["names"] = {"a": 1}
+            elif damage == "hyper_list":
+                meta["hyperparameters"] = [1, 2]
+            elif damage == "extra_string":
+                meta["extra"] = "x"
+            else:
+                meta["hyperparameters"]["gate_hidden"] = 8.0
+    bad = _forge(tmp_path / "bad.npz", model_path, edit, raw_meta=raw)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(bad)
+    status, _, err = _run(capsys, ["sample", "--model", bad, "--out", tmp_path / "s.csv"])
+    _one_line_error(status, err, f"--model {bad}")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_legitimate_checkpoints_still_load(tmp_path):
+    # the checks refuse nothing radref writes: radref 0.1's files, a model with
+    # a recipe (ema/ and best/ groups), a compressed archive of a good file
+    data = os.path.join(os.path.dirname(__file__), "data", "v0_1")
+    for name in ("RadFlow-checkpoint.npz", "RadFlow-saved.npz", "RealNVPFlow-saved.npz"):
+        load_model(os.path.join(data, name))
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    model = RadFlow(n_layers=2, hidden=4, steps=4, batch_size=50, eval_every=2, ema_decay=0.9,
+                    early_stopping=True, random_state=0, progress=False).fit(X)
+    model.save(tmp_path / "recipe.npz")
+    loaded = load_model(tmp_path / "recipe.npz")
+    assert np.array_equal(loaded.score_samples(X), model.score_samples(X))
+    with zipfile.ZipFile(tmp_path / "recipe.npz") as src, \
+            zipfile.ZipFile(tmp_path / "deflated.npz", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    assert np.array_equal(load_model(tmp_path / "deflated.npz").score_samples(X),
+                          model.score_samples(X))
+
+
+# ======================================================================
+# Finding 6: two writers of one file
+# ======================================================================
+
+def _wait_for(predicate, timeout=120.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_second_train_on_the_same_out_is_refused_naming_the_holder(tmp_path):
+    # finding 6: two `radref train` with the same --out and --checkpoint both
+    # said "saved"; one model was silently gone
+    out, ck = tmp_path / "m.npz", tmp_path / "ck.npz"
+    first = subprocess.Popen([sys.executable, "-m", "radref", "train", "--layers", "2",
+                              "--steps", "200000", "-n", "600", "--batch-size", "100",
+                              "--quiet", "--seed", "1", "--out", str(out), "--checkpoint",
+                              str(ck)], env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        # (radref before its locks wrote no lock file: then wait for its checkpoint)
+        _wait_for(lambda: ((tmp_path / ".m.npz.radref-lock").exists()
+                           and (tmp_path / ".m.npz.radref-lock").stat().st_size > 0)
+                  or ck.exists(), what="the lock")
+        second = subprocess.run([sys.executable, "-m", "radref", "train", "--layers", "2",
+                                 "--seed", "2", "--out", str(out), "--checkpoint",
+                                 str(tmp_path / "other.npz")] + TINY, env=ENV,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        assert f"--out {out} is being written by process {first.pid} on host " \
+               f"{socket.gethostname()}" in second.stderr
+        assert "radref train" in second.stderr or "__main__" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        third = subprocess.run([sys.executable, "-m", "radref", "train", "--layers", "2",
+                                "--out", str(tmp_path / "m3.npz"), "--checkpoint", str(ck)]
+                               + TINY, env=ENV, capture_output=True, text=True, timeout=300)
+        assert third.returncode == 2 and f"--checkpoint {ck} is being written" in third.stderr
+        assert not (tmp_path / "m3.npz").exists()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=300)
+    # the holder is gone: its lock file too, and the path is free again
+    assert not (tmp_path / ".m.npz.radref-lock").exists()
+    assert main(["train", "--layers", "2", "--out", str(out)] + TINY) == 0
+
+
+def test_a_lock_held_by_a_killed_process_is_free(tmp_path):
+    from radref.training import files
+    # beyond the list: the kernel drops a flock when its holder dies (SIGKILL),
+    # and the lock file it leaves behind does not block the next writer
+    target = tmp_path / "x.npz"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from radref.training.files import exclusive
+with exclusive({str(target)!r}):
+    print("held", flush=True)
+    time.sleep(600)
+"""], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(files.LockedError, match=f"process {holder.pid} on host"):
+        with files.exclusive(target):
+            pass
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+    with files.exclusive(target, "x") as lock:
+        assert os.path.exists(lock)
+    assert os.listdir(tmp_path) == []
