@@ -122,16 +122,47 @@ def test_gmm_parameter_count_by_hand(baselines):
     assert baselines.gmm_parameter_count(1, 3) == 9
 
 
-def test_gmm_choice_is_the_least_validation_bic(baselines):
+def test_gmm_choice_is_the_best_validation_loglik(baselines):
     from sklearn.mixture import GaussianMixture
     X, _ = datasets.train_test_split_samples("grid", 300, 10, random_state=2)
-    model, k, bic = baselines.fit_gaussian_mixture(X, 2, 4, 0.25)
-    assert k == min(bic, key=bic.get) and model.n_components == k
-    # recompute one candidate's BIC: fitted on the other rows, scored on the split
+    model, k, loglik = baselines.fit_gaussian_mixture(X, 2, 4, 0.25, n_init=2, component_cap=4)
+    assert k == max(loglik, key=loglik.get) and model.n_components == k
+    assert model.n_init == 2 and set(loglik) == {1, 2, 3, 4}
+    # recompute one candidate's score: fitted on the other rows, the plain
+    # mean log-likelihood of the validation rows (no complexity penalty)
     fit_rows, val_rows = validation_split(300, 0.25, np.random.SeedSequence(2))
-    two = GaussianMixture(2, covariance_type="full", random_state=2).fit(X[fit_rows])
-    expected = -2 * np.sum(two.score_samples(X[val_rows])) + 11 * math.log(75)
-    assert bic[2] == pytest.approx(expected, rel=1e-10)
+    two = GaussianMixture(2, covariance_type="full", random_state=2, n_init=2).fit(X[fit_rows])
+    assert loglik[2] == pytest.approx(np.mean(two.score_samples(X[val_rows])), rel=1e-10)
+
+
+def test_gmm_grid_is_extended_while_the_choice_sits_at_its_edge(baselines):
+    # the ring's 8 components need more than 3 candidates: starting from
+    # 1-3, the grid grows one candidate at a time until the best is inside
+    X, _ = datasets.train_test_split_samples("ring", 800, 10, random_state=0)
+    _, k, loglik = baselines.fit_gaussian_mixture(X, 0, 3, 0.2, n_init=1, component_cap=40)
+    tried = sorted(loglik)
+    assert tried[:3] == [1, 2, 3] and len(tried) > 3
+    assert tried == [c for c in baselines.COMPONENT_GRID if c <= tried[-1]]
+    assert k < tried[-1]  # the search stopped once the best was not the largest tried
+    assert max(loglik[c] for c in tried if c > k) < loglik[k]
+    # without room to grow, the choice stays at the cap
+    _, k_capped, loglik_capped = baselines.fit_gaussian_mixture(X, 0, 3, 0.2, n_init=1)
+    assert sorted(loglik_capped) == [1, 2, 3] and k_capped == 3
+    with pytest.raises(ValueError, match="max_components"):
+        baselines.candidate_components(5, 4)
+
+
+def test_the_better_baseline_is_chosen_on_validation_data(baselines):
+    from sklearn.mixture import GaussianMixture
+    from sklearn.neighbors import KernelDensity
+    X, _ = datasets.train_test_split_samples("ring", 400, 10, random_state=1)
+    best, val = baselines.validation_choice(X, 1, 0.25, 8, 0.05, n_init=1)
+    fit_rows, val_rows = validation_split(400, 0.25, np.random.SeedSequence(1))
+    gmm = GaussianMixture(8, covariance_type="full", random_state=1, n_init=1).fit(X[fit_rows])
+    kde = KernelDensity(bandwidth=0.05).fit(X[fit_rows])
+    assert val["gmm"] == pytest.approx(np.mean(gmm.score_samples(X[val_rows])), rel=1e-12)
+    assert val["kde"] == pytest.approx(np.mean(kde.score_samples(X[val_rows])), rel=1e-12)
+    assert best == max(val, key=val.get)
 
 
 def test_quick_run_uses_the_reproduce_splits(baselines, tmp_path, capsys):
@@ -142,7 +173,8 @@ def test_quick_run_uses_the_reproduce_splits(baselines, tmp_path, capsys):
     records = json.loads(out.read_text())["records"]
     assert [(r["problem"], r["seed"]) for r in records] == [("two_moons", 0), ("ring", 0)]
     for r in records:
-        assert 1 <= r["gmm_components"] <= 3 and r["kde_bandwidth"] > 0
+        assert 1 <= r["gmm_components"] <= 4 and r["kde_bandwidth"] > 0
+        assert r["best"] in ("gmm", "kde") and r["cpu_seconds"] > 0
         with np.load(tmp_path / "points" / f"{r['problem']}-seed0.npz") as points:
             gmm, kde = points["gmm"], points["kde"]
         assert gmm.shape == kde.shape == (300,)
@@ -156,7 +188,7 @@ def test_quick_run_uses_the_reproduce_splits(baselines, tmp_path, capsys):
         # a sensible density: finite and better than a wide Gaussian would do
         assert np.all(np.isfinite(gmm)) and r["gmm_test_loglik"] > -5
     printed = capsys.readouterr().out
-    assert "two_moons" in printed and "| problem | seeds | GMM (BIC) | KDE (CV) |" in printed
+    assert "two_moons" in printed and "| problem | seeds | GMM (validation) | KDE (CV) |" in printed
 
 
 def test_reproduce_points_rescore_the_runs_checkpoints(paired, tmp_path):
@@ -214,8 +246,8 @@ def test_docs_tables_are_the_committed_study(study):
         blocks = dict(re.findall(r"<!-- (\w+) -->\n(.*?)\n\n", f.read(), re.S))
     with open(os.path.join(ROOT, "docs", "results.md")) as f:
         docs = f.read()
-    assert set(blocks) == {"section43", "paper", "baselines", "recipes", "beyond", "own_best",
-                           "data_size"}
+    assert {"section43", "paper", "baselines", "recipes", "beyond", "own_best",
+            "data_size"} <= set(blocks)
     for name, table in blocks.items():
         shown = re.search(rf"<!-- study:{name}:start -->\n(.*?)\n<!-- study:{name}:end -->",
                           docs, re.S)
@@ -234,7 +266,7 @@ def test_committed_study_means_are_the_runs_scores(study):
     for path in paths:
         with open(path) as f:
             r = json.load(f)
-        if r.get("recipe") or r["n_train"] != 10_000:
+        if r.get("recipe") or r["n_train"] != 10_000 or r.get("steps", 50_000) != 50_000:
             continue
         recorded.setdefault((r["problem"], r["model"]), {})[r["seed"]] = r["test_loglik"]
     for problem, row in numbers["paper"].items():
@@ -277,8 +309,7 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
                            (stopping, 10_000, "rad"): -0.0625,
                            ((), 1_000, "rad"): -1.0, ((), 1_000, "realnvp"): -0.5})
     runs = study.load_runs(str(tmp_path), legacy=str(tmp_path / "none"))
-    best = {p: 1.0 for p in datasets.PROBLEMS}
-    numbers = study.analyse(runs, {}, best, n_boot=50)
+    numbers = study.analyse(runs, {}, n_boot=50)
     two_moons = numbers["paper"]["two_moons"]["rad_minus_realnvp"]
     assert two_moons["mean"] == pytest.approx(0.25) and two_moons["seeds"] == [0, 1, 2]
     assert two_moons["t_low"] == pytest.approx(0.25) == two_moons["t_high"]  # sd 0
@@ -306,3 +337,103 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
                             for k in text))
     study.update_docs(text, str(page))
     assert "old" not in page.read_text() and text["beyond"] in page.read_text()
+
+
+def test_holm_by_hand(study):
+    # three comparisons over 4 seeds, sd 0.1 (standard error 0.05):
+    # t = 20, 2 and 6 on 3 degrees of freedom.  Two-sided p-values from the
+    # closed form of Student's t with 3 degrees of freedom,
+    # p(t) = 1 - (2 / pi) (a + sin a cos a), a = arctan(t / sqrt(3)):
+    # p(2) = 0.1393, p(6) = 0.0093, p(20) = 0.0003.  Holm: the smallest is
+    # tested at 0.05/3, the next at 0.05/2 (both rejected), the last at
+    # 0.05 (not rejected).
+    from scipy.stats import t as student
+
+    def p_value(t):
+        a = math.atan(t / math.sqrt(3))
+        return 1 - 2 / math.pi * (a + math.sin(a) * math.cos(a))
+
+    cells = [{"seeds": [0, 1, 2, 3], "mean": m, "sd": 0.1} for m in (1.0, 0.1, 0.3)]
+    study.holm(cells)
+    big, small, middle = cells
+    assert [c["holm_p"] for c in cells] == pytest.approx([p_value(20), p_value(2), p_value(6)],
+                                                         rel=1e-9)
+    assert small["holm_p"] == pytest.approx(0.1393, abs=1e-4)
+    assert [c["holm_level"] for c in cells] == pytest.approx([1 - 0.05 / 3, 0.95, 1 - 0.025])
+    # the last one's interval is the plain 95 % t interval: t(0.975, 3) = 3.182
+    assert small["holm_low"] == pytest.approx(0.1 - 3.1824463 * 0.05, abs=1e-6)
+    assert middle["holm_high"] - middle["mean"] == pytest.approx(
+        student.ppf(1 - 0.0125, 3) * 0.05, rel=1e-12)
+    assert [study.verdict(c) for c in cells] == ["Rad ahead", "no difference shown",
+                                                  "Rad ahead"]
+
+
+def test_holm_stops_at_the_first_comparison_it_keeps(study):
+    # p = 0.03 and 0.04: each below 0.05, but the smaller is not below 0.05/2,
+    # so neither is rejected, and both intervals (at level 1 - 0.025) hold zero
+    from scipy.stats import t as student
+    se = 0.1 / 2
+    cells = [{"seeds": [0, 1, 2, 3], "mean": student.isf(p / 2, 3) * se, "sd": 0.1}
+             for p in (0.03, 0.04)]
+    study.holm(cells)
+    assert [c["holm_p"] for c in cells] == pytest.approx([0.03, 0.04])
+    assert [c["holm_level"] for c in cells] == pytest.approx([0.975, 0.975])
+    assert all(c["holm_low"] < 0 < c["holm_high"] for c in cells)
+    # uncorrected, both 95 % intervals would exclude zero
+    assert all(c["mean"] - student.ppf(0.975, 3) * se > 0 for c in cells)
+
+
+def test_exact_points_are_the_density_at_the_runs_test_points(study):
+    _, X_test = datasets.train_test_split_samples("ring", 1000, 10_000, random_state=3)
+    np.testing.assert_array_equal(study.exact_points("ring", 3, 1000),
+                                  datasets.log_density("ring", X_test))
+    # the test points of a seed do not depend on the training-set size
+    np.testing.assert_array_equal(study.exact_points("ring", 3, 1000),
+                                  study.exact_points("ring", 3, 20))
+
+
+def test_two_moons_settled_on_synthetic_runs(study, tmp_path):
+    # Rad − Real NVP: 0 at 10,000 points, +0.25 at 100,000, +0.125 in the
+    # control of 5,000 steps; the changes between rows are the differences
+    _fake_study(tmp_path, {((), 10_000, "rad"): 0.0, ((), 10_000, "realnvp"): 0.0,
+                           ((), 100_000, "rad"): 0.25, ((), 100_000, "realnvp"): 0.0})
+    runs = study.load_runs(str(tmp_path), legacy=str(tmp_path / "none"))
+    for model, offset in (("rad", 0.125), ("realnvp", 0.0)):
+        runs[(study.CONTROL, 10_000, "two_moons", model)] = {
+            s: runs[("paper", 10_000, "two_moons", model)][s] + offset for s in range(3)}
+    moons = study.two_moons_settled(runs, n_boot=50)
+    rows = list(moons["rows"].values())
+    assert [r["rad_minus_realnvp"]["mean"] for r in rows] == pytest.approx([0.0, 0.25, 0.125])
+    assert [d["mean"] for d in moons["changes"].values()] == pytest.approx([0.25, 0.125, 0.125])
+    assert all("holm_low" in r["rad_minus_realnvp"] for r in rows)
+    text = study.two_moons_table({"two_moons": moons})
+    assert any("10,000 points, 5,000 steps" in line for line in text)
+
+
+def test_dimensions_quick_run_and_its_rows(study, tmp_path):
+    dimensions = _module("dimensions")
+    assert dimensions.main(["--out", str(tmp_path), "--quick", "--problems", "rotated_4d"]) == 0
+    runs, found = study.load_dimensions(str(tmp_path))
+    assert set(runs) == {("rotated_4d", "rad"), ("rotated_4d", "realnvp")}
+    with open(tmp_path / "runs" / "rotated_4d-rad-s0" / "result.json") as f:
+        result = json.load(f)
+    assert result["test_loglik"] == pytest.approx(np.mean(runs[("rotated_4d", "rad")][0]),
+                                                  abs=1e-12)
+    assert set(found) >= {("gmm", "rotated_4d"), ("kde", "rotated_4d"), ("best", "rotated_4d")}
+    # a second call finds the finished runs and trains nothing
+    mtime = os.path.getmtime(tmp_path / "runs" / "rotated_4d-rad-s0" / "result.json")
+    dimensions.main(["--out", str(tmp_path), "--quick", "--problems", "rotated_4d",
+                     "--models", "rad"])
+    assert os.path.getmtime(tmp_path / "runs" / "rotated_4d-rad-s0" / "result.json") == mtime
+    rows = study.dimension_rows(runs, found, n_boot=20)
+    row = rows["rotated_4d"]
+    # the gap to the exact density, from the quick run's 300 test points
+    from radref import datasets_nd
+    _, X_test = datasets_nd.train_test_split_samples("rotated_4d", 600, 300, random_state=0)
+    truth = datasets_nd.log_density("rotated_4d", X_test)
+    assert row["models"]["rad"]["gap"]["mean"] == pytest.approx(
+        np.mean(truth) - result["test_loglik"], abs=1e-10)
+    assert row["models"]["rad"]["gap"]["t_low"] is None  # one seed: no interval across seeds
+    assert row["rad_minus_best"]["mean"] == pytest.approx(
+        result["test_loglik"] - np.mean(found[("best", "rotated_4d")][0]), abs=1e-10)
+    assert "| rotated_4d | 4 | 1 |" in "\n".join(study.dimensions_table({"dimensions": rows}))

@@ -28,6 +28,7 @@ Usage::
     python validation/study.py --write-points DIR   # add test_points.npz to DIR's runs
 """
 import argparse
+import functools
 import glob
 import json
 import os
@@ -46,6 +47,10 @@ DOCS = os.path.join(os.path.dirname(HERE), "docs", "results.md")
 PROBLEMS = ("grid", "ring", "two_moons", "two_circles", "spiral", "many_moons")
 #: the paper protocol's settings other than the recipe (reproduce.FULL)
 PAPER = dict(steps=50_000, n_test=10_000, batch_size=500, lr=1e-3)
+#: the paper's hidden units (reproduce.ARCHITECTURES)
+PAPER_HIDDEN = {"rad": 8, "realnvp": 56}
+#: family-wise error rate of Holm's correction across the problems of a table
+ALPHA = 0.05
 
 
 # ------------------------------------------------------------------ loading
@@ -83,14 +88,19 @@ def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
                                      result["n_test"]))
     for protocol_file in sorted(glob.glob(os.path.join(study, "protocol-*", "protocol.json"))):
         protocol = _json(protocol_file)
-        if (protocol["steps"], protocol["n_test"], protocol["batch_size"],
-                protocol["adam"]["lr"]) != tuple(PAPER.values()):
-            raise ValueError(f"{protocol_file}: not the paper's steps, sizes and rate")
+        if (protocol["n_test"], protocol["batch_size"]) != (PAPER["n_test"],
+                                                            PAPER["batch_size"]):
+            raise ValueError(f"{protocol_file}: not the paper's test size and batch size")
         name, last = variant_names(protocol.get("recipe", {}))
+        settings = setting_suffix(protocol)
+        name, last = name + settings, (last + settings if last else None)
         for run in sorted(glob.glob(os.path.join(os.path.dirname(protocol_file), "runs", "*"))):
+            if not os.path.exists(os.path.join(run, "test_points.npz")):
+                continue  # an unfinished run
             result = _json(os.path.join(run, "result.json"))
+            model_name = name + hidden_suffix(protocol, result["model"])
             with np.load(os.path.join(run, "test_points.npz")) as points:
-                add(name, protocol["n_train"], result["problem"], result["model"],
+                add(model_name, protocol["n_train"], result["problem"], result["model"],
                     result["seed"], points["model"])
                 if last is not None:
                     add(last + " (from the EMA runs)" if last == "paper" else last,
@@ -99,15 +109,65 @@ def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
     return runs
 
 
-def load_baselines(study=STUDY):
-    """``{(name, problem): {seed: points}}`` for ``gmm`` and ``kde``."""
+def setting_suffix(protocol):
+    """`` (5,000 steps)``, `` (lr 0.003)``: the protocol's settings that differ
+    from the paper's steps and rate, appended to the variant's name."""
+    parts = []
+    if protocol["steps"] != PAPER["steps"]:
+        parts.append(f"{protocol['steps']:,} steps")
+    if protocol["adam"]["lr"] != PAPER["lr"]:
+        parts.append(f"lr {protocol['adam']['lr']:g}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def hidden_suffix(protocol, model):
+    """`` (hidden 32)`` when the model's width is not the paper's."""
+    hidden = protocol.get("architectures", {}).get(model, {}).get("hidden", PAPER_HIDDEN[model])
+    return "" if hidden == PAPER_HIDDEN[model] else f" (hidden {hidden})"
+
+
+def load_baselines(directory=os.path.join(STUDY, "baselines")):
+    """``{(name, problem): {seed: points}}`` for ``gmm``, ``kde`` and ``best``
+    (per seed the one of the two chosen on validation data, as recorded in
+    ``baselines.json``), with ``{("choice", problem): {seed: "gmm" or "kde"}}``."""
     found = {}
-    for path in sorted(glob.glob(os.path.join(study, "baselines", "points", "*.npz"))):
+    records = {}
+    if os.path.exists(os.path.join(directory, "baselines.json")):
+        records = {(r["problem"], r["seed"]): r
+                   for r in _json(os.path.join(directory, "baselines.json"))["records"]}
+    for path in sorted(glob.glob(os.path.join(directory, "points", "*.npz"))):
         problem, _, seed = os.path.basename(path)[:-4].rpartition("-seed")
+        seed = int(seed)
         with np.load(path) as archive:
             for name in ("gmm", "kde"):
-                found.setdefault((name, problem), {})[int(seed)] = archive[name]
+                found.setdefault((name, problem), {})[seed] = archive[name]
+            record = records.get((problem, seed))
+            if record is not None and "best" in record:
+                found.setdefault(("best", problem), {})[seed] = archive[record["best"]]
+                found.setdefault(("choice", problem), {})[seed] = record["best"]
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def exact_points(problem, seed, n_train, n_test=PAPER["n_test"]):
+    """``log p_true`` of the exact density at the test points of a run
+    (seed ``seed``, ``n_train`` training points), shape ``(n_test,)``: the
+    reference the gaps to the best achievable value are paired with."""
+    from radref import datasets
+    if problem in datasets.PROBLEMS:
+        _, X_test = datasets.train_test_split_samples(problem, n_train, n_test,
+                                                      random_state=seed)
+        return datasets.log_density(problem, X_test)
+    from radref import datasets_nd
+    _, X_test = datasets_nd.train_test_split_samples(problem, n_train, n_test,
+                                                     random_state=seed)
+    return datasets_nd.log_density(problem, X_test)
+
+
+def exact(problem, cell, n_train):
+    """``{seed: log p_true at the test points}`` for the seeds of ``cell`` (a
+    dict seed -> per-point scores, whose lengths give the test-set sizes)."""
+    return {s: exact_points(problem, s, n_train, len(points)) for s, points in cell.items()}
 
 
 def _json(path):
@@ -141,10 +201,47 @@ def difference(a, b, n_boot):
     """A - B on the seeds both have: the numbers of a table cell."""
     a, b = common(a, b)
     result = paired.compare(a, b, n_boot)
-    ci, pooled = result["across_seeds"], result["pooled"]
-    return {"seeds": sorted(a), "mean": ci["mean"], "t_low": ci["low"], "t_high": ci["high"],
-            "boot_low": pooled["low"], "boot_high": pooled["high"],
+    pooled = result["pooled"]
+    ci = result.get("across_seeds", {"mean": pooled["mean"], "sd": None, "low": None,
+                                     "high": None})  # one seed: no interval across seeds
+    return {"seeds": sorted(a), "mean": ci["mean"], "sd": ci["sd"], "t_low": ci["low"],
+            "t_high": ci["high"], "boot_low": pooled["low"], "boot_high": pooled["high"],
             "per_seed": {str(s): r for s, r in result["per_seed"].items()}}
+
+
+def holm(cells, alpha=ALPHA):
+    """Holm's step-down correction across the comparisons of one table.
+
+    ``cells`` is a list of :func:`difference` dicts (one per problem or row,
+    each with at least 2 seeds).  Each gets a two-sided t-test p-value of its
+    per-seed mean differences (``holm_p``, uncorrected) and the interval of
+    the level at which Holm's procedure tests it (``holm_low``,
+    ``holm_high``, ``holm_level``): with the p-values in increasing order
+    ``p_(1) <= ... <= p_(m)``, the ``i``-th is tested at ``alpha / (m - i +
+    1)`` while every earlier one was rejected; from the first that is not
+    rejected, ``k``, on, all are tested at ``alpha / (m - k + 1)``.  So a
+    comparison's corrected interval excludes zero exactly when Holm's
+    procedure rejects "no difference" for it, and the verdicts of a table
+    hold together at family-wise error ``alpha``.
+    """
+    from scipy.stats import t as student
+    cells = [c for c in cells if len(c["seeds"]) >= 2]
+    m = len(cells)
+    for c in cells:
+        n = len(c["seeds"])
+        c["holm_se"] = c["sd"] / np.sqrt(n)
+        if c["sd"] > 0:
+            c["holm_p"] = float(2 * student.sf(abs(c["mean"]) / c["holm_se"], n - 1))
+        else:
+            c["holm_p"] = 0.0 if c["mean"] != 0 else 1.0
+    level = None
+    for i, c in enumerate(sorted(cells, key=lambda c: c["holm_p"])):
+        if level is None and c["holm_p"] > alpha / (m - i):
+            level = alpha / (m - i)  # the first not rejected: this level from here on
+        tested = alpha / (m - i) if level is None else level
+        half = student.ppf(1 - tested / 2, len(c["seeds"]) - 1) * c.pop("holm_se")
+        c.update(holm_level=1 - tested, holm_low=c["mean"] - half, holm_high=c["mean"] + half)
+    return cells
 
 
 def means(cell):
@@ -154,25 +251,42 @@ def means(cell):
 
 
 def verdict(d, a="Rad", b="Real NVP"):
-    if d["t_low"] > 0:
+    """Read from the Holm-corrected interval when the table has one, else
+    from the 95 % t interval."""
+    low, high = (d["holm_low"], d["holm_high"]) if "holm_low" in d else (d["t_low"], d["t_high"])
+    if low > 0:
         return f"{a} ahead"
-    if d["t_high"] < 0:
+    if high < 0:
         return f"{b} ahead"
     return "no difference shown"
 
 
-def analyse(runs, baselines, best_values, n_boot):
-    """Every number of the study (a JSON-ready dict)."""
-    out = {"best_achievable": best_values, "paper": {}, "recipes": {}, "data_size": {}}
+def analyse(runs, baselines, n_boot, dimensions=None):
+    """Every number of the study (a JSON-ready dict).
+
+    ``dimensions`` is :func:`load_dimensions`'s ``(runs, baselines)`` of the
+    problems beyond two dimensions, or None."""
+    out = {"exact": {}, "paper": {}, "recipes": {}, "data_size": {}}
     for p in PROBLEMS:
         rad, nvp = runs[("paper", 10_000, p, "rad")], runs[("paper", 10_000, p, "realnvp")]
+        truth = exact(p, {**nvp, **rad}, 10_000)
+        out["exact"][p] = {str(s): float(np.mean(v)) for s, v in truth.items()}
         row = {"rad": means(rad), "realnvp": means(nvp), "rad_minus_realnvp":
-               difference(rad, nvp, n_boot)}
-        for name in ("gmm", "kde"):
+               difference(rad, nvp, n_boot), "gaps": {}}
+        for name in ("gmm", "kde", "best"):
             if (name, p) in baselines:
                 row[name] = means(baselines[(name, p)])
                 row[f"rad_minus_{name}"] = difference(rad, baselines[(name, p)], n_boot)
+        if ("choice", p) in baselines:
+            row["choice"] = {str(s): c for s, c in sorted(baselines[("choice", p)].items())}
+        for name, cell in (("rad", rad), ("realnvp", nvp), *[
+                (n, baselines[(n, p)]) for n in ("gmm", "kde", "best") if (n, p) in baselines]):
+            # exact - model on the seeds both have: the gap to the best achievable value
+            row["gaps"][name] = difference(exact(p, cell, 10_000), cell, n_boot)
         out["paper"][p] = row
+    holm([out["paper"][p]["rad_minus_realnvp"] for p in PROBLEMS])
+    holm([out["paper"][p]["rad_minus_best"] for p in PROBLEMS if "rad_minus_best" in
+          out["paper"][p]])
     variants = sorted({v for v, n, _, _ in runs if n == 10_000 and v != "paper"})
     for v in variants:
         for model in ("rad", "realnvp"):
@@ -183,6 +297,9 @@ def analyse(runs, baselines, best_values, n_boot):
                     "minus_paper": difference(runs[(v, 10_000, p, model)],
                                               runs[("paper", 10_000, p, model)], n_boot)}
                 for p in PROBLEMS}
+    for v, by_model in out["recipes"].items():
+        for cells in by_model.values():
+            holm([cells[p]["minus_paper"] for p in PROBLEMS])
     both = [v for v in out["recipes"] if set(out["recipes"][v]) == {"rad", "realnvp"}]
     if both:
         best = max(both, key=lambda v: np.mean(
@@ -190,9 +307,21 @@ def analyse(runs, baselines, best_values, n_boot):
         out["beyond"] = {"variant": best, "problems": {
             p: difference(runs[(best, 10_000, p, "rad")], runs[(best, 10_000, p, "realnvp")],
                           n_boot) for p in PROBLEMS}}
+        holm(list(out["beyond"]["problems"].values()))
         out["own_best"] = own_best(out, runs, n_boot)
     out["data_size"] = data_sizes(runs, n_boot)
+    moons = two_moons_settled(runs, n_boot)
+    if moons:
+        out["two_moons"] = moons
+    if dimensions is not None:
+        out["dimensions"] = dimension_rows(*dimensions, n_boot)
     return out
+
+
+def exact_gap(problem, cell, n_train=10_000):
+    """Mean over the seeds of ``cell`` of (exact - model) mean log-likelihood."""
+    truth = exact(problem, cell, n_train)
+    return float(np.mean([np.mean(truth[s]) - np.mean(cell[s]) for s in cell]))
 
 
 def own_best(out, runs, n_boot):
@@ -211,13 +340,15 @@ def own_best(out, runs, n_boot):
         a = {s: runs[(rad, 10_000, p, "rad")][s] for s in seeds}
         b = {s: runs[(nvp, 10_000, p, "realnvp")][s] for s in seeds}
         cells[p] = {"rad": means(a), "realnvp": means(b), "rad_minus_realnvp":
-                    difference(a, b, n_boot)}
+                    difference(a, b, n_boot), "rad_gap": exact_gap(p, a)}
+    holm([cells[p]["rad_minus_realnvp"] for p in PROBLEMS])
     return {"rad_variant": rad, "realnvp_variant": nvp, "problems": cells}
 
 
 def data_sizes(runs, n_boot):
     """Rad against Real NVP, paper protocol, at each training-set size of the
-    problems run at more than one size: ``{problem: {n_train: cell}}``."""
+    problems run at more than one size, on every seed both models have at
+    that size: ``{problem: {n_train: cell}}``; Holm across all the rows."""
     found = {}
     for problem in PROBLEMS:
         sizes = sorted({n for v, n, p, _ in runs if v == "paper" and p == problem})
@@ -229,17 +360,107 @@ def data_sizes(runs, n_boot):
             if not (rad and nvp):
                 continue
             rad, nvp = common(rad, nvp)
-            seeds = sorted(rad)[:3]  # every size is compared on the same seeds 0-2
-            rad, nvp = {s: rad[s] for s in seeds}, {s: nvp[s] for s in seeds}
             found.setdefault(problem, {})[str(n)] = {
                 "rad": means(rad), "realnvp": means(nvp),
-                "rad_minus_realnvp": difference(rad, nvp, n_boot)}
+                "rad_minus_realnvp": difference(rad, nvp, n_boot),
+                "rad_gap": exact_gap(problem, rad, n)}
+    holm([row["rad_minus_realnvp"] for by_size in found.values() for row in by_size.values()])
+    return found
+
+
+#: the control of two moons at 10,000 points that sees each point as often
+#: as the 100,000-point runs do: 5,000 steps x 500 = 250 passes (100,000
+#: points: 50,000 x 500 / 100,000 = 250 passes)
+CONTROL = "paper (5,000 steps)"
+
+
+def two_moons_settled(runs, n_boot, problem="two_moons"):
+    """Two moons with every seed: Rad − Real NVP at 10,000 points, at
+    100,000, and in the control of equal passes (10,000 points, 5,000
+    steps), Holm across those rows; and the paired changes of Rad − Real NVP
+    between them (the test points of a seed are the same at every size:
+    ``train_test_split_samples`` draws them from their own stream)."""
+    rows = {}
+    for label, variant, n in (("10,000 points, 50,000 steps", "paper", 10_000),
+                              ("100,000 points, 50,000 steps", "paper", 100_000),
+                              ("10,000 points, 5,000 steps (passes of 100,000)", CONTROL,
+                               10_000)):
+        rad, nvp = runs.get((variant, n, problem, "rad")), runs.get((variant, n, problem,
+                                                                      "realnvp"))
+        if rad and nvp and len(common(rad, nvp)[0]) >= 2:
+            rad, nvp = common(rad, nvp)
+            rows[label] = {"variant": variant, "n_train": n, "rad": means(rad),
+                           "realnvp": means(nvp), "rad_minus_realnvp":
+                           difference(rad, nvp, n_boot), "rad_gap": exact_gap(problem, rad, n),
+                           "realnvp_gap": exact_gap(problem, nvp, n)}
+    if len(rows) < 2:
+        return {}
+    holm([r["rad_minus_realnvp"] for r in rows.values()])
+    changes = {}
+    labels = list(rows)
+    for later, earlier in ((1, 0), (1, 2), (2, 0)):
+        if max(later, earlier) >= len(labels):
+            continue
+        a, b = rows[labels[later]], rows[labels[earlier]]
+        da = _per_seed_difference(runs, a, problem)
+        db = _per_seed_difference(runs, b, problem)
+        if len(common(da, db)[0]) >= 2:
+            changes[f"{labels[later]} − {labels[earlier]}"] = difference(da, db, n_boot)
+    holm(list(changes.values()))
+    return {"rows": rows, "changes": changes}
+
+
+def _per_seed_difference(runs, row, problem):
+    rad = runs[(row["variant"], row["n_train"], problem, "rad")]
+    nvp = runs[(row["variant"], row["n_train"], problem, "realnvp")]
+    return {s: rad[s] - nvp[s] for s in sorted(set(rad) & set(nvp))}
+
+
+def load_dimensions(directory):
+    """Runs and baselines of the problems beyond two dimensions
+    (validation/dimensions.py's layout): ``({(problem, model): {seed: points}},
+    load_baselines(directory/baselines))``."""
+    runs = {}
+    for run in sorted(glob.glob(os.path.join(directory, "runs", "*"))):
+        if not os.path.exists(os.path.join(run, "test_points.npz")):
+            continue
+        result = _json(os.path.join(run, "result.json"))
+        with np.load(os.path.join(run, "test_points.npz")) as points:
+            runs.setdefault((result["problem"], result["model"]), {})[result["seed"]] = \
+                points["model"]
+    return runs, load_baselines(os.path.join(directory, "baselines"))
+
+
+def dimension_rows(runs, baselines, n_boot):
+    """Per problem beyond 2-D: each model's score and gap to the exact
+    density, and each flow against the baseline chosen on validation data."""
+    found = {}
+    for problem in sorted({p for p, _ in runs} | {p for _, p in baselines}):
+        row = {"models": {}}
+        cells = {m: runs[(problem, m)] for m in ("rad", "realnvp") if (problem, m) in runs}
+        cells.update({n: baselines[(n, problem)] for n in ("gmm", "kde", "best")
+                      if (n, problem) in baselines})
+        for name, cell in cells.items():
+            row["models"][name] = {"scores": means(cell), "gap": difference(
+                exact(problem, cell, 10_000), cell, n_boot)}
+        if ("choice", problem) in baselines:
+            row["choice"] = {str(s): c for s, c in sorted(baselines[("choice", problem)].items())}
+        for flow in ("rad", "realnvp"):
+            if flow in cells and "best" in cells and common(cells[flow], cells["best"])[0]:
+                row[f"{flow}_minus_best"] = difference(cells[flow], cells["best"], n_boot)
+        found[problem] = row
     return found
 
 
 # ------------------------------------------------------------------- tables
 def _ci(d):
+    if d["t_low"] is None:
+        return f"{d['mean']:+.4f} (one seed: no interval)"
     return f"{d['mean']:+.4f} [{d['t_low']:+.4f}, {d['t_high']:+.4f}]"
+
+
+def _holm(d):
+    return f"[{d['holm_low']:+.4f}, {d['holm_high']:+.4f}]"
 
 
 def _boot(d):
@@ -250,26 +471,37 @@ def _ms(m):
     return f"{m['mean']:+.3f} ± {m['sd']:.3f}"
 
 
-COMPARISON = ("Rad − Real NVP, 95 % CI across seeds | bootstrap over test points | verdict",
-              "---|---|---|")
+def _gap(d):
+    """A gap to the exact density: mean [t interval] (bootstrap with one seed)."""
+    if d["t_low"] is None:
+        return f"{d['mean']:.3f} [{d['boot_low']:.3f}, {d['boot_high']:.3f}]ᵇ"
+    return f"{d['mean']:.3f} [{d['t_low']:.3f}, {d['t_high']:.3f}]"
+
+
+COMPARISON = ("Rad − Real NVP, 95 % t CI across seeds | Holm-corrected CI | bootstrap over "
+              "test points | verdict (Holm)", "---|---|---|---|")
 
 
 def _comparison(label, a, b, d, extra=""):
-    """One row: scores of A and B, A − B with both intervals, the verdict."""
-    return (f"| {label} | {_ms(a)} | {_ms(b)} | {_ci(d)} | {_boot(d)} | {verdict(d)} "
-            f"(n = {len(d['seeds'])}) |{extra}")
+    """One row: scores of A and B, A − B with its intervals, the verdict."""
+    return (f"| {label} | {_ms(a)} | {_ms(b)} | {_ci(d)} | {_holm(d)} | {_boot(d)} | "
+            f"{verdict(d)} (n = {len(d['seeds'])}) |{extra}")
+
+
+def _exact_mean(study, p):
+    return float(np.mean(list(study["exact"][p].values())))
 
 
 def section43_table(study):
     """The §4.3 table: the paper's numbers next to ours (five seeds)."""
     from radref.user.reproduce import PAPER as PAPER_TABLE
     rows = ["| problem | paper Rad | paper Real NVP | radref Rad | radref Real NVP | "
-            "best achievable |", "|---|---|---|---|---|---|"]
+            "exact density on the test points |", "|---|---|---|---|---|---|"]
     for p, row in study["paper"].items():
         rows.append(f"| {p} | {PAPER_TABLE[p][0]:+.2f} | {PAPER_TABLE[p][1]:+.2f} | "
                     f"{_ms(row['rad'])} ({len(row['rad']['seeds'])} seeds) | "
                     f"{_ms(row['realnvp'])} ({len(row['realnvp']['seeds'])} seeds) | "
-                    f"{study['best_achievable'][p]:+.3f} |")
+                    f"{_exact_mean(study, p):+.3f} ({len(study['exact'][p])} seeds) |")
     return rows
 
 
@@ -280,22 +512,36 @@ def paper_table(study):
     return rows
 
 
+def _choices(row):
+    """``GMM 3, KDE 2``: how often each baseline was chosen on validation data."""
+    values = list(row.get("choice", {}).values())
+    return ", ".join(f"{n.upper()} {values.count(n)}" for n in ("gmm", "kde") if n in values)
+
+
 def baselines_table(study):
-    rows = ["| problem | Rad | Real NVP | GMM (BIC) | KDE (CV) | best achievable | "
-            "Rad − best baseline, 95 % CI |", "|---|---|---|---|---|---|---|"]
+    rows = ["| problem | Rad | GMM (validation) | KDE (CV) | best baseline (chosen on validation, "
+            "per seed) | Rad − best baseline, 95 % t CI | Holm-corrected CI | verdict (Holm) |",
+            "|---|---|---|---|---|---|---|---|"]
     for p, row in study["paper"].items():
-        if "gmm" in row and "kde" in row:
-            top = _better_baseline(row)
-            rows.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | "
-                        f"{_ms(row['gmm'])} | {_ms(row['kde'])} | "
-                        f"{study['best_achievable'][p]:+.3f} | "
-                        f"{top.upper()}: {_ci(row['rad_minus_' + top])} |")
+        if "best" in row:
+            d = row["rad_minus_best"]
+            rows.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['gmm'])} | {_ms(row['kde'])} | "
+                        f"{_ms(row['best'])} ({_choices(row)}) | {_ci(d)} | {_holm(d)} | "
+                        f"{verdict(d, 'Rad', 'the baseline')} (n = {len(d['seeds'])}) |")
     return rows
 
 
-def _better_baseline(row):
-    """``"gmm"`` or ``"kde"``: the baseline with the higher mean held-out score."""
-    return max(("gmm", "kde"), key=lambda k: row[k]["mean"])
+def exact_table(study):
+    """Gaps to the exact density, paired by seed: mean over seeds of
+    mean(log p_true − log q) on each seed's test points, 95 % t interval."""
+    names = [("rad", "Rad"), ("realnvp", "Real NVP"), ("gmm", "GMM"), ("kde", "KDE"),
+             ("best", "best baseline")]
+    rows = ["| problem | seeds | " + " | ".join(label for _, label in names) + " |",
+            "|---|---|" + "---|" * len(names)]
+    for p, row in study["paper"].items():
+        cells = [_gap(row["gaps"][n]) if n in row["gaps"] else "—" for n, _ in names]
+        rows.append(f"| {p} | {len(row['gaps']['rad']['seeds'])} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def recipes_table(study):
@@ -303,7 +549,9 @@ def recipes_table(study):
             "|---|---|" + "---|" * (len(PROBLEMS) + 1)]
     for v, by_model in study["recipes"].items():
         for model, cells in by_model.items():
-            shown = [_ci(cells[p]["minus_paper"]) for p in PROBLEMS]
+            shown = [_ci(cells[p]["minus_paper"]) + ("*" if verdict(cells[p]["minus_paper"])
+                                                     != "no difference shown" else "")
+                     for p in PROBLEMS]
             average = np.mean([cells[p]["minus_paper"]["mean"] for p in PROBLEMS])
             rows.append(f"| {v} | {model} | " + " | ".join(shown) + f" | {average:+.4f} |")
     return rows
@@ -311,51 +559,93 @@ def recipes_table(study):
 
 def beyond_table(study):
     v = study["beyond"]["variant"]
-    rows = [f"| problem | Rad ({v}) | Real NVP ({v}) | {COMPARISON[0]} | Rad's gap to best "
-            f"achievable |", f"|---|---|---|{COMPARISON[1]}---|"]
+    rows = [f"| problem | Rad ({v}) | Real NVP ({v}) | {COMPARISON[0]} |",
+            f"|---|---|---|{COMPARISON[1]}"]
     for p, d in study["beyond"]["problems"].items():
         rad = study["recipes"][v]["rad"][p]["scores"]
-        rows.append(_comparison(p, rad, study["recipes"][v]["realnvp"][p]["scores"], d,
-                                f" {study['best_achievable'][p] - rad['mean']:.3f} |"))
+        rows.append(_comparison(p, rad, study["recipes"][v]["realnvp"][p]["scores"], d))
     return rows
 
 
 def own_best_table(study):
     own = study["own_best"]
     rad, nvp = own["rad_variant"], own["realnvp_variant"]
-    rows = [f"| problem | Rad ({rad}) | Real NVP ({nvp}) | Rad − Real NVP, 95 % CI across "
-            f"seeds | verdict | Rad's gap to best achievable |", "|---|---|---|---|---|---|"]
+    rows = [f"| problem | Rad ({rad}) | Real NVP ({nvp}) | Rad − Real NVP, 95 % t CI across "
+            f"seeds | Holm-corrected CI | verdict (Holm) | Rad's gap to the exact density |",
+            "|---|---|---|---|---|---|---|"]
     for p, row in own["problems"].items():
         d = row["rad_minus_realnvp"]
         rows.append(f"| {p} | {_ms(row['rad'])} | {_ms(row['realnvp'])} | {_ci(d)} | "
-                    f"{verdict(d)} (n = {len(d['seeds'])}) | "
-                    f"{study['best_achievable'][p] - row['rad']['mean']:.3f} |")
+                    f"{_holm(d)} | {verdict(d)} (n = {len(d['seeds'])}) | "
+                    f"{row['rad_gap']:.3f} |")
     return rows
 
 
 def data_size_table(study):
     rows = [f"| problem, training points | Rad | Real NVP | {COMPARISON[0]} | Rad's gap to "
-            f"best achievable |", f"|---|---|---|{COMPARISON[1]}---|"]
+            f"the exact density |", f"|---|---|---|{COMPARISON[1]}---|"]
     for problem, by_size in study["data_size"].items():
-        best = study["best_achievable"][problem]
         for n, row in by_size.items():
             rows.append(_comparison(f"{problem}, {int(n):,}", row["rad"], row["realnvp"],
-                                    row["rad_minus_realnvp"],
-                                    f" {best - row['rad']['mean']:.3f} |"))
+                                    row["rad_minus_realnvp"], f" {row['rad_gap']:.3f} |"))
+    return rows
+
+
+def two_moons_table(study):
+    moons = study["two_moons"]
+    rows = [f"| two moons | Rad | Real NVP | {COMPARISON[0]} | Rad's gap to the exact density "
+            f"| Real NVP's gap |", f"|---|---|---|{COMPARISON[1]}---|---|"]
+    for label, row in moons["rows"].items():
+        rows.append(_comparison(label, row["rad"], row["realnvp"], row["rad_minus_realnvp"],
+                                f" {row['rad_gap']:.3f} | {row['realnvp_gap']:.3f} |"))
+    for label, d in moons["changes"].items():
+        rows.append(f"| change of Rad − Real NVP: {label} | | | {_ci(d)} | {_holm(d)} | "
+                    f"{_boot(d)} | {verdict(d, 'Rad gains', 'Rad loses')} (n = "
+                    f"{len(d['seeds'])}) | | |")
+    return rows
+
+
+def dimensions_table(study):
+    from radref import datasets_nd
+    names = [("rad", "Rad"), ("realnvp", "Real NVP"), ("gmm", "GMM"), ("kde", "KDE"),
+             ("best", "best baseline")]
+    rows = ["| problem | d | seeds | " + " | ".join(f"{label}: score; gap to exact"
+                                                  for _, label in names) +
+            " | Rad − best baseline | Real NVP − best baseline |",
+            "|---|---|---|" + "---|" * (len(names) + 2)]
+    for p, row in study["dimensions"].items():
+        cells = []
+        for n, _ in names:
+            m = row["models"].get(n)
+            cells.append("—" if m is None else f"{_ms(m['scores']) if len(m['scores']['seeds']) > 1 else format(m['scores']['mean'], '+.3f')}; {_gap(m['gap'])}")
+        seeds = max(len(m["scores"]["seeds"]) for m in row["models"].values())
+        for flow in ("rad", "realnvp"):
+            d = row.get(f"{flow}_minus_best")
+            cells.append("—" if d is None else
+                         f"{_ci(d) if d['t_low'] is not None else format(d['mean'], '+.4f')}, "
+                         f"bootstrap {_boot(d)}")
+        rows.append(f"| {p} | {datasets_nd.dimension(p)} | {seeds} | " + " | ".join(cells) + " |")
     return rows
 
 
 def tables(study):
     """Markdown of every table (a dict: name -> text)."""
     makers = {"section43": section43_table, "paper": paper_table,
-              "baselines": baselines_table, "recipes": recipes_table,
+              "baselines": baselines_table, "exact": exact_table, "recipes": recipes_table,
               "beyond": beyond_table, "own_best": own_best_table,
-              "data_size": data_size_table}
+              "data_size": data_size_table, "two_moons": two_moons_table,
+              "dimensions": dimensions_table}
+    optional = ("beyond", "own_best", "two_moons", "dimensions")
     return {name: "\n".join(make(study)) for name, make in makers.items()
-            if name not in ("beyond", "own_best") or name in study}
+            if name not in optional or study.get(name)}
 
 
 # ------------------------------------------------------------------- figure
+def _interval(d):
+    """The interval the verdict reads: Holm-corrected when there is one."""
+    return (d["holm_low"], d["holm_high"]) if "holm_low" in d else (d["t_low"], d["t_high"])
+
+
 def figure(study, path):
     """Forest plot: each comparison's mean with its t interval (thick) and
     bootstrap interval (thin; not for the recipes, see results.md), one
@@ -365,12 +655,10 @@ def figure(study, path):
     import matplotlib.pyplot as plt
     panels = [("Paper protocol: Rad − Real NVP",
                [(p, study["paper"][p]["rad_minus_realnvp"]) for p in PROBLEMS], True)]
-    with_baselines = [p for p in PROBLEMS if "kde" in study["paper"][p]]
+    with_baselines = [p for p in PROBLEMS if "best" in study["paper"][p]]
     if with_baselines:
-        panels.append(("Paper protocol: Rad − the better baseline (GMM or KDE)",
-                       [(f"{p} ({_better_baseline(study['paper'][p]).upper()})",
-                         study["paper"][p]["rad_minus_" + _better_baseline(study["paper"][p])])
-                        for p in with_baselines], True))
+        panels.append(("Paper protocol: Rad − the baseline chosen on validation data",
+                       [(p, study["paper"][p]["rad_minus_best"]) for p in with_baselines], True))
     if "beyond" in study:
         panels.append((f"{study['beyond']['variant']}: Rad − Real NVP",
                        [(p, study["beyond"]["problems"][p]) for p in PROBLEMS], True))
@@ -388,9 +676,13 @@ def figure(study, path):
                    [(f"{problem}, {int(n):,}", r["rad_minus_realnvp"])
                     for problem, by_size in study["data_size"].items()
                     for n, r in by_size.items()], True))
+    if study.get("two_moons"):
+        panels.append(("Two moons, all seeds: Rad − Real NVP",
+                       [(label, r["rad_minus_realnvp"])
+                        for label, r in study["two_moons"]["rows"].items()], True))
     panels = [panel for panel in panels if panel[1]]
-    lows = [min(d["t_low"], d["boot_low"]) for _, rows, _ in panels for _, d in rows]
-    highs = [max(d["t_high"], d["boot_high"]) for _, rows, _ in panels for _, d in rows]
+    lows = [min(_interval(d)[0], d["boot_low"]) for _, rows, _ in panels for _, d in rows]
+    highs = [max(_interval(d)[1], d["boot_high"]) for _, rows, _ in panels for _, d in rows]
     limits = (1.4 * min(min(lows), -0.1), 1.4 * max(max(highs), 0.1))
     ticks = [t for t in (-3, -1, -0.3, -0.1, -0.03, 0, 0.03, 0.1, 0.3, 1, 3)
              if limits[0] <= t <= limits[1]]
@@ -399,9 +691,11 @@ def figure(study, path):
     axes = np.atleast_1d(axes)
     for ax, (title, rows, with_bootstrap) in zip(axes, panels):
         for i, (label, d) in enumerate(rows):
-            colour = "tab:green" if d["t_low"] > 0 else "tab:red" if d["t_high"] < 0 else "0.4"
-            ax.plot([d["t_low"], d["t_high"]], [i, i], color=colour, lw=5, alpha=0.45,
-                    solid_capstyle="butt", label="95 % t interval across seeds" if i == 0 else None)
+            low, high = _interval(d)
+            colour = "tab:green" if low > 0 else "tab:red" if high < 0 else "0.4"
+            ax.plot([low, high], [i, i], color=colour, lw=5, alpha=0.45,
+                    solid_capstyle="butt", label="Holm-corrected t interval across seeds"
+                    if i == 0 else None)
             if with_bootstrap:
                 ax.plot([d["boot_low"], d["boot_high"]], [i, i], color="k", lw=1.2,
                         label="95 % paired bootstrap over test points" if i == 0 else None)
@@ -416,7 +710,7 @@ def figure(study, path):
         ax.set_title(title, fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=8, frameon=False)
-    axes[-1].set_xlabel("A − B in held-out mean log-likelihood, nats (> 0: A better; green: t "
+    axes[-1].set_xlabel("A − B in held-out mean log-likelihood, nats (> 0: A better; green: "
                         "interval above 0, red: below)\nsymlog axis: linear within ±0.03",
                         fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
@@ -443,9 +737,10 @@ def main(argv=None):
     if args.write_points:
         write_points(args.write_points)
         return 0
-    from radref.user.reproduce import negative_entropies
-    study = analyse(load_runs(args.study, args.legacy), load_baselines(args.study),
-                    negative_entropies(PROBLEMS), args.n_boot)
+    dimensions = os.path.join(args.study, "dimensions")
+    study = analyse(load_runs(args.study, args.legacy),
+                    load_baselines(os.path.join(args.study, "baselines")), args.n_boot,
+                    load_dimensions(dimensions) if os.path.isdir(dimensions) else None)
     text = tables(study)
     with open(os.path.join(args.study, "study.json"), "w") as f:
         json.dump(study, f, indent=1, allow_nan=False)
