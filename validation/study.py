@@ -7,10 +7,20 @@ Sources (all on the same splits: seed ``s`` draws
 - ``validation/results/runs/``: the paper protocol, seeds 0-2 (runs of the
   layout before protocol-keyed runs; per-point scores from their checkpoints);
 - ``validation/results/study/protocol-*/``: runs of ``radref reproduce``
-  (paper protocol seeds 3-4, the recipes, the data sizes), each with its
-  ``protocol.json`` and per-run ``test_points.npz``;
+  (paper protocol seeds 3-14, the recipes, the data sizes, the control of
+  equal passes), each with its ``protocol.json`` and per-run ``test_points.npz``;
 - ``validation/results/study/baselines/``: ``validation/baselines.py``'s
-  per-point files (GaussianMixture by BIC, KernelDensity by CV).
+  per-point files and records (GaussianMixture sized on validation data,
+  KernelDensity by CV, the better of the two per seed chosen on validation data);
+- ``validation/results/study/dimensions/``: ``validation/dimensions.py``'s
+  runs and baselines on the problems of ``radref.datasets_nd`` (4-8 dimensions);
+- ``validation/results/study/selection/choices.json`` (when present):
+  ``validation/select_flows.py``'s choices of training on validation data.
+
+The reference of every "gap" is the exact density: ``log p_true`` of each
+test point (:func:`exact_points`), paired by seed with the model's
+per-point scores.  The verdicts of each table are read from Holm-corrected
+intervals (:func:`holm`) across its rows.
 
 A run's *variant* is named by its protocol's recipe: ``paper`` (none),
 ``cosine``, ``EMA``, ``early stopping``, joined with ``+``.  A run with a
@@ -18,8 +28,10 @@ parameter average also yields its last iterate (``test_points.npz`` key
 ``last_iterate``): the variant without ``EMA``, on the same trajectory.
 
 Comparisons use :func:`paired.compare`: the Student t interval across seeds of
-the per-seed mean differences (the headline), and the paired bootstrap over
-the 10,000 test points pooled over seeds.
+the per-seed mean differences (the headline; corrected by :func:`holm`), and
+the paired bootstrap over the 10,000 test points pooled over seeds.  Other
+steps, rates or widths than the paper's name their variant too
+(``paper (5,000 steps)``, ``cosine (lr 0.003) (hidden 32)``).
 
 Usage::
 
@@ -261,11 +273,12 @@ def verdict(d, a="Rad", b="Real NVP"):
     return "no difference shown"
 
 
-def analyse(runs, baselines, n_boot, dimensions=None):
+def analyse(runs, baselines, n_boot, dimensions=None, selection=None):
     """Every number of the study (a JSON-ready dict).
 
     ``dimensions`` is :func:`load_dimensions`'s ``(runs, baselines)`` of the
-    problems beyond two dimensions, or None."""
+    problems beyond two dimensions, or None; ``selection`` the choices of
+    validation/select_flows.py (``choices.json``), or None."""
     out = {"exact": {}, "paper": {}, "recipes": {}, "data_size": {}}
     for p in PROBLEMS:
         rad, nvp = runs[("paper", 10_000, p, "rad")], runs[("paper", 10_000, p, "realnvp")]
@@ -315,7 +328,51 @@ def analyse(runs, baselines, n_boot, dimensions=None):
         out["two_moons"] = moons
     if dimensions is not None:
         out["dimensions"] = dimension_rows(*dimensions, n_boot)
+    if selection:
+        out["selected"] = selected_rows(runs, baselines, selection, n_boot)
     return out
+
+
+def selection_variant(choice):
+    """The variant name of the refit of a choice of validation/select_flows.py
+    (as :func:`load_runs` names it from the refit's protocol)."""
+    lr, schedule = choice["lr"], choice["lr_schedule"]
+    name = "paper" if schedule == "constant" else schedule
+    name += f" (lr {lr:g})" if lr != PAPER["lr"] else ""
+    hidden = choice["hidden"]
+    return name + ("" if hidden == PAPER_HIDDEN[choice["model"]] else f" (hidden {hidden})")
+
+
+def selected_rows(runs, baselines, choices, n_boot):
+    """Each flow with the training chosen on validation data, per seed
+    (validation/select_flows.py's ``choices.json``; only the seeds whose
+    refit on all the training points has finished): Rad − Real NVP and each
+    against the baseline chosen on validation data, Holm per column."""
+    cells = {}
+    for choice in choices.values():
+        key = (choice["problem"], choice["model"], choice["hidden"])
+        run = runs.get((selection_variant(choice), 10_000, choice["problem"], choice["model"]))
+        if run and choice["seed"] in run:
+            cells.setdefault(key, {})[choice["seed"]] = run[choice["seed"]]
+    found = {}
+    for (problem, model, hidden), cell in sorted(cells.items()):
+        label = model if hidden == PAPER_HIDDEN[model] else f"{model} (hidden {hidden})"
+        row = found.setdefault(problem, {})
+        row[label] = {"scores": means(cell), "choices": {
+            str(c["seed"]): f"lr {c['lr']:g}, {c['lr_schedule']}" for c in choices.values()
+            if (c["problem"], c["model"], c["hidden"]) == (problem, model, hidden)}}
+        if ("best", problem) in baselines and len(common(cell, baselines[("best", problem)])[0]) > 1:
+            row[label]["minus_best"] = difference(cell, baselines[("best", problem)], n_boot)
+    for problem, row in found.items():
+        if "rad" in row and "realnvp" in row and len(common(
+                cells[(problem, "rad", 8)], cells[(problem, "realnvp", 56)])[0]) > 1:
+            row["rad_minus_realnvp"] = difference(cells[(problem, "rad", 8)],
+                                                  cells[(problem, "realnvp", 56)], n_boot)
+    holm([row["rad_minus_realnvp"] for row in found.values() if "rad_minus_realnvp" in row])
+    for label in {lab for row in found.values() for lab in row if lab != "rad_minus_realnvp"}:
+        holm([row[label]["minus_best"] for row in found.values()
+              if label in row and "minus_best" in row[label]])
+    return found
 
 
 def exact_gap(problem, cell, n_train=10_000):
@@ -628,14 +685,33 @@ def dimensions_table(study):
     return rows
 
 
+def selected_table(study):
+    rows = ["| problem | model | held-out score | chosen per seed | − best baseline, 95 % t CI | "
+            "Holm-corrected CI | verdict (Holm) |", "|---|---|---|---|---|---|---|"]
+    for problem, row in study["selected"].items():
+        for label, cell in row.items():
+            if label == "rad_minus_realnvp":
+                continue
+            d = cell.get("minus_best")
+            chosen = "; ".join(f"s{s}: {c}" for s, c in cell["choices"].items())
+            rows.append(f"| {problem} | {label} | {_ms(cell['scores'])} | {chosen} | " + (
+                "— | — | — |" if d is None or "holm_low" not in d else
+                f"{_ci(d)} | {_holm(d)} | {verdict(d, label, 'the baseline')} |"))
+        if "rad_minus_realnvp" in row:
+            d = row["rad_minus_realnvp"]
+            rows.append(f"| {problem} | Rad − Real NVP | | | {_ci(d)} | {_holm(d)} | "
+                        f"{verdict(d)} (n = {len(d['seeds'])}) |")
+    return rows
+
+
 def tables(study):
     """Markdown of every table (a dict: name -> text)."""
     makers = {"section43": section43_table, "paper": paper_table,
               "baselines": baselines_table, "exact": exact_table, "recipes": recipes_table,
               "beyond": beyond_table, "own_best": own_best_table,
               "data_size": data_size_table, "two_moons": two_moons_table,
-              "dimensions": dimensions_table}
-    optional = ("beyond", "own_best", "two_moons", "dimensions")
+              "dimensions": dimensions_table, "selected": selected_table}
+    optional = ("beyond", "own_best", "two_moons", "dimensions", "selected")
     return {name: "\n".join(make(study)) for name, make in makers.items()
             if name not in optional or study.get(name)}
 
@@ -738,9 +814,11 @@ def main(argv=None):
         write_points(args.write_points)
         return 0
     dimensions = os.path.join(args.study, "dimensions")
+    choices = os.path.join(args.study, "selection", "choices.json")
     study = analyse(load_runs(args.study, args.legacy),
                     load_baselines(os.path.join(args.study, "baselines")), args.n_boot,
-                    load_dimensions(dimensions) if os.path.isdir(dimensions) else None)
+                    load_dimensions(dimensions) if os.path.isdir(dimensions) else None,
+                    _json(choices) if os.path.exists(choices) else None)
     text = tables(study)
     with open(os.path.join(args.study, "study.json"), "w") as f:
         json.dump(study, f, indent=1, allow_nan=False)
