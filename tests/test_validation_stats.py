@@ -503,3 +503,22 @@ def test_selected_rows_take_each_seeds_chosen_refit(study):
     assert rows["rad"]["choices"] == {"0": "lr 0.001, constant", "1": "lr 0.003, cosine"}
     table = "\n".join(study.selected_table({"selected": {"ring": rows}}))
     assert "| ring | Rad − Real NVP | | | +0.3750" in table
+
+
+def test_run_times_are_the_records_sums(study, tmp_path):
+    protocol = tmp_path / "study" / "protocol-000000000001"
+    for i, (model, seconds) in enumerate((("rad", 300.0), ("rad", 100.0), ("realnvp", 60.0))):
+        run = protocol / "runs" / f"r{i}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"model": model,
+                                                     "seconds_this_session": seconds}))
+    (protocol / "protocol.json").write_text(json.dumps(
+        {"steps": 5000, "n_train": 10_000, "adam": {"lr": 1e-3}}))
+    (tmp_path / "study" / "baselines").mkdir()
+    (tmp_path / "study" / "baselines" / "baselines.json").write_text(json.dumps(
+        {"records": [{"cpu_seconds": 30.0}, {"cpu_seconds": 90.0}]}))
+    times = study.run_times(str(tmp_path / "study"))
+    flows = times["paper (5,000 steps), 10,000 points (protocol-000000000001)"]
+    assert flows["median_seconds"] == {"rad": 200.0, "realnvp": 60.0}
+    assert flows["total_minutes"] == pytest.approx(460 / 60) and flows["runs"] == 3
+    assert times["baselines, 2-D"]["total_minutes"] == pytest.approx(2.0)

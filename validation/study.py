@@ -704,14 +704,74 @@ def selected_table(study):
     return rows
 
 
+def run_times(study_dir=STUDY):
+    """Every run time this page states, from the committed records: each
+    run's ``seconds_this_session`` (wall seconds of its last session, while
+    other work shared the machine), the baselines' and dimensions' recorded
+    CPU seconds.  ``{label: {"runs", "rad", "realnvp", "total_minutes", "kind"}}``."""
+    found = {}
+    legacy = glob.glob(os.path.join(os.path.dirname(study_dir), "runs", "*", "result.json"))
+    if legacy:
+        seconds = {"rad": [], "realnvp": []}
+        for path in legacy:
+            r = _json(path)
+            seconds[r["model"]].append(r["seconds_this_session"])
+        found["paper, 10,000 points, seeds 0-2 (validation/results/runs, commit 00e01be)"] = \
+            _times(seconds, "wall")
+    for protocol_file in sorted(glob.glob(os.path.join(study_dir, "protocol-*",
+                                                       "protocol.json"))):
+        protocol = _json(protocol_file)
+        name = variant_names(protocol.get("recipe", {}))[0] + setting_suffix(protocol)
+        label = f"{name}, {protocol['n_train']:,} points ({os.path.basename(os.path.dirname(protocol_file))})"
+        seconds = {"rad": [], "realnvp": []}
+        for path in glob.glob(os.path.join(os.path.dirname(protocol_file), "runs", "*",
+                                           "result.json")):
+            r = _json(path)
+            seconds[r["model"]].append(r["seconds_this_session"])
+        found[label] = _times(seconds, "wall")
+    for directory, label in ((os.path.join(study_dir, "baselines"), "baselines, 2-D"),
+                             (os.path.join(study_dir, "dimensions", "baselines"),
+                              "baselines, 4-8 dimensions")):
+        path = os.path.join(directory, "baselines.json")
+        if os.path.exists(path):
+            records = _json(path)["records"]
+            if all("cpu_seconds" in r for r in records):
+                found[label] = _times({"problem and seed": [r["cpu_seconds"] for r in records]},
+                                      "CPU")
+    seconds = {"rad": [], "realnvp": []}
+    for path in glob.glob(os.path.join(study_dir, "dimensions", "runs", "*", "result.json")):
+        r = _json(path)
+        seconds[r["model"]].append(r["cpu_seconds_this_session"])
+    if seconds["rad"] or seconds["realnvp"]:
+        found["flows, 4-8 dimensions"] = _times(seconds, "CPU")
+    return found
+
+
+def _times(seconds, kind):
+    cells = {k: float(np.median(v)) for k, v in seconds.items() if v}
+    return {"runs": sum(len(v) for v in seconds.values()), "median_seconds": cells,
+            "total_minutes": sum(map(sum, seconds.values())) / 60, "kind": kind}
+
+
+def run_time_table(study):
+    rows = ["| runs | how many | median seconds per run | total minutes | clock |",
+            "|---|---|---|---|---|"]
+    for label, t in study["run_time"].items():
+        median = ", ".join(f"{k} {v:.0f}" for k, v in t["median_seconds"].items())
+        rows.append(f"| {label} | {t['runs']} | {median} | {t['total_minutes']:.1f} | "
+                    f"{t['kind']} |")
+    return rows
+
+
 def tables(study):
     """Markdown of every table (a dict: name -> text)."""
     makers = {"section43": section43_table, "paper": paper_table,
               "baselines": baselines_table, "exact": exact_table, "recipes": recipes_table,
               "beyond": beyond_table, "own_best": own_best_table,
               "data_size": data_size_table, "two_moons": two_moons_table,
-              "dimensions": dimensions_table, "selected": selected_table}
-    optional = ("beyond", "own_best", "two_moons", "dimensions", "selected")
+              "dimensions": dimensions_table, "selected": selected_table,
+              "run_time": run_time_table}
+    optional = ("beyond", "own_best", "two_moons", "dimensions", "selected", "run_time")
     return {name: "\n".join(make(study)) for name, make in makers.items()
             if name not in optional or study.get(name)}
 
@@ -819,6 +879,7 @@ def main(argv=None):
                     load_baselines(os.path.join(args.study, "baselines")), args.n_boot,
                     load_dimensions(dimensions) if os.path.isdir(dimensions) else None,
                     _json(choices) if os.path.exists(choices) else None)
+    study["run_time"] = run_times(args.study)
     text = tables(study)
     with open(os.path.join(args.study, "study.json"), "w") as f:
         json.dump(study, f, indent=1, allow_nan=False)
