@@ -15,16 +15,17 @@ this list (``tests/test_architecture.py`` enforces it):
 import importlib
 import importlib.util
 import sys
+import warnings
 
 from radref import datasets
-from radref._version import __version__
+from radref._version import REMOVED_IN, __version__
 from radref.user.estimators import NotFittedError, RadFlow, RealNVPFlow, load_model
 
 __all__ = ["datasets", "RadFlow", "RealNVPFlow", "load_model", "NotFittedError", "__version__"]
 
-#: Module paths of radref 0.x (one flat package), still importable: each name
-#: is the same module object as its new home (``radref.slopes is
-#: radref.core.slopes``), so code written against the old layout keeps working.
+#: Module paths of radref 0.1 (one flat package), deprecated: each name is
+#: the same module object as its new home (``radref.slopes is
+#: radref.core.slopes``) and warns that it goes away in REMOVED_IN.
 _V0_MODULES = {
     "softmax": "radref.core.softmax", "slopes": "radref.core.slopes",
     "surjection": "radref.core.surjection", "gating": "radref.core.gating",
@@ -37,17 +38,24 @@ _V0_MODULES = {
     "cli": "radref.user.cli", "plots": "radref.user.plots", "reproduce": "radref.user.reproduce",
 }
 
+def _v0_module(short):
+    warnings.warn(f"radref.{short} is radref 0.1's path of {_V0_MODULES[short]}; it is "
+                  f"deprecated and will be removed in {REMOVED_IN}: import "
+                  f"{_V0_MODULES[short]}", DeprecationWarning, stacklevel=3)
+    return importlib.import_module(_V0_MODULES[short])
+
 
 def __getattr__(name):
     # ``radref.slopes`` as an attribute, imported on first use
     if name in _V0_MODULES:
-        return importlib.import_module(_V0_MODULES[name])
+        return _v0_module(name)
     raise AttributeError(f"module 'radref' has no attribute {name!r}")
 
 
 class _V0Alias:
-    """Import hook: ``import radref.slopes`` (and ``from radref.slopes import
-    ...``) gives the module object at its new path, not a second copy."""
+    """Import hook, until REMOVED_IN: ``import radref.slopes`` (and ``from
+    radref.slopes import ...``) warns and gives the module object at its new
+    path, not a second copy.  Removed with the 0.1 paths."""
 
     @classmethod
     def find_spec(cls, fullname, path=None, target=None):
@@ -58,7 +66,7 @@ class _V0Alias:
 
     @staticmethod
     def create_module(spec):
-        return importlib.import_module(_V0_MODULES[spec.name[len("radref."):]])
+        return _v0_module(spec.name[len("radref."):])
 
     @staticmethod
     def exec_module(module):

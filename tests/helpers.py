@@ -170,3 +170,11 @@ def forge_checkpoint(path, source, array_changes=None, **meta_changes):
     meta["checksum"] = checkpoint._digest(meta, arrays)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(path, **arrays)
+
+
+def fit(model, X, **kwargs):
+    """``model.fit(X, ...)`` with the training hyperparameters among ``kwargs``
+    set on the model first (radref 0.1's ``fit(X, steps=...)`` is deprecated)."""
+    names = model.get_params()
+    model.set_params(**{k: v for k, v in kwargs.items() if k in names})
+    return model.fit(X, **{k: v for k, v in kwargs.items() if k not in names})

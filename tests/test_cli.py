@@ -364,10 +364,12 @@ def test_subcommand_help_mentions_every_option(capsys, command):
 
 def test_train_defaults_are_the_estimators(capsys):
     args = build_parser().parse_args(["train", "--out", "m.npz"])
-    for option, parameter in (("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr"),
-                              ("eval_every", "eval_every"), ("layers", "n_layers")):
-        assert getattr(args, option) == RadFlow().get_params()[parameter], option
-        assert getattr(args, option) == RealNVPFlow().get_params()[parameter], option
+    for name in ("steps", "batch_size", "lr", "beta1", "beta2", "eps", "eval_every"):
+        assert getattr(args, name) == RadFlow().get_params()[name], name
+        assert getattr(args, name) == RealNVPFlow().get_params()[name], name
+    # the architecture options default to the model's own defaults (not given)
+    for name in ("n_layers", "hidden", "gate_hidden", "out_std"):
+        assert getattr(args, name) is None, name
 
 
 def test_version(capsys):
@@ -907,7 +909,7 @@ def test_train_checkpoint_errors_name_what_differs(tmp_path, capsys):
                        "needs the same --lr-decay-steps")
     status, _, err = _run(capsys, ["train", "--steps", "10", "--lr", "0.01", "--lr-schedule",
                                    "cosine", "--checkpoint", checkpoint] + out + common)
-    _assert_user_error(status, err, "(other --lr)")
+    _assert_user_error(status, err, "(other --lr 0.005 there, 0.01 now)")
     # fewer steps than the checkpoint holds
     status, _, err = _run(capsys, ["train", "--steps", "5", "--lr-schedule", "cosine",
                                    "--checkpoint", checkpoint] + out + common)

@@ -358,7 +358,7 @@ HYPERPARAMETER_ERRORS = [
     (dict(n_layers=True), TypeError, "n_layers must be an integer"),
     (dict(hidden=-1), ValueError, "hidden must be >= 1"),
     (dict(hidden="8"), TypeError, "hidden must be an integer"),
-    (dict(out_std=-0.1), ValueError, "out_std must be >= 0"),
+    (dict(out_std=-0.1), ValueError, "out_std must be a finite number >= 0"),
     (dict(out_std=float("nan")), ValueError, "out_std must be a finite number"),
     (dict(random_state=-1), ValueError, "random_state must be >= 0"),
     (dict(random_state=1.5), TypeError, "random_state must be an integer"),
@@ -599,7 +599,9 @@ def test_get_params_set_params_and_repr(cls):
 def test_fit_keywords_of_radref_0_1_are_set_params(cls):
     X = _data(2, 200)
     old_style = cls(n_layers=2, hidden=4, random_state=0)
-    old_style.fit(X, steps=6, batch_size=50, lr=0.01, progress=False)
+    # deprecated, with the release that removes it named
+    with pytest.warns(DeprecationWarning, match=r"fit\(steps=\.\.\., .*removed in radref 0\.4"):
+        old_style.fit(X, steps=6, batch_size=50, lr=0.01, progress=False)
     new_style = cls(n_layers=2, hidden=4, steps=6, batch_size=50, lr=0.01, progress=False,
                     random_state=0).fit(X)
     assert old_style.get_params() == new_style.get_params()
@@ -672,7 +674,7 @@ def test_ctrl_c_stops_fit_between_steps_and_resumes_bit_identically(
     import os
     import signal
 
-    import radref.user.estimators as estimators
+    import radref.training.run as estimators  # the module whose training loop fit runs
     from radref.user.estimators import TrainingInterrupted
 
     real_train = estimators.train

@@ -23,6 +23,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from helpers import fit
 from radref import RadFlow, RealNVPFlow, datasets, load_model
 from radref.training.checkpoint import CheckpointError
 from radref.training.train import NonFiniteError
@@ -77,7 +78,7 @@ def _no_nan(*arrays):
 @pytest.fixture(scope="module")
 def models():
     X = datasets.sample("two_moons", 60, random_state=0)
-    return {cls: cls(n_layers=2, hidden=3, random_state=0).fit(X, steps=2, batch_size=30)
+    return {cls: fit(cls(n_layers=2, hidden=3, random_state=0), X, steps=2, batch_size=30)
             for cls in CLASSES}
 
 
@@ -173,7 +174,7 @@ def test_fit_arbitrary_arguments(X, cls, n_layers, hidden, out_std, steps, batch
 
 def _fit_and_check(model, X, **kwargs):
     try:
-        model.fit(X, **kwargs)
+        fit(model, X, **kwargs)
         event("fitted")
     except DOCUMENTED as exc:
         event(f"fit refused: {type(exc).__name__}")
@@ -225,7 +226,7 @@ def test_fit_valid_arguments_extreme_values(data, cls, n_layers, hidden, out_std
     batch_size = data.draw(st.integers(1, len(X)), label="batch_size")
     model = cls(n_layers=n_layers, hidden=hidden, out_std=out_std, random_state=0)
     try:
-        model.fit(X, steps=steps, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2,
+        fit(model, X, steps=steps, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2,
                   eps=eps)
         event("fitted")
     except NonFiniteError as err:
@@ -273,7 +274,7 @@ def test_datasets_sample(name, n, random_state):
 def files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("fuzz")
     good = directory / "good.npz"
-    model = RadFlow(n_layers=2, hidden=3, random_state=0).fit(
+    model = fit(RadFlow(n_layers=2, hidden=3, random_state=0),
         datasets.sample("ring", 40, random_state=0), steps=2, batch_size=20)
     model.save(good)
     return directory, good.read_bytes(), model

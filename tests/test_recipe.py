@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import radref.user.estimators as estimators
+import radref.training.run as estimators  # where fit's training loop is called
 from radref import RadFlow, RealNVPFlow, datasets, load_model
 from radref.core.flow import FlowConfig, flow_init, flow_log_density
 from radref.training.optim import AdamConfig, adam_init, adam_update
@@ -319,9 +319,9 @@ def test_cosine_checkpoint_is_not_resumed_under_another_decay(tmp_path):
     RadFlow(steps=20, **common).fit(X, checkpoint=path)
     with pytest.raises(CheckpointMismatchError) as info:
         RadFlow(steps=50, **common).fit(X, checkpoint=path)
-    assert info.value.differing == ["recipe.lr_decay_steps"]
-    assert info.value.theirs["recipe"]["lr_decay_steps"] == 20
-    assert info.value.mine["recipe"]["lr_decay_steps"] == 50
+    assert info.value.differing == ["lr_decay_steps"]
+    assert info.value.theirs["lr_decay_steps"] == 20
+    assert info.value.mine["lr_decay_steps"] == 50
     path = str(tmp_path / "d.npz")
     RadFlow(steps=20, lr_decay_steps=50, **common).fit(X, checkpoint=path)
     resumed = RadFlow(steps=50, lr_decay_steps=50, **common).fit(X, checkpoint=path)
@@ -340,7 +340,12 @@ def test_cosine_checkpoint_of_radref_0_2_0_resumes(tmp_path):
     RadFlow(steps=20, lr_decay_steps=40, **common).fit(X, checkpoint=path)
     meta, params, state, groups = load_checkpoint(path, extra_arrays=True)
     extra = dict(meta["extra"])
-    extra["recipe"] = {k: v for k, v in extra["recipe"].items() if k != "lr_decay_steps"}
+    # radref 0.2.0's layout: Adam's settings as a list, the recipe's non-default
+    # settings, and (the point here) no horizon
+    settings = extra.pop("settings")
+    extra.update(batch_size=settings["batch_size"],
+                 adam=[settings[k] for k in ("lr", "beta1", "beta2", "eps")],
+                 recipe={"lr_schedule": "cosine"})
     extra["estimator_params"] = dict(extra["estimator_params"], steps=40, lr_decay_steps=None)
     save_checkpoint(path, meta["model"], meta["hyperparameters"], params, state, meta["step"],
                     extra=extra, extra_arrays=groups or None)

@@ -140,8 +140,8 @@ def test_a_run_is_trained_with_exactly_its_protocol(tmp_path, capsys):
     h = 4
     assert row["n_parameters"] == 6 * ((h + h + 10 * h + 10 + 10) + (2 * h + h + 3 * h + 3))
     X_train, X_test = datasets.train_test_split_samples("two_moons", 100, 100, random_state=0)
-    model = RadFlow(n_layers=6, hidden=4, gate_hidden=4, random_state=0).fit(
-        X_train, steps=25, batch_size=50, lr=0.004, progress=False)
+    model = RadFlow(n_layers=6, hidden=4, gate_hidden=4, random_state=0, steps=25, batch_size=50,
+                    lr=0.004, progress=False).fit(X_train)
     assert (row["train_loglik"], row["test_loglik"]) == (model.score(X_train),
                                                         model.score(X_test))
 
@@ -158,8 +158,8 @@ def test_training_in_segments_equals_one_uninterrupted_fit(tmp_path):
     reproduce.write_plan(str(tmp_path), planned)
     result = reproduce.run_task({"run": spec, "run_dir": directory, "session": "s"})
     X_train, X_test = datasets.train_test_split_samples("two_moons", 120, 80, random_state=3)
-    direct = RadFlow(n_layers=6, hidden=8, gate_hidden=8, random_state=3).fit(
-        X_train, steps=50, batch_size=40, lr=0.01, X_val=X_test, eval_every=20, progress=False)
+    direct = RadFlow(n_layers=6, hidden=8, gate_hidden=8, random_state=3, steps=50, batch_size=40,
+                     lr=0.01, eval_every=20, progress=False).fit(X_train, X_val=X_test)
     segmented = load_model(os.path.join(directory, "checkpoint.npz"))
     for name, value in direct.params_.items():
         np.testing.assert_array_equal(segmented.params_[name], value)
@@ -566,7 +566,7 @@ def test_documented_recipe_commands_give_the_committed_recipes():
     # docs/results.md's commands, parsed as the CLI does, give the recipes
     # the committed study runs record (the paper protocol has none).
     import argparse
-    from radref.user.recipe import recipe_from_args
+    from radref.user.options import recipe_from_args
     committed = []
     for path in sorted(os.listdir(os.path.join(REPO, "validation", "results", "study"))):
         if path.startswith("protocol-"):

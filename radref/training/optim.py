@@ -29,6 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from radref.training.hyperparameters import check_hyperparameter
+
 
 class AdamConfig(NamedTuple):
     """Adam hyperparameters (defaults of Kingma & Ba 2015).
@@ -65,19 +67,11 @@ def check_adam_config(config):
     """
     if not isinstance(config, AdamConfig):
         raise ValueError(f"config must be an AdamConfig, got {type(config).__name__}")
-    for name in AdamConfig._fields:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{name} must be a real number, got {value!r}")
-    # Written so that NaN fails every test (all comparisons with NaN are False).
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise ValueError(f"lr must be finite and > 0, got {config.lr!r}")
-    for name in ("beta1", "beta2"):
-        value = getattr(config, name)
-        if not (0 <= value < 1):
-            raise ValueError(f"{name} must satisfy 0 <= {name} < 1, got {value!r}")
-    if not (math.isfinite(config.eps) and config.eps > 0):
-        raise ValueError(f"eps must be finite and > 0, got {config.eps!r}")
+    for name in AdamConfig._fields:  # the ranges of the one table of hyperparameters
+        try:
+            check_hyperparameter(name, getattr(config, name))
+        except TypeError as exc:  # a config is one value: every bad field is a ValueError
+            raise ValueError(str(exc)) from None
     return config
 
 

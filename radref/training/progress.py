@@ -1,5 +1,5 @@
-"""The training progress display of :func:`radref.training.train.train`,
-:meth:`RadFlow.fit` and ``radref train``.
+"""The training progress display: built in one place, the training loop
+:func:`radref.training.train.train`, for :meth:`RadFlow.fit` and ``radref train`` alike.
 
 Two forms, both on stderr:
 
@@ -129,6 +129,13 @@ class TrainingProgress:
         self.stream.write("\r" + text[:max(width - 1, 1)] + CLEAR_TO_END)
         self.stream.flush()
         self._drawn = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
 
     def close(self):
         """End the redrawn line (nothing to do for plain lines)."""

@@ -20,10 +20,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.checks import check_choice, check_float, check_int, check_real
+from radref.checks import check_int
+from radref.training.hyperparameters import HYPERPARAMETER, check_hyperparameter
 
 #: the names of the learning-rate schedules
-LR_SCHEDULES = ("constant", "cosine", "step")
+LR_SCHEDULES = HYPERPARAMETER["lr_schedule"].choices
 
 
 class LRSchedule(NamedTuple):
@@ -62,15 +63,12 @@ def check_lr_schedule(schedule):
     """
     if not isinstance(schedule, LRSchedule):
         raise TypeError(f"schedule must be an LRSchedule, got {type(schedule).__name__}")
-    kind = check_choice("lr_schedule", schedule.kind, LR_SCHEDULES)
+    # the ranges are those of the one table of hyperparameters
+    kind = check_hyperparameter("lr_schedule", schedule.kind)
     horizon = check_int("lr_schedule horizon", schedule.horizon)
-    step_size = check_int("lr_step_size", schedule.step_size)
-    final_fraction = check_real("lr_final_fraction", schedule.final_fraction)
-    if not 0 <= final_fraction <= 1:  # NaN fails too
-        raise ValueError(f"lr_final_fraction must be in [0, 1], got {schedule.final_fraction}")
-    gamma = check_float("lr_gamma", schedule.gamma)
-    if gamma > 1:
-        raise ValueError(f"lr_gamma must be in (0, 1], got {schedule.gamma}")
+    step_size = check_hyperparameter("lr_step_size", schedule.step_size)
+    final_fraction = check_hyperparameter("lr_final_fraction", schedule.final_fraction)
+    gamma = check_hyperparameter("lr_gamma", schedule.gamma)
     return LRSchedule(kind, horizon, final_fraction, step_size, gamma)
 
 

@@ -204,7 +204,8 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     val = None
     if stopper is not None and stopper.stopped_at is not None:
         steps = start_step  # stopped early before the checkpoint: nothing left to do
-    with PackedAdam(params, state, adam) as packed:  # restores the arrays' identity on exit
+    # the display is ended (its line closed) whatever stops the loop
+    with display, PackedAdam(params, state, adam) as packed:  # restores the arrays on exit
         for step in range(start_step + 1, steps + 1):
             if lr_schedule is not None and lr_schedule.kind != "constant":
                 packed.config = adam._replace(lr=learning_rate(step, adam.lr, lr_schedule))
@@ -228,7 +229,6 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
                 callback(step, params, state, history)
             if stop:
                 break
-    display.close()
     history["optimizer_state"] = state
     return history
 

@@ -19,15 +19,15 @@ from radref import datasets
 from radref._version import __version__
 from radref.training.checkpoint import CheckpointError, load_checkpoint
 from radref.training.files import LockedError, exclusive, same_file
-from radref.training.schedules import validation_split
+from radref.training.hyperparameters import HYPERPARAMETER
 from radref.training.train import NonFiniteError
 from radref.user.datafiles import (STDIO, DataFileError, check_output, read_bytes, read_points,
                                    write_array)
-from radref.user.estimators import (RECIPE_DEFAULTS, TRAINING_DEFAULTS, CheckpointMismatchError,
-                                    RadFlow, RealNVPFlow, TrainingInterrupted, load_model)
-from radref.user.recipe import RecipeError, add_recipe_arguments, recipe_from_args
+from radref.user.estimators import (MODELS, CheckpointMismatchError, TrainingInterrupted,
+                                    load_model)
+from radref.user.options import (OptionError, add_options, add_recipe_arguments, check_option,
+                                 flag, recipe_from_args)
 
-MODELS = {"rad": RadFlow, "realnvp": RealNVPFlow}
 #: points drawn from a built-in problem when -n is not given
 DEFAULT_POINTS = 10_000
 #: status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
@@ -52,10 +52,12 @@ def _check_positive(value, option):
     return value
 
 
-def _check_lr(lr, option="--lr"):
-    if not (np.isfinite(lr) and lr > 0):
-        raise CLIError(f"{option} must be a finite number > 0, got {lr}")
-    return lr
+def _check_hyperparameter(name, value):
+    """An option of the table of hyperparameters, checked by the table."""
+    try:
+        return check_option(name, value)
+    except OptionError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _need_matplotlib(option):
@@ -133,7 +135,7 @@ def _cmd_demo(args):
     _check_seed(args.seed)
     for option in ("n_train", "n_test", "rad_steps", "realnvp_steps"):
         _check_positive(getattr(args, option), "--" + option.replace("_", "-"))
-    _check_lr(args.lr)
+    _check_hyperparameter("lr", args.lr)
     if args.figure:
         check_output("--figure", args.figure, extensions=(".png",), allow_stdout=False)
         _need_matplotlib("--figure")
@@ -141,8 +143,8 @@ def _cmd_demo(args):
     X_train, X_test = datasets.train_test_split_samples(
         "two_moons", args.n_train, args.n_test, random_state=args.seed)
     models, scores = {}, {}
-    for title, cls, steps in (("Rad", RadFlow, args.rad_steps),
-                              ("Real NVP", RealNVPFlow, args.realnvp_steps)):
+    for cls, steps in ((MODELS["rad"], args.rad_steps), (MODELS["realnvp"], args.realnvp_steps)):
+        title = cls.display_name()
         t0 = time.perf_counter()
         model = cls(steps=steps, lr=args.lr, progress=not args.quiet, random_state=args.seed)
         model.fit(X_train)
@@ -203,12 +205,9 @@ def _train_and_save(args, argv, X, X_val, model):
         raise CLIError(f"--checkpoint {args.checkpoint}: written by another run "
                        f"({_described_differences(exc)}); delete it, or choose another path "
                        f"to start afresh") from None
-    except ValueError as exc:
-        if args.checkpoint and str(exc).startswith(f"checkpoint {args.checkpoint}"):
-            raise CLIError(f"--checkpoint {args.checkpoint}: written by another run (other "
-                           f"model, data or settings); delete it, or choose another path to "
-                           f"start afresh") from None
-        raise
+    except CheckpointError as exc:
+        raise CLIError(f"--checkpoint {args.checkpoint}: "
+                       f"{_checkpoint_problem(exc, args.checkpoint)}") from None
     except OSError as exc:  # the periodic checkpoint could not be written
         if args.checkpoint is None:
             raise
@@ -225,9 +224,9 @@ def _train_and_save(args, argv, X, X_val, model):
         print(f"{stopped}kept the parameters of step {model.best_step_} (validation split "
               f"of the training points: {model.best_validation_score_:+.4f} nats)")
     points = f"{X.shape[0]} points"
-    if model.best_step_ is not None:
-        n_set_aside = len(validation_split(X.shape[0], model.validation_fraction, 0)[1])
-        points = (f"{X.shape[0] - n_set_aside} of the {X.shape[0]} points ({n_set_aside} set "
+    n_set_aside = X.shape[0] - model.n_training_rows_
+    if n_set_aside:
+        points = (f"{model.n_training_rows_} of the {X.shape[0]} points ({n_set_aside} set "
                   f"aside for early stopping)")
     print(f"trained {type(model).__name__} on {points} for {model.n_steps_} steps"
           f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats on the training points"
@@ -236,24 +235,19 @@ def _train_and_save(args, argv, X, X_val, model):
     return 0
 
 
-#: what each recorded training setting of a checkpoint is on the command line
-SETTING_OPTIONS = {"adam": "--lr", "batch_size": "--batch-size",
-                   "data_sha256": "the training points (--data, or --problem, -n, --seed)"}
-
-
 def _described_differences(exc):
     """The settings in which ``--checkpoint`` differs, as options with both values."""
     parts = []
     for name in exc.differing:
-        group, _, key = name.partition(".")
-        if group == "recipe":
-            before = exc.theirs.get("recipe", {}).get(key, "not set")
-            now = exc.mine.get("recipe", {}).get(key, "not set")
-            parts.append(f"--{key.replace('_', '-')} {before} there, {now} now")
+        if name in HYPERPARAMETER:
+            before, now = (("not set" if v is None else v) for v in (exc.theirs.get(name),
+                                                                      exc.mine.get(name)))
+            parts.append(f"{flag(name)} {before} there, {now} now")
+        elif name == "data_sha256":
+            parts.append("the training points (--data, or --problem, -n, --seed)")
         else:
-            parts.append(SETTING_OPTIONS.get(name, name))
-    horizon_only = ("recipe.lr_decay_steps" in exc.differing
-                    and "recipe.lr_schedule" not in exc.differing)
+            parts.append(name)
+    horizon_only = ("lr_decay_steps" in exc.differing and "lr_schedule" not in exc.differing)
     hint = ("; a cosine decay trained in several runs needs the same --lr-decay-steps (the "
             "final --steps) in each" if horizon_only else "")
     return "other " + "; ".join(parts) + hint
@@ -280,13 +274,14 @@ class _writing:
 
 def _train_setup(args):
     """Check every option and path, read the data: before any training."""
-    _check_seed(args.seed)
-    for option in ("layers", "hidden", "gate_hidden", "steps", "batch_size", "eval_every",
-                   "checkpoint_every"):
-        _check_positive(getattr(args, option), "--" + option.replace("_", "-"))
-    _check_lr(args.lr)
-    if args.gate_hidden is not None and args.model != "rad":
-        raise CLIError("--gate-hidden applies to --model rad only")
+    cls = MODELS[args.model]
+    params = {name: _check_hyperparameter(name, getattr(args, name))
+              for name in TRAINING_OPTIONS + ("random_state",)}
+    for name in ARCHITECTURE_OPTIONS:
+        if params[name] is not None and name not in cls.parameter_names():
+            takers = [m for m, c in MODELS.items() if name in c.parameter_names()]
+            raise CLIError(f"{flag(name)} applies to --model {' or '.join(takers)} only")
+    _check_positive(args.checkpoint_every, "--checkpoint-every")
     if args.data is not None and args.n is not None:
         raise CLIError(f"-n applies to --problem (the number of points drawn from it); with "
                        f"--data, every point of {args.data} is used")
@@ -304,7 +299,8 @@ def _train_setup(args):
             raise CLIError(f"--data {args.data} has 1 column; a flow needs at least 2 (each "
                            f"coupling layer transforms some columns given the others)")
     else:
-        X = datasets.sample(args.problem, args.n or DEFAULT_POINTS, random_state=args.seed)
+        X = datasets.sample(args.problem, args.n or DEFAULT_POINTS,
+                            random_state=args.random_state)
     if args.early_stopping and X.shape[0] < 2:
         source = f"--data {args.data}" if args.data else f"-n {X.shape[0]}"
         raise CLIError(f"--early-stopping needs at least 2 training points ({source} gives "
@@ -316,20 +312,15 @@ def _train_setup(args):
             source = f"--data {args.data}" if args.data else f"--problem {args.problem}"
             raise CLIError(f"--val {args.val} has {X_val.shape[1]} columns, {source} has "
                            f"{X.shape[1]}")
-    params = dict(n_layers=args.layers, steps=args.steps, batch_size=args.batch_size,
-                  lr=args.lr, eval_every=args.eval_every, progress=not args.quiet,
-                  random_state=args.seed)
-    if args.hidden is not None:
-        params["hidden"] = args.hidden
-    if args.gate_hidden is not None:
-        params["gate_hidden"] = args.gate_hidden
+    params = {name: value for name, value in params.items() if value is not None}
+    params["progress"] = not args.quiet
     try:
         params.update(recipe_from_args(args))
-    except RecipeError as exc:
+    except OptionError as exc:
         raise CLIError(str(exc)) from None
     for problem in _idle_recipe_options(args):
         _say(f"radref: warning: {problem}", to_stderr=True)
-    return X, X_val, MODELS[args.model](**params)
+    return X, X_val, cls(**params)
 
 
 def _idle_recipe_options(args):
@@ -340,7 +331,7 @@ def _idle_recipe_options(args):
     if args.lr_schedule == "cosine" and horizon < args.steps:
         problems.append(f"--lr-decay-steps {horizon} < --steps {args.steps}: the last "
                         f"{args.steps - horizon} steps run at the final rate")
-    step_size = args.lr_step_size or RECIPE_DEFAULTS["lr_step_size"]
+    step_size = args.lr_step_size or HYPERPARAMETER["lr_step_size"].default
     if args.lr_schedule == "step" and step_size >= args.steps:
         problems.append(f"--lr-step-size {step_size} >= --steps {args.steps}: the rate never "
                         f"decays")
@@ -486,25 +477,23 @@ def _cmd_check_port(args):
 
 POINT_FILES = ".npy, .csv, .tsv or .txt (header line optional), or - for standard input"
 OUTPUT_FILES = ".npy, .csv, .tsv or .txt, or - for standard output (CSV)"
-D = TRAINING_DEFAULTS
+D = {name: entry.default for name, entry in HYPERPARAMETER.items()}
+#: the hyperparameters ``radref train`` takes as options (the recipe's are added
+#: by add_recipe_arguments; random_state is --seed, progress --quiet)
+ARCHITECTURE_OPTIONS = ("n_layers", "hidden", "gate_hidden", "out_std")
+TRAINING_OPTIONS = ARCHITECTURE_OPTIONS + ("steps", "batch_size", "lr", "beta1", "beta2", "eps",
+                                           "eval_every")
 
 
 def _add_training_options(parser):
-    parser.add_argument("--layers", type=int, default=6, help="coupling layers (default 6)")
-    parser.add_argument("--hidden", type=int, default=None,
-                        help="hidden units (default: 8 for rad, 56 for realnvp)")
-    parser.add_argument("--gate-hidden", type=int, default=None,
-                        help="hidden units of the Rad gating network (default: --hidden)")
-    parser.add_argument("--steps", type=int, default=D["steps"],
-                        help=f"Adam steps (default {D['steps']}, as RadFlow(steps=...))")
-    parser.add_argument("--batch-size", type=int, default=D["batch_size"],
-                        help=f"minibatch size, capped at the number of points "
-                             f"(default {D['batch_size']})")
-    parser.add_argument("--lr", type=float, default=D["lr"],
-                        help=f"Adam learning rate (default {D['lr']:g}, as RadFlow(lr=...))")
-    parser.add_argument("--eval-every", type=int, default=D["eval_every"],
-                        help=f"steps between two scores of --val and of the --early-stopping split "
-                             f"(default {D['eval_every']})")
+    """The architecture options (default: the model's) and the paper's training options."""
+    defaults = {name: cls.default_architecture() for name, cls in MODELS.items()}
+    shown = {name: "default: " + ", ".join(f"{a[name]} for {m}" for m, a in defaults.items()
+                                          if name in a) for name in ARCHITECTURE_OPTIONS}
+    shown["gate_hidden"] = "default: --hidden; " + ", ".join(
+        m for m, a in defaults.items() if "gate_hidden" in a) + " only"
+    add_options(parser, ARCHITECTURE_OPTIONS, defaults=False, default_text=shown)
+    add_options(parser, TRAINING_OPTIONS[len(ARCHITECTURE_OPTIONS):])
 
 
 def build_parser():
@@ -561,15 +550,17 @@ def build_parser():
     train.add_argument("--val", help=f"held-out points, scored during training: {POINT_FILES}")
     train.add_argument("--model", choices=sorted(MODELS), default="rad", help="model (default rad)")
     _add_training_options(train)
-    train.add_argument("--seed", type=int, default=0,
-                       help="seed of the --problem draw and of the model (default 0)")
+    train.add_argument("--seed", dest="random_state", type=int, default=0, metavar="SEED",
+                       help=f"seed of the --problem draw and of the model: "
+                            f"{HYPERPARAMETER['random_state'].help} (default 0)")
     train.add_argument("--out", required=True, help="model file to write (.npz)")
     train.add_argument("--checkpoint", default=None,
                        help="training-state file (.npz), saved every --checkpoint-every steps "
                             "and at the end; if it exists, training resumes from it")
     train.add_argument("--checkpoint-every", type=int, default=1000,
                        help="steps between two checkpoints (default 1000)")
-    train.add_argument("--quiet", action="store_true", help="no progress display")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress display (the estimators' progress=False)")
     add_recipe_arguments(train, decay_steps=True)
     train.set_defaults(func=_cmd_train)
 

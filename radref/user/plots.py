@@ -9,7 +9,7 @@ or ``pip install ".[plot]"`` in radref's source tree).
 """
 import numpy as np
 
-from radref.core.layers.masks import split
+from radref.core.layers import layer_kind, split
 from radref.core.flow import flow_trajectory
 
 #: colours of the branches k = 0, 1, 2 of a fold (paper Fig. 14's red/green/blue)
@@ -152,8 +152,7 @@ def plot_model(path, model, data=None, n_samples=4000, random_state=0, title=Non
     top, bottom = fig.subfigures(2, 1, height_ratios=[4.2, 5.0])
     _plot_overview(top, model, samples, data, xlim, ylim, n_samples)
     _plot_layers(bottom, model, points)
-    kind = "Rad" if model.config_.kind == "rad" else "Real NVP"
-    top.suptitle(f"{title + ': ' if title else ''}{kind} flow, {n_layers} coupling layers, "
+    top.suptitle(f"{title + ': ' if title else ''}{model.display_name()} flow, {n_layers} coupling layers, "
                  f"{model.n_parameters()} parameters, {model.n_steps_} training steps")
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -185,7 +184,8 @@ def _plot_layers(fig, model, points):
     zs, folded, k = flow_trajectory(points, model.params_, config)
     axes = fig.subplots(2, config.n_layers, squeeze=False)
     size = float(np.clip(2500.0 / len(points), 0.6, 4.0))  # fewer points, larger dots
-    if config.kind == "rad":
+    discrete = layer_kind(config.kind).HAS_DISCRETE_LATENTS  # colour the branches k
+    if discrete:
         fig.suptitle("folding of each layer: red / green / blue = branch k = 0 / 1 / 2 where "
                      "the layer folds its column, grey = where it is invertible", fontsize=10)
     else:
@@ -194,7 +194,7 @@ def _plot_layers(fig, model, points):
         order = np.argsort(np.argsort(points[:, 0] + points[:, 1]))
         position = order / max(len(points) - 1, 1)
     for layer in range(config.n_layers):
-        if config.kind == "rad":
+        if discrete:
             column = int(np.atleast_1d(split(config.dim, layer)[1])[0])
             in_fold = folded[layer][:, column]
             colours = np.where(in_fold, BRANCH_COLOURS[np.maximum(k[:, layer, column], 0)],

@@ -42,27 +42,27 @@ from radref._version import __version__
 from radref.core.flow import flow_log_density
 from radref.training.checkpoint import load_checkpoint
 from radref.user import sweep
-from radref.user.recipe import RecipeError, add_recipe_arguments, describe_recipe, recipe_from_args
+from radref.training.hyperparameters import HYPERPARAMETER
+from radref.user.estimators import MODELS as ESTIMATORS
+from radref.user.options import (OptionError, add_options, add_recipe_arguments, check_option,
+                                 describe_recipe, recipe_from_args)
 from radref.user.sweep import read_json, write_json_atomic
 
 #: Mean log-likelihoods reported in the paper's §4.3 table (nats): (Rad, Real NVP).
 PAPER = {"grid": (-1.20, -2.26), "ring": (3.57, 1.85), "two_moons": (-1.21, -1.48),
          "two_circles": (-1.81, -2.17), "spiral": (0.29, -0.36), "many_moons": (-0.83, -1.50)}
-MODELS = ("rad", "realnvp")
+MODELS = tuple(ESTIMATORS)  # ("rad", "realnvp"): the one registry of models
 #: What a run means (bump when that changes): seed ``s`` draws the data with
 #: ``datasets.train_test_split_samples(problem, n_train, n_test, random_state=s)``
 #: and seeds the model (``random_state=s``); the scores are mean log-likelihoods
 #: of the training set and of the held-out set.
 SCHEME = "radref-reproduce/1"
-#: Adam's settings other than the learning rate (Kingma & Ba's defaults).
-ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
-#: The paper's architectures (§4.2): 6 coupling layers; Rad 8 hidden units,
-#: gating network too; Real NVP 56.
-ARCHITECTURES = {
-    "rad": {"estimator": "RadFlow", "n_layers": 6, "hidden": 8, "gate_hidden": 8,
-            "out_std": 0.01},
-    "realnvp": {"estimator": "RealNVPFlow", "n_layers": 6, "hidden": 56, "out_std": 0.01},
-}
+#: Adam's settings other than the learning rate (Kingma & Ba's defaults, the table's).
+ADAM = {name: HYPERPARAMETER[name].default for name in ("beta1", "beta2", "eps")}
+#: The paper's architectures (§4.2), the models' defaults: 6 coupling layers;
+#: Rad 8 hidden units, gating network too; Real NVP 56.
+ARCHITECTURES = {name: {"estimator": cls.__name__, **cls.default_architecture()}
+                 for name, cls in ESTIMATORS.items()}
 #: The paper's protocol (§4.2-4.3): 10,000 points, 50,000 Adam steps at batch 500.
 FULL = dict(steps=50_000, n_train=10_000, n_test=10_000, batch_size=500, lr=1e-3,
             seeds=(0, 1, 2), eval_every=2_500)
@@ -269,10 +269,12 @@ def train_one_model(spec, X_train, X_val, checkpoint, until_step):
 
     The one place that knows the estimators' training API.
     """
-    from radref.user.estimators import RadFlow, RealNVPFlow
     protocol = spec["protocol"]
     architecture = dict(protocol["architectures"][spec["model"]])
-    estimator = {"RadFlow": RadFlow, "RealNVPFlow": RealNVPFlow}[architecture.pop("estimator")]
+    estimator = ESTIMATORS[spec["model"]]
+    if architecture.pop("estimator") != estimator.__name__:
+        raise ReproduceError(f"run {run_label(spec)}: its protocol names the estimator of "
+                             f"another model")
     adam = protocol["adam"]
     model = estimator(**architecture, random_state=spec["seed"], steps=until_step,
                       batch_size=protocol["batch_size"], lr=adam["lr"], beta1=adam["beta1"],
@@ -500,14 +502,16 @@ def add_arguments(parser):
                         metavar="MODEL", help="models: rad, realnvp (default: both)")
     parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                         help="seeds (default 0 1 2; --quick: 0)")
-    for option, kind, what in (("--steps", int, "Adam steps"), ("--lr", float, "learning rates"),
-                               ("--batch-size", int, "minibatch sizes"),
-                               ("--n-train", int, "training points"),
-                               ("--n-test", int, "held-out points")):
-        parser.add_argument(option, type=kind, nargs="+", metavar="X", help=f"{what}, {sizes}")
-    parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
-                        help=f"hidden units of both models (Rad's gating network too), {sizes} "
-                             f"(default: the paper's, Rad 8, Real NVP 56)")
+    add_options(parser, ("steps", "lr", "batch_size"), defaults=False, nargs="+",
+                suffix=f", {sizes}", default_text={
+                    name: f"default {FULL[name]:g}; --quick: {QUICK[name]:g}"
+                    for name in ("steps", "lr", "batch_size")})
+    for option, what in (("--n-train", "training points"), ("--n-test", "held-out points")):
+        parser.add_argument(option, type=int, nargs="+", metavar="X", help=f"{what}, {sizes}")
+    add_options(parser, ("hidden",), defaults=False, nargs="+",
+                suffix=f" of both models (Rad's gating network too), {sizes}",
+                default_text={"hidden": "default: the paper's, " + ", ".join(
+                    f"{a['hidden']} for {m}" for m, a in ARCHITECTURES.items())})
     add_recipe_arguments(parser)
     parser.add_argument("--eval-every", type=int, metavar="N",
                         help="steps between held-out scores, checkpoints and progress reports "
@@ -542,21 +546,21 @@ def sweep_settings(args):
     """Protocol lists from the options, checked before anything is written."""
     base = QUICK if args.quick else FULL
     settings = {
-        "steps": _positive("--steps", args.steps or [base["steps"]]),
+        "steps": args.steps or [base["steps"]],
         "n_train": _positive("--n-train", args.n_train or [base["n_train"]]),
         "n_test": _positive("--n-test", args.n_test or [base["n_test"]]),
-        "batch_size": _positive("--batch-size", args.batch_size or [base["batch_size"]]),
+        "batch_size": args.batch_size or [base["batch_size"]],
         "lr": args.lr or [base["lr"]],
-        "eval_every": _positive("--eval-every", [args.eval_every or base["eval_every"]]),
-        "hidden": _positive("--hidden", args.hidden) if args.hidden else [None],
+        "eval_every": [args.eval_every or base["eval_every"]],
+        "hidden": args.hidden or [None],
     }
     try:
+        for name in ("steps", "batch_size", "lr", "eval_every", "hidden"):
+            for value in settings[name]:
+                check_option(name, value)  # the table's check, worded with the option
         settings["recipe"] = recipe_from_args(args)
-    except RecipeError as exc:
+    except OptionError as exc:
         raise ReproduceError(str(exc)) from None
-    for lr in settings["lr"]:
-        if not (np.isfinite(lr) and lr > 0):
-            raise ReproduceError(f"--lr must be a finite number > 0, got {lr}")
     if max(settings["batch_size"]) > min(settings["n_train"]):
         raise ReproduceError(f"--batch-size {max(settings['batch_size'])} is larger than "
                              f"--n-train {min(settings['n_train'])}")

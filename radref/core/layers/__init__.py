@@ -36,6 +36,25 @@ Shapes: ``n`` rows, ``d`` columns, ``d_B`` transformed columns
     a kind without discrete latents (used for figures,
     :func:`radref.core.flow.flow_trajectory`).
 
+Besides the six functions, a kind module defines the constants the layers
+above the core read, so that no code outside this package compares a
+kind's name:
+
+``NAME``
+    Its key in :data:`LAYER_KINDS` (``FlowConfig.kind``).
+``MODEL_NAME``
+    The model's name on the command line and in ``radref reproduce``'s runs
+    (``"rad"``, ``"realnvp"``); :func:`layer_kind` accepts it as an alias.
+``DISPLAY_NAME``
+    For people (``"Real NVP"``).
+``HAS_DISCRETE_LATENTS``, ``N_BRANCHES``
+    Whether ``forward`` returns discrete latents ``k``, and how many values
+    (``0 .. N_BRANCHES - 1``) they take.
+``DEFAULT_ARCHITECTURE``
+    The architecture hyperparameters its models take, with their defaults
+    (``n_layers``, ``hidden``, ``out_std``, and ``gate_hidden`` for a kind
+    with a gating network; :mod:`radref.training.hyperparameters` checks them).
+
 Range (docs/errors.md, "Numerical extremes"): the flow passes ``forward``
 only rows within ``+-radref.core.numerics.RANGE`` (it screens the others,
 :func:`radref.core.flow.screen_out_of_range`).  An output beyond float64 must
@@ -47,20 +66,26 @@ from radref.core.layers.masks import Columns, columns, split, sum_over_transform
 
 #: Layer kind name (``FlowConfig.kind``) -> the module implementing the contract.
 #: The one place where a kind is registered.
-LAYER_KINDS = {"rad": rad, "affine": affine}
+LAYER_KINDS = {kind.NAME: kind for kind in (rad, affine)}
+#: The models' names (``MODEL_NAME``) -> their kinds, in registration order.
+MODEL_KINDS = {kind.MODEL_NAME: kind for kind in LAYER_KINDS.values()}
 
-__all__ = ["LAYER_KINDS", "layer_kind", "split", "columns", "Columns", "sum_over_transformed",
-           "rad", "affine"]
+__all__ = ["LAYER_KINDS", "MODEL_KINDS", "layer_kind", "split", "columns", "Columns",
+           "sum_over_transformed", "rad", "affine"]
 
 
 def layer_kind(kind):
-    """The module registered under ``kind`` in :data:`LAYER_KINDS`.
+    """The module registered under ``kind`` in :data:`LAYER_KINDS`, or whose
+    model is named ``kind`` (:data:`MODEL_KINDS`: ``"realnvp"`` is ``"affine"``).
 
     Raises
     ------
     ValueError
         If no kind of that name is registered (the message lists the known ones).
     """
-    if kind not in LAYER_KINDS:
-        raise ValueError(f"unknown layer kind {kind!r}; registered: {sorted(LAYER_KINDS)}")
-    return LAYER_KINDS[kind]
+    if kind in LAYER_KINDS:
+        return LAYER_KINDS[kind]
+    if kind in MODEL_KINDS:
+        return MODEL_KINDS[kind]
+    raise ValueError(f"unknown layer kind {kind!r}; registered: {sorted(LAYER_KINDS)} "
+                     f"(models {sorted(MODEL_KINDS)})")

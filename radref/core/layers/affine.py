@@ -21,6 +21,15 @@ import numpy as np
 from radref.core.layers.masks import Columns, columns, sum_over_transformed
 from radref.core.mlp import mlp_backward, mlp_forward, mlp_init
 
+#: What the layers above the core ask of a kind (the contract's constants).
+NAME = "affine"  # the key of radref.core.layers.LAYER_KINDS (FlowConfig.kind)
+MODEL_NAME = "realnvp"  # the model's name on the command line and in reproduce's runs
+DISPLAY_NAME = "Real NVP"
+HAS_DISCRETE_LATENTS = False
+N_BRANCHES = 1
+#: the paper's baseline (§4.2): as many parameters as Rad's with 56 hidden units
+DEFAULT_ARCHITECTURE = {"n_layers": 6, "hidden": 56, "out_std": 0.01}
+
 #: Conditioner outputs per transformed dimension, and where each one sits.
 N_FEATURES = 2
 LOG_SCALE, SHIFT = 0, 1

@@ -40,6 +40,15 @@ from radref.core.numerics import out_of_range_rows, zero_rows
 from radref.core.slopes import slopes_backward, slopes_forward
 from radref.core.surjection import surjection_backward, surjection_forward, surjection_inverse
 
+#: What the layers above the core ask of a kind (the contract's constants).
+NAME = "rad"  # the key of radref.core.layers.LAYER_KINDS (FlowConfig.kind)
+MODEL_NAME = "rad"  # the model's name on the command line and in reproduce's runs
+DISPLAY_NAME = "Rad"
+HAS_DISCRETE_LATENTS = True
+N_BRANCHES = 3  # k in {0, 1, 2}: the branches of the five-piece surjection
+#: the paper's architecture (§4.2); ``gate_hidden=None`` is ``hidden``
+DEFAULT_ARCHITECTURE = {"n_layers": 6, "hidden": 8, "gate_hidden": None, "out_std": 0.01}
+
 #: Conditioner outputs per transformed dimension, and where each one sits.
 N_FEATURES = 10
 LOG_SCALE_IN, SHIFT_IN = 0, 1
