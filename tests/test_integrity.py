@@ -418,3 +418,248 @@ with exclusive({str(target)!r}):
     with files.exclusive(target, "x") as lock:
         assert os.path.exists(lock)
     assert os.listdir(tmp_path) == []
+
+
+# ======================================================================
+# Findings 2, 3, 8: the sweep's run files are verified before reuse
+# ======================================================================
+
+SWEEP = ["reproduce", "--quick", "--n-train", "100", "--n-test", "100", "--batch-size", "50",
+         "--seeds", "0", "--problems", "ring", "--models", "rad", "--workers", "1"]
+
+
+@pytest.fixture
+def finished_sweep(tmp_path, capsys):
+    """A sweep of one finished run: (out, run directory, its true result)."""
+    out = tmp_path / "results"
+    assert main(SWEEP + ["--out", str(out)]) == 0
+    capsys.readouterr()
+    (protocol,) = [p for p in out.iterdir() if p.name.startswith("protocol-")]
+    run = protocol / "runs" / "ring-rad-s0"
+    return out, run, json.loads((run / "result.json").read_text())
+
+
+def _rerun(capsys, out, *extra):
+    status = main(SWEEP + ["--out", str(out)] + list(extra))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _table_row(run):
+    return json.loads((run.parent.parent / "results.json").read_text())
+
+
+def _edit_json(path, edit):
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_an_edited_result_is_named_and_retrained_never_tabulated(capsys, finished_sweep, legacy):
+    # finding 2: test_loglik set to +5.0 in result.json was reused ("reused 6
+    # finished run(s)") and tabulated as +5.000.  legacy=True: a run written
+    # before run.json recorded digests (the committed ones) is verified by
+    # recomputing the score from test_points.npz.
+    out, run, true = finished_sweep
+    if legacy:
+        _edit_json(run / "run.json", lambda r: r.pop("files", None))
+    _edit_json(run / "result.json", lambda r: r.update(test_loglik=5.0))
+    status, text, err = _rerun(capsys, out, "--no-retrain")
+    assert status == 2
+    assert f"{run / 'result.json'}" in err and "--no-retrain" in err
+    status, text, _ = _rerun(capsys, out)
+    assert status == 0
+    assert f"damaged, trained again: {run / 'result.json'}" in text
+    assert "+5.000" not in text and "0 reused" in text
+    assert json.loads((run / "result.json").read_text())["test_loglik"] == true["test_loglik"]
+    assert _table_row(run)[0]["test_loglik"] == true["test_loglik"]
+    assert (run / "result.json.damaged").exists()  # kept for inspection
+    status, text, _ = _rerun(capsys, out)
+    assert "1 reused" in text  # the retrained run verifies
+
+
+def test_a_consistently_forged_result_and_points_fail_their_digests(capsys, finished_sweep):
+    # beyond the list: result.json and test_points.npz edited to agree (the
+    # score recomputes), but run.json's digests were not updated
+    out, run, _ = finished_sweep
+    points = dict(np.load(run / "test_points.npz"))
+    points["model"] = points["model"] + 1.0
+    np.savez(run / "test_points.npz", **points)
+    _edit_json(run / "result.json", lambda r: r.update(test_loglik=float(np.mean(points["model"]))))
+    status, text, _ = _rerun(capsys, out)
+    assert status == 0
+    assert "SHA-256 is not the one recorded" in text and "0 reused" in text
+
+
+def test_a_result_holding_nan_is_retrained_and_the_tables_stay_whole(capsys, finished_sweep):
+    # finding 3: result.json holding NaN made the rerun fail with "Out of range
+    # float values are not JSON compliant", leaving results.json truncated,
+    # results.csv holding nan, summary.json and table.md stale
+    out, run, true = finished_sweep
+    text = (run / "result.json").read_text()
+    (run / "result.json").write_text(text.replace(repr(true["test_loglik"]), "NaN"))
+    status, text, err = _rerun(capsys, out)
+    assert status == 0, err
+    assert f"damaged, trained again: {run / 'result.json'}" in text
+    tables = run.parent.parent
+    assert json.loads((tables / "results.json").read_text())[0]["test_loglik"] == \
+        true["test_loglik"]
+    assert "nan" not in (tables / "results.csv").read_text().lower()
+    json.loads((tables / "summary.json").read_text())
+
+
+def test_tables_are_written_atomically_and_non_finite_scores_are_null(tmp_path):
+    # finding 3: the tables; and a legitimate non-finite score (a held-out point
+    # of density 0 gives a mean of -inf) is null in JSON, -inf in the table
+    from radref.user import reproduce
+    row = {"problem": "ring", "model": "rad", "seed": 0, "n_parameters": 10, "steps": 5,
+           "lr": 0.001, "train_loglik": -1.5, "test_loglik": -1.25}
+    reproduce.write_tables([row], str(tmp_path))
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    with pytest.raises(TypeError):  # a value that is not JSON: nothing is written
+        reproduce.write_tables([dict(row, test_loglik=-1.0), dict(row, seed=1, lr=object())],
+                               str(tmp_path))
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+    reproduce.write_tables([dict(row, test_loglik=-np.inf), dict(row, seed=1)], str(tmp_path))
+    assert json.loads((tmp_path / "results.json").read_text())[0]["test_loglik"] is None
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary[0]["test_mean"] is None and summary[0]["test_std"] is None
+    assert "| ring | +3.57 | +1.85 | -inf (2 seeds) |" in (tmp_path / "table.md").read_text()
+    assert sorted(os.listdir(tmp_path)) == sorted(before)
+
+
+@pytest.mark.parametrize("damage", ["empty_result", "truncated_run", "missing_key",
+                                    "points_missing", "result_list"])
+def test_unreadable_run_files_are_named(capsys, finished_sweep, damage):
+    # finding 8: an empty result.json gave "Expecting value: line 1 column 1
+    # (char 0)", a truncated run.json "Unterminated string...", a missing key a
+    # KeyError traceback; the sweep stopped and nothing said which file
+    out, run, true = finished_sweep
+    if damage == "empty_result":
+        (run / "result.json").write_text("")
+        named = run / "result.json"
+    elif damage == "truncated_run":
+        text = (run / "run.json").read_text()
+        (run / "run.json").write_text(text[:len(text) // 2])
+        named = run / "run.json"
+    elif damage == "missing_key":
+        _edit_json(run / "result.json", lambda r: r.pop("test_loglik"))
+        named = run / "result.json"
+    elif damage == "points_missing":
+        (run / "test_points.npz").unlink()
+        named = run / "test_points.npz"
+    else:
+        (run / "result.json").write_text("[1, 2]")
+        named = run / "result.json"
+    status, text, err = _rerun(capsys, out, "--no-retrain")
+    assert status == 2 and str(named) in err and "Traceback" not in err
+    status, text, err = _rerun(capsys, out)
+    assert status == 0, err
+    assert f"damaged, trained again: {named}" in text
+    assert json.loads((run / "result.json").read_text())["test_loglik"] == true["test_loglik"]
+    assert json.loads((run / "run.json").read_text())["seed"] == 0
+
+
+def test_a_damaged_checkpoint_of_an_unfinished_run_is_named_and_restarted(capsys, tmp_path):
+    # beyond the list: a run interrupted before result.json whose checkpoint
+    # is damaged stopped the whole sweep with a CheckpointError
+    out = tmp_path / "results"
+    assert main(SWEEP + ["--out", str(out)]) == 0
+    capsys.readouterr()
+    (run,) = out.glob("protocol-*/runs/ring-rad-s0")
+    true = json.loads((run / "result.json").read_text())
+    (run / "result.json").unlink()
+    (run / "checkpoint.npz").write_bytes(b"PK\x03\x04 garbage")
+    status, text, err = _rerun(capsys, out)
+    assert status == 0, err
+    assert f"damaged, trained again: {run / 'checkpoint.npz'}: not a readable" in text
+    assert json.loads((run / "result.json").read_text())["test_loglik"] == true["test_loglik"]
+
+
+def test_the_committed_runs_verify_and_are_reused():
+    # the committed runs (validation/results/study) were written before run.json
+    # recorded digests: each verifies by its test_points.npz, and plans as reused
+    from radref.user import reproduce
+    study = os.path.join(REPO_ROOT, "validation", "results", "study")
+    n = 0
+    for protocol in sorted(os.listdir(study)):
+        runs = os.path.join(study, protocol, "runs")
+        if not os.path.isdir(runs):
+            continue
+        for name in sorted(os.listdir(runs)):
+            directory = os.path.join(runs, name)
+            with open(os.path.join(directory, "run.json")) as f:
+                spec = reproduce.run_settings(json.load(f))
+            assert reproduce.verify_finished_run(directory, spec) is not None, directory
+            plan = reproduce.plan_run(os.path.join(study), spec)
+            assert plan.status == "reused" and plan.damaged is None, directory
+            n += 1
+    assert n >= 100
+
+
+# ======================================================================
+# Finding 4: SIGTERM or SIGKILL of `radref reproduce` leaves no worker behind
+# ======================================================================
+
+def _children(pid):
+    """The pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _running(pid):
+    """Whether ``pid`` is a live process (a zombie is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_sweep_leaves_no_worker_behind(tmp_path, sig):
+    # finding 4: `kill -TERM` (or -KILL) of a running `radref reproduce` left
+    # its pool workers alive; they finished their runs after the client was
+    # gone, beside a restarted sweep
+    out = tmp_path / "results"
+    client = subprocess.Popen([sys.executable, "-m", "radref", "reproduce", "--quick",
+                               "--steps", "200000", "--n-train", "200", "--n-test", "100",
+                               "--batch-size", "50", "--seeds", "0", "--problems", "ring",
+                               "spiral", "--models", "rad", "--workers", "2", "--out", str(out)],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    workers = []
+    try:
+        _wait_for(lambda: len(list(out.glob("protocol-*/runs/*/checkpoint.npz"))) == 2,
+                  what="both runs to checkpoint")
+        workers = [pid for pid in _children(client.pid) if _running(pid)]
+        workers += [grandchild for pid in workers for grandchild in _children(pid)]
+        assert len(workers) >= 2
+        client.send_signal(sig)
+        _, err = client.communicate(timeout=120)
+        if sig == signal.SIGTERM:
+            assert client.returncode == 143 and "radref: terminated" in err
+        _wait_for(lambda: not any(_running(pid) for pid in workers), timeout=60,
+                  what="the workers to exit")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+        for pid in workers:  # (when the test fails: leave nothing running)
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    # no temporary file left, no run directory locked; the same command resumes
+    for run in out.glob("protocol-*/runs/*"):
+        assert not [n for n in os.listdir(run) if n.endswith(".tmp")]
+        from radref.training.files import is_locked
+        assert is_locked(str(run)) is None

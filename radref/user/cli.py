@@ -19,6 +19,7 @@ from radref import datasets
 from radref._version import __version__
 from radref.training.checkpoint import CheckpointError, load_checkpoint
 from radref.training.files import LockedError, exclusive, same_file
+from radref.training.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 from radref.training.hyperparameters import HYPERPARAMETER
 from radref.training.train import NonFiniteError
 from radref.user.datafiles import (STDIO, DataFileError, check_output, read_bytes, read_points,
@@ -630,11 +631,12 @@ def build_parser():
 
 def main(argv=None):
     """Run the command; returns the exit status (0, 1 for a failed check-port,
-    2 for a user error, 130 after Ctrl-C)."""
+    2 for a user error, 130 after Ctrl-C, 143 after SIGTERM)."""
     argv = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
-        status = args.func(args, argv) if args.func is _cmd_train else args.func(args)
+        with sigterm_raises():  # SIGTERM: like Ctrl-C, every file cleaned up, status 143
+            status = args.func(args, argv) if args.func is _cmd_train else args.func(args)
     except (CLIError, DataFileError, CheckpointError) as exc:
         return _error(exc)
     except BrokenPipeError:
@@ -646,6 +648,9 @@ def main(argv=None):
         return _error(exc)
     except MemoryError as exc:  # e.g. sample -n 10**14
         return _error(f"out of memory ({exc})")
+    except Terminated:
+        print("\nradref: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("\nradref: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

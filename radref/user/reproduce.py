@@ -17,7 +17,14 @@ The SHA-256 of the protocol's canonical JSON names its directory::
 
 A run is reused only when its ``run.json`` equals the requested run in every
 setting, and a checkpoint is resumed only under the same condition; anything
-else is an error naming the settings that differ.  Runs of another protocol go
+else is an error naming the settings that differ.  A finished run is also
+verified before it is reused or tabulated (:func:`verify_finished_run`): the
+SHA-256 of ``result.json`` and ``test_points.npz`` that its worker recorded
+in ``run.json`` (``"files"``), and its held-out score recomputed from
+``test_points.npz``; a run that fails is named, moved aside
+(``*.damaged``) and trained again, or refused with ``--no-retrain``.  A
+worker holds its run directory's lock (:func:`radref.training.files.exclusive`)
+while it trains.  Runs of another protocol go
 to another directory, so sweeps over hyperparameters share one ``OUT``.
 
 Runs are independent tasks (:func:`run_task`) for a local process pool or a
@@ -26,8 +33,10 @@ Dask cluster (:mod:`radref.user.sweep`).  The command line is
 """
 import csv
 import hashlib
+import io
 import itertools
 import json
+import math
 import os
 import socket
 import subprocess
@@ -40,13 +49,14 @@ import numpy as np
 from radref import datasets
 from radref._version import __version__
 from radref.core.flow import flow_log_density
-from radref.training.checkpoint import load_checkpoint
+from radref.training.checkpoint import CheckpointError, load_checkpoint
+from radref.training.files import LockedError, atomic_write, exclusive, is_locked
 from radref.user import sweep
 from radref.training.hyperparameters import HYPERPARAMETER
 from radref.user.estimators import MODELS as ESTIMATORS
 from radref.user.options import (OptionError, add_options, add_recipe_arguments, check_option,
                                  describe_recipe, recipe_from_args)
-from radref.user.sweep import read_json, write_json_atomic
+from radref.user.sweep import RunFileError, read_json, write_json_atomic
 
 #: Mean log-likelihoods reported in the paper's §4.3 table (nats): (Rad, Real NVP).
 PAPER = {"grid": (-1.20, -2.26), "ring": (3.57, 1.85), "two_moons": (-1.21, -1.48),
@@ -168,6 +178,10 @@ class PlannedRun:
     status: str
     start_step: int = 0
     result: dict = None
+    #: why the run's files cannot be trusted (they are moved aside and the run
+    #: trained again), and which files those are
+    damaged: str = None
+    damaged_files: tuple = ()
 
 
 def checkpoint_step(path):
@@ -177,25 +191,166 @@ def checkpoint_step(path):
     return int(load_checkpoint(path)[0]["step"])
 
 
+class DamagedRun(ValueError):
+    """A run's files cannot be trusted; the message names the file and why."""
+
+
+#: what every result.json holds (a file without one of them is damaged)
+RESULT_KEYS = ("problem", "model", "seed", "protocol_hash", "steps", "lr", "batch_size",
+               "n_train", "n_test", "n_parameters", "train_loglik", "test_loglik")
+
+
+def file_digest(path):
+    """SHA-256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_settings(stored):
+    """``run.json`` without what its worker adds when the run finishes (the
+    files' digests): what must equal the requested run."""
+    return {k: v for k, v in stored.items() if k != "files"} if isinstance(stored, dict) \
+        else stored
+
+
+def _same_score(stored, recomputed):
+    """A stored mean log-likelihood (``None``: non-finite) against the mean of
+    the stored per-point values, bit for bit (both are one float(np.mean))."""
+    if not math.isfinite(recomputed):
+        return stored is None
+    return isinstance(stored, float) and stored == recomputed
+
+
+def verify_finished_run(directory, spec=None):
+    """The verified result of the run in ``directory``, or ``None`` if it has not
+    finished (no ``result.json``).
+
+    Checks, in order: ``result.json`` is a readable JSON object with every
+    :data:`RESULT_KEYS` entry, of the run ``spec`` (default: the directory's
+    ``run.json``); when ``run.json`` records digests (``"files"``: radref
+    0.3 writes them), both files match theirs; ``test_points.npz`` holds the
+    per-point held-out log-likelihoods of ``n_test`` points whose mean is the
+    stored ``test_loglik`` (and ``test_loglik_last_iterate``), bit for bit.
+    Runs written before digests existed are verified by the last check alone.
+
+    Raises
+    ------
+    DamagedRun
+        Naming the file and what is wrong with it.
+    """
+    run_path = os.path.join(directory, RUN_FILE)
+    result_path = os.path.join(directory, RESULT_FILE)
+    points_path = os.path.join(directory, POINTS_FILE)
+    try:
+        stored = read_json(run_path)
+        result = read_json(result_path)
+    except RunFileError as exc:
+        raise DamagedRun(str(exc)) from None
+    if result is None:
+        return None
+    if not isinstance(stored, dict) or not isinstance(stored.get("protocol"), dict):
+        raise DamagedRun(f"{run_path}: missing or not a run description")
+    spec = run_settings(stored) if spec is None else spec
+    if not isinstance(result, dict):
+        raise DamagedRun(f"{result_path}: not a JSON object")
+    missing = [key for key in RESULT_KEYS if key not in result]
+    if missing:
+        raise DamagedRun(f"{result_path}: no {', '.join(missing)}")
+    found = [key for key in ("problem", "model", "seed", "protocol_hash")
+             if result[key] != spec.get(key)]
+    if found:
+        raise DamagedRun(f"{result_path}: written for another run ({', '.join(found)} differ "
+                         f"from {run_path})")
+    if not os.path.exists(points_path):
+        raise DamagedRun(f"{points_path}: missing (every finished run writes it before "
+                         f"{RESULT_FILE})")
+    digests = stored.get("files")
+    if digests is not None:
+        for name, path in ((RESULT_FILE, result_path), (POINTS_FILE, points_path)):
+            if not isinstance(digests, dict) or digests.get(name) != file_digest(path):
+                raise DamagedRun(f"{path}: its SHA-256 is not the one recorded in {run_path} "
+                                 f"(edited or damaged after the run finished)")
+    _check_points(points_path, result_path, result, spec)
+    return result
+
+
+def _check_points(points_path, result_path, result, spec):
+    """The held-out scores of ``result`` are the means of ``test_points.npz``."""
+    n_test = spec["protocol"].get("n_test")
+    try:
+        with np.load(points_path, allow_pickle=False) as archive:
+            points = {key: archive[key] for key in archive.files if key in
+                      ("model", "last_iterate")}
+    except Exception as exc:  # any damage: zipfile and numpy raise many types
+        raise DamagedRun(f"{points_path}: unreadable ({type(exc).__name__}: {exc})") from None
+    for key, field in (("model", "test_loglik"), ("last_iterate", "test_loglik_last_iterate")):
+        if key == "last_iterate" and field not in result:
+            continue
+        values = points.get(key)
+        if values is None or values.dtype != np.float64 or values.shape != (n_test,) \
+                or np.isnan(values).any():
+            raise DamagedRun(f"{points_path}: no {n_test} float64 log-likelihoods "
+                             f"under {key!r}")
+        recomputed = float(np.mean(values)) if np.isfinite(values).all() else -math.inf
+        if not _same_score(result[field], recomputed):
+            raise DamagedRun(f"{result_path}: {field} {result[field]!r} is not the mean "
+                             f"{recomputed!r} of the per-point values in {POINTS_FILE}")
+
+
+def _run_files(directory):
+    """The entries of a run directory, without radref's lock and temporary files."""
+    return [name for name in os.listdir(directory) if not name.startswith(".radref-")]
+
+
 def plan_run(out, spec):
     """What to do with ``spec``: a :class:`PlannedRun`, or an error message."""
     directory = run_dir(out, spec)
-    if not os.path.isdir(directory) or not os.listdir(directory):
+    if not os.path.isdir(directory) or not _run_files(directory):
         return PlannedRun(spec, directory, "new")
-    stored = read_json(os.path.join(directory, RUN_FILE))
-    if stored is None:
+    holder = is_locked(directory)
+    if holder is not None:
+        return f"{directory} is being written by {holder}: wait for it to finish, or stop it"
+    run_path = os.path.join(directory, RUN_FILE)
+    try:
+        stored = read_json(run_path)
+    except RunFileError as exc:
+        stored, damaged = None, DamagedRun(str(exc))
+    else:
+        damaged = None
+        if stored is not None and not isinstance(stored, dict):
+            stored, damaged = None, DamagedRun(f"{run_path}: not a JSON object")
+    if stored is None and damaged is None:
         return (f"{directory} holds files but no {RUN_FILE}, so nothing says which protocol "
                 f"made them: not reused, not resumed (move it away or choose another --out)")
-    found = differences(stored, spec)
-    if found:
-        return f"{directory} holds a run of other settings: {describe_differences(found)}"
-    result = read_json(os.path.join(directory, RESULT_FILE))
-    if result is not None:
-        if result.get("protocol_hash") != spec["protocol_hash"]:
-            return f"{directory}/{RESULT_FILE} was written under another protocol"
-        return PlannedRun(spec, directory, "reused", spec["protocol"]["steps"], result)
-    step = checkpoint_step(os.path.join(directory, CHECKPOINT_FILE))
-    return PlannedRun(spec, directory, "resume" if step else "new", step)
+    if damaged is None:
+        found = differences(run_settings(stored), spec)
+        if found:
+            return f"{directory} holds a run of other settings: {describe_differences(found)}"
+        try:
+            result = verify_finished_run(directory, spec)
+        except DamagedRun as exc:
+            damaged = exc
+        else:
+            if result is not None:
+                return PlannedRun(spec, directory, "reused", spec["protocol"]["steps"], result)
+    moved = (RESULT_FILE, POINTS_FILE) + ((RUN_FILE,) if stored is None else ())
+    checkpoint = os.path.join(directory, CHECKPOINT_FILE)
+    try:
+        step = checkpoint_step(checkpoint)
+    except (CheckpointError, OSError) as exc:
+        step = 0
+        problem = str(exc) if str(exc).startswith(checkpoint) else f"{checkpoint}: {exc}"
+        damaged = DamagedRun(f"{damaged}; {problem}" if damaged else problem)
+        moved += (CHECKPOINT_FILE,)
+    plan = PlannedRun(spec, directory, "resume" if step else "new", step)
+    if damaged is not None:
+        plan.damaged = str(damaged)
+        plan.damaged_files = tuple(name for name in moved
+                                   if os.path.exists(os.path.join(directory, name)))
+    return plan
 
 
 def check_protocol_dirs(out, protocols):
@@ -203,15 +358,21 @@ def check_protocol_dirs(out, protocols):
     protocol their name stands for (a copied or edited directory)."""
     errors = []
     for protocol in protocols:
-        stored = read_json(os.path.join(protocol_dir(out, protocol), "protocol.json"))
+        try:
+            stored = read_json(os.path.join(protocol_dir(out, protocol), "protocol.json"))
+        except RunFileError as exc:
+            errors.append(f"{exc} (it says which protocol the directory holds: restore it, "
+                          f"or move the directory away)")
+            continue
         if stored is not None and stored != protocol:
             errors.append(f"{protocol_dir(out, protocol)}/protocol.json is another protocol: "
                           f"{describe_differences(differences(stored, protocol))}")
     return errors
 
 
-def plan_runs(out, specs):
-    """Plan every run; one :class:`ReproduceError` lists every conflict."""
+def plan_runs(out, specs, retrain=True):
+    """Plan every run; one :class:`ReproduceError` lists every conflict (and,
+    with ``retrain=False``, every damaged run)."""
     errors = check_protocol_dirs(out, _unique_protocols(specs))
     planned = []
     for spec in specs:
@@ -220,6 +381,8 @@ def plan_runs(out, specs):
             errors.append(plan)
         else:
             planned.append(plan)
+            if plan.damaged and not retrain:
+                errors.append(f"damaged, not retrained (--no-retrain): {plan.damaged}")
     if errors:
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
@@ -235,6 +398,9 @@ def write_plan(out, planned):
         if plan.status == "reused":
             continue
         os.makedirs(plan.directory, exist_ok=True)
+        for name in plan.damaged_files:  # kept for inspection, never reused
+            path = os.path.join(plan.directory, name)
+            os.replace(path, path + ".damaged")
         protocol_file = os.path.join(protocol_dir(out, plan.spec["protocol"]), "protocol.json")
         if not os.path.exists(protocol_file):
             write_json_atomic(protocol_file, plan.spec["protocol"])
@@ -248,7 +414,11 @@ def nearest_stored_protocol(out, protocol):
     best = None
     for name in sorted(os.listdir(out)) if os.path.isdir(out) else []:
         path = os.path.join(out, name, "protocol.json")
-        stored = read_json(path) if name.startswith("protocol-") and os.path.isfile(path) else None
+        try:
+            stored = read_json(path) if name.startswith("protocol-") and os.path.isfile(path) \
+                else None
+        except RunFileError:
+            continue
         if stored is None or stored == protocol:
             continue
         found = differences(stored, protocol)
@@ -314,7 +484,7 @@ def _check_worker(spec, directory):
     if stored is None:
         raise ReproduceError(f"worker {host} does not see {os.path.join(directory, RUN_FILE)}: "
                              f"--out must be a path shared by the client and every worker")
-    found = differences(stored, spec)
+    found = differences(run_settings(stored), spec)
     if found:
         raise ReproduceError(f"{directory} holds a run of other settings: "
                              f"{describe_differences(found)}")
@@ -329,6 +499,15 @@ def run_task(job):
     """
     spec, directory = job["run"], job["run_dir"]
     _check_worker(spec, directory)
+    try:
+        with exclusive(directory, f"run directory {directory}"):
+            return _run_locked(job, spec, directory)
+    except LockedError as exc:
+        raise ReproduceError(str(exc)) from None
+
+
+def _run_locked(job, spec, directory):
+    """:func:`run_task` once the run directory is locked."""
     protocol = spec["protocol"]
     X_train, X_test = datasets.train_test_split_samples(
         spec["problem"], protocol["n_train"], protocol["n_test"], random_state=spec["seed"])
@@ -346,17 +525,40 @@ def run_task(job):
     result, points = make_result(spec, model, X_train, X_test)
     result.update(resumed_from_step=start_step, host=socket.gethostname(),
                   seconds_this_session=reporter.record["seconds"])
+    result = json_ready(result)
     write_test_points(os.path.join(directory, POINTS_FILE), points)
     write_json_atomic(os.path.join(directory, RESULT_FILE), result)
+    record_digests(directory)
     return result
+
+
+def record_digests(directory):
+    """Record the SHA-256 of the run's ``result.json`` and ``test_points.npz`` in
+    its ``run.json`` (what :func:`verify_finished_run` checks before reuse)."""
+    run_path = os.path.join(directory, RUN_FILE)
+    stored = read_json(run_path)
+    stored["files"] = {name: file_digest(os.path.join(directory, name))
+                       for name in (RESULT_FILE, POINTS_FILE)}
+    write_json_atomic(run_path, stored)
+
+
+def json_ready(value):
+    """``value`` with every non-finite float replaced by ``None`` (JSON's null):
+    a mean log-likelihood is -inf when the model gives a point density 0."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def write_test_points(path, points):
     """The per-point held-out log-likelihoods (for paired comparisons), written
     whole or not at all."""
-    partial = path + ".partial.npz"
-    np.savez(partial, **points)
-    os.replace(partial, path)
+    with atomic_write(path) as f:
+        np.savez(f, **points)
 
 
 def make_result(spec, model, X_train, X_test):
@@ -407,13 +609,26 @@ TABLE_KEYS = ("problem", "model", "seed", "n_parameters", "steps", "lr", "train_
               "test_loglik")
 
 
-def finished_results(directory):
-    """Results of every finished run in one protocol directory."""
-    protocol = read_json(os.path.join(directory, "protocol.json"))
+def finished_results(directory, log=None):
+    """Results of every finished run in one protocol directory that passes
+    :func:`verify_finished_run`; ``log`` receives a line naming each run
+    that does not (it is left out of the tables)."""
+    try:
+        protocol = read_json(os.path.join(directory, "protocol.json"))
+    except RunFileError as exc:
+        raise ReproduceError(str(exc)) from None
     runs = os.path.join(directory, "runs")
     results = []
     for name in sorted(os.listdir(runs)) if protocol is not None and os.path.isdir(runs) else []:
-        result = read_json(os.path.join(runs, name, RESULT_FILE))
+        run = os.path.join(runs, name)
+        if not os.path.isdir(run):
+            continue
+        try:
+            result = verify_finished_run(run)
+        except DamagedRun as exc:
+            if log is not None:
+                log(f"left out of the tables, damaged: {exc}")
+            continue
         if result is not None and result.get("protocol_hash") == protocol_hash(protocol):
             results.append(result)
     return results
@@ -431,39 +646,56 @@ def summarize(results):
         cells.setdefault((r["problem"], r["model"]), []).append(r)
     summary = []
     for (problem, model), rs in sorted(cells.items()):
-        test = np.array([r["test_loglik"] for r in rs])
-        train = np.array([r["train_loglik"] for r in rs])
+        test_mean, test_std = _mean_std([r["test_loglik"] for r in rs])
+        train_mean, train_std = _mean_std([r["train_loglik"] for r in rs])
         summary.append({
             "problem": problem, "model": model, "n_seeds": len(rs),
-            "test_mean": float(test.mean()),
-            "test_std": float(test.std(ddof=1)) if len(rs) > 1 else 0.0,
-            "train_mean": float(train.mean()),
-            "train_std": float(train.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "test_mean": test_mean, "test_std": test_std,
+            "train_mean": train_mean, "train_std": train_std,
             "n_parameters": rs[0]["n_parameters"],
             "paper": PAPER[problem][MODELS.index(model)],
         })
     return summary
 
 
+def _mean_std(values):
+    """Mean and standard deviation over seeds; a non-finite score (``None`` in
+    JSON: -inf) makes the mean -inf and the deviation NaN, without a warning."""
+    values = [-math.inf if v is None else float(v) for v in values]
+    if not all(math.isfinite(v) for v in values):
+        return (-math.inf if all(math.isfinite(v) or v == -math.inf for v in values)
+                else math.nan), math.nan
+    array = np.array(values)
+    return float(array.mean()), float(array.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def write_tables(results, directory, negative_entropy=None, recipe=None):
     """``results.csv``, ``results.json``, ``summary.json`` and ``table.md`` in
-    ``directory``; ``table.md`` opens with the training recipe when there is one."""
+    ``directory``; ``table.md`` opens with the training recipe when there is one.
+
+    Every file is composed first and then written atomically, so a failure
+    leaves the previous tables whole; non-finite values are ``null`` in JSON
+    and ``-inf`` / ``nan`` in the CSV and the table."""
     results = sorted(results, key=lambda r: (r["problem"], r["model"], r["seed"]))
-    with open(os.path.join(directory, "results.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(TABLE_KEYS)
-        for r in results:
-            writer.writerow([r[k] for k in TABLE_KEYS])
-    with open(os.path.join(directory, "results.json"), "w") as f:
-        json.dump([{k: r[k] for k in TABLE_KEYS} for r in results], f, indent=1, allow_nan=False)
+    csv_text = io.StringIO()
+    writer = csv.writer(csv_text)
+    writer.writerow(TABLE_KEYS)
+    for r in results:
+        writer.writerow([-math.inf if r[k] is None and k.endswith("loglik") else r[k]
+                         for k in TABLE_KEYS])
     summary = summarize(results)
-    with open(os.path.join(directory, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, allow_nan=False)
-    with open(os.path.join(directory, "table.md"), "w") as f:
-        if recipe:
-            f.write(f"Training recipe: {describe_recipe(recipe)} (the paper's columns: "
-                    f"the paper's training).\n\n")
-        f.write(markdown_table(summary, negative_entropy) + "\n")
+    table = (f"Training recipe: {describe_recipe(recipe)} (the paper's columns: the paper's "
+             f"training).\n\n" if recipe else "") + markdown_table(summary, negative_entropy) + "\n"
+    texts = {
+        "results.csv": csv_text.getvalue(),
+        "results.json": json.dumps(json_ready([{k: r[k] for k in TABLE_KEYS} for r in results]),
+                                   indent=1, allow_nan=False),
+        "summary.json": json.dumps(json_ready(summary), indent=1, allow_nan=False),
+        "table.md": table,
+    }
+    for name, text in texts.items():
+        with atomic_write(os.path.join(directory, name), "w") as f:
+            f.write(text)
 
 
 def markdown_table(summary, negative_entropy=None):
@@ -478,8 +710,9 @@ def markdown_table(summary, negative_entropy=None):
             s = by_cell.get((problem, model))
             if s is None:
                 row.append("—")
-            elif s["n_seeds"] == 1:
-                row.append(f"{s['test_mean']:+.3f} (1 seed)")
+            elif s["n_seeds"] == 1 or s["test_std"] is None or not math.isfinite(s["test_std"]):
+                row.append(f"{s['test_mean']:+.3f} ({s['n_seeds']} seed"
+                           f"{'s' if s['n_seeds'] > 1 else ''})")
             else:
                 row.append(f"{s['test_mean']:+.3f} ± {s['test_std']:.3f} ({s['n_seeds']} seeds)")
         best = (negative_entropy or {}).get(problem)
@@ -533,6 +766,9 @@ def add_arguments(parser):
                         help="seconds between progress lines (default 30)")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: print and write the tables of the finished runs")
+    parser.add_argument("--no-retrain", action="store_true",
+                        help="refuse, rather than train again, a finished run whose files fail "
+                             "verification (edited, damaged or unreadable)")
 
 
 def _positive(option, values, minimum=1):
@@ -644,6 +880,10 @@ def report_plan(out, planned, log):
             note = ("" if nearest is None else f"; nearest stored protocol {nearest[0]} "
                     f"differs in {describe_differences(nearest[1], 'there', 'here')}")
             log(f"  new protocol (hash {protocol_hash(protocol)[:12]}){note}")
+        for p in mine:
+            if p.damaged:
+                log(f"  damaged, trained again: {p.damaged} (moved aside: "
+                    f"{', '.join(name + '.damaged' for name in p.damaged_files) or 'nothing'})")
         resumed = [p for p in mine if p.status == "resume"]
         for p in resumed:
             log(f"  resuming {run_label(p.spec)} from its checkpoint at step {p.start_step}")
@@ -677,8 +917,10 @@ def execute(out, planned, backend, progress_every, log):
     def finished(job, result, n_done, n_total):
         resumed = (f", resumed from step {result['resumed_from_step']}"
                    if result["resumed_from_step"] else "")
-        log(f"[{n_done}/{n_total}] {job.label}: test {result['test_loglik']:+.3f}  train "
-            f"{result['train_loglik']:+.3f}  ({result['seconds_this_session']:.1f} s{resumed})")
+        test, train = (-math.inf if result[k] is None else result[k]  # null: -inf
+                       for k in ("test_loglik", "train_loglik"))
+        log(f"[{n_done}/{n_total}] {job.label}: test {test:+.3f}  train "
+            f"{train:+.3f}  ({result['seconds_this_session']:.1f} s{resumed})")
 
     log(f"running {len(jobs)} run(s) on a {backend.description}")
     start = time.monotonic()
@@ -688,20 +930,21 @@ def execute(out, planned, backend, progress_every, log):
         f"runs' own time: {sum(r['seconds_this_session'] for r in new):.1f} s over "
         f"{backend.slots()} worker slot(s)")
     if failures:
-        write_protocol_tables(out, planned)
+        write_protocol_tables(out, planned, log=log)
         listed = "; ".join(f"{job.label}: {type(exc).__name__}: {exc}" for job, exc in failures)
         raise ReproduceError(f"{len(failures)} of {len(planned)} run(s) failed ({listed}); "
                              f"finished runs are kept: the same command retries the others")
     return results + new
 
 
-def write_protocol_tables(out, planned, entropies=None, entropy_points=200_000):
+def write_protocol_tables(out, planned, entropies=None, entropy_points=200_000, log=None):
     """Tables of every finished run in each protocol directory of the sweep
-    (also of runs that earlier invocations finished there).  ``entropies``
+    (also of runs that earlier invocations finished there; runs that fail
+    verification are left out and named to ``log``).  ``entropies``
     (problem -> best achievable value) is completed for the problems found."""
     for protocol in _unique_protocols([p.spec for p in planned]):
         directory = protocol_dir(out, protocol)
-        results = finished_results(directory)
+        results = finished_results(directory, log)
         if results and entropies is not None:
             missing = sorted({r["problem"] for r in results} - set(entropies))
             entropies.update(negative_entropies(missing, n=entropy_points))
@@ -715,8 +958,11 @@ def run_from_args(args, log=None):
     settings, seeds = sweep_settings(args)
     out = output_directory(args, log)
     specs = sweep_specs(settings, seeds, args.problems, args.models)
-    planned = plan_runs(out, specs)
+    planned = plan_runs(out, specs, retrain=not args.no_retrain)
     if args.table_only:
+        for p in planned:
+            if p.damaged:
+                log(f"left out of the tables, damaged: {p.damaged}")
         planned = [p for p in planned if p.status == "reused"]
         if not planned:
             legacy = (" (its runs/ folder is of the layout before protocol-keyed runs, which "
@@ -736,7 +982,7 @@ def run_from_args(args, log=None):
             results = execute(out, planned, backend, args.progress_every, log)
     entropy_points = 20_000 if args.quick else 200_000
     entropies = negative_entropies(dict.fromkeys(args.problems), n=entropy_points)
-    write_protocol_tables(out, planned, entropies, entropy_points)
+    write_protocol_tables(out, planned, entropies, entropy_points, log)
     for protocol in _unique_protocols([p.spec for p in planned]):
         mine = [r for r in results if r["protocol_hash"] == protocol_hash(protocol)]
         log(f"\n{os.path.basename(protocol_dir(out, protocol))} "

@@ -24,9 +24,14 @@ step rates.
 import contextlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
+
+from radref.training.files import write_json_atomic  # noqa: F401 (the sweep's writer)
+from radref.training.signals import EXIT_TERMINATED, Terminated
 
 #: Threading variables of the BLAS libraries: one thread per worker process,
 #: the pool provides the parallelism.
@@ -55,22 +60,37 @@ class Job:
 
 
 # --------------------------------------------------------------- progress files
-def write_json_atomic(path, document):
-    """Write ``document`` as JSON to ``path`` through a temporary file and a
-    rename, so that a reader (or a worker killed mid-write) never sees half a file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(document, f, allow_nan=False, indent=1)
-    os.replace(tmp, path)
+class RunFileError(ValueError):
+    """A run's JSON file exists but cannot be read; the message names it."""
 
 
 def read_json(path):
-    """The JSON document at ``path``, or ``None`` when there is none (yet)."""
+    """The JSON document at ``path``, or ``None`` when there is none (yet).
+
+    Raises
+    ------
+    RunFileError
+        The file exists but is unreadable, empty, truncated or not JSON (the
+        message starts with its path).
+    """
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise RunFileError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def _progress_record(path):
+    """A progress file's record, or ``None`` when there is none or it cannot be
+    read (progress is advisory: a damaged file never stops a sweep)."""
+    try:
+        record = read_json(path)
+    except RunFileError:
+        return None
+    keys = ("session", "step", "start_step", "seconds")
+    return record if isinstance(record, dict) and all(k in record for k in keys) else None
 
 
 class ProgressReporter:
@@ -177,20 +197,100 @@ class LocalPool:
         self._env = _single_blas_thread()
         self._env.__enter__()
         self._executor = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_local_worker_init, initargs=(os.getpid(),))
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, kind, exc, traceback):
         try:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            if kind is None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            else:  # Ctrl-C, SIGTERM or an error: no task is left running
+                self.stop_workers()
+                self._executor.shutdown(wait=False, cancel_futures=True)
         finally:
-            self._env.__exit__(*exc_info)
+            self._env.__exit__(kind, exc, traceback)
+
+    def stop_workers(self, grace=30.0):
+        """End every worker process now: SIGTERM (a worker's task unwinds, its
+        temporary files removed, its run directory unlocked; the run resumes
+        from its last checkpoint next time), then SIGKILL after ``grace``
+        seconds for any worker still alive."""
+        # (the executor keeps its processes in ``_processes``, pid -> Process)
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        with _signals_ignored():  # a second Ctrl-C or SIGTERM must not stop this halfway
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            deadline = time.monotonic() + grace
+            for process in processes:
+                process.join(max(0.0, deadline - time.monotonic()))
+            for process in processes:
+                if process.is_alive():
+                    process.kill()
+                    process.join(5.0)
 
     def slots(self):
         return self.workers
 
     def submit(self, task, payload, key):
-        return self._executor.submit(task, payload)
+        return self._executor.submit(_run_in_local_worker, task, payload)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+#: state of a local worker process: is a task running?
+_WORKER = {"busy": False}
+
+
+def _local_worker_init(client_pid, period=0.5):
+    """Set up a local worker process.
+
+    Ctrl-C is the client's to handle (it stops the workers); SIGTERM ends the
+    worker: at once when idle, else by raising :class:`Terminated` in the
+    running task, whose ``finally`` blocks clean up, then exiting; and a
+    worker whose client is gone (killed, even by SIGKILL, so that the
+    worker now has another parent) sends itself SIGTERM: no worker outlives
+    its sweep.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_terminated)
+
+    def watch():
+        while os.getppid() == client_pid:
+            time.sleep(period)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="radref-watch-client", daemon=True).start()
+
+
+def _worker_terminated(signum, frame):
+    if not _WORKER["busy"]:
+        os._exit(EXIT_TERMINATED)
+    raise Terminated("worker terminated by SIGTERM")
+
+
+def _run_in_local_worker(task, payload):
+    """``task(payload)`` in a local worker; the worker exits after a SIGTERM
+    once the task has unwound."""
+    _WORKER["busy"] = True
+    try:
+        return task(payload)
+    except Terminated:
+        os._exit(EXIT_TERMINATED)
+    finally:
+        _WORKER["busy"] = False
 
 
 class DaskCluster:
@@ -276,7 +376,7 @@ def run_jobs(jobs, task, backend, session, on_result, log=print, progress_every=
                 log(f"FAILED {job.label}: {type(exc).__name__}: {exc}")
                 continue
             results.append(result)
-            record = read_json(job.progress_path)
+            record = _progress_record(job.progress_path)
             if record is not None and record.get("session") == session:
                 measured.append((job.rate_key, record["step"] - record["start_step"],
                                  record["seconds"]))
@@ -297,7 +397,7 @@ def status_line(pending, session, measured, slots, n_done, n_total, elapsed, sho
     files of the ``pending`` jobs and the rates ``measured`` on finished ones."""
     in_flight, remaining, samples = [], [], list(measured)
     for job in pending:
-        record = read_json(job.progress_path)
+        record = _progress_record(job.progress_path)
         if record is not None and record.get("session") == session:
             step = record["step"]
             in_flight.append(f"{job.label} {step}/{job.steps}")
