@@ -89,7 +89,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
-    for problem in args.problems:
+    for problem in args.problems:  # one problem at a time: flows, then its baselines
         for seed in args.seeds:
             for model in args.models:
                 if model == "baselines":
@@ -98,14 +98,15 @@ def main(argv=None):
                              os.path.join(args.out, "runs", f"{problem}-{model}-s{seed}"))
                 print(f"{problem} {model} seed {seed}: held-out {r['test_loglik']:+.4f}",
                       flush=True)
-    if "baselines" in args.models:
-        out = os.path.join(args.out, "baselines")
-        os.makedirs(out, exist_ok=True)
-        baselines.main((["--quick"] if args.quick else []) +
-                       ["--problems", *args.problems, "--seeds", *map(str, args.seeds),
-                        "--n-train", str(settings["n_train"]), "--n-test",
-                        str(settings["n_test"]), "--json", os.path.join(out, "baselines.json"),
-                        "--per-point", os.path.join(out, "points"), "--resume"])
+        if "baselines" in args.models:
+            out = os.path.join(args.out, "baselines")
+            os.makedirs(out, exist_ok=True)
+            baselines.main((["--quick"] if args.quick else []) +
+                           ["--problems", problem, "--seeds", *map(str, args.seeds),
+                            "--n-train", str(settings["n_train"]), "--n-test",
+                            str(settings["n_test"]), "--json",
+                            os.path.join(out, "baselines.json"),
+                            "--per-point", os.path.join(out, "points"), "--resume"])
     return 0
 
 
