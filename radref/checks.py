@@ -17,6 +17,7 @@ scikit-learn.
 """
 import numbers
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -109,8 +110,32 @@ def check_path(name, path):
     return path
 
 
+class ArrayWording(NamedTuple):
+    """Messages of :func:`check_array` in another wording (``str.format``
+    templates with ``name`` and, as they apply, ``dtype``, ``shape``, ``row``):
+    the ``radref`` command's, which speak of files holding points."""
+
+    wrong_dtype: str
+    wrong_shape: str
+    empty: str
+    beyond_float64: str
+    non_finite: str
+
+
+#: The wording of the ``radref`` command for points read from a file
+#: (``name`` is the option and the file, ``--data pts.csv``).
+POINTS_IN_A_FILE = ArrayWording(
+    wrong_dtype="{name}: holds {dtype} values, not real numbers",
+    wrong_shape="{name}: holds an array of shape {shape}; points are a table of shape (n, d): "
+                "one point per row",
+    empty="{name}: holds no points (shape {shape})",
+    beyond_float64="{name}: values beyond the float64 range",
+    non_finite="{name}: point {row} (row {row}) holds NaN or an infinite value; every "
+               "coordinate must be a finite number")
+
+
 def check_array(name, value, dim=None, ndim=2, allow_empty=False, min_columns=None,
-                owner=None):
+                owner=None, wording=None):
     """A finite float64 array of ``ndim`` dimensions.
 
     Parameters
@@ -131,7 +156,12 @@ def check_array(name, value, dim=None, ndim=2, allow_empty=False, min_columns=No
     owner : str, optional
         The estimator that checks (``"RadFlow"``): a wrong number of columns
         is then worded as scikit-learn words it.
+    wording : ArrayWording, optional
+        Other messages (:data:`POINTS_IN_A_FILE`, the command line's); the
+        checks are the same.
     """
+    if wording is not None:
+        return _check_worded(name, value, wording)
     array = _as_numeric_array(name, value)
     if array.ndim != ndim:
         expected = f"; expected shape (n, {dim})" if dim is not None and ndim == 2 else ""
@@ -150,6 +180,38 @@ def check_array(name, value, dim=None, ndim=2, allow_empty=False, min_columns=No
     return array
 
 
+def _check_worded(name, value, wording):
+    """:func:`check_array` of a 2-D array with at least one row and column,
+    worded by ``wording``; every message is a ``ValueError``."""
+    array = np.asarray(value)
+    if not _is_real_dtype(array.dtype):
+        raise ValueError(wording.wrong_dtype.format(name=name, dtype=array.dtype))
+    if array.ndim != 2:
+        raise ValueError(wording.wrong_shape.format(name=name, shape=array.shape))
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(wording.empty.format(name=name, shape=array.shape))
+    if _beyond_float64(array):
+        raise ValueError(wording.beyond_float64.format(name=name))
+    array = array.astype(np.float64)
+    bad = ~np.all(np.isfinite(array), axis=1)
+    if bad.any():
+        raise ValueError(wording.non_finite.format(name=name, row=int(np.flatnonzero(bad)[0]) + 1))
+    return array
+
+
+def _is_real_dtype(dtype):
+    """Integers and floats (not booleans, complex numbers, strings, dates, ...)."""
+    return dtype != bool and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
+
+
+def _beyond_float64(array):
+    """A long double array holding finite values beyond the float64 range
+    (which the cast to float64 would overflow)."""
+    if array.dtype.kind != "f" or array.dtype.itemsize <= 8 or not array.size:
+        return False
+    return not np.all(np.abs(array[np.isfinite(array)]) <= np.finfo(np.float64).max)
+
+
 def _as_numeric_array(name, value):
     """``value`` as a float64 ndarray, or the TypeError that says why not."""
     if _is_sparse(value):
@@ -164,13 +226,10 @@ def _as_numeric_array(name, value):
     if np.issubdtype(array.dtype, np.complexfloating):
         raise ComplexDataError(f"{name} must be a real numeric array, got dtype {array.dtype}. "
                                f"Complex data not supported.")
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
-                                   or np.issubdtype(array.dtype, np.floating)):
+    if not _is_real_dtype(array.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
-    if array.dtype.kind == "f" and array.dtype.itemsize > 8 and array.size:
-        # long double: values beyond the float64 range would overflow in the cast
-        if not np.all(np.abs(array[np.isfinite(array)]) <= np.finfo(np.float64).max):
-            raise ValueError(f"{name} has values beyond the float64 range")
+    if _beyond_float64(array):  # long double: the cast to float64 would overflow
+        raise ValueError(f"{name} has values beyond the float64 range")
     return array.astype(np.float64, copy=False)
 
 

@@ -37,6 +37,21 @@ conventions, the porting mistakes the golden cases must catch:
 - ``"one_minus_tanh_squared"``  the tanh head's derivative formed as
                            ``1 - tanh(a)^2`` (loses digits where tanh is near +-1)
 - ``"eps_in_sqrt"``        Adam with ``sqrt(v_hat + eps)``
+- ``"strict_range"``       the range test ``|z| < 1e120`` (golden.md: an entry of
+                           exactly 1e120 is in range)
+
+``EQUIVALENT_VARIANTS`` are mathematically identical formulations that a port
+may well choose; each must *pass* (docs/golden.md §5: the tolerances cover them):
+
+- ``"logaddexp"``          ``log_alpha_2 = logaddexp(0, logaddexp(r_p, r_q))``
+- ``"reversed_sums"``      every sum in the other order (log-softmax's sum of
+                           exponentials, the sums of a layer's terms, matrix
+                           products over their inner index, the gradients' sums
+                           over rows)
+- ``"expm1_forms"``        ``a = expm1(log 2 - log_alpha_1)``, ``b = -expm1(log 2 -
+                           log_alpha_3)`` and ``1 - p_k = -expm1(log p_k)``
+- ``"cos_squared"``        the gating weight ``(1 + cos pi v) / 2`` as ``cos(pi v / 2)^2``
+- ``"naive_one_minus_p"``  (also above) ``1 - p_k`` formed directly as ``1 - exp(log p_k)``
 
 Use :func:`run_port` to turn a golden document into a port document.
 """
@@ -48,7 +63,10 @@ RANGE = 1e120
 VARIANTS = ("no_clip", "clip_grad_zero", "direct_product", "no_max_shift", "log_of_softmax",
             "minus_one_left", "tie_nonstrict", "strict_cdf", "no_range_screen", "no_gate_zero",
             "sample_gate_at_zero", "range_in_working_precision", "float64_thresholds",
-            "naive_one_minus_p", "one_minus_tanh_squared", "eps_in_sqrt")
+            "naive_one_minus_p", "one_minus_tanh_squared", "eps_in_sqrt", "strict_range",
+            "logaddexp", "reversed_sums", "expm1_forms", "cos_squared")
+EQUIVALENT_VARIANTS = ("logaddexp", "reversed_sums", "expm1_forms", "cos_squared",
+                       "naive_one_minus_p")
 
 
 # ------------------------------------------------------------ reverse-mode AD
@@ -91,10 +109,10 @@ class Var:
 def _unbroadcast(g, shape):
     """Sum ``g`` down to ``shape`` (the inverse of NumPy broadcasting)."""
     while g.ndim > len(shape):
-        g = g.sum(axis=0)
+        g = _sum(g, axis=0)
     for axis, size in enumerate(shape):
         if size == 1 and g.shape[axis] != 1:
-            g = g.sum(axis=axis, keepdims=True)
+            g = _sum(g, axis=axis, keepdims=True)
     return g
 
 
@@ -142,6 +160,11 @@ def tanh(a, naive=False):
     return Var(t, ((a, lambda g: g * sech2),))
 
 
+def expm1(a):
+    out = np.expm1(a.value)
+    return Var(out, ((a, lambda g: g * (out + 1)),))
+
+
 def sin(a):
     return Var(np.sin(a.value), ((a, lambda g: g * np.cos(a.value)),))
 
@@ -156,12 +179,30 @@ def relu(a):
     return Var(np.where(on, a.value, 0).astype(a.value.dtype), ((a, lambda g: g * on),))
 
 
+#: "reversed_sums": every sum in the other order (set by :class:`Port`).
+REVERSED = {"on": False}
+
+
+def _mm(x, y):
+    """``x @ y``, summed over the inner index backwards under "reversed_sums"."""
+    if REVERSED["on"]:
+        return x[..., ::-1] @ y[::-1]
+    return x @ y
+
+
 def matmul(a, b):
-    return Var(a.value @ b.value, ((a, lambda g: g @ b.value.T), (b, lambda g: a.value.T @ g)))
+    return Var(_mm(a.value, b.value), ((a, lambda g: _mm(g, b.value.T)),
+                                       (b, lambda g: _mm(a.value.T, g))))
+
+
+def _sum(x, axis=-1, keepdims=False):
+    if REVERSED["on"]:
+        x = np.flip(x, axis=axis)
+    return x.sum(axis=axis, keepdims=keepdims)
 
 
 def sum_last(a):
-    return Var(a.value.sum(axis=-1), ((a, lambda g: np.broadcast_to(g[..., None], a.shape)),))
+    return Var(_sum(a.value), ((a, lambda g: np.broadcast_to(g[..., None], a.shape)),))
 
 
 def take(a, index, axis=-1):
@@ -276,10 +317,10 @@ class Port:
             out = x.value - np.log(np.exp(x.value).sum(axis=-1, keepdims=True))
         else:
             shifted = x.value - x.value.max(axis=-1, keepdims=True)
-            out = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            out = shifted - np.log(_sum(np.exp(shifted), keepdims=True))
 
         def vjp(g):
-            return g - np.exp(out) * g.sum(axis=-1, keepdims=True)
+            return g - np.exp(out) * _sum(g, keepdims=True)
         return Var(out, ((x, vjp),))
 
     def log_softmax_pick(self, x, k):
@@ -295,8 +336,10 @@ class Port:
             d = -prob * g[..., None]
             if "naive_one_minus_p" in self.variants:
                 rest = 1 - np.take_along_axis(prob, k[..., None], axis=-1)[..., 0]
+            elif "expm1_forms" in self.variants:
+                rest = -np.expm1(picked)
             else:
-                rest = np.where(onehot, 0, prob).sum(axis=-1)
+                rest = _sum(np.where(onehot, 0, prob))
             return np.where(onehot, (rest * g)[..., None], d)
         return Var(picked, ((x, vjp),))
 
@@ -339,16 +382,29 @@ class Port:
     def slopes(self, p_logits, q_logits):
         r_p = take(p_logits, 0) - take(p_logits, 1)
         r_q = take(q_logits, 2) - take(q_logits, 1)
-        zero = self.const(np.zeros(r_p.shape))
-        log_alpha_2 = -take(self.log_softmax(stack_last([zero, r_p, r_q])), 0)
+        if "logaddexp" in self.variants:
+            log_alpha_2 = self._logaddexp3(r_p, r_q)
+        else:
+            zero = self.const(np.zeros(r_p.shape))
+            log_alpha_2 = -take(self.log_softmax(stack_last([zero, r_p, r_q])), 0)
         log_alpha_1 = log_alpha_2 - r_p
         log_alpha_3 = log_alpha_2 - r_q
         log_p, log_q = self.log_softmax(p_logits), self.log_softmax(q_logits)
+        if "expm1_forms" in self.variants:
+            log_two = self.dtype.type(np.log(2.0))
+            a, b = expm1(log_two - log_alpha_1), -expm1(log_two - log_alpha_3)
+        else:
+            a, b = 2.0 * exp(-log_alpha_1) - 1.0, 1.0 - 2.0 * exp(-log_alpha_3)
         return {"log_alpha_minus": log_alpha_1 + take(log_q, 0), "log_alpha_1": log_alpha_1,
                 "log_alpha_2": log_alpha_2, "log_alpha_3": log_alpha_3,
                 "log_alpha_plus": log_alpha_3 + take(log_p, 2),
-                "a": 2.0 * exp(-log_alpha_1) - 1.0, "b": 1.0 - 2.0 * exp(-log_alpha_3),
-                "log_p": log_p, "log_q": log_q}
+                "a": a, "b": b, "log_p": log_p, "log_q": log_q}
+
+    def _logaddexp3(self, r_p, r_q):
+        """``logsumexp(0, r_p, r_q)`` as ``logaddexp(0, logaddexp(r_p, r_q))``."""
+        out = np.logaddexp(self.dtype.type(0), np.logaddexp(r_p.value, r_q.value))
+        return Var(out, ((r_p, lambda g: g * np.exp(r_p.value - out)),
+                         (r_q, lambda g: g * np.exp(r_q.value - out))))
 
     # -- the five-piece surjection (golden.md §4)
 
@@ -409,7 +465,11 @@ class Port:
         inside = np.abs(v.value) <= 1
         vc = pass_through(v, np.clip(v.value, -1, 1), ~inside)
         half = sin(0.5 * np.pi * vc)
-        c = 0.5 * (1.0 + cos(np.pi * vc))
+        if "cos_squared" in self.variants:
+            cos_half = cos(0.5 * np.pi * vc)
+            c = cos_half * cos_half
+        else:
+            c = 0.5 * (1.0 + cos(np.pi * vc))
         return inside, c, 0.5 * (1.0 + half), 0.5 * (1.0 - half)
 
     def _gating_logits(self, v, s, log_p, log_q):
@@ -515,6 +575,8 @@ class Port:
         In a precision whose largest number is below 1e120 (float32: 3.4e38) that is
         "an entry not finite"; 1e120 rounded to float32 would be inf, and inf <= inf."""
         with np.errstate(invalid="ignore", over="ignore"):
+            if "strict_range" in self.variants:
+                return ~np.all(np.abs(z) < RANGE, axis=1)
             if "range_in_working_precision" in self.variants:
                 return ~np.all(np.abs(z) <= self.dtype.type(RANGE), axis=1)
             if np.finfo(self.dtype).max < RANGE:
@@ -734,14 +796,18 @@ def run_port(golden_doc, dtype=np.float64, variants=(), blocks=None):
     port = Port(dtype, variants)
     out = {"schema": golden_doc["schema"], "schema_version": golden_doc["schema_version"],
            "blocks": {}}
-    for name, block in golden_doc["blocks"].items():
-        if blocks is not None and name not in blocks:
-            continue
-        cases = []
-        for case in block["cases"]:
-            outputs, grads = run_case(port, name, case)
-            cases.append({"id": case["id"], "outputs": outputs, "grads": grads})
-        out["blocks"][name] = {"cases": cases}
+    REVERSED["on"] = "reversed_sums" in variants
+    try:
+        for name, block in golden_doc["blocks"].items():
+            if blocks is not None and name not in blocks:
+                continue
+            cases = []
+            for case in block["cases"]:
+                outputs, grads = run_case(port, name, case)
+                cases.append({"id": case["id"], "outputs": outputs, "grads": grads})
+            out["blocks"][name] = {"cases": cases}
+    finally:
+        REVERSED["on"] = False
     return out
 
 

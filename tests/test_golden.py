@@ -47,8 +47,11 @@ GOLDEN_JSON = GOLDEN_DIR / golden.JSON_NAME
 GOLDEN_NPZ = GOLDEN_DIR / golden.NPZ_NAME
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-#: Agreement required between the committed vectors and radref now (docs/golden.md §8).
-REGEN_TOL = 1e-12
+#: Inputs that radref derives through exp and log (slopes from logits, for example)
+#: move by a few ulps from one CPU to another (docs/golden.md §5): regenerated
+#: inputs agree with the committed ones to this relative error, 100 ulps, far
+#: below any change of a case's construction.
+INPUT_RTOL = 100 * np.finfo(np.float64).eps
 
 #: The cases of schema version 1 (radref 0.1.0) and the sha256 of the canonical
 #: JSON of their config, inputs, params and loss_weights in that file: version 2
@@ -93,17 +96,17 @@ def regenerated():
 
 
 def _normwise(new, old):
-    """max |new - old| / max(1e-8, max |old|) over the finite entries of old (the
-    "no number changes" measure of the project's rules); non-finite entries equal."""
+    """max |new - old| / max(1e-8, max |old|) over the finite entries of old: the
+    normwise measure of schema version 1, to show what it let through."""
     finite = np.isfinite(old)
-    assert np.array_equal(new[~finite], old[~finite]), "non-finite entries differ"
-    if not finite.any():
-        return 0.0
     return float(np.max(np.abs(new[finite] - old[finite]))) / \
         max(1e-8, float(np.max(np.abs(old[finite]))))
 
 
-def _compare_arrays(new, old, label, scales, section, tol=REGEN_TOL):
+def _compare_arrays(new, old, label, scales, section, magnitudes):
+    """``new`` agrees with ``old`` entry by entry within check-port's float64
+    tolerance, ``rtol (max(|old|, M) + S)`` (docs/golden.md §5: radref on another
+    CPU is one more float64 port); integer fields exactly."""
     assert set(new) == set(old), f"{label}: fields {sorted(new)} vs {sorted(old)}"
     for name in old:
         a, b = np.asarray(new[name]), np.asarray(old[name])
@@ -111,9 +114,8 @@ def _compare_arrays(new, old, label, scales, section, tol=REGEN_TOL):
         if b.dtype.kind in "iu":
             np.testing.assert_array_equal(a, b, err_msg=f"{label}.{name}")
             continue
-        rel = _normwise(a, b)
-        assert rel <= tol, f"{label}.{name}: relative error {rel:.3e} > {tol:.0e}"
-        entry = float(np.max(golden.entry_errors(a, b, scales[f"{section}.{name}"]),
+        field = f"{section}.{name}"
+        entry = float(np.max(golden.entry_errors(a, b, scales[field], magnitudes.get(field)),
                              initial=0.0))
         assert entry <= golden.TOLERANCES["float64"][section], (label, name, entry)
 
@@ -122,7 +124,7 @@ def _compare_arrays(new, old, label, scales, section, tol=REGEN_TOL):
 
 def test_checksum_and_header(committed_json):
     assert committed_json["schema"] == golden.SCHEMA
-    assert committed_json["schema_version"] == golden.SCHEMA_VERSION == 2
+    assert committed_json["schema_version"] == golden.SCHEMA_VERSION == 3
     assert committed_json["checksum"] == golden.checksum(committed_json)
     assert committed_json["tolerances"] == golden.TOLERANCES
     golden.load_document(GOLDEN_JSON)  # verifies the checksum too
@@ -145,12 +147,30 @@ def test_recomputed_from_stored_inputs_agree(committed):
             label = f"{name}/{old['id']}"
             for section in ("outputs", "grads"):
                 _compare_arrays(new[section], old[section], f"{label} {section}",
-                                block["scales"], section)
+                                block["scales"], section, old["magnitudes"])
+
+
+def _inputs_agree(new, old, label):
+    """Stored inputs regenerated on this CPU: integers and non-finite entries
+    exactly, floats within ``INPUT_RTOL`` (relative; exact zeros stay zeros)."""
+    assert set(new) == set(old), label
+    for k in old:
+        a, b = np.asarray(new[k]), np.asarray(old[k])
+        assert a.shape == b.shape and a.dtype.kind == b.dtype.kind, f"{label}.{k}"
+        if b.dtype.kind != "f":
+            np.testing.assert_array_equal(a, b, err_msg=f"{label}.{k}")
+            continue
+        finite = np.isfinite(b)
+        np.testing.assert_array_equal(a[~finite], b[~finite], err_msg=f"{label}.{k}")
+        np.testing.assert_allclose(a[finite], b[finite], rtol=INPUT_RTOL, atol=0,
+                                   err_msg=f"{label}.{k}")
 
 
 def test_regenerated_document_agrees(committed, regenerated):
-    """Generation from the seeds gives the same cases and scales; on the NumPy build
-    that wrote the files (same major.minor) also bit-identical inputs."""
+    """Generation from the seeds gives the same cases and scales, inputs within a
+    few ulps (those derived through exp and log move by ulps on another CPU), and
+    outputs and gradients within check-port's float64 tolerance: the committed
+    vectors are reproduced on any CPU, not only on the one that wrote them."""
     same_numpy = (np.__version__.split(".")[:2] ==
                   str(committed["numpy_version"]).split(".")[:2])
     assert list(regenerated["blocks"]) == list(committed["blocks"])
@@ -165,16 +185,28 @@ def test_regenerated_document_agrees(committed, regenerated):
             for key in ("comment", "flags", "config"):
                 assert new[key] == old[key], f"{label}: {key} changed"
             assert new.get("float64_only") == old.get("float64_only"), label
-            if not same_numpy:
+            if not same_numpy:  # another generator stream: other random inputs
                 continue
             for section in ("inputs", "params", "loss_weights"):
-                assert set(new[section]) == set(old[section]), label
-                for k in old[section]:
-                    np.testing.assert_array_equal(new[section][k], old[section][k],
-                                                  err_msg=f"{label} {section}.{k}")
+                _inputs_agree(new[section], old[section], f"{label} {section}")
             for section in ("outputs", "grads"):
                 _compare_arrays(new[section], old[section], f"{label} {section}",
-                                block["scales"], section)
+                                block["scales"], section, old["magnitudes"])
+            # magnitudes set an allowance: stored rounded up to 2 digits, they agree to 2 %
+            assert set(new["magnitudes"]) == set(old["magnitudes"]), label
+            for field, m in old["magnitudes"].items():
+                np.testing.assert_allclose(new["magnitudes"][field], m, rtol=0.02,
+                                           err_msg=f"{label} magnitudes.{field}")
+
+
+def test_golden_out_is_accepted_by_check_port_against_the_shipped_vectors(tmp_path, capsys):
+    """``radref golden --out DIR`` on this CPU writes a document that ``radref
+    check-port`` accepts, at the float64 tolerance, against the shipped one (the
+    CI runs this under every NumPy SIMD level of the machine)."""
+    assert _run(["golden", "--out", str(tmp_path)], capsys)[0] == 0
+    code, out, err = _run(["check-port", str(tmp_path / golden.JSON_NAME)], capsys)
+    assert code == 0, out + err
+    assert "PASS" in out.splitlines()[-1]
 
 
 def test_version_1_cases_are_kept_bit_for_bit(committed_json):
@@ -578,7 +610,7 @@ def test_an_order_one_error_next_to_a_huge_entry_fails(committed, block, cid, fi
 
 def _moved(case, section, which, factor, scales, rtol):
     """The case's ``section`` with the smallest or largest finite entry of every float
-    field moved by ``factor`` times that entry's tolerance ``rtol (|g| + S)``."""
+    field moved by ``factor`` times that entry's tolerance ``rtol (max(|g|, M) + S)``."""
     moved = {}
     for field, gold in case[section].items():
         a = gold.copy()
@@ -587,7 +619,9 @@ def _moved(case, section, which, factor, scales, rtol):
             magnitude = np.abs(gold.ravel()[finite])
             index = finite[np.argmin(magnitude) if which == "smallest" else np.argmax(magnitude)]
             g = a.flat[index]
-            step = factor * rtol * (abs(g) + scales[f"{section}.{field}"])
+            m = case["magnitudes"].get(f"{section}.{field}")
+            size = abs(g) if m is None else max(abs(g), float(m.flat[index]))
+            step = factor * rtol * (size + scales[f"{section}.{field}"])
             if step == 0.0 and factor > 1:  # S = 0 and g = 0: the smallest change
                 step = 5e-324
             a.flat[index] = g + step
@@ -598,7 +632,7 @@ def _moved(case, section, which, factor, scales, rtol):
 @pytest.mark.parametrize("which", ["smallest", "largest"])
 def test_perturbing_the_smallest_and_largest_entry_of_every_field(committed, which):
     """For every field of every case: its smallest (largest) finite entry moved by
-    twice the tolerance of that entry, rtol (|g| + S), fails the check; moved by half
+    twice the tolerance of that entry, rtol (max(|g|, M) + S), fails the check; moved by half
     of it, passes (all fields of a case at once; the report is per field)."""
     count = 0
     for block, gblock in committed["blocks"].items():
@@ -647,9 +681,24 @@ def test_independent_float32_port_passes_every_case_not_flagged_float64_only(com
     flagged = {(b, c["id"]) for b, block in committed["blocks"].items()
                for c in block["cases"] if "Float64Only" in c["flags"]}
     assert set(report.skipped) == flagged
-    # with margin: no field above a quarter of its tolerance
+    # with a margin of 3 on every field (issue 21; docs/golden.md §5 lists the measured margins)
     worst = max(f.max_error / f.tolerance for f in report.fields if f.note != "exact")
-    assert worst < 0.25, worst
+    assert worst < 1 / 3, worst
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("variant", golden_port.EQUIVALENT_VARIANTS)
+def test_equivalent_formulations_pass_with_a_margin_of_three(committed, variant, precision):
+    """A port that computes the same mathematics in another, equally valid way
+    (logaddexp, sums in the other order, expm1 forms, cos^2, 1 - p formed directly)
+    passes every case, each field below a third of its tolerance: no case depends on
+    the last bit of radref's own arithmetic."""
+    dtype = np.float64 if precision == "float64" else np.float32
+    report = golden.check_port(golden_port.run_port(committed, dtype, [variant]), committed,
+                               tolerance=precision)
+    assert report.passed, golden.format_report(report)
+    worst = max(f.max_error / f.tolerance for f in report.fields if f.note != "exact")
+    assert worst < 1 / 3, (variant, worst)
 
 
 #: Each deliberately wrong variant of the port and the cases built to catch it, per
@@ -659,8 +708,9 @@ def test_independent_float32_port_passes_every_case_not_flagged_float64_only(com
 NAIVE_VARIANTS = {
     "no_clip": {"float64": {("rad_coupling", "clip"), ("rad_coupling", "clip_outer")},
                 "float32": {("rad_coupling", "clip_outer")}},
-    "clip_grad_zero": {"float64": {("surjection", "clip"), ("rad_coupling", "clip"),
-                                   ("rad_coupling", "clip_outer")},
+    # (rad_coupling/clip's middle-piece row is clipped or not by the port's own last bit,
+    # so it cannot be a catcher; its outer row's derivative e^-40 is below the tolerance)
+    "clip_grad_zero": {"float64": {("surjection", "clip"), ("rad_coupling", "clip_outer")},
                        "float32": {("rad_coupling", "clip_outer")}},
     "direct_product": {"float64": {("surjection", "overflow_safe_product"),
                                    ("surjection_inverse", "overflow_safe_product"),
@@ -668,6 +718,7 @@ NAIVE_VARIANTS = {
                        "float32": {("surjection", "overflow_safe_product_float32"),
                                    ("surjection_inverse", "overflow_safe_product_float32")}},
     "tie_nonstrict": {"float64": {("surjection", "breakpoint_a"), ("surjection", "breakpoint_b"),
+                                  ("rad_coupling", "clip"),
                                   ("surjection", "breakpoint_ties"),
                                   ("surjection", "coinciding_breakpoint_ties")},
                       "float32": {("surjection", "breakpoint_ties"),
@@ -707,6 +758,8 @@ NAIVE_VARIANTS = {
     "float64_thresholds": {"float64": set(),
                            "float32": {("surjection", "overflow_safe_product_float32"),
                                        ("surjection_inverse", "overflow_safe_product_float32")}},
+    # float64 only: 1e120 is not a float32 number (in float32 the range test is "finite")
+    "strict_range": {"float64": {("rad_coupling", "range_limit")}, "float32": set()},
     # float64 only: the case's sample_z of 1e130 lies beyond the float32 range
     "sample_gate_at_zero": {"float64": {("rad_coupling", "sample_out_of_range")},
                             "float32": set()},
@@ -907,22 +960,22 @@ def test_check_port_refuses_another_schema_version(committed_json, tmp_path, cap
     port["schema_version"] = 1
     code, _, err = _run(["check-port", _write(tmp_path, "v1.json", port)], capsys)
     assert code == 2
-    assert "schema_version is 1, but this radref reads schema_version 2" in err
+    assert "schema_version is 1, but this radref reads schema_version 3" in err
     assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("content,message", [
     ("{ not json", "not valid JSON"),
-    ('{"schema": "something-else", "schema_version": 2, "blocks": {}}', "'schema' must be"),
+    ('{"schema": "something-else", "schema_version": 3, "blocks": {}}', "'schema' must be"),
     ('{"schema": "radref-golden", "schema_version": 99, "blocks": {}}', "schema_version is 99"),
-    ('{"schema": "radref-golden", "schema_version": 2, "blocks": []}', "'blocks' must be"),
-    ('{"schema": "radref-golden", "schema_version": 2, "blocks": {"slopes": {"cases": '
+    ('{"schema": "radref-golden", "schema_version": 3, "blocks": []}', "'blocks' must be"),
+    ('{"schema": "radref-golden", "schema_version": 3, "blocks": {"slopes": {"cases": '
      '[{"id": "generic", "outputs": {"a": {"shape": [2], "dtype": "float64", '
      '"hex": ["0x1p+0", "zz"]}}}]}}}', "hex entry 1"),
-    ('{"schema": "radref-golden", "schema_version": 2, "blocks": {"slopes": {"cases": '
+    ('{"schema": "radref-golden", "schema_version": 3, "blocks": {"slopes": {"cases": '
      '[{"id": "generic", "outputs": {"a": {"shape": [3], "dtype": "float64", '
      '"hex": ["0x1p+0"]}}}]}}}', "1 values for shape"),
-    ('{"schema": "radref-golden", "schema_version": 2, "blocks": {"slopes": {"scales": '
+    ('{"schema": "radref-golden", "schema_version": 3, "blocks": {"slopes": {"scales": '
      '{"outputs.a": -1}, "cases": []}}}', "scales"),
     ('[1, 2, 3]', "top level"),
 ])
@@ -1001,3 +1054,77 @@ def test_check_port_after_a_non_editable_install(tmp_path):
                             cwd=elsewhere, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS" in result.stdout and str(target) in result.stdout
+
+
+# ------------------------------------------------------------ the magnitudes M
+
+def test_gradient_magnitudes_bound_every_gradient(committed):
+    """M of a gradient entry is a sum of absolute values of the terms the entry adds
+    up, so it is at least the entry's absolute value (the triangle inequality), and
+    every case with a loss stores one for every gradient."""
+    count = 0
+    for name, block in committed["blocks"].items():
+        for case in block["cases"]:
+            assert set(case["magnitudes"]) == (
+                {f"grads.{g}" for g in case["grads"]} |
+                {f"outputs.{o}" for o in case["loss_weights"]}), (name, case["id"])
+            for g, value in case["grads"].items():
+                m = case["magnitudes"][f"grads.{g}"]
+                finite = np.isfinite(value)
+                assert np.all(m[finite] >= np.abs(value[finite])), (name, case["id"], g)
+                count += value.size
+    assert count > 1000
+
+
+def test_gradient_magnitudes_are_sums_over_rows(committed):
+    """rad_flow/d2_tail, grads.0.cond.scale (the field a float32 port on an AVX2 CPU
+    failed before schema version 3): recomputed here with the flow's own backward
+    pass, one row at a time, M is the sum over rows of |row's gradient|, and it is
+    much larger than the gradient itself (rows of both signs cancel)."""
+    from radref.core.flow import flow_backward
+    case = next(c for c in committed["blocks"]["rad_flow"]["cases"] if c["id"] == "d2_tail")
+    cfg = case["config"]
+    config = FlowConfig(cfg["kind"], cfg["dim"], cfg["n_layers"], cfg["hidden"],
+                        cfg["gate_hidden"])
+    x, w = case["inputs"]["x"], case["loss_weights"]["log_px"]
+    total = 0.0
+    for r in range(x.shape[0]):
+        _, _, _, cache = flow_forward(x[r:r + 1], case["params"], config)
+        _, grads = flow_backward(w[r:r + 1], cache)
+        total = total + np.abs(grads["0.cond.scale"])
+    stored = case["magnitudes"]["grads.0.cond.scale"]
+    np.testing.assert_allclose(stored, total, rtol=0.1)  # stored: rounded up to 2 digits
+    assert np.all(stored >= total * (1 - 1e-12))
+    assert np.max(stored / np.abs(case["grads"]["0.cond.scale"])) > 5
+
+
+@pytest.mark.parametrize("block_name,case_id", [("mlp", "generic_tanh"),
+                                                ("rad_coupling", "d2_layer0"),
+                                                ("rad_flow", "d2_tail")])
+def test_output_magnitudes_are_the_componentwise_condition(committed, block_name, case_id):
+    """M of an output entry is sum_j |dy/dx_j| |x_j| over every float input and
+    parameter: here by central differences in relative perturbations of each input
+    (y(x_j (1 + h)) - y(x_j (1 - h))) / 2h, independently of the backward passes."""
+    from radref.reference.golden.blocks import BLOCKS
+    block = BLOCKS[block_name]
+    case = next(c for c in committed["blocks"][block_name]["cases"] if c["id"] == case_id)
+    h = 1e-6
+    values = dict(case["inputs"], **case["params"])
+    names = [k for k in case["grads"]]
+    estimate = {o: np.zeros(np.shape(w)) for o, w in case["loss_weights"].items()}
+    for name in names:
+        for index in np.ndindex(np.shape(values[name])):
+            outs = []
+            for sign in (1.0, -1.0):
+                moved = {k: np.array(v, dtype=np.float64) for k, v in values.items()
+                         if k == name}
+                moved[name][index] *= 1.0 + sign * h
+                inputs = {k: moved.get(k, v) for k, v in case["inputs"].items()}
+                params = {k: moved.get(k, v) for k, v in case["params"].items()}
+                outs.append(block.forward(inputs, params, case["config"])[0])
+            for o in estimate:
+                estimate[o] += np.abs((outs[0][o] - outs[1][o]) / (2 * h))
+    for o, value in estimate.items():
+        stored = case["magnitudes"][f"outputs.{o}"]
+        np.testing.assert_allclose(stored, value, rtol=0.11, err_msg=o)
+        assert np.all(stored >= value * (1 - 1e-5)), o

@@ -118,19 +118,32 @@ def step_2_rad1d():
           + ", ".join(f"{np.mean(k == j):.3f}" for j in range(3)))
 
 
+def simd_level():
+    """The highest SIMD dispatch target NumPy uses on this CPU (e.g. ``AVX512_ICL``;
+    lowered by ``NPY_DISABLE_CPU_FEATURES``): its exp, log, tanh kernels differ per
+    level, in the last bits."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # NumPy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    enabled = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
+    return enabled[-1] if enabled else "baseline"
+
+
 def blas_description():
-    """NumPy's version and the BLAS library and kernel it calls (threadpoolctl
-    names the kernel; without it the kernel is reported unknown)."""
+    """NumPy's version and SIMD level, and the BLAS library and kernel it calls
+    (threadpoolctl names the kernel; without it the kernel is reported unknown)."""
+    numpy = f"NumPy {np.__version__} ({simd_level()} SIMD)"
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return f"NumPy {np.__version__}, BLAS unknown (install threadpoolctl to name it)"
+        return f"{numpy}, BLAS unknown (install threadpoolctl to name it)"
     for lib in threadpool_info():
         if lib.get("user_api") == "blas":
             kernel = lib.get("architecture") or "unknown"
-            return (f"NumPy {np.__version__}, BLAS {lib.get('internal_api')} "
+            return (f"{numpy}, BLAS {lib.get('internal_api')} "
                     f"{lib.get('version')} ({kernel} kernel)")
-    return f"NumPy {np.__version__}, BLAS unknown (threadpoolctl found none)"
+    return f"{numpy}, BLAS unknown (threadpoolctl found none)"
 
 
 def step_3_two_moons():

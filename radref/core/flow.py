@@ -15,6 +15,8 @@ inference, trajectories and the diagnostics iterate over, and
 Parameters are one flat dict ``{"<layer>.<net>.<name>": array}`` (for example
 ``"0.cond.W1"``, ``"3.gate.b2"``), convenient for Adam, checkpoints and ports;
 :func:`layer_params` gives the nested view a layer function takes (same arrays).
+:func:`flatten_params` and :func:`nest_params` are the one conversion between
+the two forms (the golden vectors use them too).
 
 Discrete latents are returned as one int array ``k`` of shape ``(n, L, d)``:
 ``k[:, l, j]`` is the branch (0, 1, 2) of column ``j`` in layer ``l`` and ``-1``
@@ -92,15 +94,27 @@ def flow_init(config, out_std=0.01, random_state=None):
     return params
 
 
-def layer_params(params, layer):
-    """Nested view ``{"cond": {...}, "gate": {...}}`` of one layer's parameters."""
+def flatten_params(nested, prefix=""):
+    """``{net: {name: array}}`` -> ``{"<prefix><net>.<name>": array}`` (same
+    arrays); a flow's parameters use ``prefix = "<layer>."``."""
+    return {f"{prefix}{net}.{name}": value
+            for net, net_values in nested.items() for name, value in net_values.items()}
+
+
+def nest_params(flat, prefix=""):
+    """The inverse of :func:`flatten_params`: the entries of ``flat`` whose key
+    starts with ``prefix``, as ``{net: {name: array}}`` (same arrays)."""
     nested = {}
-    prefix = f"{layer}."
-    for key, value in params.items():
+    for key, value in flat.items():
         if key.startswith(prefix):
-            _, net, name = key.split(".")
+            net, name = key[len(prefix):].split(".")
             nested.setdefault(net, {})[name] = value
     return nested
+
+
+def layer_params(params, layer):
+    """Nested view ``{"cond": {...}, "gate": {...}}`` of one layer's parameters."""
+    return nest_params(params, f"{layer}.")
 
 
 def _all_layer_params(params, n_layers):
@@ -114,8 +128,7 @@ def _all_layer_params(params, n_layers):
 
 
 def _flatten(layer, nested):
-    return {f"{layer}.{net}.{name}": value
-            for net, net_values in nested.items() for name, value in net_values.items()}
+    return flatten_params(nested, f"{layer}.")
 
 
 # ------------------------------------------------------------- the layer loop

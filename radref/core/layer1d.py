@@ -17,8 +17,9 @@ import numpy as np
 from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
 from radref.core.gating import (gating_probabilities, log_gating_backward,
                            log_gating_forward, sample_branch)
-from radref.core.slopes import slopes_backward, slopes_forward
-from radref.core.surjection import surjection_backward, surjection_forward, surjection_inverse
+from radref.core.rad_transform import rad_transform_backward, rad_transform_forward
+from radref.core.slopes import slopes_forward
+from radref.core.surjection import surjection_inverse
 
 PARAM_SHAPES = {
     "log_scale_in": (), "shift_in": (),
@@ -54,16 +55,17 @@ def rad1d_forward(x, params):
     cache : dict
     """
     n = x.shape[0]
-    u = (x - params["shift_in"]) * np.exp(-params["log_scale_in"])
     slopes, slopes_cache = _batch_slopes(params, n)
-    v, k, log_slope, surj_cache = surjection_forward(u, slopes)
+    z, v, k, log_slope, transform_cache = rad_transform_forward(
+        x, params["log_scale_in"], params["shift_in"], slopes, params["log_scale_out"],
+        params["shift_out"])
     s = np.broadcast_to(params["gate_logits"], (n, 3))
     log_gate, gate_cache = log_gating_forward(v, k, s, slopes.log_p, slopes.log_q)
-    z = v * np.exp(params["log_scale_out"]) + params["shift_out"]
     log_base, base_cache = normal_logpdf_forward(z[:, None])
     log_px = log_base + log_gate + log_slope - params["log_scale_in"] + params["log_scale_out"]
-    cache = dict(params=params, u=u, v=v, k=k, slopes_cache=slopes_cache,
-                 surj_cache=surj_cache, gate_cache=gate_cache, base_cache=base_cache)
+    cache = dict(k=k, u=transform_cache.u, v=v, slopes_cache=slopes_cache,
+                 surj_cache=transform_cache.surj_cache, transform_cache=transform_cache,
+                 gate_cache=gate_cache, base_cache=base_cache)
     return log_px, cache
 
 
@@ -76,25 +78,18 @@ def rad1d_backward(dlog_px, cache):
     grads : dict
         Same keys and shapes as the parameters.
     """
-    params = cache["params"]
     dz = normal_logpdf_backward(dlog_px, cache["base_cache"])[:, 0]
-    scale_out = np.exp(params["log_scale_out"])
-    dv_post = dz * scale_out
     dv_gate, ds, dlog_p, dlog_q = log_gating_backward(dlog_px, cache["gate_cache"])
-    du, dslopes = surjection_backward(dv_post + dv_gate, dlog_px, cache["surj_cache"])
-    dslopes = dslopes._replace(log_p=dlog_p, log_q=dlog_q)
-    dp_logits, dq_logits = slopes_backward(dslopes, cache["slopes_cache"])
-    scale_in_inv = np.exp(-params["log_scale_in"])
+    g = rad_transform_backward(dz, dlog_px, dv_gate, dlog_p, dlog_q, cache["transform_cache"],
+                               cache["slopes_cache"])
+    # the parameters are shared by every row: their gradients are sums over rows
     grads = {
-        "log_scale_in": np.sum(-du * cache["u"] - dlog_px),
-        "shift_in": np.sum(-du * scale_in_inv),
-        "p_logits": dp_logits.sum(axis=0),
-        "q_logits": dq_logits.sum(axis=0),
+        "log_scale_in": np.sum(g.dlog_scale_in), "shift_in": np.sum(g.dshift_in),
+        "p_logits": g.dp_logits.sum(axis=0), "q_logits": g.dq_logits.sum(axis=0),
         "gate_logits": ds.sum(axis=0),
-        "log_scale_out": np.sum(dz * cache["v"] * scale_out + dlog_px),
-        "shift_out": np.sum(dz),
+        "log_scale_out": np.sum(g.dlog_scale_out), "shift_out": np.sum(g.dshift_out),
     }
-    return du * scale_in_inv, grads
+    return g.dx, grads
 
 
 def rad1d_inverse(z, k, params):

@@ -48,9 +48,10 @@ from radref.core.slopes import Slopes
 
 #: piece -> discrete latent k (0-based)
 PIECE_TO_K = np.array([0, 0, 1, 2, 2])
-#: piece -> sign, v0 and u0 of its line (u0 of the middle piece is ``a``, per point)
-_SIGN = np.array([1.0, 1.0, -1.0, 1.0, 1.0])
-_V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
+#: piece -> sign, v0 and u0 of its line (u0 of the middle piece is ``a``, per point);
+#: the one piece table (the golden vectors' cases read it too)
+PIECE_SIGN = np.array([1.0, 1.0, -1.0, 1.0, 1.0])
+PIECE_V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
 _U0 = np.array([-1.0, -1.0, 0.0, 1.0, 1.0])
 #: Rounding guard: the range of v on each of the five pieces, so that rounding
 #: cannot carry v across +-1 against u (the tie-break rule promises |u| <= 1
@@ -101,7 +102,7 @@ def _piecewise_forward(u, piece, slopes, side):
     :data:`_V_MIN`, :data:`_V_MAX` keeps ``v`` on the side of +-1 that ``u`` is on."""
     log_slope = _log_alpha(slopes, piece)
     offset = u - _anchor_u(slopes, piece)
-    v = _V0[piece] + _SIGN[piece] * exp_times(log_slope, offset)
+    v = PIECE_V0[piece] + PIECE_SIGN[piece] * exp_times(log_slope, offset)
     v = np.minimum(np.maximum(v, _V_MIN[side]), _V_MAX[side])  # rounding guard
     return v, PIECE_TO_K[piece], log_slope, SurjectionCache(piece, slopes, log_slope, offset)
 
@@ -164,7 +165,7 @@ def surjection_backward(dv, dlog_slope, cache):
     """
     piece = cache.piece
     # du = dv sign alpha and dv sign alpha (u - u0), alpha = e^L: one call gives both
-    du, dlog_alpha_from_v = exp_times_cumulative(cache.log_slope, _SIGN[piece] * dv,
+    du, dlog_alpha_from_v = exp_times_cumulative(cache.log_slope, PIECE_SIGN[piece] * dv,
                                                  cache.offset)
     dlog_alpha = dlog_alpha_from_v + dlog_slope
     on_piece = [piece == i for i in range(5)]
@@ -224,5 +225,5 @@ def _piecewise_inverse(v, k, slopes, outer_pieces):
     piece = k + 1
     if outer_pieces:
         piece = np.where(v < -1.0, 0, np.where(v > 1.0, 4, piece))
-    return _anchor_u(slopes, piece) + _SIGN[piece] * exp_times(-_log_alpha(slopes, piece),
-                                                                v - _V0[piece])
+    return _anchor_u(slopes, piece) + PIECE_SIGN[piece] * exp_times(
+        -_log_alpha(slopes, piece), v - PIECE_V0[piece])

@@ -27,6 +27,7 @@ import zipfile
 import numpy as np
 
 from radref.core.flow import FlowConfig, flow_init
+from radref.core.layers import LAYER_KINDS
 from radref.training.files import atomic_write
 
 FORMAT = "radref-checkpoint"
@@ -120,7 +121,7 @@ MAX_META_BYTES, MAX_META_DEPTH = 64 * 2 ** 20, 32
 #: The zip's central directory (~80 bytes per array).
 MAX_DIRECTORY_BYTES = 16 * 2 ** 20
 #: Model classes a checkpoint may hold, and the layer kind of their flows.
-CLASS_KINDS = {"RadFlow": "rad", "RealNVPFlow": "affine"}
+CLASS_KINDS = {kind.MODEL_CLASS: name for name, kind in LAYER_KINDS.items()}
 
 _FLOAT64 = (np.dtype("<f8"), np.dtype(">f8"))
 
@@ -351,7 +352,7 @@ def declared_architecture(meta, path, expected_model=None):
     hyper = meta["hyperparameters"]
     kind = CLASS_KINDS[model]
     ceilings = {"dim": MAX_DIM, "n_layers": MAX_LAYERS, "hidden": MAX_HIDDEN}
-    if kind == "rad":
+    if "gate_hidden" in LAYER_KINDS[kind].DEFAULT_ARCHITECTURE:  # a kind with a gating net
         ceilings["gate_hidden"] = MAX_HIDDEN
     values = {}
     for key, ceiling in ceilings.items():

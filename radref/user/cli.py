@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import signal
 import sys
 import time
 
@@ -27,7 +28,8 @@ from radref.user.datafiles import (STDIO, DataFileError, check_output, read_byte
 from radref.user.estimators import (MODELS, CheckpointMismatchError, TrainingInterrupted,
                                     load_model)
 from radref.user.options import (OptionError, add_options, add_recipe_arguments, check_option,
-                                 flag, recipe_from_args)
+                                 recipe_from_args)
+from radref.user.options import flag as option_of
 
 #: points drawn from a built-in problem when -n is not given
 DEFAULT_POINTS = 10_000
@@ -243,7 +245,7 @@ def _described_differences(exc):
         if name in HYPERPARAMETER:
             before, now = (("not set" if v is None else v) for v in (exc.theirs.get(name),
                                                                       exc.mine.get(name)))
-            parts.append(f"{flag(name)} {before} there, {now} now")
+            parts.append(f"{option_of(name)} {before} there, {now} now")
         elif name == "data_sha256":
             parts.append("the training points (--data, or --problem, -n, --seed)")
         else:
@@ -281,7 +283,7 @@ def _train_setup(args):
     for name in ARCHITECTURE_OPTIONS:
         if params[name] is not None and name not in cls.parameter_names():
             takers = [m for m, c in MODELS.items() if name in c.parameter_names()]
-            raise CLIError(f"{flag(name)} applies to --model {' or '.join(takers)} only")
+            raise CLIError(f"{option_of(name)} applies to --model {' or '.join(takers)} only")
     _check_positive(args.checkpoint_every, "--checkpoint-every")
     if args.data is not None and args.n is not None:
         raise CLIError(f"-n applies to --problem (the number of points drawn from it); with "
@@ -362,8 +364,8 @@ def default_checkpoint(out):
 
 
 def _interrupted(args, argv, model, stop):
-    """Ctrl-C during training: make sure a checkpoint holds the state, say how
-    to resume, exit 130."""
+    """Ctrl-C or SIGTERM during training: make sure a checkpoint holds the
+    state, say how to resume, exit 130 (143 after SIGTERM)."""
     path = stop.checkpoint
     if path is None:
         path = default_checkpoint(args.out)
@@ -373,9 +375,11 @@ def _interrupted(args, argv, model, stop):
     # after a progress line the display has ended the line; else start a new
     # one (the terminal echoed ^C where the cursor was)
     new_line = "\n" if args.quiet else ""
-    _say(f"{new_line}interrupted after step {stop.step} of {args.steps}; the training state "
-         f"is saved in {path}\nresume with:\n  radref {shlex.join(command)}", to_stderr=True)
-    return EXIT_INTERRUPTED
+    terminated = stop.signum == signal.SIGTERM
+    _say(f"{new_line}{'terminated (SIGTERM)' if terminated else 'interrupted'} after step "
+         f"{stop.step} of {args.steps}; the training state is saved in {path}\nresume "
+         f"with:\n  radref {shlex.join(command)}", to_stderr=True)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _without_option(argv, option):

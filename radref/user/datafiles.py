@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from radref.checks import POINTS_IN_A_FILE, check_array
 from radref.training.files import atomic_write, same_file
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -151,25 +152,11 @@ def _first_bad_line(lines, delimiter):
 
 
 def _checked_points(flag, where, array):
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
-                                   or np.issubdtype(array.dtype, np.floating)):
-        raise DataFileError(f"{flag} {where}: holds {array.dtype} values, not real numbers")
-    if array.ndim != 2:
-        raise DataFileError(f"{flag} {where}: holds an array of shape {array.shape}; points "
-                            f"are a table of shape (n, d): one point per row")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise DataFileError(f"{flag} {where}: holds no points (shape {array.shape})")
-    if array.dtype.kind == "f" and array.dtype.itemsize > 8:
-        finite = array[np.isfinite(array)]
-        if finite.size and np.max(np.abs(finite)) > np.finfo(np.float64).max:
-            raise DataFileError(f"{flag} {where}: values beyond the float64 range")
-    array = array.astype(np.float64)
-    bad = ~np.all(np.isfinite(array), axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataFileError(f"{flag} {where}: point {row + 1} (row {row + 1}) holds NaN or "
-                            f"an infinite value; every coordinate must be a finite number")
-    return array
+    """The one array check (:func:`radref.checks.check_array`), in the command line's wording."""
+    try:
+        return check_array(f"{flag} {where}", array, wording=POINTS_IN_A_FILE)
+    except ValueError as exc:
+        raise DataFileError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- writing

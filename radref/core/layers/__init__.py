@@ -47,6 +47,9 @@ kind's name:
     (``"rad"``, ``"realnvp"``); :func:`layer_kind` accepts it as an alias.
 ``DISPLAY_NAME``
     For people (``"Real NVP"``).
+``MODEL_CLASS``
+    The name of its estimator class (:mod:`radref.user.estimators`), which a
+    checkpoint records as its ``model``.
 ``HAS_DISCRETE_LATENTS``, ``N_BRANCHES``
     Whether ``forward`` returns discrete latents ``k``, and how many values
     (``0 .. N_BRANCHES - 1``) they take.
@@ -54,6 +57,9 @@ kind's name:
     The architecture hyperparameters its models take, with their defaults
     (``n_layers``, ``hidden``, ``out_std``, and ``gate_hidden`` for a kind
     with a gating network; :mod:`radref.training.hyperparameters` checks them).
+``N_FEATURES``, ``OUTPUT_LOG_SCALE``
+    Conditioner outputs per transformed dimension, and which of them is the
+    log-scale of the layer's output (test cases set it to reach the range's edge).
 
 Range (docs/errors.md, "Numerical extremes"): the flow passes ``forward``
 only rows within ``+-radref.core.numerics.RANGE`` (it screens the others,

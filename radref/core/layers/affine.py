@@ -25,6 +25,7 @@ from radref.core.mlp import mlp_backward, mlp_forward, mlp_init
 NAME = "affine"  # the key of radref.core.layers.LAYER_KINDS (FlowConfig.kind)
 MODEL_NAME = "realnvp"  # the model's name on the command line and in reproduce's runs
 DISPLAY_NAME = "Real NVP"
+MODEL_CLASS = "RealNVPFlow"  # the estimator of its models (radref.user.estimators; a checkpoint's "model")
 HAS_DISCRETE_LATENTS = False
 N_BRANCHES = 1
 #: the paper's baseline (§4.2): as many parameters as Rad's with 56 hidden units
@@ -33,6 +34,8 @@ DEFAULT_ARCHITECTURE = {"n_layers": 6, "hidden": 56, "out_std": 0.01}
 #: Conditioner outputs per transformed dimension, and where each one sits.
 N_FEATURES = 2
 LOG_SCALE, SHIFT = 0, 1
+#: the conditioner output (per transformed dimension) that is the log-scale of z_B
+OUTPUT_LOG_SCALE = LOG_SCALE
 
 
 class AffineCouplingCache(NamedTuple):

@@ -37,13 +37,15 @@ from radref.core.gating import (gating_probabilities, log_gating_backward, log_g
 from radref.core.layers.masks import Columns, columns, sum_over_transformed
 from radref.core.mlp import mlp_backward, mlp_forward, mlp_init
 from radref.core.numerics import out_of_range_rows, zero_rows
-from radref.core.slopes import slopes_backward, slopes_forward
-from radref.core.surjection import surjection_backward, surjection_forward, surjection_inverse
+from radref.core.rad_transform import rad_transform_backward, rad_transform_forward
+from radref.core.slopes import slopes_forward
+from radref.core.surjection import surjection_inverse
 
 #: What the layers above the core ask of a kind (the contract's constants).
 NAME = "rad"  # the key of radref.core.layers.LAYER_KINDS (FlowConfig.kind)
 MODEL_NAME = "rad"  # the model's name on the command line and in reproduce's runs
 DISPLAY_NAME = "Rad"
+MODEL_CLASS = "RadFlow"  # the estimator of its models (radref.user.estimators; a checkpoint's "model")
 HAS_DISCRETE_LATENTS = True
 N_BRANCHES = 3  # k in {0, 1, 2}: the branches of the five-piece surjection
 #: the paper's architecture (§4.2); ``gate_hidden=None`` is ``hidden``
@@ -54,6 +56,8 @@ N_FEATURES = 10
 LOG_SCALE_IN, SHIFT_IN = 0, 1
 P_LOGITS, Q_LOGITS = slice(2, 5), slice(5, 8)
 LOG_SCALE_OUT, SHIFT_OUT = 8, 9
+#: the conditioner output (per transformed dimension) that is the log-scale of z_B
+OUTPUT_LOG_SCALE = LOG_SCALE_OUT
 
 
 class RadCouplingCache(NamedTuple):
@@ -63,12 +67,23 @@ class RadCouplingCache(NamedTuple):
     cond_cache: tuple  # conditioner MLP
     gate_cache: tuple  # gating MLP
     slopes_cache: tuple
-    surj_cache: tuple
     gating_cache: tuple
-    u: np.ndarray  # surjection input
-    v: np.ndarray  # surjection output
-    log_scale_in: np.ndarray
-    log_scale_out: np.ndarray
+    transform_cache: tuple  # radref.core.rad_transform: u, v, the scales, the surjection's
+
+    @property
+    def u(self):
+        """The surjection's input, ``(n, d_B)``."""
+        return self.transform_cache.u
+
+    @property
+    def v(self):
+        """The surjection's output, ``(n, d_B)``."""
+        return self.transform_cache.v
+
+    @property
+    def surj_cache(self):
+        """The surjection's cache (its ``piece`` is the piece of each ``u``)."""
+        return self.transform_cache.surj_cache
 
 
 def init(dim, layer, hidden, gate_hidden, out_std=0.01, random_state=None):
@@ -125,18 +140,17 @@ def forward(x, params, layer):
     log_scale_in, shift_in = cond_out[..., LOG_SCALE_IN], cond_out[..., SHIFT_IN]
     log_scale_out, shift_out = cond_out[..., LOG_SCALE_OUT], cond_out[..., SHIFT_OUT]
 
-    u = (x[:, cols.transformed] - shift_in) * np.exp(-log_scale_in)
-    v, k, log_slope, surj_cache = surjection_forward(u, slopes)
+    z_trans, v, k, log_slope, transform_cache = rad_transform_forward(
+        x[:, cols.transformed], log_scale_in, shift_in, slopes, log_scale_out, shift_out)
     z = x.copy()
-    with np.errstate(over="ignore"):  # beyond float64: +-inf, reported by the flow
-        z[:, cols.transformed] = v * np.exp(log_scale_out) + shift_out
+    z[:, cols.transformed] = z_trans  # beyond float64: +-inf, reported by the flow
 
     s, gate_cache = _gating_logits(zero_rows(z, out_of_range_rows(z)), params, cols)
     log_gate, gating_cache = log_gating_forward(v, k, s, slopes.log_p, slopes.log_q)
 
     term = sum_over_transformed(log_gate + log_slope - log_scale_in + log_scale_out)
-    cache = RadCouplingCache(cols, cond_cache, gate_cache, slopes_cache, surj_cache,
-                             gating_cache, u, v, log_scale_in, log_scale_out)
+    cache = RadCouplingCache(cols, cond_cache, gate_cache, slopes_cache, gating_cache,
+                             transform_cache)
     return z, k, term, cache
 
 
@@ -164,24 +178,17 @@ def backward(dz, dterm, cache):
     dv_gate, ds, dlog_p, dlog_q = log_gating_backward(dterm_b, cache.gating_cache)
     dz_gate, gate_grads = mlp_backward(ds.reshape(n, -1), cache.gate_cache)
     dz = dz + dz_gate
-    dz_trans = dz[:, cols.transformed]
-
+    g = rad_transform_backward(dz[:, cols.transformed], dterm_b, dv_gate, dlog_p, dlog_q,
+                               cache.transform_cache, cache.slopes_cache)
     dcond_out = np.empty((n, cols.n_transformed, N_FEATURES))
-    scale_out = np.exp(cache.log_scale_out)
-    dcond_out[..., LOG_SCALE_OUT] = dz_trans * cache.v * scale_out + dterm_b
-    dcond_out[..., SHIFT_OUT] = dz_trans
-    du, dslopes = surjection_backward(dz_trans * scale_out + dv_gate, dterm_b, cache.surj_cache)
-    dslopes = dslopes._replace(log_p=dlog_p, log_q=dlog_q)  # the gating's, the only ones
-    dp_logits, dq_logits = slopes_backward(dslopes, cache.slopes_cache)
-    dcond_out[..., P_LOGITS], dcond_out[..., Q_LOGITS] = dp_logits, dq_logits
-    inv_scale_in = np.exp(-cache.log_scale_in)
-    dcond_out[..., LOG_SCALE_IN] = -du * cache.u - dterm_b
-    dcond_out[..., SHIFT_IN] = -du * inv_scale_in
+    dcond_out[..., LOG_SCALE_IN], dcond_out[..., SHIFT_IN] = g.dlog_scale_in, g.dshift_in
+    dcond_out[..., P_LOGITS], dcond_out[..., Q_LOGITS] = g.dp_logits, g.dq_logits
+    dcond_out[..., LOG_SCALE_OUT], dcond_out[..., SHIFT_OUT] = g.dlog_scale_out, g.dshift_out
     dx_cond, cond_grads = mlp_backward(dcond_out.reshape(n, -1), cache.cond_cache)
 
     dx = np.empty_like(dz)
     dx[:, cols.conditioning] = dz[:, cols.conditioning] + dx_cond
-    dx[:, cols.transformed] = du * inv_scale_in
+    dx[:, cols.transformed] = g.dx
     return dx, {"cond": cond_grads, "gate": gate_grads}
 
 

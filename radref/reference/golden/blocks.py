@@ -12,8 +12,8 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from radref.core.layers import affine, rad
-from radref.core.flow import (FlowConfig, flow_backward, flow_forward, flow_inverse,
-                              flow_layers, flow_sample_from_noise)
+from radref.core.flow import (FlowConfig, flatten_params, flow_backward, flow_forward,
+                              flow_inverse, flow_layers, flow_sample_from_noise, nest_params)
 from radref.core.gating import (gating_probabilities, log_gating_backward,
                                 log_gating_forward, sample_branch)
 from radref.core.mlp import mlp_backward, mlp_forward
@@ -40,19 +40,6 @@ class Block(NamedTuple):
 
 SLOPE_FIELDS = ("log_alpha_minus", "log_alpha_1", "log_alpha_2", "log_alpha_3",
                 "log_alpha_plus", "a", "b")
-
-
-def _nest(flat):
-    """``{"cond.W1": ...}`` -> ``{"cond": {"W1": ...}}``."""
-    nested = {}
-    for key, value in flat.items():
-        net, name = key.split(".")
-        nested.setdefault(net, {})[name] = value
-    return nested
-
-
-def _flatten_nested(nested):
-    return {f"{net}.{name}": value for net, g in nested.items() for name, value in g.items()}
 
 
 def _slopes_from_inputs(inputs):
@@ -126,7 +113,7 @@ def _bw_mlp(cache, w):
 
 
 def _fw_rad_coupling(inp, par, cfg):
-    layer, nested = cfg["layer"], _nest(par)
+    layer, nested = cfg["layer"], nest_params(par)
     # rad_coupling/gate_at_zero feeds x_A = +-inf to the conditioner, built so that its
     # outputs are finite (tanh of +-inf); a BLAS matrix product may still raise the
     # floating-point "invalid" flag in lanes it discards (the results are exact, and no
@@ -142,18 +129,18 @@ def _fw_rad_coupling(inp, par, cfg):
 
 def _bw_rad_coupling(cache, w):
     dx, grads = rad.backward(w["z"], w["term"], cache)
-    return dict({"x": dx}, **_flatten_nested(grads))
+    return dict({"x": dx}, **flatten_params(grads))
 
 
 def _fw_affine_coupling(inp, par, cfg):
-    layer, nested = cfg["layer"], _nest(par)
+    layer, nested = cfg["layer"], nest_params(par)
     z, _, term, cache = affine.forward(inp["x"], nested, layer)
     return {"z": z, "term": term, "inverse_x": affine.inverse(z, None, nested, layer)}, cache
 
 
 def _bw_affine_coupling(cache, w):
     dx, grads = affine.backward(w["z"], w["term"], cache)
-    return dict({"x": dx}, **_flatten_nested(grads))
+    return dict({"x": dx}, **flatten_params(grads))
 
 
 def _flow_config(cfg):

@@ -10,16 +10,16 @@ import hashlib
 
 import numpy as np
 
-from radref.core.flow import FlowConfig, flow_forward, flow_init, layer_params
+from radref.core.flow import FlowConfig, flow_forward, flow_init, layer_params, nest_params
 from radref.core.gating import gating_probabilities, sample_branch
-from radref.core.layers import affine, rad
+from radref.core.layers import layer_kind
 from radref.core.layers.masks import split
 from radref.core.mlp import mlp_forward
 from radref.core.numerics import RANGE
 from radref.core.slopes import slopes_forward
 from radref.core.softmax import log_softmax_forward
-from radref.core.surjection import five_piece_index
 from radref.reference.golden.blocks import BLOCKS, SLOPE_FIELDS, compute
+from radref.reference.golden.magnitudes import case_magnitudes
 
 FLAGS = {
     "Generic": "random inputs and parameters of moderate size",
@@ -196,39 +196,33 @@ def _slopes_of(logit_pairs):
     return {f: getattr(slopes, f) for f in SLOPE_FIELDS}
 
 
-#: Anchor, sign and range of v of the five pieces (docs/golden.md §4).
-_PIECE_V0 = np.array([-1.0, -1.0, 1.0, 1.0, 1.0])
-_PIECE_SIGN = np.array([1.0, 1.0, -1.0, 1.0, 1.0])
+def _gate_hidden(kind, hidden):
+    """A flow's gating width: ``hidden`` for a kind with a gating network, else 0."""
+    return hidden if "gate_hidden" in layer_kind(kind).DEFAULT_ARCHITECTURE else 0
 
 
-def _unclipped_v(u, sl):
-    """Eq. 23 without the clip of v, and the piece (to find rows the clip changes)."""
-    piece = five_piece_index(u, sl["a"], sl["b"])
-    log_alpha = np.choose(piece, [sl["log_alpha_minus"], sl["log_alpha_1"], sl["log_alpha_2"],
-                                  sl["log_alpha_3"], sl["log_alpha_plus"]])
-    anchor = np.choose(piece, [-1.0, -1.0, sl["a"], 1.0, 1.0])
-    return _PIECE_V0[piece] + _PIECE_SIGN[piece] * np.exp(log_alpha) * (u - anchor), piece
-
-
-def _clip_row(rng, piece, side, trials=4000):
-    """Slopes (one row, from N(0, 1) logits) and a ``u`` within 3 ulps of ``a`` or
-    ``b`` on ``piece`` whose unclipped ``v`` lies beyond ``side`` (+-1)."""
-    p = rng.normal(0.0, 1.0, (trials, 3))
-    q = rng.normal(0.0, 1.0, (trials, 3))
-    slopes, _ = slopes_forward(p, q)
-    sl = {f: getattr(slopes, f) for f in SLOPE_FIELDS}
-    for name in ("a", "b"):
-        down, up, columns = sl[name], sl[name], [sl[name]]
-        for _ in range(3):
-            down, up = np.nextafter(down, -np.inf), np.nextafter(up, np.inf)
-            columns += [down, up]
-        u = np.stack(columns, axis=1)
-        v, pieces = _unclipped_v(u, {f: np.repeat(x[:, None], 7, axis=1) for f, x in sl.items()})
-        hit = (pieces == piece) & (side * v > 1.0)
-        if hit.any():
-            i, j = np.argwhere(hit)[0]
-            return [p[i].tolist(), q[i].tolist()], float(u[i, j])
-    raise AssertionError(f"no clip row found for piece {piece}")
+#: ``surjection/clip``'s inputs (hex doubles, one row each): the slopes of the
+#: logit pairs (0, 0, 0), (0, 0, 0) [u = 1/3]; three rows found by search, u within
+#: 3 ulps of a or b on pieces 1, 2, 3 with an unclipped v beyond +-1; and
+#: ((0, 0, 0), (-40, 0, 0)), ((0, 0, -40), (0, 0, 0)) [u = -1.5, 1.5].
+_SURJECTION_CLIP_ROWS = {
+    "log_alpha_minus": ["0x0.0p+0", "-0x1.c2f168fb603b0p-3", "0x1.67f3ded527380p-1",
+                        "-0x1.07f7a188cbf0ap-1", "-0x1.3cc19b82680d0p+5", "0x0.0p+0"],
+    "log_alpha_1": ["0x1.193ea7aad030bp+0", "0x1.bb126c1c944bap-1", "0x1.2e4b46e0d499dp+1",
+                    "0x1.d1c608b974fd8p-2", "0x1.193ea7aad030bp+0", "0x1.193ea7aad030bp+0"],
+    "log_alpha_2": ["0x1.193ea7aad030bp+0", "0x1.3712e84abc7a4p+0", "0x1.2c218ab4e8d26p+1",
+                    "0x1.7f3aac57717d2p+0", "0x1.193ea7aad030bp+0", "0x1.193ea7aad030bp+0"],
+    "log_alpha_3": ["0x1.193ea7aad030bp+0", "0x1.43a97efe8c60ap+0", "0x1.afe38aa9d1a20p-3",
+                    "0x1.f44f76c880b5cp+0", "0x1.193ea7aad030bp+0", "0x1.193ea7aad030bp+0"],
+    "log_alpha_plus": ["0x0.0p+0", "-0x1.a259fb9242450p-3", "-0x1.67cd53f6f9848p+0",
+                       "0x1.7ec0dd9255140p+0", "0x0.0p+0", "-0x1.3cc19b82680d0p+5"],
+    "a": ["-0x1.5555555555556p-2", "-0x1.4404f29c36cc0p-3", "-0x1.9f79a97109bd0p-1",
+          "0x1.1389067d7f19cp-2", "-0x1.5555555555556p-2", "-0x1.5555555555556p-2"],
+    "b": ["0x1.5555555555556p-2", "0x1.bd9274311bd1cp-2", "-0x1.3d4e3445c7c98p-1",
+          "0x1.6ef121078a58cp-1", "0x1.5555555555556p-2", "0x1.5555555555556p-2"],
+    "u": ["0x1.5555555555555p-2", "-0x1.4404f29c36cc1p-3", "-0x1.3d4e3445c7c99p-1",
+          "0x1.6ef121078a58cp-1", "-0x1.8000000000000p+0", "0x1.8000000000000p+0"],
+}
 
 
 def _cases_surjection():
@@ -279,18 +273,14 @@ def _cases_surjection():
 
 
     def clip(r):
-        # golden.md's example (u = 1/3, uniform P = Q: unclipped v = -1 - 4e-16), rows
-        # found by search on pieces 1, 2, 3, and outer pieces of slope ~e^-40 whose v
-        # rounds to -+1 and is clipped one ulp outside
-        pairs, u = [[[0.0] * 3, [0.0] * 3]], [1.0 / 3.0]
-        for piece, side in ((1, 1.0), (2, -1.0), (3, -1.0)):
-            pair, u_row = _clip_row(r, piece, side)
-            pairs.append(pair)
-            u.append(u_row)
-        pairs += [[[0.0, 0.0, 0.0], [-40.0, 0.0, 0.0]], [[0.0, 0.0, -40.0], [0.0, 0.0, 0.0]]]
-        u += [-1.5, 1.5]
-        inp = _slopes_of(pairs)
-        inp["u"] = np.array(u)
+        # golden.md's example (u = 1/3, uniform P = Q: unclipped v = -1 - 4e-16), rows on
+        # pieces 1, 2, 3 within 3 ulps of a or b whose unclipped v crosses +-1 (found once by
+        # search over slopes of N(0, 1) logits), and outer pieces of slope ~e^-40 whose v
+        # rounds to -+1 and is clipped one ulp outside.  The slopes are stored constants, not
+        # recomputed: recomputed on another CPU they could move by an ulp, and the rows with
+        # them (docs/golden.md §5, "Bit-identical or toleranced").
+        inp = {name: np.array([float.fromhex(h) for h in values])
+               for name, values in _SURJECTION_CLIP_ROWS.items()}
         return _case("clip", "rows whose unclipped v crosses +-1 against u (u = 1/3 with "
                      "P = Q uniform; u within 3 ulps of a or b on pieces 1, 2, 3; outer pieces "
                      "of slope ~e^-40 whose v rounds to -1, 1): v is clipped to its piece's "
@@ -695,25 +685,33 @@ def _cases_rad_coupling():
 
 
     def clip(r):
-        # A constant conditioner (W2 = 0): u = x_B, P uniform, Q = softmax(-40, 0, 0):
-        # a = -1/3, b = 1/3, alpha_2 = 3, alpha_minus = e^-39.6.  x_B = 1/3 gives the
-        # unclipped v = -1 - 4e-16 on the middle piece (k = 1); x_B = -1.5 gives v = -1
-        # after rounding on piece 0 (k = 0), clipped to the double below -1.
+        # A constant conditioner (W2 = 0; every output scale * tanh(b2) with tanh(0) = 0 and
+        # tanh(-30) = -1 exactly): u = x_B, P uniform, Q = softmax(-40, 0, -40).  So
+        # log_alpha_3 = log_alpha_2 + 40 > 37.4 and b = 1 exactly in any formulation, a is
+        # ~0 and alpha_minus ~e^-40.  Row 0 (x_B = 1 - 2^-53) lies on the middle piece
+        # because u < b = 1 holds exactly (k = 1; its v lies within ulps of -1, and is
+        # clipped where rounding puts it below); row 1 (x_B = 1 = b) on piece 3 by the
+        # tie-break (k = 2, v = 1 exactly); row 2 (x_B = -1.5) on piece 0, where
+        # v = -1 - 2e-18 rounds to -1 and is clipped to the double below -1.  Each k is
+        # decided by a convention, never by the last bit of a computed breakpoint.
         params = _rad_layer_params(r, 2, 0)
         params["cond.W2"][:] = 0.0
         params["cond.b2"][:] = 0.0
-        params["cond.b2"][5] = -30.0  # q_logits[0] = 40 tanh(-30) = -40
-        params["cond.scale"][5] = 40.0
-        x = np.column_stack([r.normal(0.0, 1.0, 6), [1.0 / 3.0, -1.5, 0.2, -0.7, 1.0 / 3.0, 0.9]])
-        return _case("clip", "constant conditioner, u = x_B: rows x_B = 1/3 (unclipped v one "
-                     "ulp below -1 on the middle piece: without the clip log p(k = 1 | z) = "
-                     "-inf) and x_B = -1.5 (v rounds to -1 on piece 0: without the clip the "
-                     "gating sees v inside [-1, 1] and gives log Q_0 = -40.7 instead of 0)",
-                     ["ClipChangesV", "UlpFromBreakpoint", "Outside"],
+        for column in (5, 7):  # q_logits[0], q_logits[2] = 40 tanh(-30) = -40
+            params["cond.b2"][column], params["cond.scale"][column] = -30.0, 40.0
+        below_one = np.nextafter(1.0, 0.0)
+        x = np.column_stack([r.normal(0.0, 1.0, 6), [below_one, 1.0, -1.5, 0.2, -0.7, 0.5]])
+        return _case("clip", "constant conditioner with b = 1 exactly, u = x_B: row 0 "
+                     "(x_B = 1 - 2^-53) on the middle piece, k = 1, v within ulps of -1; row 1 "
+                     "(x_B = b = 1) on piece 3 by the tie-break, k = 2, v = 1; row 2 (x_B = "
+                     "-1.5) on piece 0, where v rounds to -1 and is clipped to the double "
+                     "below it (without the clip the gating sees v inside [-1, 1] and gives "
+                     "log Q_0 = -40.7 instead of 0)",
+                     ["ClipChangesV", "UlpFromBreakpoint", "AtBreakpoint", "Outside"],
                      {"x": x, "sample_z": r.normal(0.0, 1.0, (6, 2)),
                       "sample_uniforms": r.random((6, 1))}, params, {"layer": 0},
-                     float64_only="x_B = 1/3 lies one float64 ulp below the breakpoint b; "
-                                  "rounded to float32 it falls on piece 3 (k = 2)")
+                     float64_only="x_B = 1 - 2^-53 is not a float32 number: rounded to float32 "
+                                  "it is 1 = b, on piece 3 (k = 2)")
     yield clip
 
     def output_out_of_range(r):
@@ -777,7 +775,7 @@ def _cases_rad_coupling():
                   for k, v in p.items()}
         # x_B of rows 0, 1 such that u = 0.3, -0.4 (inside [-1, 1], where the gating matters)
         with np.errstate(invalid="ignore"):  # see blocks._fw_rad_coupling
-            c, _ = mlp_forward(np.array([[np.inf], [-np.inf]]), _nest_params(params)["cond"])
+            c, _ = mlp_forward(np.array([[np.inf], [-np.inf]]), nest_params(params)["cond"])
         x_b = c[:, 1] + np.array([0.3, -0.4]) * np.exp(c[:, 0])
         x = np.column_stack([np.concatenate([[np.inf, -np.inf], r.normal(0.0, 1.5, 4)]),
                              np.concatenate([x_b, r.normal(0.0, 1.5, 4)])])
@@ -792,12 +790,39 @@ def _cases_rad_coupling():
                      float32_inputs=True)
     yield gate_at_zero
 
+    def range_limit(r):
+        # Rows 0, 1: x_A = +1e120, -1e120 exactly, so z_A = x_A is *in* range (|z| <= 1e120)
+        # and the gating network reads it (logits of size ~1e120: p(k | z) one-hot, log p
+        # of size 1e120, finite); rows 2, 3: x_A one double beyond +-1e120, out of range:
+        # gating at z = 0.  A port with |z| < 1e120 treats rows 0, 1 as out of range too and
+        # gives another term.  Their loss weight is 0 (the gradients of rows at 1e120 are not
+        # what this case checks).
+        params = _rad_layer_params(r, 2, 0)
+        x_a = np.array([RANGE, -RANGE, np.nextafter(RANGE, np.inf), np.nextafter(-RANGE, -np.inf)])
+        # x_B such that u = 0.3, -0.4, 0.5, -0.6: inside [-1, 1], where the gating matters
+        c, _ = mlp_forward(x_a[:, None], nest_params(params)["cond"])
+        x_b = c[:, 1] + np.array([0.3, -0.4, 0.5, -0.6]) * np.exp(c[:, 0])
+        x = np.column_stack([np.concatenate([x_a, r.normal(0.0, 1.5, 4)]),
+                             np.concatenate([x_b, r.normal(0.0, 1.0, 4)])])
+        return _case("range_limit", "rows 0, 1: x_A = +-1e120 exactly (u = 0.3, -0.4; z_A = "
+                     "x_A in range: the "
+                     "gating network reads it, p(k | z) saturates); rows 2, 3: x_A one double "
+                     "beyond +-1e120 (out of range: gating at z = 0); those four rows have loss "
+                     "weight 0",
+                     ["OutOfRange"],
+                     {"x": x, "sample_z": r.normal(0.0, 1.0, (8, 2)),
+                      "sample_uniforms": r.random((8, 1))}, params, {"layer": 0},
+                     zero_weight_rows={"z": [0, 1, 2, 3], "term": [0, 1, 2, 3]},
+                     float64_only="1e120 is not a float32 number (rounded to float32 it is "
+                                  "inf); in float32 the range test is 'finite'")
+    yield range_limit
+
     def sample_out_of_range(r):
         # Sampling rows 0, 1 with z_A = +-1e130 (out of range): the sampling step's gating
         # network reads z as it is (no stand-in z = 0): its logits are of size 1e130 and p(k | z)
         # is one-hot.  The uniforms are chosen where the stand-in z = 0 would draw another k.
         params = _rad_layer_params(r, 2, 0)
-        nested = _nest_params(params)
+        nested = nest_params(params)
         z_a = np.array([[1e130], [-1e130]])
         c, _ = mlp_forward(z_a, nested["cond"])
         v = np.array([0.3, -0.5])
@@ -828,15 +853,6 @@ def _cases_rad_coupling():
                       "sample_uniforms": sample_uniforms}, params, {"layer": 0},
                      float64_only="sample_z of 1e130 lies beyond the float32 range")
     yield sample_out_of_range
-
-
-def _nest_params(flat):
-    """``{"cond.W1": ...}`` -> ``{"cond": {"W1": ...}}``."""
-    nested = {}
-    for key, value in flat.items():
-        net, name = key.split(".")
-        nested.setdefault(net, {})[name] = value
-    return nested
 
 
 def _cases_affine_coupling():
@@ -876,7 +892,7 @@ def _flow_cases(kind, hidden):
     for cid, dim, n_layers, n, spread, flags, comment in variants:
         def flow_case(r, cid=cid, dim=dim, n_layers=n_layers, n=n, spread=spread, flags=flags,
                       comment=comment):
-            config = FlowConfig(kind, dim, n_layers, hidden, hidden if kind == "rad" else 0)
+            config = FlowConfig(kind, dim, n_layers, hidden, _gate_hidden(kind, hidden))
             params = _random_flow_params(r, config)
             # Farther points saturate the tanh heads: gradients through 1 - tanh^2 of
             # ~1e-8 then carry relative errors ~1e-8 in any float64 implementation.
@@ -889,7 +905,7 @@ def _flow_cases(kind, hidden):
 
 
     def out_of_range(r):
-        config = FlowConfig(kind, 2, 6, hidden, hidden if kind == "rad" else 0)
+        config = FlowConfig(kind, 2, 6, hidden, _gate_hidden(kind, hidden))
         params = _random_flow_params(r, config)
         # Rows in range at the input that leave it at some layer: from candidates of
         # size 1e119 - 9e119, those this flow puts out of range (the others would give
@@ -921,17 +937,16 @@ def _flow_cases(kind, hidden):
         # range in the last layer: e^300 ~ 2e130 in float64, inf in float32.  Rows with
         # z_1 <= -0.05 stay in range.  Then no later layer can turn a row that a port fails
         # to screen into NaN (and so screen it after all).
-        config = FlowConfig(kind, 2, 2, hidden, hidden if kind == "rad" else 0)
+        config = FlowConfig(kind, 2, 2, hidden, _gate_hidden(kind, hidden))
         params = {key: _f32(value) for key, value in _random_flow_params(r, config).items()}
-        column = 8 if kind == "rad" else 0  # log_scale_out (Rad), log_scale (affine)
+        column = layer_kind(kind).OUTPUT_LOG_SCALE  # log_scale_out (Rad), log_scale (affine)
         params["1.cond.W1"][0, 0], params["1.cond.b1"][0] = 5.0, 0.0
         params["1.cond.W2"][:, column] = 0.0
         params["1.cond.W2"][0, column], params["1.cond.b2"][column] = 10.0, 0.0
         params["1.cond.scale"][column] = 300.0
         candidates = _f32(r.normal(0.0, 1.5, (60, 2)))
         nested = layer_params(params, 0)
-        first = (rad.forward(candidates, nested, 0)[0] if kind == "rad"
-                 else affine.forward(candidates, nested, 0)[0])
+        first = layer_kind(kind).forward(candidates, nested, 0)[0]
         leave = candidates[first[:, 1] >= 0.5][:3]
         stay = candidates[first[:, 1] <= -0.05][:4]
         assert len(leave) == 3 and len(stay) == 4
@@ -1053,6 +1068,8 @@ def generate_cases(block_name):
         case["loss_weights"] = loss_weights
         case["outputs"], case["grads"] = compute(block_name, case["inputs"], case["params"],
                                                  case["config"], loss_weights)
+        case["magnitudes"] = case_magnitudes(block, case["inputs"], case["params"],
+                                             case["config"], loss_weights)
         case["inputs"] = {k: np.asarray(v) for k, v in case["inputs"].items()}
         cases.append(case)
     return cases

@@ -27,8 +27,10 @@ from radref.reference.golden.port_check import TOLERANCES, block_scales
 
 SCHEMA = "radref-golden"
 #: 2: per-entry error measure with per-block field scales, float64_only reasons,
-#: the vectors shipped as package data (docs/golden.md §8)
-SCHEMA_VERSION = 2
+#: the vectors shipped as package data; 3: per-entry magnitudes M (the
+#: ``magnitudes`` section of a case), tie cases that equivalent arithmetic cannot
+#: flip, the 1e120 tie observable (docs/golden.md §9)
+SCHEMA_VERSION = 3
 JSON_NAME = "radref-golden.json"
 NPZ_NAME = "radref-golden.npz"
 #: The directory, inside this package, that holds the shipped vectors.
@@ -37,8 +39,9 @@ VECTORS_DIR = "vectors"
 CASE_KEYS = ("id", "comment", "flags", "float64_only", "config")
 
 ERROR_MEASURE = ("entry i of a float field passes when |port_i - golden_i| <= "
-                 "rtol * (|golden_i| + S), rtol = tolerances[precision][section], "
-                 "S = blocks[block].scales[field]; integer fields must be equal; non-finite "
+                 "rtol * (max(|golden_i|, M_i) + S), rtol = tolerances[precision][section], "
+                 "S = blocks[block].scales[field], M = the case's magnitudes[field] (|golden| "
+                 "where the case stores none); integer fields must be equal; non-finite "
                  "golden entries must be matched exactly")
 
 
@@ -59,7 +62,9 @@ def generate():
             "blocks": blocks}
 
 
-ARRAY_SECTIONS = ("inputs", "params", "loss_weights", "outputs", "grads")
+#: ``magnitudes``: ``{"outputs.<o>" | "grads.<name>": M}``, the per-entry
+#: magnitudes of the error measure (schema version 3; docs/golden.md §5).
+ARRAY_SECTIONS = ("inputs", "params", "loss_weights", "outputs", "grads", "magnitudes")
 
 
 def to_json(doc):

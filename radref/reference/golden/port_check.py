@@ -4,14 +4,19 @@
 The error measure is per entry (docs/golden.md §5): entry ``i`` of a field
 passes when
 
-    |port_i - golden_i| <= rtol * (|golden_i| + S)
+    |port_i - golden_i| <= rtol * (max(|golden_i|, M_i) + S)
 
-with ``rtol`` the tolerance of the field's section (outputs or gradients) and
+with ``rtol`` the tolerance of the field's section (outputs or gradients),
 ``S`` the field's stated scale (:func:`field_scale`, stored per block in the
-golden file): a relative error for entries of the field's usual size and
-above, an absolute error ``rtol * S`` for entries far below it, where the
-golden values themselves carry rounding errors of about ``eps * S``.  An error
-in a small entry cannot hide behind a huge entry elsewhere in the array.
+golden file) and ``M_i`` the entry's stored magnitude
+(:mod:`~radref.reference.golden.magnitudes`: the size of the terms it is
+computed from, where that exceeds the entry itself): a relative error for
+entries of the field's usual size and above, an absolute error ``rtol * S``
+for entries far below it, where the golden values themselves carry rounding
+errors of about ``eps * S``, and ``rtol * M_i`` for entries that are sums of
+much larger terms (gradients summed over rows, log-densities of far points).
+An error in a small entry cannot hide behind a huge entry elsewhere in the
+array.
 """
 from typing import NamedTuple
 
@@ -41,8 +46,12 @@ def field_scale(arrays):
     return float(np.median(values)) if values.size else 0.0
 
 
-def entry_errors(port, gold, scale):
-    """Per-entry error ``|port - gold| / (|gold| + scale)`` (shape of ``gold``).
+def entry_errors(port, gold, scale, magnitude=None):
+    """Per-entry error ``|port - gold| / (max(|gold|, M) + scale)`` (shape of ``gold``).
+
+    ``magnitude`` is the case's stored magnitude ``M`` of the field (same shape
+    as ``gold``; docs/golden.md §5), or None where the case stores none (then
+    the bound is ``|gold| + scale``).
 
     Non-finite golden entries must be matched exactly (``inf`` by ``inf`` of
     the same sign, ``nan`` by ``nan``): error 0 if they are, ``inf`` if not; a
@@ -54,7 +63,10 @@ def entry_errors(port, gold, scale):
     finite = np.isfinite(gold)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(np.where(finite, port, 0.0) - np.where(finite, gold, 0.0))
-        bound = np.abs(np.where(finite, gold, 0.0)) + scale
+        size = np.abs(np.where(finite, gold, 0.0))
+        if magnitude is not None:
+            size = np.maximum(size, np.where(finite, np.asarray(magnitude, np.float64), 0.0))
+        bound = size + scale
         err = np.where(bound > 0, diff / np.where(bound > 0, bound, 1.0),
                        np.where(diff == 0, 0.0, np.inf))
     err = np.where(finite & ~np.isfinite(port), np.inf, err)
@@ -97,7 +109,7 @@ def _entry_label(cid, shape, flat_index):
     return f"{cid}[{', '.join(str(int(i)) for i in index)}]"
 
 
-def _compare(port, gold, scale, rtol):
+def _compare(port, gold, scale, rtol, magnitude=None):
     """``(max_abs, max_error, flat index of the worst entry, passed)`` of one field."""
     if gold.dtype.kind in "iu":  # exact: the number of differing entries
         diff = port.astype(np.float64) != gold
@@ -105,7 +117,7 @@ def _compare(port, gold, scale, rtol):
         n_diff = float(np.sum(diff))
         max_abs = float(np.max(np.abs(port.astype(np.float64) - gold), initial=0.0))
         return max_abs, n_diff, worst, n_diff == 0
-    err = entry_errors(port, gold, scale)
+    err = entry_errors(port, gold, scale, magnitude)
     finite = np.isfinite(gold) & np.isfinite(port)
     max_abs = float(np.max(np.abs(port[finite] - gold[finite]), initial=0.0))
     if err.size == 0:
@@ -199,7 +211,8 @@ def check_port(port_doc, golden_doc, tolerance="float64", partial=False):
                     exact = gold.dtype.kind in "iu"
                     rtol = 0.0 if exact else tol[section]
                     scale = 0.0 if exact else float(scales.get(field, 0.0))
-                    max_abs, max_error, worst, ok = _compare(port, gold, scale, rtol)
+                    magnitude = gcase.get("magnitudes", {}).get(field)
+                    max_abs, max_error, worst, ok = _compare(port, gold, scale, rtol, magnitude)
                     e = acc.setdefault((bname, field), {"abs": 0.0, "err": -1.0, "worst": "",
                                                         "rtol": rtol, "scale": scale,
                                                         "ok": True, "exact": exact})
