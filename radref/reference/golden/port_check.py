@@ -271,7 +271,7 @@ def format_report(report, title=""):
     n = len(report.fields)
     if report.passed:
         lines.append(f"PASS: {n} fields within the {report.tolerance} tolerances "
-                     f"(|port - golden| <= rtol (|golden| + S) for every entry)")
+                     f"(|port - golden| <= rtol (max(|golden|, M) + S) for every entry)")
     else:
         names = ", ".join(f"{f.block} {f.field} (case {f.worst_case})" for f in failed[:10])
         more = "" if len(failed) <= 10 else f" and {len(failed) - 10} more"
