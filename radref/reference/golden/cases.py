@@ -963,7 +963,7 @@ def _flow_cases(kind, hidden):
                       "sample_uniforms": r.random((n, 2, 2))}, params, dict(config._asdict()),
                      float32_inputs=True)
     yield out_of_range_last_layer
-    if kind != "rad":
+    if not _gate_hidden(kind, hidden):  # saturated gating: kinds with a gating network
         return
 
     for size in (100, 3000):
