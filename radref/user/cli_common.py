@@ -1,0 +1,124 @@
+"""What the commands of ``radref`` share: the user error (:class:`CLIError`),
+the checks of options that are not hyperparameters (``-n``, seeds of data
+draws), reading a model or points named by an option, and writing outputs
+with errors that name the option.
+
+User errors print one line, ``radref: error: <flag> <file>: <what is wrong>``.
+"""
+import sys
+
+from radref.training.checkpoint import CheckpointError
+from radref.user.datafiles import STDIO, read_bytes, read_points
+from radref.user.estimators import load_model
+from radref.user.options import OptionError, check_option
+
+POINT_FILES = ".npy, .csv, .tsv or .txt (header line optional), or - for standard input"
+OUTPUT_FILES = ".npy, .csv, .tsv or .txt, or - for standard output (CSV)"
+#: points drawn from a built-in problem when -n is not given
+DEFAULT_POINTS = 10_000
+#: status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
+
+
+class CLIError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+# ------------------------------------------------------------ checking options
+
+def check_seed(seed, option="--seed"):
+    if seed < 0:
+        raise CLIError(f"{option} must be >= 0, got {seed}")
+    return seed
+
+
+def check_positive(value, option):
+    if value is not None and value < 1:
+        raise CLIError(f"{option} must be >= 1, got {value}")
+    return value
+
+
+def check_hyperparameter(name, value):
+    """An option of the table of hyperparameters, checked by the table."""
+    try:
+        return check_option(name, value)
+    except OptionError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def need_matplotlib(option):
+    """Fail before any training if a figure is asked for and matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CLIError(f"{option} needs matplotlib, which is not installed: pip install "
+                       f"matplotlib (in radref's source tree: pip install \".[plot]\")") from None
+
+
+def say(message, to_stderr=False):
+    """Progress and summaries: on stderr when stdout carries data (``--out -``)."""
+    print(message, file=sys.stderr if to_stderr else sys.stdout)
+
+
+# ------------------------------------------------------------------- models
+
+def read_model(flag, path):
+    """A radref model from ``path``, or a CLIError naming ``flag`` and ``path``."""
+    raw = read_bytes(flag, path)[:8]
+    if raw.startswith(b"\x93NUMPY"):
+        raise CLIError(f"{flag} {path}: a NumPy array (.npy), not a radref model; models are "
+                       f"the .npz files that 'radref train --out' writes")
+    if not raw.startswith(b"PK\x03\x04"):
+        raise CLIError(f"{flag} {path}: not a radref model (models are the .npz files that "
+                       f"'radref train --out' writes)")
+    try:
+        return load_model(path)
+    except CheckpointError as exc:
+        raise CLIError(f"{flag} {path}: {checkpoint_problem(exc, path)}") from None
+
+
+def checkpoint_problem(exc, path):
+    """A CheckpointError's message, without the path and without the internals
+    of the library that failed to read the file."""
+    message = str(exc)
+    if message.startswith(f"{path}: "):
+        message = message[len(f"{path}: "):]
+    if message.startswith("not a readable radref checkpoint"):
+        return ("an .npz archive radref cannot read: damaged, or not a model that "
+                "'radref train' wrote")
+    if message.startswith(("checkpoint is incomplete", "invalid model description",
+                           "parameters do not match")):
+        return "a damaged radref model (its content is incomplete or inconsistent)"
+    return message
+
+
+def read_points_of(flag, path, dim=None, model_flag=None, model_path=None):
+    """Points from ``path`` with, if ``dim`` is given, the model's number of columns."""
+    X = read_points(flag, path)
+    if dim is not None and X.shape[1] != dim:
+        raise CLIError(f"{flag} {path} has {X.shape[1]} columns, but the model in "
+                       f"{model_flag} {model_path} was trained on {dim}-column data")
+    return X
+
+
+def output_name(path):
+    return "standard output" if path == STDIO else path
+
+
+def cannot_write(flag, path, exc):
+    return CLIError(f"{flag} {path}: cannot write ({exc.strerror or exc})")
+
+
+class writing:
+    """Turn an OSError while writing ``path`` into a CLIError naming ``flag``."""
+
+    def __init__(self, flag, path):
+        self.flag, self.path = flag, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise cannot_write(self.flag, self.path, exc) from None
+        return False
