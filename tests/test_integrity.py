@@ -663,3 +663,100 @@ def test_a_stopped_sweep_leaves_no_worker_behind(tmp_path, sig):
         assert not [n for n in os.listdir(run) if n.endswith(".tmp")]
         from radref.training.files import is_locked
         assert is_locked(str(run)) is None
+
+
+# ======================================================================
+# Finding 9: SIGTERM saves what Ctrl-C saves; no temporary file is left
+# ======================================================================
+
+def _start_train(tmp_path, *extra):
+    return subprocess.Popen([sys.executable, "-m", "radref", "train", "--layers", "2",
+                             "--steps", "1000000", "-n", "600", "--batch-size", "100", "--quiet",
+                             "--out", str(tmp_path / "m.npz")] + list(extra), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _radref_leftovers(directory):
+    return sorted(n for n in os.listdir(directory) if n.startswith(".radref-")
+                  or n.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("with_checkpoint", [True, False])
+def test_sigterm_during_train_saves_a_checkpoint_and_exits_143(tmp_path, with_checkpoint):
+    # finding 9: SIGTERM saved nothing (Ctrl-C does)
+    ck = tmp_path / ("ck.npz" if with_checkpoint else "m.checkpoint.npz")
+    extra = ["--checkpoint", str(ck), "--checkpoint-every", "1"] if with_checkpoint else []
+    child = _start_train(tmp_path, *extra)
+    try:
+        _wait_for(lambda: (tmp_path / ".m.npz.radref-lock").exists()
+                  and (not with_checkpoint or ck.exists()), what="training to start")
+        time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 143, err
+    step = int(err.split("terminated (SIGTERM) after step ")[1].split()[0])
+    assert f"the training state is saved in {ck}" in err and "resume with:" in err
+    assert load_checkpoint(ck)[0]["step"] == step > 0
+    assert f"--checkpoint {ck}" in err.split("resume with:")[1]
+    assert _radref_leftovers(tmp_path) == []
+
+
+def test_a_second_sigterm_stops_at_once_and_leaves_no_temporary_file(tmp_path):
+    # finding 9: `.radref-*.tmp` files piled up after SIGTERM; here a checkpoint
+    # is written after every step and two SIGTERMs come in quick succession
+    ck = tmp_path / "ck.npz"
+    for attempt in range(3):
+        child = _start_train(tmp_path, "--checkpoint", str(ck), "--checkpoint-every", "1",
+                             "--seed", "0")
+        try:
+            _wait_for(lambda: _lock_holder(tmp_path / ".m.npz.radref-lock") == child.pid,
+                      what="training to start")
+            time.sleep(0.3)
+            time.sleep(0.2 * attempt)
+            child.send_signal(signal.SIGTERM)
+            child.send_signal(signal.SIGTERM)
+            _, err = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+        assert child.returncode == 143, err
+        assert "Traceback" not in err
+        assert _radref_leftovers(tmp_path) == [], attempt
+        load_checkpoint(ck)  # whole: the old one or the new one
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_run(tmp_path):
+    # finding 9 (SIGKILL): nothing can clean up at once, but a temporary file
+    # of the killed process is removed by the next write into its directory
+    ck = tmp_path / "ck.npz"
+    child = _start_train(tmp_path, "--checkpoint", str(ck), "--checkpoint-every", "1")
+    _wait_for(ck.exists, what="the first checkpoint")
+    child.kill()
+    child.communicate()
+    # a kill between mkstemp and the rename leaves a file like this one
+    leftover = tmp_path / f".radref-{child.pid}-{_host_tag()}-abcdefgh.tmp"
+    leftover.write_bytes(b"PK\x03\x04 half")
+    resumed = subprocess.run([sys.executable, "-m", "radref", "train", "--layers", "2",
+                              "--steps", str(load_checkpoint(ck)[0]["step"] + 3), "-n", "600",
+                              "--batch-size", "100", "--quiet", "--out", str(tmp_path / "m.npz"),
+                              "--checkpoint", str(ck), "--checkpoint-every", "1"],
+                             env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _radref_leftovers(tmp_path) == []
+
+
+def _lock_holder(lock):
+    try:
+        return json.loads(lock.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _host_tag():
+    import hashlib
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]

@@ -39,21 +39,26 @@ from radref.training.hyperparameters import HYPERPARAMETER, RESUME_SETTINGS
 from radref.training.optim import AdamConfig, adam_init
 from radref.training.schedules import (EarlyStopping, LRSchedule, ParameterAverage,
                                        validation_split)
+from radref.training.signals import Terminated, raise_terminated
 from radref.training.train import NonFiniteError, train
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training between two steps.
+    """Ctrl-C (or SIGTERM) stopped training between two steps.
 
     The run holds the parameters after ``step`` steps (a consistent, usable
     state); ``checkpoint`` is the file written at that step, or ``None``
-    when training had no checkpoint path.
+    when training had no checkpoint path; ``signum`` is the signal that
+    asked (``signal.SIGINT`` for Ctrl-C, ``signal.SIGTERM``).
     """
 
-    def __init__(self, step, checkpoint=None):
-        self.step, self.checkpoint = step, checkpoint
+    def __init__(self, step, checkpoint=None, signum=signal.SIGINT):
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
         where = f"; training state saved to {checkpoint}" if checkpoint is not None else ""
         super().__init__(f"training interrupted after step {step}{where}")
+
+    def __reduce__(self):  # crosses process boundaries (reproduce's workers)
+        return type(self), (self.step, self.checkpoint, self.signum)
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -495,7 +500,7 @@ class _Monitor:
         if self.interrupt is not None and self.interrupt.is_set():
             if self.checkpoint is not None and not saved:
                 self._save(step, params, state, history)
-            raise TrainingInterrupted(step, self.checkpoint)
+            raise TrainingInterrupted(step, self.checkpoint, self.interrupt.signum)
 
     def _save(self, step, params, state, history):
         self.run.to_checkpoint(self.checkpoint, self.estimator_params, step, params, state,
@@ -504,26 +509,36 @@ class _Monitor:
 
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Turn the first Ctrl-C (SIGINT) into a flag that the training loop reads
-    between steps, so that training stops at a consistent state (a step is
-    never half applied); a second Ctrl-C raises ``KeyboardInterrupt`` at once.
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a flag that the training
+    loop reads between steps, so that training stops at a consistent state (a
+    step is never half applied); a second one raises ``KeyboardInterrupt``
+    (:class:`~radref.training.signals.Terminated` for SIGTERM) at once.  The
+    flag's ``signum`` says which signal asked.
 
-    Only in the main thread, and only while Python's default handler is
-    installed (a handler the program set up is left alone).
+    Only in the main thread, and only for a signal whose handler is Python's
+    default (or, for SIGTERM, the ``radref`` command's,
+    :func:`radref.training.signals.raise_terminated`): a handler the program
+    set up is left alone.
     """
     flag = threading.Event()
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    flag.signum = None
+    if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    defaults = {signal.SIGINT: (signal.default_int_handler,),
+                signal.SIGTERM: (signal.SIG_DFL, raise_terminated)}
+    taken = [sig for sig, handlers in defaults.items() if signal.getsignal(sig) in handlers]
 
     def handler(signum, frame):
         if flag.is_set():
-            raise KeyboardInterrupt
+            raise Terminated("terminated by SIGTERM") if signum == signal.SIGTERM \
+                else KeyboardInterrupt
+        flag.signum = signum
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in taken}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
