@@ -760,3 +760,86 @@ def _lock_holder(lock):
 def _host_tag():
     import hashlib
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+# ======================================================================
+# Finding 10: diverging training is recognised; blame only a real culprit
+# ======================================================================
+
+def _radref(*argv, timeout=600):
+    return subprocess.run([sys.executable, "-m", "radref"] + [str(a) for a in argv], env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def moons_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("moons") / "moons.csv"
+    assert _radref("data", "two_moons", "-n", "3000", "--out", path).returncode == 0
+    return path
+
+
+def test_diverging_training_warns_with_the_step_the_figure_and_the_remedy(tmp_path, moons_csv):
+    # finding 10 (first part): `radref train --lr 10 --steps 300` exited 0 with a
+    # mean log-likelihood of -2507 nats and no warning; RadFlow(lr=10).fit(X) too
+    result = _radref("train", "--data", moons_csv, "--lr", "10", "--steps", "300", "--quiet",
+                     "--out", tmp_path / "m.npz")
+    assert result.returncode == 0, result.stderr  # warned, not stopped: the model is saved
+    (line,) = [w for w in result.stderr.splitlines() if w.startswith("radref: warning:")]
+    assert "training is diverging at step 100: the smoothed log-likelihood is -" in line
+    assert "try a smaller --lr" in line and "now 10" in line
+    X = np.loadtxt(moons_csv, delimiter=",")
+    from radref.training.diagnostics import DivergenceWarning
+    with pytest.warns(DivergenceWarning, match=r"diverging at step \d+: .* nats per point, "
+                                               r"far below its -2\.\d+ at the start"):
+        RadFlow(lr=10, steps=300, progress=False, random_state=0).fit(X)
+    # a run that works never warns (the suite turns any warning into an error)
+    RadFlow(steps=300, progress=False, random_state=0).fit(X)
+    # to stop instead of warning: a filter turns the warning into an error
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        with pytest.raises(DivergenceWarning):
+            RadFlow(lr=10, steps=300, progress=False, random_state=0).fit(X)
+
+
+def test_an_ordinary_point_is_not_blamed_for_diverged_parameters(tmp_path, moons_csv):
+    # finding 10 (second part): at --lr 100 training stopped with "non-finite
+    # value ... for training point 2367 ... row 2368 of moons.csv", blaming an
+    # ordinary point, and the hint about a smaller --lr never appeared
+    result = _radref("train", "--data", moons_csv, "--lr", "100", "--steps", "300", "--quiet",
+                     "--out", tmp_path / "m.npz")
+    assert result.returncode == 2
+    assert "training stopped: non-finite value at training step" in result.stderr
+    assert "no single training point is at fault" in result.stderr
+    assert "a smaller --lr (now 100) may help" in result.stderr
+    assert "row " not in result.stderr.split("training stopped:")[1].replace("rows", "")
+    assert not (tmp_path / "m.npz").exists()
+    # a real outlier is still named, with its row of the file
+    X = np.loadtxt(moons_csv, delimiter=",")[:600]
+    X[41] = [1e200, 0.0]
+    far = tmp_path / "far.csv"
+    np.savetxt(far, X, delimiter=",", fmt="%.17g")
+    result = _radref("train", "--data", far, "--steps", "5", "--quiet", "--out",
+                     tmp_path / "m.npz")
+    assert result.returncode == 2 and f"that is row 42 of --data {far}" in result.stderr
+
+
+def test_sampling_a_diverged_model_warns(tmp_path, moons_csv):
+    # finding 10 (third part): sampling a diverged model printed inf rows
+    # without a warning.  The model: --lr 10 for 100 steps on two moons.
+    result = _radref("train", "--data", moons_csv, "--lr", "10", "--steps", "100", "--quiet",
+                     "--out", tmp_path / "diverged.npz")
+    assert result.returncode == 0
+    result = _radref("sample", "--model", tmp_path / "diverged.npz", "-n", "500",
+                     "--out", tmp_path / "s.csv")
+    assert result.returncode == 0
+    assert "radref: warning: " in result.stderr and "samples are not finite" in result.stderr
+    assert "inf" in (tmp_path / "s.csv").read_text()
+    from radref.user.inference import NonFiniteSampleWarning
+    model = load_model(tmp_path / "diverged.npz")
+    with pytest.warns(NonFiniteSampleWarning, match=r"\d+ of 500 samples are not finite"):
+        samples = model.sample(500, random_state=0)
+    assert not np.all(np.isfinite(samples))
+    X = np.loadtxt(moons_csv, delimiter=",")
+    ok = RadFlow(n_layers=2, hidden=4, steps=20, progress=False, random_state=0).fit(X)
+    assert np.all(np.isfinite(ok.sample(500, random_state=0)))  # and no warning

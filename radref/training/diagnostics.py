@@ -81,3 +81,61 @@ def locate_non_finite(x, params, config, row_names=None):
         except FloatingPointError as exc:
             return "gradient", running, None, f"{exc} in its backward pass"
     return None, None, None, ""
+
+
+def far_outside(x, row):
+    """Whether training point ``row`` of ``x`` is, on its own, a cause of
+    trouble: beyond the range of the other training points, in some
+    coordinate, by more than that range's width (an outlier, not merely the
+    most extreme of ordinary points).  With a single training point there is
+    nothing to compare with: ``False``."""
+    if len(x) < 2:
+        return False
+    others = np.delete(x, row, axis=0)
+    lo, hi = others.min(axis=0), others.max(axis=0)
+    width = hi - lo
+    return bool(np.any((x[row] > hi + width) | (x[row] < lo - width)))
+
+
+# ------------------------------------------------------------- divergence
+class DivergenceWarning(UserWarning):
+    """Training is diverging: the smoothed minibatch log-likelihood has fallen
+    far below its value at the first step (:class:`DivergenceWatch`).  To stop
+    instead of warning, turn it into an error:
+    ``warnings.simplefilter("error", DivergenceWarning)``."""
+
+
+class DivergenceWatch:
+    """Recognises a diverging training run from its minibatch log-likelihoods.
+
+    Training that works raises the log-likelihood; a learning rate too large
+    for the problem throws the parameters far away, and the log-likelihood
+    falls, often by orders of magnitude (two moons at lr 10: -4.9e20 nats
+    after a few steps, from -2.6 at the start).  The watch smooths the
+    per-step values (exponential average, weight :data:`SMOOTHING` on the
+    past) and, from step :data:`GRACE` of a fit on (early spikes that recover
+    within it are common at high learning rates), reports the first step at
+    which the smoothed value lies more than ``max(MARGIN, 10% of |start|)``
+    nats below the first step's value.  It reports once.
+    """
+
+    GRACE, MARGIN, SMOOTHING = 100, 10.0, 0.9
+
+    def __init__(self):
+        self.start, self.smoothed, self.seen, self.reported = None, None, 0, False
+
+    def update(self, step, loglik):
+        """Record step ``step``'s log-likelihood; returns the message of a
+        divergence when one is first seen there, else ``None``."""
+        self.seen += 1
+        if self.start is None:
+            self.start = self.smoothed = loglik
+            return None
+        self.smoothed = self.SMOOTHING * self.smoothed + (1.0 - self.SMOOTHING) * loglik
+        margin = max(self.MARGIN, 0.1 * abs(self.start))
+        if self.reported or self.seen < self.GRACE or not self.smoothed < self.start - margin:
+            return None
+        self.reported = True
+        return (f"training is diverging at step {step}: the smoothed log-likelihood is "
+                f"{self.smoothed:.4g} nats per point, far below its {self.start:.4g} at the "
+                f"start of this fit")

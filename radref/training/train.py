@@ -1,11 +1,13 @@
 """Maximum-likelihood training of a flow with Adam over seeded minibatches."""
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density, row_chunks
-from radref.training.diagnostics import locate_non_finite
+from radref.training.diagnostics import (DivergenceWarning, DivergenceWatch, far_outside,
+                                         locate_non_finite)
 from radref.training.progress import TrainingProgress, display_mode
 from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                                    check_adam_config)
@@ -192,7 +194,14 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     Raises
     ------
     NonFiniteError
-        The parameters keep their last finite values.
+        The parameters keep their last finite values.  It names a training
+        point only when that point is the cause (beyond +-1e120, or far
+        outside the other points); otherwise it says no single point is at fault.
+
+    Warns
+    -----
+    DivergenceWarning
+        Once, when the run is diverging (:class:`~radref.training.diagnostics.DivergenceWatch`).
     """
     check_adam_config(adam)
     if lr_schedule is not None:
@@ -201,6 +210,7 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     state = optimizer_state if optimizer_state is not None else adam_init(params)
     history = {"step": [], "loglik": [], "val_step": [], "val_loglik": []}
     display = TrainingProgress(steps, start_step, display_mode(progress, sys.stderr))
+    watch = DivergenceWatch()
     val = None
     if stopper is not None and stopper.stopped_at is not None:
         steps = start_step  # stopped early before the checkpoint: nothing left to do
@@ -210,7 +220,12 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
             if lr_schedule is not None and lr_schedule.kind != "constant":
                 packed.config = adam._replace(lr=learning_rate(step, adam.lr, lr_schedule))
             indices = schedule.indices(step - 1)
-            loglik = _update_on_batch(x[indices], indices, step, params, config, packed, history)
+            loglik = _update_on_batch(x, indices, step, params, config, packed, history)
+            diverging = watch.update(step, loglik)
+            if diverging is not None:  # (an error, not a warning, under a filter "error")
+                warnings.warn(DivergenceWarning(
+                    f"{diverging}; try a smaller --lr (the estimators' lr; now "
+                    f"{packed.config.lr:g})"), stacklevel=2)
             history["step"].append(step)
             history["loglik"].append(loglik)
             if average is not None:
@@ -233,10 +248,12 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     return history
 
 
-def _update_on_batch(batch, indices, step, params, config, packed, history):
-    """Loss and gradient on ``batch`` (rows ``indices`` of the training set),
-    finiteness checks, one Adam update; returns the mean log-likelihood.
-    Raises :class:`NonFiniteError` with the parameters untouched."""
+def _update_on_batch(x, indices, step, params, config, packed, history):
+    """Loss and gradient on the batch of rows ``indices`` of the training set
+    ``x``, finiteness checks, one Adam update; returns the mean
+    log-likelihood.  Raises :class:`NonFiniteError` with the parameters
+    untouched."""
+    batch = x[indices]
     try:
         # Floating-point errors (overflow, invalid operations) stop training at
         # this step instead of turning into warnings and NaN further on.
@@ -248,6 +265,13 @@ def _update_on_batch(batch, indices, step, params, config, packed, history):
         where, layer, row, detail = locate_non_finite(
             batch, params, config, [f"training point {i}" for i in indices])
         row = None if row is None else int(indices[row])
+        if row is not None and not _at_fault(x, row, detail):
+            # an ordinary point where parameters thrown far away fail first:
+            # naming it would send the user looking for a bad data row
+            detail = (detail.replace(f"training point {row}", "a training point")
+                      + "; no single training point is at fault, none lies far outside the "
+                        "others: the parameters diverged")
+            row = None
         raise NonFiniteError(step, where or "loss", history, layer, row, detail or None)
     g = packed.flatten(grads)
     if not np.all(np.isfinite(g)):
@@ -260,6 +284,13 @@ def _update_on_batch(batch, indices, step, params, config, packed, history):
         where = _first_adam_overflow(params, descent, packed.state, packed.config)
         raise NonFiniteError(step, where, history, detail="Adam's update overflows") from None
     return loglik
+
+
+def _at_fault(x, row, detail):
+    """Whether training point ``row``, where the loss first fails, is itself the
+    cause: it lies beyond the range (out of range: +-1e120), or far outside
+    the other training points (:func:`~radref.training.diagnostics.far_outside`)."""
+    return "out of range" in detail or far_outside(x, row)
 
 
 def _held_out_score(x_val, params, config):

@@ -7,17 +7,21 @@ a checkpoint and prints the command that resumes: :mod:`radref.user.cli_train`).
 Every option is checked, and every output path, before any work starts.
 """
 import argparse
+import contextlib
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from radref import datasets
 from radref._version import __version__
 from radref.training.checkpoint import CheckpointError
+from radref.training.diagnostics import DivergenceWarning
 from radref.training.hyperparameters import HYPERPARAMETER
 from radref.training.signals import EXIT_TERMINATED, Terminated, sigterm_raises
+from radref.user.inference import NonFiniteSampleWarning
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, OUTPUT_FILES, POINT_FILES,
                                     CLIError, check_hyperparameter, check_positive, check_seed,
@@ -270,7 +274,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
-        with sigterm_raises():  # SIGTERM: like Ctrl-C, every file cleaned up, status 143
+        with sigterm_raises(), _warnings_as_lines():  # SIGTERM: like Ctrl-C, files cleaned up
             status = args.func(args, argv) if args.func is run_train else args.func(args)
     except (CLIError, DataFileError, CheckpointError) as exc:
         return _error(exc)
@@ -295,6 +299,23 @@ def main(argv=None):
 def _error(message):
     print(f"radref: error: {message}", file=sys.stderr)
     return 2
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """radref's warnings about the results (a diverging training, samples that
+    are not finite) as one line each on stderr, ``radref: warning: ...``."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, (DivergenceWarning, NonFiniteSampleWarning)):
+                print(f"radref: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 if __name__ == "__main__":

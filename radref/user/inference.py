@@ -8,6 +8,7 @@ refuses non-finite parameters and raises on floating-point errors
 (:func:`_arithmetic`) instead of returning NaN.
 """
 import contextlib
+import warnings
 
 import numpy as np
 
@@ -16,6 +17,10 @@ from radref.core.flow import (flow_forward, flow_inverse, flow_log_density, flow
                               flow_sample_from_noise)
 from radref.core.layers import columns
 from radref.training.train import mean_loglik_and_grad
+
+
+class NonFiniteSampleWarning(UserWarning):
+    """:meth:`FittedFlow.sample` drew samples that are not finite (rows of inf)."""
 
 
 class NotFittedError(RuntimeError, ValueError, AttributeError):
@@ -141,12 +146,24 @@ class FittedFlow:
         return K
 
     def sample(self, n, random_state=None):
-        """Draw ``n`` exact samples, shape ``(n, d)`` (paper §3, Fig. 1b)."""
+        """Draw ``n`` exact samples, shape ``(n, d)`` (paper §3, Fig. 1b).
+
+        A sample the flow maps beyond +-1e120 is a row of ``inf``
+        (docs/errors.md, "Out of range"); a trained model never does that,
+        so :class:`NonFiniteSampleWarning` says how many rows it concerns.
+        """
         self._check_fitted()
         n = check_int("n", n)
         rng = check_generator("random_state", random_state)
         with _arithmetic("sample", self.params_):
-            return flow_sample(n, self.params_, self.config_, rng)[0]
+            X = flow_sample(n, self.params_, self.config_, rng)[0]
+        bad = int(np.count_nonzero(~np.all(np.isfinite(X), axis=1)))
+        if bad:
+            warnings.warn(NonFiniteSampleWarning(
+                f"{bad} of {n} samples are not finite (inf: the flow maps them beyond "
+                f"+-1e120): this model's parameters are extreme, as after a diverging "
+                f"training; retrain with a smaller learning rate (--lr)"), stacklevel=2)
+        return X
 
     # ------------------------------------------------------------ parameters
     def parameters(self):
