@@ -38,6 +38,14 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable, corrupted, or of the wrong kind."""
 
 
+class UnreadableCheckpointError(CheckpointError):
+    """Not a readable archive: damaged, or not a file radref wrote."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A radref checkpoint whose content is incomplete or inconsistent."""
+
+
 def _digest(meta, arrays):
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for key in sorted(arrays):
@@ -165,23 +173,24 @@ def load_checkpoint(path, expected_model=None, extra_arrays=False):
     except (FileNotFoundError, CheckpointError):
         raise
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable radref checkpoint ({exc})") from None
+        raise UnreadableCheckpointError(
+            f"{path}: not a readable radref checkpoint ({exc})") from None
     if _digest(meta, arrays) != checksum:
         raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted")
     # A file whose checksum matches was written by save_checkpoint, unless it was
     # forged: a missing array is still a CheckpointError, never a KeyError.
     if mismatched:
-        raise CheckpointError(f"{path}: parameters do not match the architecture "
+        raise DamagedCheckpointError(f"{path}: parameters do not match the architecture "
                               f"({mismatched[0]})")
     names = meta["names"]
     groups = ("param",) + (() if meta["adam_t"] is None else ("adam_m", "adam_v"))
     missing = [f"{g}/{n}" for g in groups for n in names if f"{g}/{n}" not in arrays]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint is incomplete (KeyError: "
+        raise DamagedCheckpointError(f"{path}: checkpoint is incomplete (KeyError: "
                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
     expected = _parameter_shapes(config)
     if sorted(names) != sorted(expected) or len(set(names)) != len(names):
-        raise CheckpointError(f"{path}: parameters do not match the architecture")
+        raise DamagedCheckpointError(f"{path}: parameters do not match the architecture")
     params = {n: arrays[f"param/{n}"] for n in names}
     adam_state = None
     if meta["adam_t"] is not None:
@@ -210,9 +219,10 @@ def _check_zip_directory(f, path):
         return  # not a zip: zipfile says so
     entries, directory_bytes = struct.unpack("<HI", tail[end + 10:end + 16])
     if directory_bytes > MAX_DIRECTORY_BYTES or entries == 0xFFFF:
-        raise CheckpointError(f"{path}: not a readable radref checkpoint (its zip directory "
-                              f"declares {directory_bytes} bytes and {entries} entries; a "
-                              f"checkpoint's is below {MAX_DIRECTORY_BYTES} bytes)")
+        raise UnreadableCheckpointError(
+            f"{path}: not a readable radref checkpoint (its zip directory declares "
+            f"{directory_bytes} bytes and {entries} entries; a checkpoint's is below "
+            f"{MAX_DIRECTORY_BYTES} bytes)")
 
 
 def _open_npy(archive, info, path):
@@ -308,7 +318,7 @@ def _check_fields(meta, path):
     missing = [key for key in ("model", "hyperparameters", "step", "names", "adam_t", "extra")
                if key not in meta]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint is incomplete (no {', '.join(missing)} "
+        raise DamagedCheckpointError(f"{path}: checkpoint is incomplete (no {', '.join(missing)} "
                               f"in its metadata)")
     problems = []
     if not isinstance(meta["model"], str):
@@ -325,7 +335,7 @@ def _check_fields(meta, path):
     if not isinstance(meta["extra"], dict):
         problems.append("extra must be a JSON object")
     if problems:
-        raise CheckpointError(f"{path}: invalid model description in the checkpoint "
+        raise DamagedCheckpointError(f"{path}: invalid model description in the checkpoint "
                               f"({'; '.join(problems)})")
 
 
@@ -359,7 +369,7 @@ def declared_architecture(meta, path, expected_model=None):
         value = hyper.get(key)
         lowest = 2 if key == "dim" else 1
         if not (_is_count(value) and lowest <= value <= ceiling):
-            raise CheckpointError(f"{path}: invalid model description in the checkpoint "
+            raise DamagedCheckpointError(f"{path}: invalid model description in the checkpoint "
                                   f"({key} must be an integer from {lowest} to {ceiling}, got "
                                   f"{_short(value)})")
         values[key] = value
@@ -367,7 +377,7 @@ def declared_architecture(meta, path, expected_model=None):
                         values.get("gate_hidden", 0))
     bound = _parameter_bound(config)
     if bound > MAX_PARAMETERS:
-        raise CheckpointError(f"{path}: invalid model description in the checkpoint (an "
+        raise DamagedCheckpointError(f"{path}: invalid model description in the checkpoint (an "
                               f"architecture of up to {bound} parameters, beyond the "
                               f"{MAX_PARAMETERS} a checkpoint may declare)")
     return config
@@ -421,7 +431,7 @@ def _read_arrays(archive, config, path):
             if wrong is None and budget < 0:
                 wrong = "makes the arrays larger than a checkpoint of this architecture"
             if wrong is not None:
-                raise CheckpointError(f"{path}: parameters do not match the architecture "
+                raise DamagedCheckpointError(f"{path}: parameters do not match the architecture "
                                       f"({_short(key)} {wrong})")
             arrays[key] = _read_exactly(stream, shape, fortran, dtype)
     return arrays, mismatched

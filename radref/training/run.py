@@ -34,7 +34,8 @@ import numpy as np
 
 from radref.checks import check_int, check_real
 from radref.core.flow import flow_init
-from radref.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from radref.training.checkpoint import (CheckpointError, DamagedCheckpointError, load_checkpoint,
+                                        save_checkpoint)
 from radref.training.hyperparameters import HYPERPARAMETER, RESUME_SETTINGS
 from radref.training.optim import AdamConfig, adam_init
 from radref.training.schedules import (EarlyStopping, LRSchedule, ParameterAverage,
@@ -221,7 +222,7 @@ def _checked_params(params, config, path):
     expected = flow_init(config, random_state=0)
     if set(expected) != set(params) or any(expected[k].shape != params[k].shape
                                            for k in expected):
-        raise CheckpointError(f"{path}: parameters do not match the architecture")
+        raise DamagedCheckpointError(f"{path}: parameters do not match the architecture")
     checked = {k: np.array(params[k], dtype=np.float64) for k in expected}
     for name, value in checked.items():
         if not np.all(np.isfinite(value)):

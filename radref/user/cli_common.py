@@ -7,7 +7,8 @@ User errors print one line, ``radref: error: <flag> <file>: <what is wrong>``.
 """
 import sys
 
-from radref.training.checkpoint import CheckpointError
+from radref.training.checkpoint import (CheckpointError, DamagedCheckpointError,
+                                        UnreadableCheckpointError)
 from radref.user.datafiles import STDIO, read_bytes, read_points
 from radref.user.estimators import load_model
 from radref.user.options import OptionError, check_option
@@ -80,16 +81,13 @@ def read_model(flag, path):
 def checkpoint_problem(exc, path):
     """A CheckpointError's message, without the path and without the internals
     of the library that failed to read the file."""
-    message = str(exc)
-    if message.startswith(f"{path}: "):
-        message = message[len(f"{path}: "):]
-    if message.startswith("not a readable radref checkpoint"):
+    if isinstance(exc, UnreadableCheckpointError):
         return ("an .npz archive radref cannot read: damaged, or not a model that "
                 "'radref train' wrote")
-    if message.startswith(("checkpoint is incomplete", "invalid model description",
-                           "parameters do not match")):
+    if isinstance(exc, DamagedCheckpointError):
         return "a damaged radref model (its content is incomplete or inconsistent)"
-    return message
+    message = str(exc)  # the message names the file first: the option names it already
+    return message[len(f"{path}: "):] if message.startswith(f"{path}: ") else message
 
 
 def read_points_of(flag, path, dim=None, model_flag=None, model_path=None):

@@ -29,7 +29,7 @@ from radref._version import REMOVED_IN
 from radref.checks import check_array, check_int, check_path
 from radref.core.flow import FlowConfig
 from radref.core.layers import affine, rad
-from radref.training.checkpoint import CheckpointError, load_checkpoint
+from radref.training.checkpoint import CheckpointError, DamagedCheckpointError, load_checkpoint
 from radref.training.hyperparameters import HYPERPARAMETER, HYPERPARAMETERS, check_hyperparameters
 from radref.training.run import (CheckpointMismatchError, TrainingInterrupted, TrainingRun,
                                  TrainingSettings, recorded_hyperparameters)
@@ -124,7 +124,8 @@ class _FlowEstimator(FittedFlow, ParamsMixin):
 
     def _config(self, dim, hp):
         a = self._architecture(hp)
-        return FlowConfig(self._kind.NAME, dim, a["n_layers"], a["hidden"], a.get("gate_hidden", 0))
+        return FlowConfig(self._kind.NAME, dim, a["n_layers"], a["hidden"],
+                          a.get("gate_hidden", 0))
 
     def _plain_params(self, hp):
         """The constructor parameters as JSON values (what a checkpoint records)."""
@@ -277,7 +278,7 @@ class _FlowEstimator(FittedFlow, ParamsMixin):
                 raise ValueError(f"estimator parameters {meta['extra'].get('estimator_params')} "
                                  f"do not match the architecture {hyper}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{path}: invalid model description in the checkpoint "
+            raise DamagedCheckpointError(f"{path}: invalid model description in the checkpoint "
                                   f"({type(exc).__name__}: {exc})") from None
         model._set_fitted(TrainingRun.from_checkpoint(
             path, cls.__name__, hyper, model._config(dim, hp),

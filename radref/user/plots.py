@@ -11,6 +11,7 @@ import numpy as np
 
 from radref.core.layers import layer_kind, split
 from radref.core.flow import flow_trajectory
+from radref.training.files import atomic_write
 
 #: colours of the branches k = 0, 1, 2 of a fold (paper Fig. 14's red/green/blue)
 BRANCH_COLOURS = np.array(["tab:red", "tab:green", "tab:blue"])
@@ -65,7 +66,8 @@ def plot_demo(path, data, models, scores, best=None, log_density=None, random_st
     """Write :func:`demo_figure` to the PNG file ``path``."""
     plt = _pyplot()
     fig = demo_figure(data, models, scores, best, log_density, random_state, n_samples)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as f:  # whole or not at all (docs/errors.md)
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -152,9 +154,11 @@ def plot_model(path, model, data=None, n_samples=4000, random_state=0, title=Non
     top, bottom = fig.subfigures(2, 1, height_ratios=[4.2, 5.0])
     _plot_overview(top, model, samples, data, xlim, ylim, n_samples)
     _plot_layers(bottom, model, points)
-    top.suptitle(f"{title + ': ' if title else ''}{model.display_name()} flow, {n_layers} coupling layers, "
+    top.suptitle(f"{title + ': ' if title else ''}{model.display_name()} flow, "
+                 f"{n_layers} coupling layers, "
                  f"{model.n_parameters()} parameters, {model.n_steps_} training steps")
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
 

@@ -25,7 +25,7 @@ from radref.core.mlp import mlp_backward, mlp_forward, mlp_init
 NAME = "affine"  # the key of radref.core.layers.LAYER_KINDS (FlowConfig.kind)
 MODEL_NAME = "realnvp"  # the model's name on the command line and in reproduce's runs
 DISPLAY_NAME = "Real NVP"
-MODEL_CLASS = "RealNVPFlow"  # the estimator of its models (radref.user.estimators; a checkpoint's "model")
+MODEL_CLASS = "RealNVPFlow"  # its estimator (radref.user.estimators; a checkpoint's "model")
 HAS_DISCRETE_LATENTS = False
 N_BRANCHES = 1
 #: the paper's baseline (§4.2): as many parameters as Rad's with 56 hidden units

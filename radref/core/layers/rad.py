@@ -45,7 +45,7 @@ from radref.core.surjection import surjection_inverse
 NAME = "rad"  # the key of radref.core.layers.LAYER_KINDS (FlowConfig.kind)
 MODEL_NAME = "rad"  # the model's name on the command line and in reproduce's runs
 DISPLAY_NAME = "Rad"
-MODEL_CLASS = "RadFlow"  # the estimator of its models (radref.user.estimators; a checkpoint's "model")
+MODEL_CLASS = "RadFlow"  # its estimator (radref.user.estimators; a checkpoint's "model")
 HAS_DISCRETE_LATENTS = True
 N_BRANCHES = 3  # k in {0, 1, 2}: the branches of the five-piece surjection
 #: the paper's architecture (§4.2); ``gate_hidden=None`` is ``hidden``
