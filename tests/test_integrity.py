@@ -843,3 +843,36 @@ def test_sampling_a_diverged_model_warns(tmp_path, moons_csv):
     X = np.loadtxt(moons_csv, delimiter=",")
     ok = RadFlow(n_layers=2, hidden=4, steps=20, progress=False, random_state=0).fit(X)
     assert np.all(np.isfinite(ok.sample(500, random_state=0)))  # and no warning
+
+
+def test_figures_and_golden_files_are_written_atomically(tmp_path, model_path, monkeypatch):
+    # beyond the list: `radref plot`/`demo` figures and `radref golden` wrote
+    # their files in place; a failure midway left half a file
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    from radref.user.plots import plot_model
+    figure = tmp_path / "m.png"
+    figure.write_bytes(b"the old figure")
+
+    def savefig_fails(self, fname, **kwargs):
+        if isinstance(fname, str):
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG half")
+        else:
+            fname.write(b"\x89PNG half")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(Figure, "savefig", savefig_fails)
+    with pytest.raises(OSError, match="disk full"):
+        plot_model(str(figure), load_model(model_path), n_samples=50)
+    monkeypatch.undo()
+    assert figure.read_bytes() == b"the old figure"
+    assert os.listdir(tmp_path) == ["m.png"]
+    from radref.reference.golden import document
+    (tmp_path / "g").mkdir()
+    old = tmp_path / "g" / document.JSON_NAME
+    old.write_text("old")
+    monkeypatch.setattr(document, "dumps", lambda jdoc: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        document.write_golden(str(tmp_path / "g"))
+    assert old.read_text() == "old" and os.listdir(tmp_path / "g") == [document.JSON_NAME]

@@ -24,6 +24,7 @@ from radref.reference.golden.cases import FLAGS, generate_cases
 from radref.reference.golden.codec import (GoldenFormatError, canonical_json, checksum,
                                            decode_array, encode_array)
 from radref.reference.golden.port_check import TOLERANCES, block_scales
+from radref.training.files import atomic_write
 
 SCHEMA = "radref-golden"
 #: 2: per-entry error measure with per-block field scales, float64_only reasons,
@@ -163,7 +164,8 @@ def write_npz(path, doc, jdoc):
     """Byte-deterministic .npz (fixed zip timestamps) of the arrays and the skeleton."""
     arrays = npz_arrays(doc)
     arrays["__skeleton__"] = np.array(canonical_json(skeleton(jdoc)))
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) \
+            as zf:
         for key, value in arrays.items():
             info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -180,7 +182,7 @@ def write_golden(out_dir):
     jdoc = to_json(doc)
     json_path = os.path.join(out_dir, JSON_NAME)
     npz_path = os.path.join(out_dir, NPZ_NAME)
-    with open(json_path, "w", encoding="ascii", newline="\n") as f:
+    with atomic_write(json_path, "w") as f:  # (dumps writes ASCII only)
         f.write(dumps(jdoc))
     write_npz(npz_path, doc, jdoc)
     return json_path, npz_path
