@@ -876,3 +876,44 @@ def test_figures_and_golden_files_are_written_atomically(tmp_path, model_path, m
     with pytest.raises(ZeroDivisionError):
         document.write_golden(str(tmp_path / "g"))
     assert old.read_text() == "old" and os.listdir(tmp_path / "g") == [document.JSON_NAME]
+
+
+def test_a_zip_directory_declaring_a_huge_size_is_refused_before_it_is_read(tmp_path,
+                                                                            model_path):
+    # beyond the list: zipfile reads the whole central directory into Python
+    # objects; its declared size is checked first
+    data = bytearray(model_path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 12:end + 16] = (2 ** 30).to_bytes(4, "little")
+    bad = tmp_path / "dir.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="its zip directory declares 1073741824 bytes"):
+        load_checkpoint(bad)
+
+
+def test_a_sweep_refuses_a_run_another_process_is_writing(capsys, finished_sweep):
+    # beyond the list: a second sweep (or an orphaned worker) on the same run
+    # directory; the run's lock names the holder
+    from radref.training.files import exclusive
+    out, run, _ = finished_sweep
+    (run / "result.json").unlink()  # unfinished: the sweep would train it
+    with exclusive(str(run)):
+        status, _, err = _rerun(capsys, out)
+    assert status == 2
+    assert f"{run} is being written by process {os.getpid()} on host" in err
+
+
+def test_damaged_protocol_and_progress_files_are_named_or_ignored(capsys, finished_sweep,
+                                                                  tmp_path):
+    # beyond the list: a truncated protocol.json stopped the sweep with a bare
+    # JSON error; a damaged progress.json (advisory) must not stop a sweep
+    from radref.user import sweep
+    out, run, _ = finished_sweep
+    progress = run / "progress.json"
+    progress.write_text('{"session": ')
+    job = sweep.Job("ring rad s0", {}, "k", str(progress), 60, 0, "r")
+    assert "runs done 0/1" in sweep.status_line([job], "s", [], 1, 0, 1, 1.0)
+    protocol = run.parent.parent / "protocol.json"
+    protocol.write_text(protocol.read_text()[:20])
+    status, _, err = _rerun(capsys, out)
+    assert status == 2 and f"{protocol}: unreadable" in err and "Traceback" not in err
