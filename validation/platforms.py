@@ -48,9 +48,9 @@ X86_CORETYPES = ("Prescott", "Nehalem", "Sandybridge", "Haswell", "SkylakeX", "C
 def simd_levels():
     """NumPy's dispatch targets this machine runs, highest first.
 
-    Disabling one of them also disables every higher one (NumPy's own
-    implication rules), so each is one simulated CPU: ``NPY_DISABLE_CPU_FEATURES=X``
-    is "a CPU without X".
+    Each is one simulated CPU: ``NPY_DISABLE_CPU_FEATURES=X`` is "a CPU without
+    X" (NumPy also drops the targets that imply X: disabling ``X86_V4`` leaves
+    the AVX2 kernels, disabling ``X86_V3`` the baseline ones).
     """
     try:
         from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__

@@ -119,15 +119,15 @@ def step_2_rad1d():
 
 
 def simd_level():
-    """The highest SIMD dispatch target NumPy uses on this CPU (e.g. ``AVX512_ICL``;
-    lowered by ``NPY_DISABLE_CPU_FEATURES``): its exp, log, tanh kernels differ per
-    level, in the last bits."""
+    """NumPy's SIMD dispatch targets enabled on this CPU, joined by ``+`` (e.g.
+    ``X86_V3+X86_V4+AVX512_ICL``; ``NPY_DISABLE_CPU_FEATURES`` removes some):
+    its exp, log, tanh kernels differ per target, in the last bits."""
     try:
         from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
     except ImportError:  # NumPy < 2
         from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
     enabled = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
-    return enabled[-1] if enabled else "baseline"
+    return "+".join(enabled) if enabled else "baseline"
 
 
 def blas_description():
