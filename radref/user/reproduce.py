@@ -96,7 +96,7 @@ def make_protocol(steps, n_train, n_test, batch_size, lr, eval_every, hidden=Non
 
     ``hidden``, when given, replaces the hidden units of both models (and of
     Rad's gating network); otherwise the paper's :data:`ARCHITECTURES` apply.
-    ``recipe`` (:func:`radref.user.recipe.recipe_from_args`: learning-rate
+    ``recipe`` (:func:`radref.user.options.recipe_from_args`: learning-rate
     schedule, parameter averaging, early stopping) applies to both models;
     it is recorded under ``"recipe"`` only when it is not the paper's
     (empty), so the paper protocol's hash does not depend on it.
