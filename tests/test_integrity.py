@@ -299,14 +299,15 @@ def test_other_hostile_checkpoints_are_refused_cheaply(tmp_path, model_path, att
 def test_a_damaged_meta_is_a_checkpoint_error(capsys, tmp_path, model_path, damage, message):
     # finding 7: '[' x 100000 gave a RecursionError traceback, no 'model' a
     # KeyError, 'model' as a list "unhashable type: 'list'"
-    raw, edit = None, None
+    raw = None
     if damage == "deep":
-        raw = b"[" * 100_000
+        raw, edit_meta = b"[" * 100_000, None
     elif damage == "step_huge_int":
         raw = json.dumps({"format": "radref-checkpoint", "version": 1}).encode()[:-1] \
             + b', "step": ' + b"9" * 5000 + b"}"
+        edit_meta = None
     else:
-        def edit(meta):
+        def edit_meta(meta):
             if damage == "no_model":
                 del meta["model"]
             elif damage == "model_list":
@@ -319,7 +320,7 @@ def test_a_damaged_meta_is_a_checkpoint_error(capsys, tmp_path, model_path, dama
                 meta["extra"] = "x"
             else:
                 meta["hyperparameters"]["gate_hidden"] = 8.0
-    bad = _forge(tmp_path / "bad.npz", model_path, edit, raw_meta=raw)
+    bad = _forge(tmp_path / "bad.npz", model_path, edit_meta, raw_meta=raw)
     with pytest.raises(CheckpointError, match=message):
         load_model(bad)
     status, _, err = _run(capsys, ["sample", "--model", bad, "--out", tmp_path / "s.csv"])

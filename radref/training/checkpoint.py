@@ -124,7 +124,8 @@ MAX_PARAMETERS = 2 ** 24
 #: ``ema``, ``best`` today): the arrays' total size is at most this many
 #: times the parameters' size.
 MAX_GROUPS = 8
-#: The ``meta`` entry (JSON; a 50,000-step history is ~2 MB) and its nesting (radref writes 4 levels).
+#: The ``meta`` entry (JSON; a 50,000-step history is ~2 MB) and its nesting
+#: (radref writes 4 levels).
 MAX_META_BYTES, MAX_META_DEPTH = 64 * 2 ** 20, 32
 #: The zip's central directory (~80 bytes per array).
 MAX_DIRECTORY_BYTES = 16 * 2 ** 20
@@ -356,7 +357,8 @@ def declared_architecture(meta, path, expected_model=None):
     """
     model = meta["model"]
     if expected_model is not None and model != expected_model:
-        raise CheckpointError(f"{path}: holds a {model if len(model) <= 40 else _short(model)}, not a {expected_model}")
+        shown = model if len(model) <= 40 else _short(model)
+        raise CheckpointError(f"{path}: holds a {shown}, not a {expected_model}")
     if model not in CLASS_KINDS:
         raise CheckpointError(f"{path}: unknown model class {_short(model)}")
     hyper = meta["hyperparameters"]

@@ -685,7 +685,8 @@ def write_tables(results, directory, negative_entropy=None, recipe=None):
                          for k in TABLE_KEYS])
     summary = summarize(results)
     table = (f"Training recipe: {describe_recipe(recipe)} (the paper's columns: the paper's "
-             f"training).\n\n" if recipe else "") + markdown_table(summary, negative_entropy) + "\n"
+             f"training).\n\n" if recipe else "")
+    table += markdown_table(summary, negative_entropy) + "\n"
     texts = {
         "results.csv": csv_text.getvalue(),
         "results.json": json.dumps(json_ready([{k: r[k] for k in TABLE_KEYS} for r in results]),
