@@ -2,5 +2,8 @@
 (:mod:`~radref.training.train`), locating a non-finite loss
 (:mod:`~radref.training.diagnostics`), checkpoints
 (:mod:`~radref.training.checkpoint`), the one table of hyperparameters
-(:mod:`~radref.training.hyperparameters`) and one training run
-(:mod:`~radref.training.run`).  Builds on :mod:`radref.core` only."""
+(:mod:`~radref.training.hyperparameters`), one training run
+(:mod:`~radref.training.run`), and the files and signals every writer shares
+(:mod:`~radref.training.files`: atomic writes, locks;
+:mod:`~radref.training.signals`: SIGTERM as Ctrl-C).  Builds on
+:mod:`radref.core` only."""

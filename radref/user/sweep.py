@@ -6,7 +6,11 @@ waits and reports; it never trains.  Two backends share one interface
 (``slots()``, ``submit(task, payload, key)``, context manager):
 
 - :class:`LocalPool`: worker processes on this machine (``spawn``), the
-  default; needs nothing beyond the standard library.
+  default; needs nothing beyond the standard library.  No worker outlives
+  the sweep: leaving the pool on an exception (Ctrl-C, SIGTERM, an error)
+  sends every worker SIGTERM (its task unwinds: temporary files removed,
+  run directory unlocked) and SIGKILL after a grace period, and a worker
+  whose client died, even of SIGKILL, ends itself (it watches its parent).
 - :class:`DaskCluster`: the workers of an existing ``dask.distributed``
   cluster, reached through its scheduler's address.  Dask is imported only
   here, when this backend is chosen.
