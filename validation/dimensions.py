@@ -56,7 +56,8 @@ def run_flow(problem, model, seed, settings, directory):
     X_train, X_test = datasets_nd.train_test_split_samples(
         problem, settings["n_train"], settings["n_test"], random_state=seed)
     cls = estimator(model)
-    architecture = {k: v for k, v in cls.default_architecture().items() if k != "estimator"}
+    from radref.user.reproduce import ARCHITECTURES
+    architecture = {k: v for k, v in ARCHITECTURES[model].items() if k != "estimator"}
     flow = cls(**architecture, random_state=seed, steps=settings["steps"],
                batch_size=settings["batch_size"], lr=settings["lr"],
                eval_every=settings["eval_every"], progress=False)

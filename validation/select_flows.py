@@ -76,7 +76,8 @@ def run_candidate(problem, model, hidden, lr, schedule, seed, settings, director
     cpu = time.process_time()
     X_fit, X_val = fit_rows(problem, seed, settings)
     cls = {"rad": RadFlow, "realnvp": RealNVPFlow}[model]
-    architecture = {k: v for k, v in cls.default_architecture().items() if k != "estimator"}
+    from radref.user.reproduce import ARCHITECTURES
+    architecture = {k: v for k, v in ARCHITECTURES[model].items() if k != "estimator"}
     architecture["hidden"] = hidden
     if "gate_hidden" in architecture:
         architecture["gate_hidden"] = hidden  # as radref reproduce --hidden does
