@@ -803,12 +803,12 @@ def figure(study, path):
     if "own_best" in study:
         own = study["own_best"]
         panels.append((f"Each model's best training: Rad ({own['rad_variant']}) − Real NVP "
-                       f"({own['realnvp_variant']}), t interval only",
+                       f"({own['realnvp_variant']}), no bootstrap",
                        [(p, own["problems"][p]["rad_minus_realnvp"]) for p in PROBLEMS], False))
     for v, by_model in study["recipes"].items():
         if "rad" in by_model:
             # paired with runs of older code: only the t interval holds (results.md)
-            panels.append((f"Rad: {v} − paper (t interval only)",
+            panels.append((f"Rad: {v} − paper (no bootstrap)",
                            [(p, by_model["rad"][p]["minus_paper"]) for p in PROBLEMS], False))
     panels.append(("By training points: Rad − Real NVP",
                    [(f"{problem}, {int(n):,}", r["rad_minus_realnvp"])
