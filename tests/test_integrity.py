@@ -633,16 +633,19 @@ def test_a_stopped_sweep_leaves_no_worker_behind(tmp_path, sig):
     # its pool workers alive; they finished their runs after the client was
     # gone, beside a restarted sweep
     out = tmp_path / "results"
+    # one segment of 200,000 steps: no periodic checkpoint comes before the signal
     client = subprocess.Popen([sys.executable, "-m", "radref", "reproduce", "--quick",
-                               "--steps", "200000", "--n-train", "200", "--n-test", "100",
-                               "--batch-size", "50", "--seeds", "0", "--problems", "ring",
-                               "spiral", "--models", "rad", "--workers", "2", "--out", str(out)],
+                               "--steps", "200000", "--eval-every", "200000", "--n-train", "200",
+                               "--n-test", "100", "--batch-size", "50", "--seeds", "0",
+                               "--problems", "ring", "spiral", "--models", "rad", "--workers",
+                               "2", "--out", str(out)],
                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     workers = []
     try:
-        _wait_for(lambda: len(list(out.glob("protocol-*/runs/*/checkpoint.npz"))) == 2,
-                  what="both runs to checkpoint")
+        _wait_for(lambda: len(list(out.glob("protocol-*/runs/*/progress.json"))) == 2,
+                  what="both runs to start")
+        time.sleep(2.0)  # training
         workers = [pid for pid in _children(client.pid) if _running(pid)]
         workers += [grandchild for pid in workers for grandchild in _children(pid)]
         assert len(workers) >= 2
@@ -659,11 +662,16 @@ def test_a_stopped_sweep_leaves_no_worker_behind(tmp_path, sig):
         for pid in workers:  # (when the test fails: leave nothing running)
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
-    # no temporary file left, no run directory locked; the same command resumes
-    for run in out.glob("protocol-*/runs/*"):
+    # no temporary file left, no run directory locked; after SIGTERM each run
+    # saved the step under way (nothing lost), as Ctrl-C does
+    runs = list(out.glob("protocol-*/runs/*"))
+    assert len(runs) == 2
+    for run in runs:
         assert not [n for n in os.listdir(run) if n.endswith(".tmp")]
         from radref.training.files import is_locked
         assert is_locked(str(run)) is None
+        if sig == signal.SIGTERM:
+            assert load_checkpoint(run / "checkpoint.npz")[0]["step"] > 0
 
 
 # ======================================================================

@@ -40,7 +40,7 @@ from radref.training.hyperparameters import HYPERPARAMETER, RESUME_SETTINGS
 from radref.training.optim import AdamConfig, adam_init
 from radref.training.schedules import (EarlyStopping, LRSchedule, ParameterAverage,
                                        validation_split)
-from radref.training.signals import Terminated, raise_terminated
+from radref.training.signals import Terminated, defers_sigterm
 from radref.training.train import NonFiniteError, train
 
 
@@ -517,18 +517,18 @@ def _deferred_interrupt():
     flag's ``signum`` says which signal asked.
 
     Only in the main thread, and only for a signal whose handler is Python's
-    default (or, for SIGTERM, the ``radref`` command's,
-    :func:`radref.training.signals.raise_terminated`): a handler the program
-    set up is left alone.
+    default or, for SIGTERM, one of radref's own (the ``radref`` command's,
+    a sweep worker's: :func:`radref.training.signals.defers_sigterm`): a
+    handler the program set up is left alone.
     """
     flag = threading.Event()
     flag.signum = None
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    defaults = {signal.SIGINT: (signal.default_int_handler,),
-                signal.SIGTERM: (signal.SIG_DFL, raise_terminated)}
-    taken = [sig for sig, handlers in defaults.items() if signal.getsignal(sig) in handlers]
+    taken = [sig for sig, ours in (
+        (signal.SIGINT, signal.getsignal(signal.SIGINT) is signal.default_int_handler),
+        (signal.SIGTERM, defers_sigterm(signal.getsignal(signal.SIGTERM)))) if ours]
 
     def handler(signum, frame):
         if flag.is_set():

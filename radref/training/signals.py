@@ -27,6 +27,18 @@ def raise_terminated(signum, frame):
     raise Terminated("terminated by SIGTERM")
 
 
+#: radref's SIGTERM handlers say so: training may defer them (below)
+raise_terminated.radref_defers = True
+
+
+def defers_sigterm(handler):
+    """Whether training may take SIGTERM over from ``handler`` (to stop after
+    the step under way and save its state): Python's default, or one of
+    radref's own handlers (marked ``radref_defers``), never a handler the
+    program installed."""
+    return handler is signal.SIG_DFL or getattr(handler, "radref_defers", False)
+
+
 @contextlib.contextmanager
 def sigterm_raises():
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread

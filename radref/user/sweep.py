@@ -8,9 +8,10 @@ waits and reports; it never trains.  Two backends share one interface
 - :class:`LocalPool`: worker processes on this machine (``spawn``), the
   default; needs nothing beyond the standard library.  No worker outlives
   the sweep: leaving the pool on an exception (Ctrl-C, SIGTERM, an error)
-  sends every worker SIGTERM (its task unwinds: temporary files removed,
-  run directory unlocked) and SIGKILL after a grace period, and a worker
-  whose client died, even of SIGKILL, ends itself (it watches its parent).
+  stops every task (a fit saves its checkpoint at the step under way; files
+  are cleaned up, run directories unlocked) and ends the workers, killing
+  any still running after a grace period; a worker whose client died, even
+  of SIGKILL, stops its task the same way and exits (it watches its parent).
 - :class:`DaskCluster`: the workers of an existing ``dask.distributed``
   cluster, reached through its scheduler's address.  Dask is imported only
   here, when this backend is chosen.
@@ -203,6 +204,7 @@ class LocalPool:
         self._executor = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_local_worker_init, initargs=(os.getpid(),))
+        self._futures = []
         return self
 
     def __exit__(self, kind, exc, traceback):
@@ -211,34 +213,46 @@ class LocalPool:
                 self._executor.shutdown(wait=True, cancel_futures=True)
             else:  # Ctrl-C, SIGTERM or an error: no task is left running
                 self.stop_workers()
-                self._executor.shutdown(wait=False, cancel_futures=True)
         finally:
             self._env.__exit__(kind, exc, traceback)
 
     def stop_workers(self, grace=30.0):
-        """End every worker process now: SIGTERM (a worker's task unwinds, its
-        temporary files removed, its run directory unlocked; the run resumes
-        from its last checkpoint next time), then SIGKILL after ``grace``
-        seconds for any worker still alive."""
-        # (the executor keeps its processes in ``_processes``, pid -> Process)
-        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        """Stop every task now and end the workers.
+
+        Tasks not started are cancelled; every worker gets SIGTERM: a running
+        fit stops after the step under way and saves its checkpoint, any
+        other task unwinds (temporary files removed, run directory unlocked),
+        and a worker starts no further task.  Once every task has ended the
+        workers are shut down normally; any still running after ``grace``
+        seconds are killed (SIGKILL).
+        """
+        import concurrent.futures
         with _signals_ignored():  # a second Ctrl-C or SIGTERM must not stop this halfway
+            for future in self._futures:
+                future.cancel()
+            # (the executor keeps its processes in ``_processes``, pid -> Process)
+            processes = list((getattr(self._executor, "_processes", None) or {}).values())
             for process in processes:
                 if process.is_alive():
                     process.terminate()
-            deadline = time.monotonic() + grace
-            for process in processes:
-                process.join(max(0.0, deadline - time.monotonic()))
+            running = [future for future in self._futures if not future.done()]
+            concurrent.futures.wait(running, timeout=grace)
+            if all(future.done() for future in self._futures):
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                return
             for process in processes:
                 if process.is_alive():
                     process.kill()
                     process.join(5.0)
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def slots(self):
         return self.workers
 
     def submit(self, task, payload, key):
-        return self._executor.submit(_run_in_local_worker, task, payload)
+        future = self._executor.submit(_run_in_local_worker, task, payload)
+        self._futures.append(future)
+        return future
 
 
 @contextlib.contextmanager
@@ -254,45 +268,62 @@ def _signals_ignored():
             signal.signal(sig, handler)
 
 
-#: state of a local worker process: is a task running?
-_WORKER = {"busy": False}
+#: State of a local worker process: a task running, asked to stop, its client's pid.
+_WORKER = {"busy": False, "stopping": False, "client": None}
 
 
 def _local_worker_init(client_pid, period=0.5):
     """Set up a local worker process.
 
-    Ctrl-C is the client's to handle (it stops the workers); SIGTERM ends the
-    worker: at once when idle, else by raising :class:`Terminated` in the
-    running task, whose ``finally`` blocks clean up, then exiting; and a
-    worker whose client is gone (killed, even by SIGKILL, so that the
-    worker now has another parent) sends itself SIGTERM: no worker outlives
-    its sweep.
+    Ctrl-C is the client's to handle (it stops the workers).  SIGTERM asks
+    the worker to stop: the running task stops (a fit after the step under
+    way, with its checkpoint saved: it takes SIGTERM over, see
+    :func:`radref.training.signals.defers_sigterm`), no further task starts,
+    and the worker ends when the client shuts the pool down.  A worker whose
+    client is gone (killed, even by SIGKILL: the worker then has another
+    parent) stops its task the same way and exits: no worker outlives its
+    sweep.
     """
+    _WORKER["client"] = client_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_terminated)
 
     def watch():
         while os.getppid() == client_pid:
             time.sleep(period)
+        if not _WORKER["busy"]:
+            os._exit(EXIT_TERMINATED)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="radref-watch-client", daemon=True).start()
 
 
 def _worker_terminated(signum, frame):
-    if not _WORKER["busy"]:
-        os._exit(EXIT_TERMINATED)
-    raise Terminated("worker terminated by SIGTERM")
+    _WORKER["stopping"] = True
+    if _WORKER["busy"]:
+        raise Terminated("worker terminated by SIGTERM")
+
+
+# A fit running in the worker takes SIGTERM over (radref.training.signals.
+# defers_sigterm): it stops after the step under way and saves its checkpoint.
+_worker_terminated.radref_defers = True
 
 
 def _run_in_local_worker(task, payload):
-    """``task(payload)`` in a local worker; the worker exits after a SIGTERM
-    once the task has unwound."""
+    """``task(payload)`` in a local worker, unless the worker was asked to stop.
+    A task stopped by SIGTERM raises ``KeyboardInterrupt`` (a fit's
+    ``TrainingInterrupted`` after saving its state, else :class:`Terminated`):
+    it goes back to the client, or, when the client is gone, the worker exits."""
+    if _WORKER["stopping"]:
+        raise Terminated("the sweep is stopping: task not started")
     _WORKER["busy"] = True
     try:
         return task(payload)
-    except Terminated:
-        os._exit(EXIT_TERMINATED)
+    except KeyboardInterrupt:
+        _WORKER["stopping"] = True
+        if os.getppid() != _WORKER["client"]:  # orphaned: nobody to report to
+            os._exit(EXIT_TERMINATED)
+        raise
     finally:
         _WORKER["busy"] = False
 
