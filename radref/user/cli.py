@@ -2,9 +2,10 @@
 golden | check-port``.
 
 User errors print one line, ``radref: error: <flag> <file>: <what is wrong>``
-(:mod:`radref.user.cli_common`), and exit with status 2; Ctrl-C exits with status 130 (``train`` first saves
-a checkpoint and prints the command that resumes: :mod:`radref.user.cli_train`).
-Every option is checked, and every output path, before any work starts.
+(:mod:`radref.user.cli_common`), and exit with status 2; Ctrl-C exits with
+status 130 (``train`` first saves a checkpoint and prints the command that
+resumes: :mod:`radref.user.cli_train`).  Every option is checked, and every
+output path, before any work starts.
 """
 import argparse
 import contextlib
