@@ -926,3 +926,22 @@ def test_damaged_protocol_and_progress_files_are_named_or_ignored(capsys, finish
     protocol.write_text(protocol.read_text()[:20])
     status, _, err = _rerun(capsys, out)
     assert status == 2 and f"{protocol}: unreadable" in err and "Traceback" not in err
+
+
+def test_a_crafted_test_points_file_is_refused_from_its_header(capsys, finished_sweep):
+    # beyond the list: test_points.npz is read to verify a run; a member
+    # declaring 200 million values is refused from its .npy header, before
+    # its data is read (as a checkpoint's members are)
+    import io
+    out, run, true = finished_sweep
+    _edit_json(run / "run.json", lambda r: r.pop("files"))  # as a run without digests
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (200_000_000,)})
+    member.write(bytes(2 ** 16))
+    with zipfile.ZipFile(run / "test_points.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.npy", member.getvalue())
+    status, text, err = _rerun(capsys, out)
+    assert status == 0, err
+    assert "model declares float64 of shape (200000000,)" in text
+    assert json.loads((run / "result.json").read_text())["test_loglik"] == true["test_loglik"]

@@ -42,6 +42,7 @@ import socket
 import subprocess
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -281,9 +282,9 @@ def _check_points(points_path, result_path, result, spec):
     """The held-out scores of ``result`` are the means of ``test_points.npz``."""
     n_test = spec["protocol"].get("n_test")
     try:
-        with np.load(points_path, allow_pickle=False) as archive:
-            points = {key: archive[key] for key in archive.files if key in
-                      ("model", "last_iterate")}
+        points = _read_points(points_path, n_test)
+    except DamagedRun:
+        raise
     except Exception as exc:  # any damage: zipfile and numpy raise many types
         raise DamagedRun(f"{points_path}: unreadable ({type(exc).__name__}: {exc})") from None
     for key, field in (("model", "test_loglik"), ("last_iterate", "test_loglik_last_iterate")):
@@ -298,6 +299,33 @@ def _check_points(points_path, result_path, result, spec):
         if not _same_score(result[field], recomputed):
             raise DamagedRun(f"{result_path}: {field} {result[field]!r} is not the mean "
                              f"{recomputed!r} of the per-point values in {POINTS_FILE}")
+
+
+def _read_points(points_path, n_test):
+    """The arrays ``model`` and ``last_iterate`` of ``test_points.npz``, each
+    checked from its .npy header (``n_test`` float64 values) before its data
+    is read: a damaged or crafted file costs no more than a genuine one."""
+    points = {}
+    with zipfile.ZipFile(points_path) as archive:
+        for info in archive.infolist():
+            key = info.filename[:-len(".npy")]
+            if key not in ("model", "last_iterate") or not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"{info.filename}: a .npy of version {version}")
+                shape, _, dtype = read_header(f)
+                if shape != (n_test,) or dtype not in (np.dtype("<f8"), np.dtype(">f8")):
+                    raise DamagedRun(f"{points_path}: {key} declares {dtype} of shape {shape}, "
+                                     f"not the {n_test} float64 log-likelihoods of the run")
+                data = f.read(8 * n_test + 1)
+            if len(data) != 8 * n_test:
+                raise ValueError(f"{info.filename}: the data is not {n_test} values long")
+            points[key] = np.frombuffer(data, dtype=dtype).astype(np.float64)
+    return points
 
 
 def _run_files(directory):
