@@ -412,6 +412,8 @@ def test_two_moons_settled_on_synthetic_runs(study, tmp_path):
     assert all("holm_low" in r["rad_minus_realnvp"] for r in rows)
     text = study.two_moons_table({"two_moons": moons})
     assert any("10,000 points, 5,000 steps" in line for line in text)
+    changes = [line for line in text if line.startswith("| change of")]
+    assert len(changes) == 3 and all("| Rad gains (n = 3) |" in line for line in changes)
 
 
 def test_dimensions_quick_run_and_its_rows(study, tmp_path):

@@ -650,6 +650,12 @@ def data_size_table(study):
     return rows
 
 
+def _change_verdict(d):
+    """The verdict of a change of Rad − Real NVP between two rows."""
+    return {"Rad ahead": "Rad gains", "Real NVP ahead": "Rad loses"}.get(verdict(d),
+                                                                         "no change shown")
+
+
 def two_moons_table(study):
     moons = study["two_moons"]
     rows = [f"| two moons | Rad | Real NVP | {COMPARISON[0]} | Rad's gap to the exact density "
@@ -659,8 +665,7 @@ def two_moons_table(study):
                                 f" {row['rad_gap']:.3f} | {row['realnvp_gap']:.3f} |"))
     for label, d in moons["changes"].items():
         rows.append(f"| change of Rad − Real NVP: {label} | | | {_ci(d)} | {_holm(d)} | "
-                    f"{_boot(d)} | {verdict(d, 'Rad gains', 'Rad loses')} (n = "
-                    f"{len(d['seeds'])}) | | |")
+                    f"{_boot(d)} | {_change_verdict(d)} (n = {len(d['seeds'])}) | | |")
     return rows
 
 
