@@ -43,6 +43,16 @@ def estimator(model):
     return {"rad": RadFlow, "realnvp": RealNVPFlow}[model]
 
 
+def paper_architecture(model):
+    """The paper's architecture of ``model`` as ``radref reproduce`` runs it
+    (its ``ARCHITECTURES``, without the estimator's name)."""
+    try:
+        from radref.user.protocol import ARCHITECTURES
+    except ImportError:  # radref before the protocol module
+        from radref.user.reproduce import ARCHITECTURES
+    return {k: v for k, v in ARCHITECTURES[model].items() if k != "estimator"}
+
+
 def run_flow(problem, model, seed, settings, directory):
     """Train one flow (resuming from its checkpoint) and write its result;
     returns the result dict (read back when the run had finished before)."""
@@ -56,8 +66,7 @@ def run_flow(problem, model, seed, settings, directory):
     X_train, X_test = datasets_nd.train_test_split_samples(
         problem, settings["n_train"], settings["n_test"], random_state=seed)
     cls = estimator(model)
-    from radref.user.reproduce import ARCHITECTURES
-    architecture = {k: v for k, v in ARCHITECTURES[model].items() if k != "estimator"}
+    architecture = paper_architecture(model)
     flow = cls(**architecture, random_state=seed, steps=settings["steps"],
                batch_size=settings["batch_size"], lr=settings["lr"],
                eval_every=settings["eval_every"], progress=False)

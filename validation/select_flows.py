@@ -47,6 +47,16 @@ FULL = dict(steps=50_000, n_train=10_000, batch_size=500, eval_every=2_500,
 QUICK = dict(steps=30, n_train=400, batch_size=100, eval_every=15, validation_fraction=0.25)
 
 
+def paper_architecture(model):
+    """The paper's architecture of ``model`` as ``radref reproduce`` runs it
+    (its ``ARCHITECTURES``, without the estimator's name)."""
+    try:
+        from radref.user.protocol import ARCHITECTURES
+    except ImportError:  # radref before the protocol module
+        from radref.user.reproduce import ARCHITECTURES
+    return {k: v for k, v in ARCHITECTURES[model].items() if k != "estimator"}
+
+
 def candidate_name(problem, model, hidden, lr, schedule, seed):
     return f"{problem}-{model}-h{hidden}-lr{lr:g}-{schedule}-s{seed}"
 
@@ -76,8 +86,7 @@ def run_candidate(problem, model, hidden, lr, schedule, seed, settings, director
     cpu = time.process_time()
     X_fit, X_val = fit_rows(problem, seed, settings)
     cls = {"rad": RadFlow, "realnvp": RealNVPFlow}[model]
-    from radref.user.reproduce import ARCHITECTURES
-    architecture = {k: v for k, v in ARCHITECTURES[model].items() if k != "estimator"}
+    architecture = paper_architecture(model)
     architecture["hidden"] = hidden
     if "gate_hidden" in architecture:
         architecture["gate_hidden"] = hidden  # as radref reproduce --hidden does
