@@ -17,7 +17,7 @@ import pytest
 from radref import __version__, datasets
 from radref.core.flow import FlowConfig, flow_forward, flow_init, flow_trajectory
 from radref.training.checkpoint import load_checkpoint
-from radref.user import reproduce, sweep
+from radref.user import cli_reproduce, reproduce, sweep
 from radref.user.cli import main
 from radref.user.estimators import RadFlow, load_model
 from radref.user.reproduce import FULL, PAPER, QUICK, markdown_table, summarize
@@ -573,7 +573,7 @@ def test_documented_recipe_commands_give_the_committed_recipes():
             committed.append(_read_json(os.path.join(REPO, "validation", "results", "study",
                                                      path, "protocol.json")).get("recipe", {}))
     parser = argparse.ArgumentParser()
-    reproduce.add_arguments(parser)
+    cli_reproduce.add_arguments(parser)
     documented = [recipe_from_args(parser.parse_args(argv)) for argv in (
         [], ["--lr-schedule", "cosine", "--ema-decay", "0.999"],
         ["--early-stopping", "--n-iter-no-change", "4"])]

@@ -121,8 +121,8 @@ def _cmd_plot(args):
 
 
 def _cmd_reproduce(args):
-    from radref.user import reproduce
-    reproduce.run_from_args(args)
+    from radref.user import cli_reproduce
+    cli_reproduce.run_from_args(args)
 
 
 def _cmd_golden(args):
@@ -236,8 +236,8 @@ def build_parser():
                                      "seeds (and any sweep of settings), on local worker "
                                      "processes or a Dask cluster; every run is keyed by its "
                                      "full protocol, reused only on an exact match, resumable.")
-    from radref.user import reproduce
-    reproduce.add_arguments(rep)
+    from radref.user import cli_reproduce
+    cli_reproduce.add_arguments(rep)
     rep.set_defaults(func=_cmd_reproduce)
 
     gold = sub.add_parser("golden", help="write the golden reference vectors for ports",
