@@ -77,3 +77,11 @@ def test_the_check_catches_an_upward_import(tmp_path):
     imported = radref_imports(bad)
     assert imported == {"radref.user.estimators"}
     assert layer_of("radref.user.estimators") > layer_of("radref.core.flow")
+
+
+def test_the_user_layer_has_no_god_module():
+    """Issue 22: the estimator is a thin adapter (under 400 lines) and no module of
+    radref/user exceeds 500 lines."""
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "user").glob("*.py")}
+    assert sizes["estimators.py"] < 400, sizes["estimators.py"]
+    assert max(sizes.values()) <= 500, sizes
