@@ -1,19 +1,8 @@
 """The paper's experiment (§4; notes §7) and users' own sweeps, as protocol-keyed runs.
 
-A *run* trains one model (``rad`` or ``realnvp``) on one problem with one seed
-under one *protocol*: everything else that decides its numbers (steps, data
-sizes, batch size, Adam's lr, beta1, beta2 and eps, both models'
-architectures, how often the held-out set is scored, the radref version, the
-data generators' version :data:`radref.datasets.GENERATOR_VERSION`, and the
-version :data:`SCHEME` of what a run means, e.g. how a seed draws the data).
-The SHA-256 of the protocol's canonical JSON names its directory::
-
-    OUT/protocol-<12 hex digits>/protocol.json       the protocol
-        runs/<problem>-<model>-s<seed>/run.json      problem, model, seed, protocol, hash
-                                      checkpoint.npz training state (every eval_every steps)
-                                      progress.json  steps done, by which process, how fast
-                                      result.json    scores and learning curves
-        results.csv, results.json, summary.json, table.md   of every finished run there
+A *run* trains one model on one problem with one seed under one *protocol*
+(:mod:`radref.user.protocol`: what a protocol holds, and the directory
+``OUT/protocol-<hash>/runs/<problem>-<model>-s<seed>/`` of each run).
 
 A run is reused only when its ``run.json`` equals the requested run in every
 setting, and a checkpoint is resumed only under the same condition; anything
