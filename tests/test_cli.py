@@ -909,7 +909,7 @@ def test_train_checkpoint_errors_name_what_differs(tmp_path, capsys):
                        "needs the same --lr-decay-steps")
     status, _, err = _run(capsys, ["train", "--steps", "10", "--lr", "0.01", "--lr-schedule",
                                    "cosine", "--checkpoint", checkpoint] + out + common)
-    _assert_user_error(status, err, "(other --lr 0.005 there, 0.01 now)")
+    _assert_user_error(status, err, "(other settings: --lr 0.005 there, 0.01 now)")
     # fewer steps than the checkpoint holds
     status, _, err = _run(capsys, ["train", "--steps", "5", "--lr-schedule", "cosine",
                                    "--checkpoint", checkpoint] + out + common)
@@ -944,3 +944,17 @@ def test_train_recipe_without_idle_options_has_no_warning(tmp_path, capsys):
                                    "step", "--lr-step-size", "5", "--early-stopping",
                                    "--eval-every", "5"] + TINY)
     assert status == 0 and err == ""
+
+
+def test_help_never_offers_python_spellings(capsys):
+    """A new user read "(None: fresh entropy)" and typed --seed None: the command
+    line says "omitted" for what Python spells None; check-port's help states the
+    measure it applies (with the magnitude M, docs/golden.md §5)."""
+    for command in ("train", "reproduce"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "None:" not in out and "(omitted:" in out, command
+    with pytest.raises(SystemExit):
+        main(["check-port", "--help"])
+    assert "max(|golden|, M) + S" in " ".join(capsys.readouterr().out.split())

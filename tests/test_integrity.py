@@ -796,6 +796,9 @@ def test_diverging_training_warns_with_the_step_the_figure_and_the_remedy(tmp_pa
     (line,) = [w for w in result.stderr.splitlines() if w.startswith("radref: warning:")]
     assert "training is diverging at step 100: the smoothed log-likelihood is -" in line
     assert "try a smaller --lr" in line and "now 10" in line
+    # the summary after training says so too (a new user missed the warning among the lines)
+    assert "this training run diverged (from step 100" in result.stdout
+    assert "nats on the training points" in result.stdout and "e+" not in result.stdout
     X = np.loadtxt(moons_csv, delimiter=",")
     from radref.training.diagnostics import DivergenceWarning
     with pytest.warns(DivergenceWarning, match=r"diverging at step \d+: .* nats per point, "

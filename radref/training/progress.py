@@ -115,9 +115,9 @@ class TrainingProgress:
         now = self.clock() if now is None else now
         done = step - self.start
         elapsed = now - self.began
-        parts = [f"step {step}/{self.total}", f"loglik {self.smoothed:+.4f} (smoothed)"]
+        parts = [f"step {step}/{self.total}", f"loglik {format_nats(self.smoothed)} (smoothed)"]
         if val_loglik is not None:
-            parts.append(f"held-out {val_loglik:+.4f}")
+            parts.append(f"held-out {format_nats(val_loglik)}")
         if done > 0 and elapsed > 0:
             rate = done / elapsed
             parts.append(f"{rate:.0f} steps/s" if rate >= 10 else f"{rate:.2f} steps/s")
@@ -143,3 +143,9 @@ class TrainingProgress:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+def format_nats(value):
+    """A log-likelihood for the progress line: 4 decimals, or 4 significant
+    digits in exponent form beyond 1e6 (a diverging run's -7e21)."""
+    return f"{value:+.4f}" if abs(value) < 1e6 else f"{value:+.4e}"

@@ -223,9 +223,10 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
             loglik = _update_on_batch(x, indices, step, params, config, packed, history)
             diverging = watch.update(step, loglik)
             if diverging is not None:  # (an error, not a warning, under a filter "error")
-                warnings.warn(DivergenceWarning(
-                    f"{diverging}; try a smaller --lr (the estimators' lr; now "
-                    f"{packed.config.lr:g})"), stacklevel=2)
+                warning = DivergenceWarning(f"{diverging}; try a smaller --lr (the estimators' "
+                                            f"lr; now {packed.config.lr:g})")
+                warning.step = step
+                warnings.warn(warning, stacklevel=2)
             history["step"].append(step)
             history["loglik"].append(loglik)
             if average is not None:

@@ -260,7 +260,7 @@ def build_parser():
                                         "(default: the vectors shipped with radref, "
                                         "see 'radref golden --where')")
     check.add_argument("--tolerance", choices=("float64", "float32"), default="float64",
-                       help="rtol per entry, |port - golden| <= rtol (|golden| + S): "
+                       help="rtol per entry, |port - golden| <= rtol (max(|golden|, M) + S): "
                             "float64: 1e-12 outputs, 1e-9 gradients; float32: 1e-4, 1e-3, "
                             "cases flagged Float64Only skipped (default float64)")
     check.add_argument("--partial", action="store_true",

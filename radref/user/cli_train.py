@@ -9,11 +9,14 @@ import contextlib
 import os
 import shlex
 import signal
+import warnings
 
 from radref import datasets
 from radref.training.checkpoint import CheckpointError, load_checkpoint
+from radref.training.diagnostics import DivergenceWarning
 from radref.training.files import LockedError, exclusive, same_file
 from radref.training.hyperparameters import HYPERPARAMETER, HYPERPARAMETERS
+from radref.training.progress import format_nats
 from radref.training.signals import EXIT_TERMINATED
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, POINT_FILES, CLIError,
@@ -21,7 +24,8 @@ from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, POINT_FILE
                                     checkpoint_problem, read_points_of, say, writing)
 from radref.user.datafiles import STDIO, check_output, read_points
 from radref.user.estimators import MODELS, CheckpointMismatchError, TrainingInterrupted
-from radref.user.options import OptionError, add_options, add_recipe_arguments, recipe_from_args
+from radref.user.options import (OptionError, add_options, add_recipe_arguments, cli_help,
+                                 recipe_from_args)
 from radref.user.options import flag as option_of
 
 
@@ -64,7 +68,7 @@ def add_train_command(sub):
     _add_training_options(train)
     train.add_argument("--seed", dest="random_state", type=int, default=0, metavar="SEED",
                        help=f"seed of the --problem draw and of the model: "
-                            f"{HYPERPARAMETER['random_state'].help} (default 0)")
+                            f"{cli_help('random_state')} (default 0)")
     train.add_argument("--out", required=True, help="model file to write (.npz)")
     train.add_argument("--checkpoint", default=None,
                        help="training-state file (.npz), saved every --checkpoint-every steps "
@@ -105,8 +109,9 @@ def _train_and_save(args, argv, X, X_val, model):
                        f"--steps {args.steps} (the total to reach): give --steps "
                        f">= {resume_from}")
     try:
-        model.fit(X, X_val=X_val, checkpoint=args.checkpoint,
-                  checkpoint_every=args.checkpoint_every)
+        with _noting_divergence() as diverged:
+            model.fit(X, X_val=X_val, checkpoint=args.checkpoint,
+                      checkpoint_every=args.checkpoint_every)
     except TrainingInterrupted as stop:
         return _interrupted(args, argv, model, stop)
     except NonFiniteError as exc:
@@ -116,7 +121,8 @@ def _train_and_save(args, argv, X, X_val, model):
         raise CLIError(f"training stopped: {exc}; {hint}") from None
     except CheckpointMismatchError as exc:
         raise CLIError(f"--checkpoint {args.checkpoint}: written by another run "
-                       f"({_described_differences(exc)}); delete it, or choose another path "
+                       f"(other settings: {_described_differences(exc)}); delete it, or choose "
+                       f"another path "
                        f"to start afresh") from None
     except CheckpointError as exc:
         raise CLIError(f"--checkpoint {args.checkpoint}: "
@@ -142,10 +148,32 @@ def _train_and_save(args, argv, X, X_val, model):
         points = (f"{model.n_training_rows_} of the {X.shape[0]} points ({n_set_aside} set "
                   f"aside for early stopping)")
     print(f"trained {type(model).__name__} on {points} for {model.n_steps_} steps"
-          f"{resumed}: mean log-likelihood {model.score(X):+.4f} nats on the training points"
+          f"{resumed}: mean log-likelihood {format_nats(model.score(X))} nats on the training "
+          f"points"
           f"{held_out}; saved to "
           f"{args.out}")
+    if diverged:
+        print(f"warning: this training run diverged (from step {diverged[0]}, see the warning "
+              f"above): the saved model is not a usable fit; try a smaller --lr (now "
+              f"{args.lr:g})")
     return 0
+
+
+@contextlib.contextmanager
+def _noting_divergence():
+    """Show warnings as usual, and note the step of a :class:`DivergenceWarning`
+    (for the summary line after training)."""
+    steps, show = [], warnings.showwarning
+
+    def showwarning(message, category, *rest, **kwargs):
+        if issubclass(category, DivergenceWarning):
+            steps.append(getattr(message, "step", None))
+        return show(message, category, *rest, **kwargs)
+    warnings.showwarning = showwarning
+    try:
+        yield steps
+    finally:
+        warnings.showwarning = show
 
 
 def _described_differences(exc):
@@ -163,7 +191,7 @@ def _described_differences(exc):
     horizon_only = ("lr_decay_steps" in exc.differing and "lr_schedule" not in exc.differing)
     hint = ("; a cosine decay trained in several runs needs the same --lr-decay-steps (the "
             "final --steps) in each" if horizon_only else "")
-    return "other " + "; ".join(parts) + hint
+    return "; ".join(parts) + hint
 
 
 def _train_setup(args):

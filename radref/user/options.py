@@ -42,6 +42,12 @@ def check_option(name, value):
         raise OptionError(str(exc)) from None
 
 
+def cli_help(name):
+    """The table's help of hyperparameter ``name`` as the command line says it:
+    what Python spells ``None`` is an option left out."""
+    return HYPERPARAMETER[name].help.replace("(None: ", "(omitted: ")
+
+
 def add_options(parser, names, defaults=True, nargs=None, suffix="", default_text=None):
     """Add the options of the hyperparameters ``names`` to an ``argparse``
     parser (or group).  ``defaults``: the option's default is the table's
@@ -50,7 +56,7 @@ def add_options(parser, names, defaults=True, nargs=None, suffix="", default_tex
     for name in names:
         entry = HYPERPARAMETER[name]
         shown = (default_text or {}).get(name, f"default {entry.default!r}".replace("'", ""))
-        help_text = f"{entry.help}{suffix} ({shown})"
+        help_text = f"{cli_help(name)}{suffix} ({shown})"
         if entry.type == "bool":
             parser.add_argument(entry.flag, dest=name, action="store_true", help=help_text)
             continue
