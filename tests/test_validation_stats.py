@@ -246,8 +246,8 @@ def test_docs_tables_are_the_committed_study(study):
         blocks = dict(re.findall(r"<!-- (\w+) -->\n(.*?)\n\n", f.read(), re.S))
     with open(os.path.join(ROOT, "docs", "results.md")) as f:
         docs = f.read()
-    assert {"section43", "paper", "baselines", "recipes", "beyond", "own_best",
-            "data_size"} <= set(blocks)
+    assert {"section43", "paper", "baselines", "exact", "recipes", "beyond", "own_best",
+            "data_size", "two_moons", "dimensions", "run_time"} <= set(blocks)
     for name, table in blocks.items():
         shown = re.search(rf"<!-- study:{name}:start -->\n(.*?)\n<!-- study:{name}:end -->",
                           docs, re.S)
