@@ -421,16 +421,16 @@ def test_dimensions_quick_run_and_its_rows(study, tmp_path):
     assert dimensions.main(["--out", str(tmp_path), "--quick", "--problems", "rotated_4d"]) == 0
     runs, found = study.load_dimensions(str(tmp_path))
     assert set(runs) == {("rotated_4d", "rad"), ("rotated_4d", "realnvp")}
-    with open(tmp_path / "runs" / "rotated_4d-rad-s0" / "result.json") as f:
+    with open(tmp_path / "flows" / "rotated_4d-rad-s0" / "result.json") as f:
         result = json.load(f)
     assert result["test_loglik"] == pytest.approx(np.mean(runs[("rotated_4d", "rad")][0]),
                                                   abs=1e-12)
     assert set(found) >= {("gmm", "rotated_4d"), ("kde", "rotated_4d"), ("best", "rotated_4d")}
     # a second call finds the finished runs and trains nothing
-    mtime = os.path.getmtime(tmp_path / "runs" / "rotated_4d-rad-s0" / "result.json")
+    mtime = os.path.getmtime(tmp_path / "flows" / "rotated_4d-rad-s0" / "result.json")
     dimensions.main(["--out", str(tmp_path), "--quick", "--problems", "rotated_4d",
                      "--models", "rad"])
-    assert os.path.getmtime(tmp_path / "runs" / "rotated_4d-rad-s0" / "result.json") == mtime
+    assert os.path.getmtime(tmp_path / "flows" / "rotated_4d-rad-s0" / "result.json") == mtime
     rows = study.dimension_rows(runs, found, n_boot=20)
     row = rows["rotated_4d"]
     # the gap to the exact density, from the quick run's 300 test points

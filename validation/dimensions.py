@@ -8,7 +8,7 @@ draws ``datasets_nd.train_test_split_samples(problem, 10000, 10000,
 random_state=s)`` and seeds the model; the paper's architectures (6 coupling
 layers; Rad 8 hidden units, Real NVP 56; not widened for the higher
 dimension), Adam at 1e-3, 50,000 steps at batch 500, held-out score every
-2,500 steps.  A run writes ``runs/<problem>-<model>-s<seed>/`` with
+2,500 steps.  A run writes ``flows/<problem>-<model>-s<seed>/`` with
 ``result.json`` (scores, learning curve, CPU and wall time) and
 ``test_points.npz`` (key ``model``: the per-point held-out
 log-likelihoods); its ``checkpoint.npz`` lets an interrupted run resume
@@ -105,7 +105,7 @@ def main(argv=None):
                 if model == "baselines":
                     continue
                 r = run_flow(problem, model, seed, settings,
-                             os.path.join(args.out, "runs", f"{problem}-{model}-s{seed}"))
+                             os.path.join(args.out, "flows", f"{problem}-{model}-s{seed}"))
                 print(f"{problem} {model} seed {seed}: held-out {r['test_loglik']:+.4f}",
                       flush=True)
         if "baselines" in args.models:

@@ -480,7 +480,7 @@ def load_dimensions(directory):
     (validation/dimensions.py's layout): ``({(problem, model): {seed: points}},
     load_baselines(directory/baselines))``."""
     runs = {}
-    for run in sorted(glob.glob(os.path.join(directory, "runs", "*"))):
+    for run in sorted(glob.glob(os.path.join(directory, "flows", "*"))):
         if not os.path.exists(os.path.join(run, "test_points.npz")):
             continue
         result = _json(os.path.join(run, "result.json"))
@@ -746,7 +746,7 @@ def run_times(study_dir=STUDY):
                 found[label] = _times({"problem and seed": [r["cpu_seconds"] for r in records]},
                                       "CPU")
     seconds = {"rad": [], "realnvp": []}
-    for path in glob.glob(os.path.join(study_dir, "dimensions", "runs", "*", "result.json")):
+    for path in glob.glob(os.path.join(study_dir, "dimensions", "flows", "*", "result.json")):
         r = _json(path)
         seconds[r["model"]].append(r["cpu_seconds_this_session"])
     if seconds["rad"] or seconds["realnvp"]:
