@@ -245,10 +245,16 @@ def _open(browser, url):
     """Load ``url`` and wait until MathJax has typeset the page."""
     browser.get_log("browser")  # drop what an earlier page logged
     browser.get(url)
+    # MathJax loads asynchronously: on a loaded machine it may start after the page's
+    # load event, so wait for it (up to 30 s) before waiting for its typesetting
     typeset = browser.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "if (!window.MathJax || !MathJax.startup) { done('no MathJax'); return; }"
-        "MathJax.startup.promise.then(() => done('ok'), e => done('failed: ' + e));")
+        "const done = arguments[arguments.length - 1]; const start = Date.now();"
+        "(function wait() {"
+        "  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {"
+        "    MathJax.startup.promise.then(() => done('ok'), e => done('failed: ' + e));"
+        "    return; }"
+        "  if (Date.now() - start > 30000) { done('no MathJax'); return; }"
+        "  setTimeout(wait, 100); })();")
     assert typeset == "ok", f"{url}: {typeset}"
 
 
