@@ -700,18 +700,28 @@ def test_sigterm_during_train_saves_a_checkpoint_and_exits_143(tmp_path, with_ch
         _wait_for(lambda: (tmp_path / ".m.npz.radref-lock").exists()
                   and (not with_checkpoint or ck.exists()), what="training to start")
         time.sleep(0.5)
-        child.send_signal(signal.SIGTERM)
-        _, err = child.communicate(timeout=120)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
+        err = _terminated(child, signal.SIGTERM)
     assert child.returncode == 143, err
     step = int(err.split("terminated (SIGTERM) after step ")[1].split()[0])
     assert f"the training state is saved in {ck}" in err and "resume with:" in err
     assert load_checkpoint(ck)[0]["step"] == step > 0
     assert f"--checkpoint {ck}" in err.split("resume with:")[1]
     assert _radref_leftovers(tmp_path) == []
+
+
+def _terminated(child, *signals):
+    """Send ``signals`` to a running ``radref`` child and collect its stderr; a
+    child that outlives 120 s is killed (the test then fails on its status)."""
+    try:
+        for signum in signals:
+            if child.poll() is None:
+                child.send_signal(signum)
+        return child.communicate(timeout=120)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
 
 
 def test_a_second_sigterm_stops_at_once_and_leaves_no_temporary_file(tmp_path):
@@ -724,15 +734,9 @@ def test_a_second_sigterm_stops_at_once_and_leaves_no_temporary_file(tmp_path):
         try:
             _wait_for(lambda: _lock_holder(tmp_path / ".m.npz.radref-lock") == child.pid,
                       what="training to start")
-            time.sleep(0.3)
-            time.sleep(0.2 * attempt)
-            child.send_signal(signal.SIGTERM)
-            child.send_signal(signal.SIGTERM)
-            _, err = child.communicate(timeout=120)
+            time.sleep(0.3 + 0.2 * attempt)
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
+            err = _terminated(child, signal.SIGTERM, signal.SIGTERM)
         assert child.returncode == 143, err
         assert "Traceback" not in err
         assert _radref_leftovers(tmp_path) == [], attempt

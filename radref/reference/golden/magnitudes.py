@@ -45,15 +45,12 @@ def round_up_2_digits(values):
     return out
 
 
-def _unit_weights(loss_weights, output, index):
-    """Loss weights that are 0 everywhere but ``weight`` at ``output[index]``."""
+def _only(loss_weights, output, index, weight=None):
+    """Loss weights that are 0 everywhere but at ``output[index]``, where they
+    are ``weight`` (default: the case's own weights there)."""
     weights = {o: np.zeros_like(w) for o, w in loss_weights.items()}
-    weights[output][index] = loss_weights[output][index]
+    weights[output][index] = loss_weights[output][index] if weight is None else weight
     return weights
-
-
-def _rows(weights):
-    return range(weights.shape[0]) if weights.ndim else [()]
 
 
 def gradient_magnitudes(block, ctx_of, loss_weights):
@@ -64,10 +61,10 @@ def gradient_magnitudes(block, ctx_of, loss_weights):
     """
     total = None
     for output, weights in loss_weights.items():
-        for row in _rows(weights):
+        for row in range(weights.shape[0]):
             if not np.any(weights[row]):
                 continue
-            grads = block.backward(ctx_of(), _unit_weights(loss_weights, output, row))
+            grads = block.backward(ctx_of(), _only(loss_weights, output, row))
             parts = {name: np.abs(np.asarray(g, dtype=np.float64)) for name, g in grads.items()}
             total = parts if total is None else {n: total[n] + parts[n] for n in total}
     return total or {}
@@ -90,12 +87,8 @@ def output_magnitudes(block, ctx_of, loss_weights, values):
     result = {}
     for output, weights in loss_weights.items():
         magnitude = np.zeros(np.shape(weights))
-        for index in zip(*np.nonzero(weights)) if np.ndim(weights) else [()]:
-            if not weights[index]:
-                continue
-            unit = {o: np.zeros_like(w) for o, w in loss_weights.items()}
-            unit[output][index] = 1.0
-            grads = block.backward(ctx_of(), unit)
+        for index in map(tuple, np.argwhere(weights != 0)):
+            grads = block.backward(ctx_of(), _only(loss_weights, output, index, 1.0))
             magnitude[index] = sum(float(np.sum(_weighted(g, values[name])))
                                    for name, g in grads.items())
         result[output] = magnitude
