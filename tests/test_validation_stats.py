@@ -528,3 +528,23 @@ def test_run_times_are_the_records_sums(study, tmp_path):
     assert flows["median_seconds"] == {"rad": 200.0, "realnvp": 60.0}
     assert flows["total_minutes"] == pytest.approx(460 / 60) and flows["runs"] == 3
     assert times["baselines, 2-D"]["total_minutes"] == pytest.approx(2.0)
+
+
+def test_choices_made_on_one_seed_apply_to_every_seed(study):
+    select = _module("select_flows")
+    base = {"problem": "grid", "model": "rad", "hidden": 8, "seed": 0}
+    results = [dict(base, lr=lr, lr_schedule=k, val_loglik=v)
+               for lr, k, v in ((1e-3, "constant", -1.3), (3e-3, "cosine", -1.1),
+                                (3e-4, "constant", -1.2))]
+    applied = select.apply_to(select.choose(results), [0, 1, 2])
+    assert sorted(applied) == ["grid rad 8 0", "grid rad 8 1", "grid rad 8 2"]
+    for seed in (0, 1, 2):
+        choice = applied[f"grid rad 8 {seed}"]
+        assert (choice["seed"], choice["chosen_on_seed"]) == (seed, 0)
+        assert (choice["lr"], choice["lr_schedule"], choice["val_loglik"]) == (3e-3, "cosine", -1.1)
+    assert select.refit_commands(applied) == [
+        "radref reproduce --problems grid --models rad --seeds 0 1 2 --lr 0.003 "
+        "--lr-schedule cosine"]
+    # chosen on two seeds: which one to apply is ambiguous
+    with pytest.raises(ValueError, match="chosen on seeds 0 and 1"):
+        select.apply_to(select.choose(results + [dict(results[0], seed=1)]), [0, 1, 2])

@@ -24,6 +24,7 @@ Usage::
     python validation/select_flows.py select --out DIR --problems two_moons --seeds 0 1 2
     python validation/select_flows.py select --out DIR --models rad --hidden 32 64
     python validation/select_flows.py choose --out DIR
+    python validation/select_flows.py choose --out DIR --apply-to 0 1 2 3 4   # chosen on one seed
     python validation/select_flows.py select --out DIR --quick     # smoke test (seconds)
 
 Cost: one candidate costs one paper-protocol run (Rad about 3.3 CPU-minutes
@@ -122,6 +123,33 @@ def choose(results):
     return best
 
 
+def apply_to(choices, seeds):
+    """Each choice made on one seed, applied to every seed of ``seeds``.
+
+    A choice per seed costs the whole grid per seed (about 150 CPU-minutes
+    for the six 2-D problems); choosing once, on one seed's validation split,
+    and refitting that setting at every seed costs the grid once.  The
+    returned choices carry ``chosen_on_seed`` (the seed whose validation
+    split chose them) and keep that seed's validation score.  A problem,
+    model and width chosen on several seeds is refused: which to apply would
+    be ambiguous.
+    """
+    by_cell = {}
+    for r in choices.values():
+        cell = (r["problem"], r["model"], r["hidden"])
+        if cell in by_cell:
+            raise ValueError(f"{' '.join(map(str, cell))} was chosen on seeds "
+                             f"{by_cell[cell]['seed']} and {r['seed']}: --apply-to needs "
+                             f"one selection seed per problem, model and width")
+        by_cell[cell] = r
+    applied = {}
+    for (problem, model, hidden), r in sorted(by_cell.items()):
+        for seed in seeds:
+            applied[f"{problem} {model} {hidden} {seed}"] = dict(
+                r, seed=seed, chosen_on_seed=r.get("chosen_on_seed", r["seed"]))
+    return applied
+
+
 def refit_commands(choices):
     """One ``radref reproduce`` command per chosen (rate, schedule, width,
     model, problem), listing its seeds."""
@@ -151,6 +179,8 @@ def main(argv=None):
                         help="widths (default: each model's paper width)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--apply-to", nargs="+", type=int, metavar="SEED",
+                        help="choose: apply each choice (made on one seed) to these seeds")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
     directory = os.path.join(args.out, "select")
@@ -171,10 +201,14 @@ def main(argv=None):
             with open(path) as f:
                 results.append(json.load(f))
     choices = choose(results)
+    if args.apply_to:
+        choices = apply_to(choices, args.apply_to)
     with open(os.path.join(args.out, "choices.json"), "w") as f:
         json.dump(choices, f, indent=1)
     for key, r in sorted(choices.items()):
-        print(f"{key}: lr {r['lr']:g}, {r['lr_schedule']} (validation {r['val_loglik']:+.4f})")
+        on = f", chosen on seed {r['chosen_on_seed']}" if "chosen_on_seed" in r else ""
+        print(f"{key}: lr {r['lr']:g}, {r['lr_schedule']} (validation "
+              f"{r['val_loglik']:+.4f}{on})")
     print("\n".join(["", "# refit each choice on all the training points:",
                      *refit_commands(choices)]))
     return 0
