@@ -167,8 +167,7 @@ def check_array(name, value, dim=None, ndim=2, allow_empty=False, min_columns=No
         expected = f"; expected shape (n, {dim})" if dim is not None and ndim == 2 else ""
         hint = ""
         if ndim == 2 and array.ndim == 1:
-            hint = (f". Reshape your data: {name}.reshape(-1, 1) if it holds one feature, "
-                    f"{name}.reshape(1, -1) if it holds one sample")
+            hint = _reshape_hint(name, dim, min_columns)
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}"
                          f"{expected}{hint}")
     if ndim == 2:
@@ -178,6 +177,18 @@ def check_array(name, value, dim=None, ndim=2, allow_empty=False, min_columns=No
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinite values; it must be finite")
     return array
+
+
+def _reshape_hint(name, dim, min_columns):
+    """How to make a 1-D array the 2-D one asked for; one feature per sample
+    is offered only where one column is allowed (a flow needs two)."""
+    needed = dim if dim is not None else (min_columns or 1)
+    one_sample = f"{name}.reshape(1, -1) if it holds one sample"
+    if needed >= 2:
+        return (f". Reshape your data: {one_sample}; one feature per sample cannot be "
+                f"used, since {needed} or more columns are needed"
+                if dim is None else f". Reshape your data: {one_sample} of {dim} features")
+    return f". Reshape your data: {name}.reshape(-1, 1) if it holds one feature, {one_sample}"
 
 
 def _check_worded(name, value, wording):

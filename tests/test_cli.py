@@ -266,6 +266,16 @@ def test_demo_without_figure(capsys):
     assert "best achievable" in out and "figure written" not in out
 
 
+def test_demo_progress_names_the_model_it_trains(capsys):
+    status, _, err = _run(capsys, ["demo", "--rad-steps", "20", "--realnvp-steps", "30",
+                                   "--n-train", "300", "--n-test", "100", "--figure", ""])
+    assert status == 0, err
+    rad, nvp = err.index("training Rad (20 steps)"), err.index("training Real NVP (30 steps)")
+    # each header comes before its model's progress lines (capsys is not a
+    # terminal: plain lines, the last one at the last step)
+    assert rad < err.index("step 20/20") < nvp < err.index("step 30/30")
+
+
 def test_demo_with_fewer_points_than_a_batch(capsys):
     # Regression: a batch larger than the data is the whole data
     status, out, err = _run(capsys, ["demo", "--rad-steps", "2", "--realnvp-steps", "2",
@@ -306,9 +316,15 @@ def test_plot(trained, tmp_path, capsys, model):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = tmp_path / "x.csv"
     _save(data, datasets.sample("two_moons", 300, random_state=1))
+    before = figure.read_bytes()
     status, _, err = _run(capsys, ["plot", str(trained[model]), "--data", str(data),
                                    "--out", str(figure)])
+    assert status == 2 and "exists" in err and "--overwrite" in err
+    assert figure.read_bytes() == before
+    status, _, err = _run(capsys, ["plot", str(trained[model]), "--data", str(data),
+                                   "--out", str(figure), "--overwrite"])
     assert status == 0, err
+    assert figure.read_bytes() != before  # the data are drawn now, not the samples
 
 
 def test_plot_default_output_and_refusals(trained, tmp_path, capsys):
@@ -442,7 +458,10 @@ BAD_TEXT = [
     ("empty.csv", b"", "holds no data"),
     ("comments.txt", b"# nothing\n\n", "holds no data"),
     ("header.tsv", b"x\ty\n", "holds a header line but no data"),
-    ("nan.csv", b"1,2\n3,nan\n", "point 2 (row 2) holds NaN or an infinite value"),
+    ("nan.csv", b"1,2\n3,nan\n", "line 2 (point 2) holds NaN or an infinite value"),
+    # the line of the file, not the point, after a header and a comment
+    ("header-inf.csv", b"x,y\n# a comment\n1,2\n3,4\n-inf,0\n",
+     "line 5 (point 3) holds NaN or an infinite value"),
     ("binary.csv", b"\xff\xfe\x00\x01", "not a text file"),
 ]
 
@@ -902,6 +921,7 @@ def test_train_checkpoint_errors_name_what_differs(tmp_path, capsys):
     assert main(["train", "--steps", "10", "--lr-schedule", "cosine", "--checkpoint",
                  checkpoint] + out + common) == 0
     capsys.readouterr()
+    out.append("--overwrite")  # the trained model of the first run may be replaced
     # more steps without --lr-decay-steps: another decay
     status, _, err = _run(capsys, ["train", "--steps", "30", "--lr-schedule", "cosine",
                                    "--checkpoint", checkpoint] + out + common)
@@ -921,7 +941,7 @@ def test_train_early_stopping_summary_and_errors(tmp_path, capsys):
                                    "--eval-every", "5"] + TINY)
     assert status == 0
     assert "trained RadFlow on 540 of the 600 points (60 set aside for early stopping)" in out
-    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz"), "-n", "1",
+    status, _, err = _run(capsys, ["train", "--out", str(tmp_path / "m1.npz"), "-n", "1",
                                    "--early-stopping"])
     _assert_user_error(status, err, "--early-stopping needs at least 2 training points",
                        "-n 1")
@@ -958,3 +978,104 @@ def test_help_never_offers_python_spellings(capsys):
     with pytest.raises(SystemExit):
         main(["check-port", "--help"])
     assert "max(|golden|, M) + S" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------- existing outputs are kept
+
+def _commands_writing(trained, tmp_path, out):
+    """Each command that writes a file the user names, writing ``out``."""
+    data = tmp_path / "points.csv"
+    if not data.exists():
+        _save(data, datasets.sample("two_moons", 50, random_state=3))
+    png = out.with_suffix(".png")
+    return {
+        "data": (["data", "ring", "-n", "20", "--out", str(out)], out),
+        "sample": (["sample", "--model", str(trained["rad"]), "-n", "20", "--out", str(out)],
+                   out),
+        "score": (["score", "--model", str(trained["rad"]), "--data", str(data), "--out",
+                   str(out)], out),
+        "train": (["train", "--out", str(out.with_suffix(".npz"))] + TINY,
+                  out.with_suffix(".npz")),
+        "plot": (["plot", str(trained["rad"]), "-n", "100", "--out", str(png)], png),
+        "demo": (["demo", "--rad-steps", "5", "--realnvp-steps", "5", "--n-train", "200",
+                  "--n-test", "100", "--quiet", "--figure", str(png)], png),
+    }
+
+
+@pytest.mark.parametrize("command", ["data", "sample", "score", "train", "plot", "demo"])
+def test_an_existing_output_is_kept_unless_overwrite(trained, tmp_path, capsys, command):
+    argv, target = _commands_writing(trained, tmp_path, tmp_path / "out.csv")[command]
+    target.write_bytes(b"the user's own file\n")
+    status, out, err = _run(capsys, argv)
+    _assert_user_error(status, err, f"{target}: exists", "--overwrite")
+    assert out == ""  # refused before any work (the demo trains nothing)
+    assert target.read_bytes() == b"the user's own file\n"
+    status, _, err = _run(capsys, argv + ["--overwrite"])
+    assert status == 0, err
+    assert target.read_bytes() != b"the user's own file\n"
+
+
+def test_demo_replaces_its_own_default_figure(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["demo", "--rad-steps", "5", "--realnvp-steps", "5", "--n-train", "200",
+            "--n-test", "100", "--quiet"]
+    status, out, err = _run(capsys, argv)
+    assert status == 0, err
+    assert "figure written to radref-demo.png\n" in out
+    (tmp_path / "radref-demo.png").write_bytes(b"old")
+    status, out, err = _run(capsys, argv)
+    assert status == 0, err
+    assert "figure written to radref-demo.png (replacing the previous one)" in out
+    assert (tmp_path / "radref-demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_output_created_while_radref_works_is_kept(trained, tmp_path, capsys, monkeypatch):
+    # another process creates --out after the check and before the write:
+    # the write must not replace it (a hard link refuses an existing name)
+    from radref.user import datafiles
+    target = tmp_path / "late.csv"
+    real = datafiles.atomic_write
+
+    def appearing(path, *args, **kwargs):
+        target.write_bytes(b"written meanwhile")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(datafiles, "atomic_write", appearing)
+    status, _, err = _run(capsys, ["data", "ring", "-n", "20", "--out", str(target)])
+    _assert_user_error(status, err, "exists", "appeared while radref worked; it is unchanged")
+    assert target.read_bytes() == b"written meanwhile"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.csv"]  # no temporary left
+
+
+def test_train_warns_when_val_is_the_training_data(tmp_path, capsys):
+    data = tmp_path / "x.csv"
+    _save(data, datasets.sample("ring", 300, random_state=0))
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(data.read_bytes())
+    for val in (data, copy):  # the same file, or a copy of it
+        status, _, err = _run(capsys, ["train", "--data", str(data), "--val", str(val),
+                                       "--out", str(tmp_path / f"m-{val.stem}.npz"),
+                                       "--steps", "5", "--batch-size", "100", "--quiet"])
+        assert status == 0
+        assert f"radref: warning: --val {val} holds the training points themselves" in err
+    other = tmp_path / "other.csv"
+    _save(other, datasets.sample("ring", 300, random_state=1))
+    status, _, err = _run(capsys, ["train", "--data", str(data), "--val", str(other), "--out",
+                                   str(tmp_path / "m.npz"), "--steps", "5", "--batch-size",
+                                   "100", "--quiet"])
+    assert status == 0 and "warning" not in err
+
+
+def test_train_warns_when_the_data_are_fewer_numbers_than_parameters(tmp_path, capsys):
+    data = tmp_path / "two.csv"
+    _save(data, np.array([[0.0, 1.0], [1.0, 0.5]]))
+    status, out, _ = _run(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "a.npz"),
+                                   "--steps", "3", "--quiet"])
+    params = load_model(tmp_path / "a.npz").n_parameters()
+    assert status == 0 and params > 4
+    assert (f"warning: 2 training points of 2 coordinates are fewer numbers than the model's "
+            f"{params} parameters") in out
+    # enough points for the model's size: no warning
+    status, out, _ = _run(capsys, ["train", "--out", str(tmp_path / "b.npz"), "--layers", "2",
+                                   "--hidden", "2", "--gate-hidden", "2"] + TINY)
+    assert status == 0 and "warning" not in out

@@ -745,3 +745,22 @@ def test_a_fit_checkpoint_of_radref_0_1_resumes(tmp_path):
     for name, value in whole.parameters().items():
         np.testing.assert_allclose(resumed.parameters()[name], value, rtol=1e-12, atol=1e-14,
                                    err_msg=name)
+
+
+def test_reshape_hint_offers_only_shapes_a_flow_can_use():
+    # a flow needs two or more columns: "one feature per sample" is not offered
+    with pytest.raises(ValueError, match=r"X.reshape\(1, -1\) if it holds one sample") as info:
+        RadFlow(steps=1).fit(np.arange(10.0))
+    assert "reshape(-1, 1)" not in str(info.value)
+    assert "2 or more columns are needed" in str(info.value)
+    model = RadFlow(n_layers=2, hidden=3, steps=2, random_state=0).fit(
+        np.random.default_rng(0).normal(size=(50, 3)))
+    with pytest.raises(ValueError, match=r"reshape\(1, -1\) if it holds one sample of 3 "
+                                         r"features") as info:
+        model.score_samples(np.zeros(3))
+    assert "reshape(-1, 1)" not in str(info.value)
+    # where one column is allowed, both hints are offered
+    from radref.checks import check_array
+    with pytest.raises(ValueError, match=r"reshape\(-1, 1\) if it holds one feature, "
+                                         r"x.reshape\(1, -1\)"):
+        check_array("x", np.arange(3.0))

@@ -952,3 +952,24 @@ def test_a_crafted_test_points_file_is_refused_from_its_header(capsys, finished_
     assert status == 0, err
     assert "model declares float64 of shape (200000000,)" in text
     assert json.loads((run / "result.json").read_text())["test_loglik"] == true["test_loglik"]
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_atomic_write_without_replace_never_replaces(tmp_path, monkeypatch, hard_links):
+    from radref.training import files
+    if not hard_links:  # a file system without hard links: the fallback check
+        def no_link(src, dst):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(files.os, "link", no_link)
+    new = tmp_path / "new.bin"
+    with files.atomic_write(new, replace=False) as f:
+        f.write(b"first")
+    assert new.read_bytes() == b"first"
+    with pytest.raises(FileExistsError):
+        with files.atomic_write(new, replace=False) as f:
+            f.write(b"second")
+    assert new.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.bin"]
+    with files.atomic_write(new) as f:  # replace=True (the default) replaces
+        f.write(b"third")
+    assert new.read_bytes() == b"third"

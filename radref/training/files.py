@@ -137,7 +137,7 @@ def fsync_directory(directory):
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="wb"):
+def atomic_write(path, mode="wb", replace=True):
     """Write ``path`` whole or not at all.
 
     Yields a file object (``mode`` ``"wb"`` or ``"w"``, UTF-8) on a temporary
@@ -146,6 +146,11 @@ def atomic_write(path, mode="wb"):
     usual mode of a new file), renamed over ``path`` and the directory
     ``fsync``-ed.  When the block raises (anything, ``KeyboardInterrupt``
     included) the temporary file is removed and ``path`` is untouched.
+
+    With ``replace=False`` an existing ``path`` is never replaced, even one
+    that another process created while the block ran: the finished file is
+    put in place by a hard link, which fails if ``path`` exists, and
+    :class:`FileExistsError` is raised (the temporary file removed).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -158,12 +163,30 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     fsync_directory(directory)
+
+
+def _place_new(tmp, path):
+    """Rename ``tmp`` to ``path`` unless ``path`` exists, atomically where
+    the file system has hard links (``link`` refuses an existing name)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "File exists", path) from None
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def write_json_atomic(path, document):

@@ -25,21 +25,26 @@ from radref.training.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 from radref.user.inference import NonFiniteSampleWarning
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, OUTPUT_FILES, POINT_FILES,
-                                    CLIError, check_hyperparameter, check_positive, check_seed,
+                                    CLIError, add_overwrite_argument, check_hyperparameter,
+                                    check_positive, check_seed,
                                     need_matplotlib, output_name, read_model, read_points_of,
                                     say, writing)
 from radref.user.cli_train import add_train_command, run_train
 from radref.user.datafiles import STDIO, DataFileError, check_output, write_array
 from radref.user.estimators import MODELS
 
+#: the demo's figure when --figure is not given (replaced on every run: the
+#: demo's own output, named by radref, not by the user)
+DEMO_FIGURE = "radref-demo.png"
+
 # ----------------------------------------------------------------- commands
 
 def _cmd_data(args):
     check_positive(args.n, "-n")
     check_seed(args.seed)
-    check_output("--out", args.out)
+    check_output("--out", args.out, overwrite=args.overwrite)
     X = datasets.sample(args.problem, args.n, random_state=args.seed)
-    write_array("--out", args.out, X)
+    write_array("--out", args.out, X, overwrite=args.overwrite)
     say(f"wrote {args.n} points of {args.problem} (seed {args.seed}) to {output_name(args.out)}",
          to_stderr=args.out == STDIO)
 
@@ -49,8 +54,14 @@ def _cmd_demo(args):
     for option in ("n_train", "n_test", "rad_steps", "realnvp_steps"):
         check_positive(getattr(args, option), "--" + option.replace("_", "-"))
     check_hyperparameter("lr", args.lr)
-    if args.figure:
-        check_output("--figure", args.figure, extensions=(".png",), allow_stdout=False)
+    # the demo replaces its own default figure; a file the user names is kept
+    # unless --overwrite
+    figure = DEMO_FIGURE if args.figure is None else args.figure
+    replace = args.figure is None or args.overwrite
+    replacing = bool(figure) and os.path.lexists(figure)
+    if figure:
+        check_output("--figure", figure, extensions=(".png",), allow_stdout=False,
+                     overwrite=replace)
         need_matplotlib("--figure")
     start = time.perf_counter()
     X_train, X_test = datasets.train_test_split_samples(
@@ -60,6 +71,8 @@ def _cmd_demo(args):
         title = cls.display_name()
         t0 = time.perf_counter()
         model = cls(steps=steps, lr=args.lr, progress=not args.quiet, random_state=args.seed)
+        if not args.quiet:  # the progress lines that follow do not name the model
+            say(f"training {title} ({steps} steps) ...", to_stderr=True)
         model.fit(X_train)
         models[title], scores[title] = model, model.score(X_test)
         print(f"{title:9s} ({model.n_parameters():5d} parameters, {steps} steps): "
@@ -67,24 +80,26 @@ def _cmd_demo(args):
               f"({time.perf_counter() - t0:.1f} s)")
     best, _ = datasets.negative_entropy("two_moons", n=100_000, random_state=args.seed)
     print(f"best achievable (negative entropy of the data): {best:+.4f} nats")
-    if args.figure:
+    if figure:
         from radref.user.plots import plot_demo
-        with writing("--figure", args.figure):
-            plot_demo(args.figure, X_test, models, scores, best=best,
+        with writing("--figure", figure):
+            plot_demo(figure, X_test, models, scores, best=best,
                       log_density=lambda X: datasets.log_density("two_moons", X),
-                      random_state=args.seed)
-        print(f"figure written to {args.figure}")
+                      random_state=args.seed, overwrite=replace)
+        print(f"figure written to {figure}" + (" (replacing the previous one)" if replacing
+                                                else ""))
     print(f"total time {time.perf_counter() - start:.1f} s")
 
 
 def _cmd_score(args):
     if args.out:
-        check_output("--out", args.out, inputs=[("--model", args.model), ("--data", args.data)])
+        check_output("--out", args.out, inputs=[("--model", args.model), ("--data", args.data)],
+                     overwrite=args.overwrite)
     model = read_model("--model", args.model)
     X = read_points_of("--data", args.data, model.n_features_in_, "--model", args.model)
     scores = model.score_samples(X)
     if args.out:
-        write_array("--out", args.out, scores)
+        write_array("--out", args.out, scores, overwrite=args.overwrite)
     say(f"mean log-likelihood {np.mean(scores):+.6f} nats over {scores.size} points",
          to_stderr=args.out == STDIO)
 
@@ -92,10 +107,10 @@ def _cmd_score(args):
 def _cmd_sample(args):
     check_seed(args.seed)
     check_positive(args.n, "-n")
-    check_output("--out", args.out, inputs=[("--model", args.model)])
+    check_output("--out", args.out, inputs=[("--model", args.model)], overwrite=args.overwrite)
     model = read_model("--model", args.model)
     samples = model.sample(args.n, random_state=args.seed)
-    write_array("--out", args.out, samples)
+    write_array("--out", args.out, samples, overwrite=args.overwrite)
     say(f"wrote {args.n} samples to {output_name(args.out)}", to_stderr=args.out == STDIO)
 
 
@@ -104,7 +119,7 @@ def _cmd_plot(args):
     check_positive(args.n, "-n")
     out = args.out or os.path.splitext(args.model)[0] + ".png"
     check_output("--out", out, extensions=(".png",), allow_stdout=False,
-                 inputs=[("MODEL", args.model), ("--data", args.data)])
+                 inputs=[("MODEL", args.model), ("--data", args.data)], overwrite=args.overwrite)
     need_matplotlib("radref plot")
     model = read_model("MODEL", args.model)
     if model.n_features_in_ != 2:
@@ -116,7 +131,7 @@ def _cmd_plot(args):
     from radref.user.plots import plot_model
     with writing("--out", out):
         plot_model(out, model, data=X, n_samples=args.n, random_state=args.seed,
-                   title=os.path.basename(args.model))
+                   title=os.path.basename(args.model), overwrite=args.overwrite)
     print(f"figure written to {out}")
 
 
@@ -187,8 +202,10 @@ def build_parser():
                       help=f"Adam steps for Real NVP (default {D['steps']})")
     demo.add_argument("--lr", type=float, default=D["lr"],
                       help=f"Adam learning rate (default {D['lr']:g})")
-    demo.add_argument("--figure", default="radref-demo.png",
-                      help="PNG to write (default radref-demo.png; empty string: none)")
+    demo.add_argument("--figure", default=None,
+                      help=f"PNG to write (default {DEMO_FIGURE}, replaced on every run; "
+                           f"empty string: none)")
+    add_overwrite_argument(demo, "--figure")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     demo.set_defaults(func=_cmd_demo)
 
@@ -201,6 +218,7 @@ def build_parser():
                       help=f"number of points (default {DEFAULT_POINTS})")
     data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     data.add_argument("--out", required=True, help=f"output: {OUTPUT_FILES}")
+    add_overwrite_argument(data)
     data.set_defaults(func=_cmd_data)
 
     add_train_command(sub)
@@ -209,6 +227,7 @@ def build_parser():
     score.add_argument("--model", required=True, help="model file written by 'radref train'")
     score.add_argument("--data", required=True, help=f"points: {POINT_FILES}")
     score.add_argument("--out", help=f"write per-point log-densities here: {OUTPUT_FILES}")
+    add_overwrite_argument(score)
     score.set_defaults(func=_cmd_score)
 
     sample = sub.add_parser("sample", help="draw samples from a saved model")
@@ -216,6 +235,7 @@ def build_parser():
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--out", required=True, help=f"output: {OUTPUT_FILES}")
+    add_overwrite_argument(sample)
     sample.set_defaults(func=_cmd_sample)
 
     plot = sub.add_parser("plot", help="draw a trained 2-D model: density, samples, folding",
@@ -229,6 +249,7 @@ def build_parser():
                       help="samples drawn from the model (default 4000)")
     plot.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     plot.add_argument("--out", help="PNG to write (default: MODEL with .png)")
+    add_overwrite_argument(plot)
     plot.set_defaults(func=_cmd_plot)
 
     rep = sub.add_parser("reproduce", help="the paper's experiment (§4.3 table) or your sweep",

@@ -9,7 +9,7 @@ import sys
 
 from radref.training.checkpoint import (CheckpointError, DamagedCheckpointError,
                                         UnreadableCheckpointError)
-from radref.user.datafiles import STDIO, read_bytes, read_points
+from radref.user.datafiles import STDIO, exists_message, read_bytes, read_points
 from radref.user.estimators import load_model
 from radref.user.options import OptionError, check_option
 
@@ -54,6 +54,13 @@ def need_matplotlib(option):
     except ImportError:
         raise CLIError(f"{option} needs matplotlib, which is not installed: pip install "
                        f"matplotlib (in radref's source tree: pip install \".[plot]\")") from None
+
+
+def add_overwrite_argument(parser, flag="--out"):
+    """``--overwrite``: the one way to let a command replace an existing file."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {flag} if it exists (by default an existing file is "
+                             f"kept and the command stops before any work)")
 
 
 def say(message, to_stderr=False):
@@ -117,6 +124,9 @@ class writing:
         return self
 
     def __exit__(self, kind, exc, traceback):
+        if isinstance(exc, FileExistsError):
+            raise CLIError(exists_message(self.flag, self.path) + " (it appeared while "
+                           "radref worked; it is unchanged)") from None
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
             raise cannot_write(self.flag, self.path, exc) from None
         return False

@@ -11,6 +11,8 @@ import shlex
 import signal
 import warnings
 
+import numpy as np
+
 from radref import datasets
 from radref.training.checkpoint import CheckpointError, load_checkpoint
 from radref.training.diagnostics import DivergenceWarning
@@ -20,7 +22,7 @@ from radref.training.progress import format_nats
 from radref.training.signals import EXIT_TERMINATED
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, POINT_FILES, CLIError,
-                                    cannot_write, check_hyperparameter, check_positive,
+                                    add_overwrite_argument, cannot_write, check_hyperparameter, check_positive,
                                     checkpoint_problem, read_points_of, say, writing)
 from radref.user.datafiles import STDIO, check_output, read_points
 from radref.user.estimators import MODELS, CheckpointMismatchError, TrainingInterrupted
@@ -70,6 +72,7 @@ def add_train_command(sub):
                        help=f"seed of the --problem draw and of the model: "
                             f"{cli_help('random_state')} (default 0)")
     train.add_argument("--out", required=True, help="model file to write (.npz)")
+    add_overwrite_argument(train)
     train.add_argument("--checkpoint", default=None,
                        help="training-state file (.npz), saved every --checkpoint-every steps "
                             "and at the end; if it exists, training resumes from it")
@@ -152,6 +155,10 @@ def _train_and_save(args, argv, X, X_val, model):
           f"points"
           f"{held_out}; saved to "
           f"{args.out}")
+    if X.size < model.n_parameters():
+        print(f"warning: {X.shape[0]} training points of {X.shape[1]} coordinates are fewer "
+              f"numbers than the model's {model.n_parameters()} parameters: it can fit these "
+              f"points closely and generalise poorly; judge it by a held-out score (--val)")
     if diverged:
         print(f"warning: this training run diverged (from step {diverged[0]}, see the warning "
               f"above): the saved model is not a usable fit; try a smaller --lr (now "
@@ -209,10 +216,12 @@ def _train_setup(args):
                        f"--data, every point of {args.data} is used")
     check_positive(args.n, "-n")
     inputs = [("--data", args.data), ("--val", args.val)]
-    check_output("--out", args.out, extensions=(".npz",), allow_stdout=False, inputs=inputs)
+    check_output("--out", args.out, extensions=(".npz",), allow_stdout=False, inputs=inputs,
+                 overwrite=args.overwrite)
     if args.checkpoint is not None:
+        # an existing checkpoint is resumed from, not replaced by another run
         check_output("--checkpoint", args.checkpoint, extensions=(".npz",), allow_stdout=False,
-                     inputs=inputs)
+                     inputs=inputs, overwrite=True)
         if same_file(args.checkpoint, args.out):
             raise CLIError("--checkpoint and --out must be different files")
     if args.data is not None:
@@ -234,6 +243,9 @@ def _train_setup(args):
             source = f"--data {args.data}" if args.data else f"--problem {args.problem}"
             raise CLIError(f"--val {args.val} has {X_val.shape[1]} columns, {source} has "
                            f"{X.shape[1]}")
+        if X_val.shape == X.shape and np.array_equal(X_val, X):
+            say(f"radref: warning: --val {args.val} holds the training points themselves: "
+                f"its score is a training score, not a held-out one", to_stderr=True)
     params = {name: value for name, value in params.items() if value is not None}
     params["progress"] = not args.quiet
     try:

@@ -110,10 +110,16 @@ def _parse_text(flag, where, raw, delimiter):
         if not lines:
             raise DataFileError(f"{flag} {where}: holds a header line but no data")
     try:
-        return np.loadtxt([line for _, line in lines], delimiter=delimiter, ndmin=2,
-                          comments=None, dtype=np.float64)
+        array = np.loadtxt([line for _, line in lines], delimiter=delimiter, ndmin=2,
+                           comments=None, dtype=np.float64)
     except ValueError:
         raise DataFileError(f"{flag} {where}: {_first_bad_line(lines, delimiter)}") from None
+    bad = np.flatnonzero(~np.all(np.isfinite(array), axis=1))
+    if bad.size:  # named by the file's line (a header or comments shift the points)
+        raise DataFileError(f"{flag} {where}: line {lines[bad[0]][0]} (point {bad[0] + 1}) "
+                            f"holds NaN or an infinite value; every coordinate must be a "
+                            f"finite number")
+    return array
 
 
 def _fields(line, delimiter):
@@ -161,11 +167,13 @@ def _checked_points(flag, where, array):
 
 # ---------------------------------------------------------------- writing
 
-def check_output(flag, path, extensions=EXTENSIONS, allow_stdout=True, inputs=()):
+def check_output(flag, path, extensions=EXTENSIONS, allow_stdout=True, inputs=(),
+                 overwrite=False):
     """Fail before any work if ``path`` cannot be written: wrong extension,
-    missing directory, a directory in its place, or one of the command's
+    missing directory, a directory in its place, one of the command's
     ``inputs`` (``(flag, path)`` pairs) under any name: the same file by
-    identity (symlink, hard link) or by resolved path (``./sub/../x``)."""
+    identity (symlink, hard link) or by resolved path (``./sub/../x``), or
+    an existing file when ``overwrite`` is false (the user's ``--overwrite``)."""
     for input_flag, input_path in inputs:
         if input_path is not None and STDIO not in (path, input_path) \
                 and same_file(path, input_path):
@@ -186,24 +194,36 @@ def check_output(flag, path, extensions=EXTENSIONS, allow_stdout=True, inputs=()
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise DataFileError(f"{flag} {path}: directory {directory} does not exist")
+    if not overwrite and os.path.lexists(path):
+        raise DataFileError(exists_message(flag, path))
 
 
-def write_array(flag, path, array):
+def exists_message(flag, path):
+    """The one wording of an output that exists and may not be replaced."""
+    return (f"{flag} {path}: exists; radref replaces a file only when told to: add "
+            f"--overwrite, or choose another {flag}")
+
+
+def write_array(flag, path, array, overwrite=False):
     """Write ``array`` (points ``(n, d)`` or values ``(n,)``) in the format
     ``path``'s extension names; ``-`` writes CSV to standard output.  Files
     are written atomically (:func:`radref.training.files.atomic_write`), so
-    a failure never leaves a half-written file."""
+    a failure never leaves a half-written file; without ``overwrite`` a file
+    that exists (even one created meanwhile by another process) is kept."""
     if path == STDIO:
         _write_text(sys.stdout, array, ",")
         sys.stdout.flush()
         return
     ext = extension(path)
     try:
-        with atomic_write(path, "wb" if ext == ".npy" else "w") as f:
+        with atomic_write(path, "wb" if ext == ".npy" else "w", replace=overwrite) as f:
             if ext == ".npy":
                 np.save(f, array)
             else:
                 _write_text(f, array, {".csv": ",", ".tsv": "\t"}.get(ext, " "))
+    except FileExistsError:
+        raise DataFileError(exists_message(flag, path) + " (it appeared while radref "
+                            "worked; it is unchanged)") from None
     except OSError as exc:
         raise DataFileError(f"{flag} {path}: cannot write ({exc.strerror})") from None
 

@@ -57,16 +57,18 @@ def _frame(ax, xlim, ylim):
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    # a few small ticks: the coordinates' scale is part of what a panel shows
+    ax.locator_params(nbins=4)
+    ax.tick_params(labelsize=7, length=2, pad=1)
 
 
 def plot_demo(path, data, models, scores, best=None, log_density=None, random_state=0,
-              n_samples=5000):
-    """Write :func:`demo_figure` to the PNG file ``path``."""
+              n_samples=5000, overwrite=True):
+    """Write :func:`demo_figure` to the PNG file ``path`` (an existing file
+    is replaced only if ``overwrite``; else :class:`FileExistsError`)."""
     plt = _pyplot()
     fig = demo_figure(data, models, scores, best, log_density, random_state, n_samples)
-    with atomic_write(path) as f:  # whole or not at all (docs/errors.md)
+    with atomic_write(path, replace=overwrite) as f:  # whole or not at all (docs/errors.md)
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
@@ -135,7 +137,8 @@ def demo_figure(data, models, scores, best=None, log_density=None, random_state=
     return fig
 
 
-def plot_model(path, model, data=None, n_samples=4000, random_state=0, title=None):
+def plot_model(path, model, data=None, n_samples=4000, random_state=0, title=None,
+               overwrite=True):
     """One fitted 2-D model: density, samples (and ``data``), then the input
     and output of every coupling layer.
 
@@ -157,7 +160,7 @@ def plot_model(path, model, data=None, n_samples=4000, random_state=0, title=Non
     top.suptitle(f"{title + ': ' if title else ''}{model.display_name()} flow, "
                  f"{n_layers} coupling layers, "
                  f"{model.n_parameters()} parameters, {model.n_steps_} training steps")
-    with atomic_write(path) as f:
+    with atomic_write(path, replace=overwrite) as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
