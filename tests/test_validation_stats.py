@@ -509,6 +509,16 @@ def test_selected_rows_take_each_seeds_chosen_refit(study):
     assert rows["rad"]["choices"] == {"0": "lr 0.001, constant", "1": "lr 0.003, cosine"}
     table = "\n".join(study.selected_table({"selected": {"ring": rows}}))
     assert "| ring | Rad − Real NVP | | | +0.3750" in table
+    assert "s0: lr 0.001, constant; s1: lr 0.003, cosine" in table
+    # chosen once, on seed 0's validation split, and applied to both seeds:
+    # one choice, named with the split that made it
+    select = _module("select_flows")
+    once = select.apply_to({k: c for k, c in choices.items() if c["seed"] == 0}, [0, 1])
+    rows = study.selected_rows(runs, baselines, once, n_boot=20)["ring"]
+    assert rows["rad"]["choices"] == {s: "lr 0.001, constant (seed 0's split)" for s in "01"}
+    assert rows["rad_minus_realnvp"]["per_seed"]["1"]["mean"] == pytest.approx(-9.0)
+    table = "\n".join(study.selected_table({"selected": {"ring": rows}}))
+    assert "| ring | rad | " in table and "| lr 0.001, constant (seed 0's split) |" in table
 
 
 def test_run_times_are_the_records_sums(study, tmp_path):

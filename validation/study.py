@@ -361,7 +361,9 @@ def selected_rows(runs, baselines, choices, n_boot):
         label = model if hidden == PAPER_HIDDEN[model] else f"{model} (hidden {hidden})"
         row = found.setdefault(problem, {})
         row[label] = {"scores": means(cell), "choices": {
-            str(c["seed"]): f"lr {c['lr']:g}, {c['lr_schedule']}" for c in choices.values()
+            str(c["seed"]): f"lr {c['lr']:g}, {c['lr_schedule']}" + (
+                f" (seed {c['chosen_on_seed']}'s split)" if "chosen_on_seed" in c else "")
+            for c in choices.values()
             if (c["problem"], c["model"], c["hidden"]) == (problem, model, hidden)}}
         if ("best", problem) in baselines and len(common(cell, baselines[("best", problem)])[0]) > 1:
             row[label]["minus_best"] = difference(cell, baselines[("best", problem)], n_boot)
@@ -700,7 +702,9 @@ def selected_table(study):
             if label == "rad_minus_realnvp":
                 continue
             d = cell.get("minus_best")
-            chosen = "; ".join(f"s{s}: {c}" for s, c in cell["choices"].items())
+            picked = {s: c for s, c in cell["choices"].items() if int(s) in cell["scores"]["seeds"]}
+            chosen = (next(iter(picked.values())) if len(set(picked.values())) == 1 else
+                      "; ".join(f"s{s}: {c}" for s, c in picked.items()))
             rows.append(f"| {problem} | {label} | {_ms(cell['scores'])} | {chosen} | " + (
                 "— | — | — |" if d is None or "holm_low" not in d else
                 f"{_ci(d)} | {_holm(d)} | {verdict(d, label, 'the baseline')} |"))
