@@ -973,3 +973,24 @@ def test_atomic_write_without_replace_never_replaces(tmp_path, monkeypatch, hard
     with files.atomic_write(new) as f:  # replace=True (the default) replaces
         f.write(b"third")
     assert new.read_bytes() == b"third"
+
+
+def test_local_pool_finds_its_workers_and_only_them():
+    # stop_workers signals the pool's workers, found through multiprocessing's
+    # public active_children: a child started before the pool is not one of them
+    import multiprocessing
+    from radref.user.sweep import LocalPool
+    bystander = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    bystander.start()
+    try:
+        with LocalPool(2) as pool:
+            for future in [pool.submit(time.sleep, 0.2, key=i) for i in range(4)]:
+                future.result(timeout=120)
+            workers = {p.pid for p in pool._workers()}
+            children = {pid for pid in _children(os.getpid()) if _running(pid)}
+            assert bystander.pid in children and bystander.pid not in workers
+            assert 1 <= len(workers) <= 2 and workers <= children
+        assert bystander.is_alive()
+    finally:
+        bystander.kill()
+        bystander.join()

@@ -201,6 +201,10 @@ class LocalPool:
         import multiprocessing
         self._env = _single_blas_thread()
         self._env.__enter__()
+        # the pool's workers are the children started from here on (found
+        # through multiprocessing's public active_children, not the pool's
+        # private attributes)
+        self._children_before = {p.pid for p in multiprocessing.active_children()}
         self._executor = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_local_worker_init, initargs=(os.getpid(),))
@@ -230,8 +234,7 @@ class LocalPool:
         with _signals_ignored():  # a second Ctrl-C or SIGTERM must not stop this halfway
             for future in self._futures:
                 future.cancel()
-            # (the executor keeps its processes in ``_processes``, pid -> Process)
-            processes = list((getattr(self._executor, "_processes", None) or {}).values())
+            processes = self._workers()
             for process in processes:
                 if process.is_alive():
                     process.terminate()
@@ -245,6 +248,12 @@ class LocalPool:
                     process.kill()
                     process.join(5.0)
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _workers(self):
+        """The pool's worker processes alive now."""
+        import multiprocessing
+        return [p for p in multiprocessing.active_children()
+                if p.pid not in self._children_before]
 
     def slots(self):
         return self.workers
