@@ -463,6 +463,8 @@ BAD_TEXT = [
     ("header-inf.csv", b"x,y\n# a comment\n1,2\n3,4\n-inf,0\n",
      "line 5 (point 3) holds NaN or an infinite value"),
     ("binary.csv", b"\xff\xfe\x00\x01", "not a text file"),
+    ("semicolons.csv", b"x;y\n1.5;2\n", "line 2: '1.5;2' is not a number; fields separated "
+                                       "by ';' are not read: radref reads commas"),
 ]
 
 
@@ -830,10 +832,7 @@ def test_progress_smoothing_rate_and_eta_computed_by_hand():
     for step in range(1, 1001):
         now[0] = 0.01 * step  # 100 steps per second
         display.update(step, 0.5 + 2.0 * (-1) ** step)  # a minibatch value jumping by 4 nats
-        # bias-corrected average: a constant 0.5 +- 2 alternation averages to within
-        # 2 (1 - 0.99) / (1 + 0.99) ~ 0.01 of 0.5 once ~100 steps have passed
-        if step >= 300:
-            assert abs(display.smoothed - 0.5) < 0.02
+        assert display.smoothed == pytest.approx(_smoothed_by_formula(step), abs=1e-12)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 10
     assert lines[0] == f"step 100/1000  loglik {_smoothed_by_formula(100):+.4f} (smoothed)  100 steps/s  ETA 9s"
@@ -843,11 +842,25 @@ def test_progress_smoothing_rate_and_eta_computed_by_hand():
 
 
 def _smoothed_by_formula(step):
-    """The bias-corrected moving average of 0.5 + 2 (-1)^i, i = 1..step, by its formula."""
-    decay = 0.99
-    weights = (1 - decay) * decay ** np.arange(step - 1, -1, -1)
-    values = 0.5 + 2.0 * (-1.0) ** np.arange(1, step + 1)
-    return float(np.sum(weights * values) / np.sum(weights))
+    """The mean of 0.5 + 2 (-1)^i over the last 100 steps i <= step (fewer at
+    first): 0.5 for an even count, 0.5 - 2/m for an odd count m ending at an odd
+    step, 0.5 + 2/m ending at an even one."""
+    m = min(step, 100)
+    if m % 2 == 0:
+        return 0.5
+    return 0.5 + 2.0 / m * (1 if step % 2 == 0 else -1)
+
+
+def test_progress_forgets_the_first_steps_after_its_window():
+    # data far from the base's scale: the first minibatches score -1e8 nats;
+    # 100 steps later the display shows the current values only
+    from radref.training.progress import TrainingProgress
+    display = TrainingProgress(1000, mode=None, stream=io.StringIO())
+    for step in range(1, 301):
+        display.update(step, -1e8 if step <= 10 else -7.25)
+        if step == 50:
+            assert display.smoothed == pytest.approx((10 * -1e8 + 40 * -7.25) / 50)
+    assert display.smoothed == -7.25
 
 
 def test_check_port_given_a_directory_asks_for_the_result_file(capsys, tmp_path):
@@ -1022,11 +1035,20 @@ def test_demo_replaces_its_own_default_figure(tmp_path, capsys, monkeypatch):
     status, out, err = _run(capsys, argv)
     assert status == 0, err
     assert "figure written to radref-demo.png\n" in out
-    (tmp_path / "radref-demo.png").write_bytes(b"old")
-    status, out, err = _run(capsys, argv)
+    first = (tmp_path / "radref-demo.png").read_bytes()
+    status, out, err = _run(capsys, argv + ["--seed", "1"])
     assert status == 0, err
     assert "figure written to radref-demo.png (replacing the previous one)" in out
-    assert (tmp_path / "radref-demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    second = (tmp_path / "radref-demo.png").read_bytes()
+    assert second[:8] == b"\x89PNG\r\n\x1a\n" and second != first
+    # a file of that name that the demo did not write is the user's: kept
+    for other in (b"my notes\n", first.replace(b"radref demo", b"someone else")):
+        (tmp_path / "radref-demo.png").write_bytes(other)
+        status, out, err = _run(capsys, argv)
+        _assert_user_error(status, err, "--figure radref-demo.png: exists", "--overwrite")
+        assert (tmp_path / "radref-demo.png").read_bytes() == other
+    status, out, err = _run(capsys, argv + ["--overwrite"])
+    assert status == 0 and (tmp_path / "radref-demo.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_an_output_created_while_radref_works_is_kept(trained, tmp_path, capsys, monkeypatch):
@@ -1049,7 +1071,7 @@ def test_an_output_created_while_radref_works_is_kept(trained, tmp_path, capsys,
 
 def test_train_warns_when_val_is_the_training_data(tmp_path, capsys):
     data = tmp_path / "x.csv"
-    _save(data, datasets.sample("ring", 300, random_state=0))
+    _save(data, datasets.sample("ring", 600, random_state=0))
     copy = tmp_path / "copy.csv"
     copy.write_bytes(data.read_bytes())
     for val in (data, copy):  # the same file, or a copy of it
@@ -1059,7 +1081,7 @@ def test_train_warns_when_val_is_the_training_data(tmp_path, capsys):
         assert status == 0
         assert f"radref: warning: --val {val} holds the training points themselves" in err
     other = tmp_path / "other.csv"
-    _save(other, datasets.sample("ring", 300, random_state=1))
+    _save(other, datasets.sample("ring", 600, random_state=1))
     status, _, err = _run(capsys, ["train", "--data", str(data), "--val", str(other), "--out",
                                    str(tmp_path / "m.npz"), "--steps", "5", "--batch-size",
                                    "100", "--quiet"])
@@ -1069,13 +1091,85 @@ def test_train_warns_when_val_is_the_training_data(tmp_path, capsys):
 def test_train_warns_when_the_data_are_fewer_numbers_than_parameters(tmp_path, capsys):
     data = tmp_path / "two.csv"
     _save(data, np.array([[0.0, 1.0], [1.0, 0.5]]))
-    status, out, _ = _run(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "a.npz"),
+    status, _, err = _run(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "a.npz"),
                                    "--steps", "3", "--quiet"])
     params = load_model(tmp_path / "a.npz").n_parameters()
     assert status == 0 and params > 4
-    assert (f"warning: 2 training points of 2 coordinates are fewer numbers than the model's "
-            f"{params} parameters") in out
+    assert (f"radref: warning: 2 training points of 2 coordinates are fewer numbers than the "
+            f"model's {params} parameters") in err
     # enough points for the model's size: no warning
-    status, out, _ = _run(capsys, ["train", "--out", str(tmp_path / "b.npz"), "--layers", "2",
-                                   "--hidden", "2", "--gate-hidden", "2"] + TINY)
-    assert status == 0 and "warning" not in out
+    status, out, err = _run(capsys, ["train", "--out", str(tmp_path / "b.npz"), "--layers", "2",
+                                     "--hidden", "2", "--gate-hidden", "2"] + TINY)
+    assert status == 0 and "warning" not in out + err
+
+
+def test_an_interrupted_runs_state_is_never_replaced_by_another(tmp_path, capsys):
+    from radref.user.cli_train import unused_checkpoint_name
+    out = tmp_path / "m.npz"
+    assert unused_checkpoint_name(str(out)) == str(tmp_path / "m.checkpoint.npz")
+    (tmp_path / "m.checkpoint.npz").write_bytes(b"state of an interrupted run")
+    assert unused_checkpoint_name(str(out)) == str(tmp_path / "m.checkpoint-2.npz")
+    (tmp_path / "m.checkpoint-2.npz").write_bytes(b"and of another")
+    assert unused_checkpoint_name(str(out)) == str(tmp_path / "m.checkpoint-3.npz")
+    # a run that starts afresh says that an earlier state is there, and keeps it
+    status, _, err = _run(capsys, ["train", "--out", str(out)] + TINY)
+    assert status == 0
+    assert (f"radref: warning: {tmp_path / 'm.checkpoint.npz'} holds the state of an "
+            f"interrupted run; this run starts afresh and keeps it (to resume that run "
+            f"instead, add --checkpoint {tmp_path / 'm.checkpoint.npz'})") in err
+    assert (tmp_path / "m.checkpoint.npz").read_bytes() == b"state of an interrupted run"
+
+
+def test_checkpoint_equal_to_out_names_both(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    status, _, err = _run(capsys, ["train", "--out", str(out), "--checkpoint",
+                                   str(tmp_path / "." / "m.npz")] + TINY)
+    _assert_user_error(status, err, f"--checkpoint {tmp_path / '.' / 'm.npz'}: is --out {out}")
+
+
+def test_a_reader_closing_the_pipe_ends_the_command_with_141(trained):
+    process = subprocess.Popen([sys.executable, "-m", "radref", "sample", "--model",
+                                str(trained["rad"]), "-n", "200000", "--out", "-"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    assert process.stdout.readline().count(b",") == 1  # one point read, as head -1 does
+    process.stdout.close()
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 141 and err == b""
+
+
+def test_score_prints_a_huge_mean_in_exponent_form(trained, tmp_path, capsys):
+    far = tmp_path / "far.csv"
+    _save(far, np.full((4, 2), 1e12))
+    status, out, err = _run(capsys, ["score", "--model", str(trained["realnvp"]), "--data",
+                                     str(far)])
+    assert status == 0, err
+    assert re.fullmatch(r"mean log-likelihood -\d\.\d{6}e\+\d\d nats over 4 points\n", out), out
+
+
+def test_a_pandas_index_column_is_named_in_a_warning(trained, tmp_path, capsys):
+    indexed = tmp_path / "indexed.csv"
+    indexed.write_text(",x,y\n0,0.5,1.5\n1,0.25,-1\n2,1,0\n")
+    status, out, err = _run(capsys, ["score", "--model", str(trained["rad"]), "--data",
+                                     str(indexed)])
+    # three columns for a 2-D model: the error, after the warning that explains it
+    assert status == 2 and "has 3 columns" in err
+    assert err.startswith(f"radref: warning: --data {indexed}: the header names every column "
+                          f"but the first, as in a file pandas wrote with its index")
+    named = tmp_path / "named.csv"
+    named.write_text("x,y\n0.5,1.5\n0.25,-1\n")
+    status, _, err = _run(capsys, ["score", "--model", str(trained["rad"]), "--data", str(named)])
+    assert status == 0 and "warning" not in err
+
+
+def test_a_finished_model_trains_further_as_a_checkpoint(tmp_path, capsys):
+    # api.md, "Training a finished model further"
+    first, further = tmp_path / "model.npz", tmp_path / "model-40.npz"
+    assert main(["train", "--out", str(first)] + TINY) == 0
+    steps = TINY[TINY.index("--steps") + 1]
+    argv = ["train", "--checkpoint", str(first), "--out", str(further)] + TINY
+    argv[argv.index("--steps") + 1] = str(2 * int(steps))
+    status, out, err = _run(capsys, argv)
+    assert status == 0, err
+    assert f"(resumed from {first} at step {steps})" in out
+    assert load_model(further).n_steps_ == 2 * int(steps)
+    assert load_model(first).n_steps_ == 2 * int(steps)  # updated in place, as documented

@@ -107,7 +107,8 @@ def test_train_never_writes_over_its_data_or_checkpoint(capsys, tmp_path):
     _one_line_error(status, err, "--checkpoint")
     status, _, err = _run(capsys, ["train", "--data", data, "--out", tmp_path / "m.npz",
                                    "--checkpoint", f"{tmp_path}/./m.npz"] + TINY[:2])
-    _one_line_error(status, err, "--checkpoint and --out must be different files")
+    _one_line_error(status, err, f"--checkpoint {tmp_path}/./m.npz: is --out {tmp_path / 'm.npz'}",
+                    "must be different files")
     assert data.read_bytes() == before
     assert not (tmp_path / "m.npz").exists()
 

@@ -13,16 +13,18 @@ Each shows the step, the smoothed training log-likelihood, the latest
 held-out log-likelihood (if there is held-out data), steps per second and
 the estimated time left.  The raw minibatch log-likelihood is too noisy to
 read (it moves by nats from one batch to the next on a peaked density), so
-the display shows an exponential moving average over about
-:data:`SMOOTHING_STEPS` steps, bias-corrected as Adam's moments are so that
-the first values are not pulled towards zero.
+the display shows its mean over the last :data:`SMOOTHING_STEPS` steps (all
+the steps so far before that).  A window, not an exponential average: the
+first steps on data far from the base distribution's scale score -1e8
+nats, and an exponential average would carry them for thousands of steps.
 """
+import collections
 import os
 import shutil
 import sys
 import time
 
-#: time constant, in steps, of the moving average of the log-likelihood
+#: steps in the window of the displayed mean log-likelihood
 SMOOTHING_STEPS = 100
 #: shortest interval between two redraws on a terminal, in seconds
 REDRAW_SECONDS = 0.1
@@ -88,7 +90,7 @@ class TrainingProgress:
         self.clock = clock
         self.began = clock()
         self.smoothed = None
-        self._average, self._weight = 0.0, 0.0
+        self._window = collections.deque(maxlen=SMOOTHING_STEPS)
         self._last_draw = None
         self._drawn = False
         span = max(total - start, 1)
@@ -96,10 +98,10 @@ class TrainingProgress:
 
     def update(self, step, loglik, val_loglik=None):
         """Record the minibatch log-likelihood of ``step``; draw if it is time."""
-        decay = 1.0 - 1.0 / SMOOTHING_STEPS
-        self._average = decay * self._average + (1.0 - decay) * loglik
-        self._weight = decay * self._weight + (1.0 - decay)
-        self.smoothed = self._average / self._weight
+        self._window.append(loglik)
+        # summed afresh each step: a running sum would keep the rounding of
+        # the huge first values after they leave the window
+        self.smoothed = sum(self._window) / len(self._window)
         if self.mode == "tty":
             now = self.clock()
             if (step == self.total or self._last_draw is None

@@ -30,11 +30,14 @@ from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, OUTPUT_FIL
                                     need_matplotlib, output_name, read_model, read_points_of,
                                     say, writing)
 from radref.user.cli_train import add_train_command, run_train
-from radref.user.datafiles import STDIO, DataFileError, check_output, write_array
+from radref.user.datafiles import (STDIO, DataFileError, DataFileWarning, check_output,
+                                   write_array)
 from radref.user.estimators import MODELS
 
-#: the demo's figure when --figure is not given (replaced on every run: the
-#: demo's own output, named by radref, not by the user)
+#: status of a command whose standard output was closed early (128 + SIGPIPE)
+EXIT_BROKEN_PIPE = 141
+#: the demo's figure when --figure is not given (an earlier demo's figure
+#: there is replaced; any other file is kept unless --overwrite)
 DEMO_FIGURE = "radref-demo.png"
 
 # ----------------------------------------------------------------- commands
@@ -54,15 +57,16 @@ def _cmd_demo(args):
     for option in ("n_train", "n_test", "rad_steps", "realnvp_steps"):
         check_positive(getattr(args, option), "--" + option.replace("_", "-"))
     check_hyperparameter("lr", args.lr)
-    # the demo replaces its own default figure; a file the user names is kept
-    # unless --overwrite
     figure = DEMO_FIGURE if args.figure is None else args.figure
-    replace = args.figure is None or args.overwrite
     replacing = bool(figure) and os.path.lexists(figure)
+    replace = args.overwrite
     if figure:
+        need_matplotlib("--figure")
+        from radref.user.plots import written_by_demo
+        # an earlier demo's figure at the default name is the demo's own: replaced
+        replace = replace or (args.figure is None and written_by_demo(figure))
         check_output("--figure", figure, extensions=(".png",), allow_stdout=False,
                      overwrite=replace)
-        need_matplotlib("--figure")
     start = time.perf_counter()
     X_train, X_test = datasets.train_test_split_samples(
         "two_moons", args.n_train, args.n_test, random_state=args.seed)
@@ -100,8 +104,10 @@ def _cmd_score(args):
     scores = model.score_samples(X)
     if args.out:
         write_array("--out", args.out, scores, overwrite=args.overwrite)
-    say(f"mean log-likelihood {np.mean(scores):+.6f} nats over {scores.size} points",
-         to_stderr=args.out == STDIO)
+    mean = np.mean(scores)
+    shown = f"{mean:+.6f}" if abs(mean) < 1e6 else f"{mean:+.6e}"  # -1.349e+33, not 34 digits
+    say(f"mean log-likelihood {shown} nats over {scores.size} points",
+        to_stderr=args.out == STDIO)
 
 
 def _cmd_sample(args):
@@ -203,8 +209,8 @@ def build_parser():
     demo.add_argument("--lr", type=float, default=D["lr"],
                       help=f"Adam learning rate (default {D['lr']:g})")
     demo.add_argument("--figure", default=None,
-                      help=f"PNG to write (default {DEMO_FIGURE}, replaced on every run; "
-                           f"empty string: none)")
+                      help=f"PNG to write (default {DEMO_FIGURE}, where an earlier demo's "
+                           f"figure is replaced; empty string: none)")
     add_overwrite_argument(demo, "--figure")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     demo.set_defaults(func=_cmd_demo)
@@ -292,7 +298,8 @@ def build_parser():
 
 def main(argv=None):
     """Run the command; returns the exit status (0, 1 for a failed check-port,
-    2 for a user error, 130 after Ctrl-C, 143 after SIGTERM)."""
+    2 for a user error, 130 after Ctrl-C, 141 when the reader of standard
+    output closed it early, 143 after SIGTERM)."""
     argv = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
@@ -302,9 +309,10 @@ def main(argv=None):
         return _error(exc)
     except BrokenPipeError:
         # stdout closed early (radref sample --out - | head): not an error of
-        # radref's; silence the flush at exit, as Python's docs advise
+        # radref's; silence the flush at exit, as Python's docs advise, and
+        # exit as a shell reports a process that SIGPIPE ended
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return EXIT_BROKEN_PIPE
     except (ValueError, TypeError, OSError, ImportError, NonFiniteError) as exc:
         return _error(exc)
     except MemoryError as exc:  # e.g. sample -n 10**14
@@ -327,11 +335,14 @@ def _error(message):
 def _warnings_as_lines():
     """radref's warnings about the results (a diverging training, samples that
     are not finite) as one line each on stderr, ``radref: warning: ...``."""
+    ours = (DivergenceWarning, NonFiniteSampleWarning, DataFileWarning)
     with warnings.catch_warnings():
+        for category in ours:  # shown as lines whatever the interpreter's filters say
+            warnings.simplefilter("always", category)
         shown = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, (DivergenceWarning, NonFiniteSampleWarning)):
+            if issubclass(category, ours):
                 print(f"radref: warning: {message}", file=sys.stderr, flush=True)
             else:
                 shown(message, category, filename, lineno, file, line)

@@ -26,7 +26,7 @@ from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, POINT_FILE
                                     checkpoint_problem, read_points_of, say, writing)
 from radref.user.datafiles import STDIO, check_output, read_points
 from radref.user.estimators import MODELS, CheckpointMismatchError, TrainingInterrupted
-from radref.user.options import (OptionError, add_options, add_recipe_arguments, cli_help,
+from radref.user.options import (OptionError, add_options, add_recipe_arguments,
                                  recipe_from_args)
 from radref.user.options import flag as option_of
 
@@ -69,8 +69,9 @@ def add_train_command(sub):
     train.add_argument("--model", choices=sorted(MODELS), default="rad", help="model (default rad)")
     _add_training_options(train)
     train.add_argument("--seed", dest="random_state", type=int, default=0, metavar="SEED",
-                       help=f"seed of the --problem draw and of the model: "
-                            f"{cli_help('random_state')} (default 0)")
+                       help="seed of the --problem draw and of the model: initialisation, "
+                            "minibatch order and the early-stopping split (default 0; the "
+                            "same seed gives the same model, bit for bit)")
     train.add_argument("--out", required=True, help="model file to write (.npz)")
     add_overwrite_argument(train)
     train.add_argument("--checkpoint", default=None,
@@ -155,10 +156,11 @@ def _train_and_save(args, argv, X, X_val, model):
           f"points"
           f"{held_out}; saved to "
           f"{args.out}")
-    if X.size < model.n_parameters():
-        print(f"warning: {X.shape[0]} training points of {X.shape[1]} coordinates are fewer "
-              f"numbers than the model's {model.n_parameters()} parameters: it can fit these "
-              f"points closely and generalise poorly; judge it by a held-out score (--val)")
+    if model.n_training_rows_ * X.shape[1] < model.n_parameters():
+        say(f"radref: warning: {model.n_training_rows_} training points of {X.shape[1]} "
+            f"coordinates are fewer numbers than the model's {model.n_parameters()} "
+            f"parameters: it can fit these points closely and generalise poorly; judge it "
+            f"by a held-out score (--val)", to_stderr=True)
     if diverged:
         print(f"warning: this training run diverged (from step {diverged[0]}, see the warning "
               f"above): the saved model is not a usable fit; try a smaller --lr (now "
@@ -223,7 +225,13 @@ def _train_setup(args):
         check_output("--checkpoint", args.checkpoint, extensions=(".npz",), allow_stdout=False,
                      inputs=inputs, overwrite=True)
         if same_file(args.checkpoint, args.out):
-            raise CLIError("--checkpoint and --out must be different files")
+            raise CLIError(f"--checkpoint {args.checkpoint}: is --out {args.out}; the "
+                           f"training state and the model must be different files")
+    earlier = default_checkpoint(args.out)
+    if args.checkpoint is None and os.path.lexists(earlier):
+        say(f"radref: warning: {earlier} holds the state of an interrupted run; this run "
+            f"starts afresh and keeps it (to resume that run instead, add --checkpoint "
+            f"{earlier})", to_stderr=True)
     if args.data is not None:
         X = read_points_of("--data", args.data)
         if X.shape[1] < 2:
@@ -294,22 +302,35 @@ def default_checkpoint(out):
     return os.path.splitext(out)[0] + ".checkpoint.npz"
 
 
+def unused_checkpoint_name(out):
+    """:func:`default_checkpoint`, or, when that file holds the state of an
+    earlier interrupted run, the first free ``model.checkpoint-2.npz``,
+    ``-3``, ...: an interrupted run never replaces another's state."""
+    path, number = default_checkpoint(out), 1
+    while os.path.lexists(path):
+        number += 1
+        path = f"{os.path.splitext(out)[0]}.checkpoint-{number}.npz"
+    return path
+
+
 def _interrupted(args, argv, model, stop):
     """Ctrl-C or SIGTERM during training: make sure a checkpoint holds the
     state, say how to resume, exit 130 (143 after SIGTERM)."""
     path = stop.checkpoint
     if path is None:
-        path = default_checkpoint(args.out)
+        path = unused_checkpoint_name(args.out)
         with writing("--out", path):
             model.save(path)
     command = _without_option(argv, "--checkpoint") + ["--checkpoint", os.fspath(path)]
+    again = ("\n(with the same points on standard input again)"
+             if args.data == STDIO or args.val == STDIO else "")
     # after a progress line the display has ended the line; else start a new
     # one (the terminal echoed ^C where the cursor was)
     new_line = "\n" if args.quiet else ""
     terminated = stop.signum == signal.SIGTERM
     say(f"{new_line}{'terminated (SIGTERM)' if terminated else 'interrupted'} after step "
          f"{stop.step} of {args.steps}; the training state is saved in {path}\nresume "
-         f"with:\n  radref {shlex.join(command)}", to_stderr=True)
+         f"with:\n  radref {shlex.join(command)}{again}", to_stderr=True)
     return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 

@@ -17,6 +17,7 @@ number``), never a library's internals.
 import io
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -32,6 +33,11 @@ STDIO = "-"
 
 class DataFileError(Exception):
     """A file the user named cannot be used; the message says which and why."""
+
+
+class DataFileWarning(UserWarning):
+    """A file of points that reads, but perhaps not as its writer meant (the
+    command prints it as ``radref: warning: ...``)."""
 
 
 def extension(path):
@@ -106,9 +112,15 @@ def _parse_text(flag, where, raw, delimiter):
         first = lines[0][1]
         delimiter = "," if "," in first else "\t" if "\t" in first else None
     if _is_header(lines[0][1], delimiter):
+        header = _fields(lines[0][1], delimiter)
         lines = lines[1:]
         if not lines:
             raise DataFileError(f"{flag} {where}: holds a header line but no data")
+        if len(header) > 1 and header[0] == "" and all(header[1:]):
+            warnings.warn(f"{flag} {where}: the header names every column but the first, as "
+                          f"in a file pandas wrote with its index: that column is used as a "
+                          f"coordinate like the others (write the file with index=False, or "
+                          f"drop the column)", DataFileWarning, stacklevel=2)
     try:
         array = np.loadtxt([line for _, line in lines], delimiter=delimiter, ndmin=2,
                            comments=None, dtype=np.float64)
@@ -146,6 +158,9 @@ def _first_bad_line(lines, delimiter):
         fields = _fields(line, delimiter)
         for field in fields:
             if not _is_number(field):
+                if ";" in field and delimiter != ";":
+                    return (f"line {number}: {field!r} is not a number; fields separated by "
+                            f"';' are not read: radref reads commas, tabs or spaces")
                 shown = field if field else "an empty field"
                 return f"line {number}: {shown!r} is not a number" if field else (
                     f"line {number}: {shown}")

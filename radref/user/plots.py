@@ -62,6 +62,23 @@ def _frame(ax, xlim, ylim):
     ax.tick_params(labelsize=7, length=2, pad=1)
 
 
+#: the PNG "Software" text of the demo's figure: how ``radref demo`` knows a
+#: file it may replace without --overwrite is its own
+DEMO_SOFTWARE = "radref demo"
+
+
+def written_by_demo(path):
+    """Whether ``path`` is a PNG that :func:`plot_demo` wrote (its text chunks
+    precede the image data, within the first kilobytes)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return (head.startswith(b"\x89PNG\r\n\x1a\n")
+            and b"tEXtSoftware\x00" + DEMO_SOFTWARE.encode() in head)
+
+
 def plot_demo(path, data, models, scores, best=None, log_density=None, random_state=0,
               n_samples=5000, overwrite=True):
     """Write :func:`demo_figure` to the PNG file ``path`` (an existing file
@@ -69,7 +86,7 @@ def plot_demo(path, data, models, scores, best=None, log_density=None, random_st
     plt = _pyplot()
     fig = demo_figure(data, models, scores, best, log_density, random_state, n_samples)
     with atomic_write(path, replace=overwrite) as f:  # whole or not at all (docs/errors.md)
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="png", dpi=110, metadata={"Software": DEMO_SOFTWARE})
     plt.close(fig)
 
 
