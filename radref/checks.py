@@ -27,10 +27,17 @@ class ComplexDataError(TypeError, ValueError):
     ``ValueError``, the exception scikit-learn's conventions expect for it."""
 
 
+def described(value):
+    """A value for a message: its type and its repr (``str '1'``), or the repr
+    alone when it already names the type (``Generator(PCG64) at 0x...``)."""
+    kind, shown = type(value).__name__, repr(value)
+    return shown if shown.startswith(kind) else f"{kind} {shown}"
+
+
 def check_int(name, value, minimum=1):
     """An integer ``>= minimum`` (bool refused), as a plain ``int``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be an integer, got {described(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
@@ -39,7 +46,7 @@ def check_int(name, value, minimum=1):
 def check_real(name, value):
     """A real number (bool refused), as a ``float``; its range is the caller's."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a real number, got {described(value)}")
     return float(value)
 
 
@@ -55,7 +62,7 @@ def check_float(name, value, positive=True):
 def check_bool(name, value):
     """``True`` or ``False`` (NumPy booleans accepted)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be True or False, got {described(value)}")
     return bool(value)
 
 
@@ -103,7 +110,7 @@ def check_path(name, path):
     """A file path (str, bytes or os.PathLike) whose directory exists; returned as given."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"{name} must be a file path (str or os.PathLike), "
-                        f"got {type(path).__name__} {path!r}")
+                        f"got {described(path)}")
     directory = os.path.dirname(os.path.abspath(os.fsdecode(path)))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{name}: directory {directory} does not exist")

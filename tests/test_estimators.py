@@ -373,7 +373,7 @@ HYPERPARAMETER_ERRORS = [
     (dict(eps=0.0), ValueError, "eps"),
     (dict(eval_every=0), ValueError, "eval_every must be >= 1"),
     (dict(warm_start="yes"), TypeError, "warm_start must be True or False"),
-    (dict(progress=1), TypeError, "progress must be True or False"),
+    (dict(progress=1), TypeError, "progress must be True, False or None"),
 ]
 
 
@@ -764,3 +764,44 @@ def test_reshape_hint_offers_only_shapes_a_flow_can_use():
     with pytest.raises(ValueError, match=r"reshape\(-1, 1\) if it holds one feature, "
                                          r"x.reshape\(1, -1\)"):
         check_array("x", np.arange(3.0))
+
+
+def test_continuing_a_fit_that_has_nothing_to_train_says_so(tmp_path):
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    common = dict(n_layers=2, hidden=3, batch_size=50, random_state=0, progress=False)
+    path = tmp_path / "ck.npz"
+    RadFlow(steps=30, **common).fit(X, checkpoint=path)
+    # fewer steps than the checkpoint holds: refused, as warm_start refuses them
+    with pytest.raises(ValueError, match=r"steps \(10\) is below the 30 steps of checkpoint"):
+        RadFlow(steps=10, **common).fit(X, checkpoint=path)
+    with pytest.warns(UserWarning, match=r"the checkpoint .*ck.npz has already done its 30 "
+                                         r"steps"):
+        assert RadFlow(steps=30, **common).fit(X, checkpoint=path).n_steps_ == 30
+    # a run that early stopping has stopped trains no further, and says so
+    stopping = dict(common, early_stopping=True, eval_every=5, n_iter_no_change=1, lr=0.3)
+    model = RadFlow(steps=2000, **stopping).fit(X)
+    assert model.stopped_at_ is not None and model.n_steps_ < 2000
+    with pytest.warns(UserWarning, match=rf"stopped by early stopping at step "
+                                         rf"{model.stopped_at_}; it trains no further"):
+        model.set_params(steps=4000, warm_start=True).fit(X)
+    assert model.n_steps_ == model.stopped_at_
+
+
+def test_a_cosine_decay_continued_with_warm_start_names_lr_decay_steps():
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    model = RadFlow(n_layers=2, hidden=3, steps=20, batch_size=50, lr_schedule="cosine",
+                    random_state=0, progress=False).fit(X)
+    with pytest.raises(ValueError, match=r"lr_decay_steps 20 then, 40 now.*set lr_decay_steps "
+                                         r"to the final total from the first fit on"):
+        model.set_params(steps=40, warm_start=True).fit(X)
+
+
+def test_messages_name_a_value_once_and_offer_none_where_it_is_valid():
+    X = np.zeros((10, 2))
+    with pytest.raises(TypeError, match=r"^progress must be True, False or None, got str 'no'$"):
+        RadFlow(progress="no").fit(X)
+    with pytest.raises(TypeError, match=r"^random_state must be an integer, got "
+                                        r"Generator\(PCG64\) at 0x[0-9A-F]+$"):
+        RadFlow(random_state=np.random.default_rng(0)).fit(X)
+    with pytest.raises(TypeError, match=r"^steps must be an integer, got str '3'$"):
+        RadFlow(steps="3").fit(X)

@@ -327,11 +327,14 @@ def test_log_density_in_chunks_equals_flow_forward(name):
         np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("chunk_rows", [0, -3, 2.5, True, "10"])
-def test_log_density_rejects_bad_chunk_rows(chunk_rows):
+@pytest.mark.parametrize("chunk_rows, error", [(0, ValueError), (-3, ValueError),
+                                               (2.5, TypeError), (True, TypeError),
+                                               ("10", TypeError)])
+def test_log_density_rejects_bad_chunk_rows(chunk_rows, error):
+    # a wrong type is a TypeError, a wrong value a ValueError (docs/errors.md)
     config = GRAD_CONFIGS["rad d=2"]
     params = flow_init(config, random_state=0)
-    with pytest.raises(ValueError, match="chunk_rows"):
+    with pytest.raises(error, match="chunk_rows must be a positive integer"):
         flow_log_density(np.zeros((3, 2)), params, config, chunk_rows=chunk_rows)
 
 

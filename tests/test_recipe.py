@@ -302,9 +302,13 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
     path = tmp_path / "ckpt.npz"
     stopped = RadFlow(ema_decay=0.9, **_stopping_settings()).fit(X, checkpoint=path)
     assert stopped.stopped_at_ < 200
-    resumed = RadFlow(ema_decay=0.9, **_stopping_settings()).fit(X, checkpoint=path)
+    # the checkpoint is saved at the end, early or not (checkpoint_every is 1000)
+    assert load_model(path).n_steps_ == stopped.stopped_at_
+    with pytest.warns(UserWarning, match="stopped by early stopping"):
+        resumed = RadFlow(ema_decay=0.9, **_stopping_settings()).fit(X, checkpoint=path)
     _assert_same_model(stopped, resumed)
-    stopped.set_params(warm_start=True, steps=300).fit(X)  # nothing left to do
+    with pytest.warns(UserWarning, match="it trains no further"):
+        stopped.set_params(warm_start=True, steps=300).fit(X)  # nothing left to do
     _assert_same_model(resumed, stopped)
 
 

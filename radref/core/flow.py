@@ -447,11 +447,16 @@ def row_chunks(n, chunk_rows=CHUNK_ROWS):
 
     Raises
     ------
+    TypeError
+        If ``chunk_rows`` is not an integer (a float, a bool), as everywhere in
+        radref (docs/errors.md).
     ValueError
-        Unless ``chunk_rows`` is a positive integer.
+        If ``chunk_rows`` is an integer below 1.
     """
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral) \
-            or chunk_rows < 1:
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral):
+        raise TypeError(f"chunk_rows must be a positive integer, got "
+                        f"{type(chunk_rows).__name__} {chunk_rows!r}")
+    if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     return [slice(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
 

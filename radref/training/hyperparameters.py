@@ -25,7 +25,9 @@ Adding a training option is one entry here plus its use in
 import math
 from dataclasses import dataclass
 
-from radref.checks import check_bool, check_choice, check_int, check_real
+import numpy as np
+
+from radref.checks import check_bool, check_choice, check_int, check_real, described
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,8 @@ def check_hyperparameter(name, value, label=None):
     if value is None and entry.none:
         return None
     if entry.type == "bool":
+        if entry.none and label == name and not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{label} must be True, False or None, got {described(value)}")
         return check_bool(label, value)
     if entry.type == "choice":
         return check_choice(label, value, entry.choices)

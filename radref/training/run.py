@@ -325,6 +325,10 @@ class TrainingRun:
             raise CheckpointMismatchError(path, differing, theirs, mine)
         if run.adam_state is None:
             raise CheckpointError(f"checkpoint {path} holds no optimizer state to resume from")
+        if run.step > settings.steps:
+            raise ValueError(f"steps ({settings.steps}) is below the {run.step} steps of "
+                             f"checkpoint {path}: steps is the total to reach; raise it, or "
+                             f"choose another checkpoint path to start afresh")
         return run
 
     def continued(self, config, settings):
@@ -345,8 +349,11 @@ class TrainingRun:
         differing = differing_settings(theirs, mine, recipe)
         if differing:
             shown = "; ".join(f"{n} {theirs[n]!r} then, {mine[n]!r} now" for n in differing)
+            hint = ("; a cosine decay ends at lr_decay_steps, which defaults to steps: to "
+                    "train one decay in several fits, set lr_decay_steps to the final total "
+                    "from the first fit on" if "lr_decay_steps" in differing else "")
             raise ValueError(f"warm_start=True continues the fitted model, trained with another "
-                             f"recipe ({shown}): set warm_start=False to start afresh")
+                             f"recipe ({shown}): set warm_start=False to start afresh{hint}")
         run = copy.deepcopy(self)
         run.settings = settings
         return run
@@ -494,7 +501,9 @@ class _Monitor:
     def __call__(self, step, params, state, history):
         self.step, self.history = step, history
         saved = False
-        if self.checkpoint is not None and (step % self.every == 0
+        stopper = self.run.stopper
+        stopped = stopper is not None and stopper.stopped_at == step  # the end, early
+        if self.checkpoint is not None and (step % self.every == 0 or stopped
                                             or step == self.run.settings.steps):
             self._save(step, params, state, history)
             saved = True

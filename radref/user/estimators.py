@@ -84,6 +84,19 @@ def _docstring(summary, kind):
     return "\n".join(lines) + "\n"
 
 
+
+def _warn_if_nothing_to_train(run, settings, what):
+    """A continued fit that will train no step says so (a ``UserWarning``):
+    all ``steps`` are done, or early stopping has already stopped the run."""
+    stopper = run.stopper
+    if stopper is not None and stopper.stopped_at is not None:
+        warnings.warn(f"fit: {what} was stopped by early stopping at step "
+                      f"{stopper.stopped_at}; it trains no further (start afresh to train "
+                      f"again)", UserWarning, stacklevel=4)
+    elif settings.steps == run.step:
+        warnings.warn(f"fit: {what} has already done its {run.step} steps; raise steps to "
+                      f"train further", UserWarning, stacklevel=4)
+
 class _FlowEstimator(FittedFlow, ParamsMixin):
     """What :class:`RadFlow` and :class:`RealNVPFlow` share; ``_kind`` is the
     layer kind module (:data:`radref.core.layers.LAYER_KINDS`)."""
@@ -191,6 +204,7 @@ class _FlowEstimator(FittedFlow, ParamsMixin):
         name, architecture = type(self).__name__, self._architecture(hp)
         if checkpoint is not None and os.path.exists(checkpoint):
             run = TrainingRun.resume(checkpoint, name, architecture, config, settings, X)
+            _warn_if_nothing_to_train(run, settings, f"the checkpoint {checkpoint}")
         elif hp["warm_start"] and self.__sklearn_is_fitted__():
             run = self._continued(config, settings)
         else:
@@ -225,10 +239,7 @@ class _FlowEstimator(FittedFlow, ParamsMixin):
         run = self._run.continued(config, settings)
         if run.entropy is None:  # a radref 0.1 model file: the seed it was trained with
             run.entropy = int(np.random.SeedSequence(self.random_state).entropy)
-        if settings.steps == run.step:
-            warnings.warn(f"fit with warm_start=True: the model has already done its "
-                          f"{run.step} steps; raise steps to train further", UserWarning,
-                          stacklevel=3)
+        _warn_if_nothing_to_train(run, settings, "warm_start=True: the model")
         return run
 
     def _set_fitted(self, run):
