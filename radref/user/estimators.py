@@ -184,6 +184,9 @@ class _FlowEstimator(FittedFlow, ParamsMixin):
             step's parameters.  A second Ctrl-C stops at once.
         NonFiniteError
             Training diverged; the model holds the last finite parameters.
+            Finite is not usable: parameters one step from overflowing may
+            still overflow on other points (``score`` then raises
+            ``FloatingPointError``); refit with a smaller ``lr``.
         """
         self._take_fit_params(fit_params)
         if isinstance(y, numbers.Number):
