@@ -558,3 +558,21 @@ def test_choices_made_on_one_seed_apply_to_every_seed(study):
     # chosen on two seeds: which one to apply is ambiguous
     with pytest.raises(ValueError, match="chosen on seeds 0 and 1"):
         select.apply_to(select.choose(results + [dict(results[0], seed=1)]), [0, 1, 2])
+
+
+def test_selection_grid_table_marks_the_choice_and_the_grid_edge(study):
+    candidates = [{"problem": "grid", "model": "rad", "hidden": 8, "seed": 0, "lr": lr,
+                   "lr_schedule": k, "val_loglik": v}
+                  for lr, k, v in ((3e-4, "constant", -1.5), (3e-4, "cosine", -1.6),
+                                   (1e-3, "constant", -1.3), (1e-3, "cosine", -1.4),
+                                   (3e-3, "constant", -1.1), (3e-3, "cosine", -1.05))]
+    candidates += [dict(c, model="realnvp", hidden=56, val_loglik=-c["val_loglik"] if
+                        (c["lr"], c["lr_schedule"]) == (1e-3, "constant") else -3.0)
+                   for c in candidates]
+    grid = study.selection_grid(candidates)
+    assert grid["grid rad 8 0"]["0.003 cosine"] == -1.05
+    table = "\n".join(study.selection_grid_table({"selection_grid": grid}))
+    # Rad chose the largest rate of the grid: at its edge; Real NVP the middle one
+    assert ("| grid | rad (8) | 0 | -1.5000 | -1.6000 | -1.3000 | -1.4000 | -1.1000 | "
+            "**-1.0500** (edge) |") in table
+    assert "| grid | realnvp (56) | 0 | -3.0000 | -3.0000 | **+1.3000** | -3.0000 |" in table

@@ -715,6 +715,38 @@ def selected_table(study):
     return rows
 
 
+def load_candidates(selection_dir):
+    """The results of validation/select_flows.py's candidates (``select/*/result.json``)."""
+    return [_json(path) for path in sorted(glob.glob(os.path.join(selection_dir, "select", "*",
+                                                                    "result.json")))]
+
+
+def selection_grid(candidates):
+    """``{"problem model hidden seed": {"lr schedule": validation score}}``, in
+    the grid's order, from the candidates' results."""
+    grid = {}
+    for r in candidates:
+        key = f"{r['problem']} {r['model']} {r['hidden']} {r['seed']}"
+        grid.setdefault(key, {})[f"{r['lr']:g} {r['lr_schedule']}"] = r["val_loglik"]
+    return grid
+
+
+def selection_grid_table(study):
+    """Each candidate's validation score; the chosen one in bold, marked
+    "edge" when its rate is the grid's smallest or largest."""
+    columns = [f"{lr:g} {s}" for lr in (3e-4, 1e-3, 3e-3) for s in ("constant", "cosine")]
+    rows = ["| problem | model (width) | seed | " + " | ".join(
+        f"lr {c.replace(' ', ', ')}" for c in columns) + " |", "|---" * (3 + len(columns)) + "|"]
+    for key, scores in study["selection_grid"].items():
+        problem, model, hidden, seed = key.split()
+        best = max(scores, key=scores.get)
+        edge = " (edge)" if best.split()[0] in ("0.0003", "0.003") else ""
+        cells = [("—" if c not in scores else f"**{scores[c]:+.4f}**{edge}" if c == best
+                  else f"{scores[c]:+.4f}") for c in columns]
+        rows.append(f"| {problem} | {model} ({hidden}) | {seed} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def run_times(study_dir=STUDY):
     """Every run time this page states, from the committed records: each
     run's ``seconds_this_session`` (wall seconds of its last session, while
@@ -781,8 +813,9 @@ def tables(study):
               "beyond": beyond_table, "own_best": own_best_table,
               "data_size": data_size_table, "two_moons": two_moons_table,
               "dimensions": dimensions_table, "selected": selected_table,
-              "run_time": run_time_table}
-    optional = ("beyond", "own_best", "two_moons", "dimensions", "selected", "run_time")
+              "selection_grid": selection_grid_table, "run_time": run_time_table}
+    optional = ("beyond", "own_best", "two_moons", "dimensions", "selected", "selection_grid",
+                "run_time")
     return {name: "\n".join(make(study)) for name, make in makers.items()
             if name not in optional or study.get(name)}
 
@@ -890,6 +923,9 @@ def main(argv=None):
                     load_baselines(os.path.join(args.study, "baselines")), args.n_boot,
                     load_dimensions(dimensions) if os.path.isdir(dimensions) else None,
                     _json(choices) if os.path.exists(choices) else None)
+    candidates = load_candidates(os.path.join(args.study, "selection"))
+    if candidates:
+        study["selection_grid"] = selection_grid(candidates)
     study["run_time"] = run_times(args.study)
     text = tables(study)
     with open(os.path.join(args.study, "study.json"), "w") as f:
