@@ -1173,3 +1173,29 @@ def test_a_finished_model_trains_further_as_a_checkpoint(tmp_path, capsys):
     assert f"(resumed from {first} at step {steps})" in out
     assert load_model(further).n_steps_ == 2 * int(steps)
     assert load_model(first).n_steps_ == 2 * int(steps)  # updated in place, as documented
+
+
+@pytest.mark.parametrize("start, summary", [
+    (-100.0, "note: training diverged at step 50 (see the warning above) and recovered: the "
+             "saved model scores"),
+    (50.0, "warning: this training run diverged (from step 50, see the warning above): the "
+           "saved model is not a usable fit")])
+def test_train_summary_tells_a_divergence_that_recovered_from_one_that_did_not(
+        tmp_path, capsys, monkeypatch, start, summary):
+    # a spike at a high rate can recover (seen at lr 3e-3 on the ring): the
+    # summary compares the final training score with the start of the fit
+    import warnings
+    from radref.training.diagnostics import DivergenceWarning
+    fit = RadFlow.fit
+
+    def spiking_fit(self, *args, **kwargs):
+        result = fit(self, *args, **kwargs)
+        warning = DivergenceWarning("training is diverging at step 50: ...")
+        warning.step, warning.start = 50, start
+        warnings.warn(warning)
+        return result
+
+    monkeypatch.setattr(RadFlow, "fit", spiking_fit)
+    status, out, err = _run(capsys, ["train", "--out", str(tmp_path / "m.npz")] + TINY)
+    assert status == 0 and "radref: warning: training is diverging at step 50" in err
+    assert summary in out

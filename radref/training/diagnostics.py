@@ -124,6 +124,13 @@ class DivergenceWatch:
     def __init__(self):
         self.start, self.smoothed, self.seen, self.reported = None, None, 0, False
 
+    @classmethod
+    def far_below(cls, start, value):
+        """Whether the log-likelihood ``value`` lies more than ``max(MARGIN,
+        10% of |start|)`` nats below ``start``: diverged, and, at the end of
+        a run that diverged on the way, not recovered."""
+        return value < start - max(cls.MARGIN, 0.1 * abs(start))
+
     def update(self, step, loglik):
         """Record step ``step``'s log-likelihood; returns the message of a
         divergence when one is first seen there, else ``None``."""
@@ -132,8 +139,8 @@ class DivergenceWatch:
             self.start = self.smoothed = loglik
             return None
         self.smoothed = self.SMOOTHING * self.smoothed + (1.0 - self.SMOOTHING) * loglik
-        margin = max(self.MARGIN, 0.1 * abs(self.start))
-        if self.reported or self.seen < self.GRACE or not self.smoothed < self.start - margin:
+        if self.reported or self.seen < self.GRACE or not self.far_below(self.start,
+                                                                         self.smoothed):
             return None
         self.reported = True
         return (f"training is diverging at step {step}: the smoothed log-likelihood is "

@@ -225,7 +225,7 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
             if diverging is not None:  # (an error, not a warning, under a filter "error")
                 warning = DivergenceWarning(f"{diverging}; try a smaller --lr (the estimators' "
                                             f"lr; now {packed.config.lr:g})")
-                warning.step = step
+                warning.step, warning.start = step, watch.start
                 warnings.warn(warning, stacklevel=2)
             history["step"].append(step)
             history["loglik"].append(loglik)

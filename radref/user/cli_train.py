@@ -15,7 +15,7 @@ import numpy as np
 
 from radref import datasets
 from radref.training.checkpoint import CheckpointError, load_checkpoint
-from radref.training.diagnostics import DivergenceWarning
+from radref.training.diagnostics import DivergenceWarning, DivergenceWatch
 from radref.training.files import LockedError, exclusive, same_file
 from radref.training.hyperparameters import HYPERPARAMETER, HYPERPARAMETERS
 from radref.training.progress import format_nats
@@ -151,8 +151,9 @@ def _train_and_save(args, argv, X, X_val, model):
     if n_set_aside:
         points = (f"{model.n_training_rows_} of the {X.shape[0]} points ({n_set_aside} set "
                   f"aside for early stopping)")
+    training_score = model.score(X)
     print(f"trained {type(model).__name__} on {points} for {model.n_steps_} steps"
-          f"{resumed}: mean log-likelihood {format_nats(model.score(X))} nats on the training "
+          f"{resumed}: mean log-likelihood {format_nats(training_score)} nats on the training "
           f"points"
           f"{held_out}; saved to "
           f"{args.out}")
@@ -162,9 +163,16 @@ def _train_and_save(args, argv, X, X_val, model):
             f"parameters: it can fit these points closely and generalise poorly; judge it "
             f"by a held-out score (--val)", to_stderr=True)
     if diverged:
-        print(f"warning: this training run diverged (from step {diverged[0]}, see the warning "
-              f"above): the saved model is not a usable fit; try a smaller --lr (now "
-              f"{args.lr:g})")
+        step, start = diverged[0]
+        if start is None or DivergenceWatch.far_below(start, training_score):
+            print(f"warning: this training run diverged (from step {step}, see the warning "
+                  f"above): the saved model is not a usable fit; try a smaller --lr (now "
+                  f"{args.lr:g})")
+        else:  # a spike at a high rate that training climbed out of
+            print(f"note: training diverged at step {step} (see the warning above) and "
+                  f"recovered: the saved model scores {format_nats(training_score)} nats on "
+                  f"the training points, against {format_nats(start)} at the start; a smaller "
+                  f"--lr (now {args.lr:g}) may train more smoothly")
     return 0
 
 
@@ -176,7 +184,7 @@ def _noting_divergence():
 
     def showwarning(message, category, *rest, **kwargs):
         if issubclass(category, DivergenceWarning):
-            steps.append(getattr(message, "step", None))
+            steps.append((getattr(message, "step", None), getattr(message, "start", None)))
         return show(message, category, *rest, **kwargs)
     warnings.showwarning = showwarning
     try:
