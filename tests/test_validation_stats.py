@@ -538,6 +538,16 @@ def test_run_times_are_the_records_sums(study, tmp_path):
     assert flows["median_seconds"] == {"rad": 200.0, "realnvp": 60.0}
     assert flows["total_minutes"] == pytest.approx(460 / 60) and flows["runs"] == 3
     assert times["baselines, 2-D"]["total_minutes"] == pytest.approx(2.0)
+    # the flow selection's candidates record their CPU seconds
+    for i, (model, seconds) in enumerate((("rad", 240.0), ("rad", 180.0), ("realnvp", 66.0))):
+        candidate = tmp_path / "study" / "selection" / "select" / f"c{i}"
+        candidate.mkdir(parents=True)
+        (candidate / "result.json").write_text(json.dumps(
+            {"model": model, "cpu_seconds_this_session": seconds}))
+    selection = study.run_times(str(tmp_path / "study"))[
+        "flow selection, candidates (validation/select_flows.py)"]
+    assert selection["median_seconds"] == {"rad": 210.0, "realnvp": 66.0}
+    assert selection["total_minutes"] == pytest.approx(486 / 60) and selection["kind"] == "CPU"
 
 
 def test_choices_made_on_one_seed_apply_to_every_seed(study):

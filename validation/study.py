@@ -787,6 +787,11 @@ def run_times(study_dir=STUDY):
         seconds[r["model"]].append(r["cpu_seconds_this_session"])
     if seconds["rad"] or seconds["realnvp"]:
         found["flows, 4-8 dimensions"] = _times(seconds, "CPU")
+    seconds = {"rad": [], "realnvp": []}
+    for r in load_candidates(os.path.join(study_dir, "selection")):
+        seconds[r["model"]].append(r["cpu_seconds_this_session"])
+    if seconds["rad"] or seconds["realnvp"]:
+        found["flow selection, candidates (validation/select_flows.py)"] = _times(seconds, "CPU")
     return found
 
 
