@@ -707,7 +707,8 @@ def selected_table(study):
                       "; ".join(f"s{s}: {c}" for s, c in picked.items()))
             rows.append(f"| {problem} | {label} | {_ms(cell['scores'])} | {chosen} | " + (
                 "— | — | — |" if d is None or "holm_low" not in d else
-                f"{_ci(d)} | {_holm(d)} | {verdict(d, label, 'the baseline')} |"))
+                f"{_ci(d)} | {_holm(d)} | {verdict(d, label, 'the baseline')} "
+                f"(n = {len(d['seeds'])}) |"))
         if "rad_minus_realnvp" in row:
             d = row["rad_minus_realnvp"]
             rows.append(f"| {problem} | Rad − Real NVP | | | {_ci(d)} | {_holm(d)} | "
