@@ -22,7 +22,8 @@ from radref.training.progress import format_nats
 from radref.training.signals import EXIT_TERMINATED
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, POINT_FILES, CLIError,
-                                    add_overwrite_argument, cannot_write, check_hyperparameter, check_positive,
+                                    add_overwrite_argument, cannot_write, check_hyperparameter,
+                                    check_positive,
                                     checkpoint_problem, read_points_of, say, writing)
 from radref.user.datafiles import STDIO, check_output, read_points
 from radref.user.estimators import MODELS, CheckpointMismatchError, TrainingInterrupted
