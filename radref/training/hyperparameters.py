@@ -146,8 +146,9 @@ HYPERPARAMETERS = (
     Hyperparameter("warm_start", "bool", False, "fit continues the fitted model (parameters "
                    "and Adam state) up to steps instead of starting afresh", option=None,
                    cli_note="a command-line run continues from --checkpoint instead"),
-    Hyperparameter("progress", "bool", None, "progress display on stderr (None: only on a "
-                   "terminal; True: also plain lines elsewhere; False: none)", none=True,
+    Hyperparameter("progress", "bool", None, "progress display (None: on a terminal and in "
+                   "Jupyter; True: also plain lines on stderr in a pipe or log file, for "
+                   "scripts; False: none)", none=True,
                    option="--quiet", cli_note="--quiet is progress=False"),
     Hyperparameter("random_state", "int", None, "seeds initialisation, minibatch order and "
                    "the early-stopping split (None: fresh entropy)", low=0, none=True,

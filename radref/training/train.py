@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density, row_chunks
+from radref.core.layers import LAYER_KINDS
 from radref.training.diagnostics import (DivergenceWarning, DivergenceWatch, far_outside,
                                          locate_non_finite)
 from radref.training.progress import TrainingProgress, display_mode
@@ -164,7 +165,9 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     x_val : ndarray, optional
         Held-out data, scored every ``eval_every`` steps and at the end.
     progress : bool or None
-        Show progress; ``None`` means only when stderr is a terminal.
+        Show progress (:mod:`radref.training.progress`): ``None`` on a
+        terminal and in a Jupyter notebook, ``True`` also as plain lines on
+        stderr elsewhere (a pipe, a log file), ``False`` never.
     callback : callable, optional
         ``callback(step, params, optimizer_state, history)`` every
         ``callback_every`` steps and after the last one (e.g. to checkpoint).
@@ -209,7 +212,8 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     schedule = MinibatchSchedule(x.shape[0], batch_size, as_seed_sequence(random_state))
     state = optimizer_state if optimizer_state is not None else adam_init(params)
     history = {"step": [], "loglik": [], "val_step": [], "val_loglik": []}
-    display = TrainingProgress(steps, start_step, display_mode(progress, sys.stderr))
+    display = TrainingProgress(steps, start_step, display_mode(progress, sys.stderr),
+                               label=LAYER_KINDS[config.kind].DISPLAY_NAME)
     watch = DivergenceWatch()
     val = None
     if stopper is not None and stopper.stopped_at is not None:

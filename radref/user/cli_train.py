@@ -158,6 +158,7 @@ def _train_and_save(args, argv, X, X_val, model):
           f"points"
           f"{held_out}; saved to "
           f"{args.out}")
+    _finished_checkpoint(args)
     if model.n_training_rows_ * X.shape[1] < model.n_parameters():
         say(f"radref: warning: {model.n_training_rows_} training points of {X.shape[1]} "
             f"coordinates are fewer numbers than the model's {model.n_parameters()} "
@@ -320,6 +321,39 @@ def unused_checkpoint_name(out):
         number += 1
         path = f"{os.path.splitext(out)[0]}.checkpoint-{number}.npz"
     return path
+
+
+def _is_own_checkpoint(path, out):
+    """Whether ``path`` is a name radref gives the training state of ``--out``
+    (:func:`unused_checkpoint_name`): ``model.checkpoint.npz`` or
+    ``model.checkpoint-N.npz`` beside ``model.npz``."""
+    own = os.path.abspath(os.path.splitext(out)[0] + ".checkpoint")
+    stem = os.path.splitext(os.path.abspath(path))[0]
+    suffix = stem[len(own):]
+    return stem.startswith(own) and (suffix == "" or (suffix[:1] == "-" and suffix[1:].isdigit()))
+
+
+def _finished_checkpoint(args):
+    """After a finished run is saved: the model file holds everything its
+    checkpoint held (it resumes as ``--checkpoint`` too), so a checkpoint
+    radref named is removed, and one the user named is kept and reported."""
+    path = args.checkpoint
+    if path is None or not os.path.exists(path):
+        return
+    further = (f"to train further, give --checkpoint {args.out} with a larger --steps and "
+               f"another --out")
+    if _is_own_checkpoint(path, args.out):
+        try:
+            os.remove(path)
+        except OSError as exc:
+            say(f"radref: warning: could not remove the training state {path} "
+                f"({exc.strerror}); {args.out} holds it, delete it by hand", to_stderr=True)
+            return
+        print(f"removed the training state {path}: the run is finished and {args.out} holds "
+              f"it ({further})")
+    else:
+        print(f"the training state stays in {path} (the run is finished; {args.out} holds "
+              f"the same state: delete {path} when you no longer need it; {further})")
 
 
 def _interrupted(args, argv, model, stop):
