@@ -191,10 +191,16 @@ def _reshape_hint(name, dim, min_columns):
     is offered only where one column is allowed (a flow needs two)."""
     needed = dim if dim is not None else (min_columns or 1)
     one_sample = f"{name}.reshape(1, -1) if it holds one sample"
+    if needed >= 2 and dim is None:
+        # a flow: X.reshape(-1, 1), scikit-learn's usual advice, cannot help
+        return (f". Reshape your data: {one_sample}; a single column cannot be modelled (a "
+                f"flow needs {needed} or more columns: each coupling layer transforms some "
+                f"columns given the others), so stack it with other columns, e.g. "
+                f"np.column_stack([x1, x2])")
     if needed >= 2:
-        return (f". Reshape your data: {one_sample}; one feature per sample cannot be "
-                f"used, since {needed} or more columns are needed"
-                if dim is None else f". Reshape your data: {one_sample} of {dim} features")
+        return (f". Reshape your data: {one_sample} of {dim} features, or "
+                f"{name}.reshape(-1, {dim}) if it holds points of {dim} coordinates one after "
+                f"the other")
     return f". Reshape your data: {name}.reshape(-1, 1) if it holds one feature, {one_sample}"
 
 

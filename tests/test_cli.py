@@ -464,7 +464,9 @@ BAD_TEXT = [
      "line 5 (point 3) holds NaN or an infinite value"),
     ("binary.csv", b"\xff\xfe\x00\x01", "not a text file"),
     ("semicolons.csv", b"x;y\n1.5;2\n", "line 2: '1.5;2' is not a number; fields separated "
-                                       "by ';' are not read: radref reads commas"),
+                                       "by ';' are not read: radref reads commas, tabs or "
+                                       "spaces; with decimal points in the numbers, replace "
+                                       "each ';' by ','"),
 ]
 
 
@@ -1280,3 +1282,72 @@ def test_own_checkpoint_names():
     for other in ("d/m.checkpoint-x.npz", "d/m.checkpointer.npz", "e/m.checkpoint.npz",
                   "d/n.checkpoint.npz", "d/m.npz", "d/m.checkpoint-.npz"):
         assert not _is_own_checkpoint(other, "d/m.npz"), other
+
+
+# ------------------------------------------------------------------- the help
+
+def _subcommands():
+    parser = build_parser()
+    choices = next(a for a in parser._actions
+                   if isinstance(a, argparse._SubParsersAction)).choices
+    return parser, choices
+
+
+@pytest.mark.parametrize("command", ["demo", "data", "train", "score", "sample", "plot",
+                                     "reproduce", "golden", "check-port"])
+def test_every_command_has_a_description_an_example_and_every_default(command):
+    _, choices = _subcommands()
+    sub = choices[command]
+    assert sub.description and len(sub.description) > 40, command
+    text = sub.format_help()
+    examples = text.split("examples:\n", 1)
+    assert len(examples) == 2, text
+    lines = [line.strip() for line in examples[1].splitlines() if line.strip()]
+    assert any(line.startswith(f"radref {command}") for line in lines), lines
+    for action in sub._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue  # positional arguments have no default
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction,
+                               argparse._StoreTrueAction)):
+            continue  # a flag's default is "off"
+        described = action.help.lower()
+        assert ("default" in described or action.required or "required" in described), (
+            command, action.option_strings, action.help)
+
+
+def test_the_examples_in_the_help_parse(tmp_path):
+    # every example line of every command is a command line argparse accepts
+    _, choices = _subcommands()
+    parser = build_parser()
+    for command, sub in choices.items():
+        examples = sub.format_help().split("examples:\n", 1)[1]
+        commands = [line.strip() for line in examples.splitlines()
+                    if line.strip().startswith("radref ")]
+        assert commands, command
+        for line in commands:
+            parser.parse_args(shlex.split(line)[1:])  # exits (SystemExit) on a bad example
+
+
+def test_top_level_help_names_both_sets_of_defaults(capsys):
+    parser, _ = _subcommands()
+    text = parser.format_help()
+    assert "lr 0.005" in text and "reproduce" in text and "lr 0.001" in text, text
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["train", "{data}", "--out", "q.npz"], "as in: radref train --data {data} --out q.npz"),
+    (["score", "{model}", "{data}"], "as in: radref score --model {model} --data {data}"),
+    (["sample", "--out", "-", "{model}"], "as in: radref sample --out - --model {model}"),
+    (["plot", "{model}", "{data}"], "as in: radref plot {model} --data {data}"),
+])
+def test_a_positional_file_gets_the_option_it_needs(tmp_path, capsys, argv, hint):
+    data, model = tmp_path / "moons.csv", tmp_path / "m.npz"
+    data.write_text("1,2\n3,4\n")
+    model.write_bytes(b"")
+    argv = [word.format(data=data, model=model) for word in argv]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: radref {argv[0]}"), err  # the command's usage, not radref's
+    assert hint.format(data=data, model=model) in err, err

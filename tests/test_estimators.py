@@ -752,13 +752,16 @@ def test_reshape_hint_offers_only_shapes_a_flow_can_use():
     with pytest.raises(ValueError, match=r"X.reshape\(1, -1\) if it holds one sample") as info:
         RadFlow(steps=1).fit(np.arange(10.0))
     assert "reshape(-1, 1)" not in str(info.value)
-    assert "2 or more columns are needed" in str(info.value)
+    assert "a flow needs 2 or more columns" in str(info.value)
+    assert "np.column_stack([x1, x2])" in str(info.value)  # what works instead
     model = RadFlow(n_layers=2, hidden=3, steps=2, random_state=0).fit(
         np.random.default_rng(0).normal(size=(50, 3)))
     with pytest.raises(ValueError, match=r"reshape\(1, -1\) if it holds one sample of 3 "
                                          r"features") as info:
         model.score_samples(np.zeros(3))
     assert "reshape(-1, 1)" not in str(info.value)
+    with pytest.raises(ValueError, match=r"X\.reshape\(-1, 3\) if it holds points of 3 "):
+        model.score_samples(np.zeros(12))  # points laid out one after the other
     # where one column is allowed, both hints are offered
     from radref.checks import check_array
     with pytest.raises(ValueError, match=r"reshape\(-1, 1\) if it holds one feature, "
@@ -805,3 +808,4 @@ def test_messages_name_a_value_once_and_offer_none_where_it_is_valid():
         RadFlow(random_state=np.random.default_rng(0)).fit(X)
     with pytest.raises(TypeError, match=r"^steps must be an integer, got str '3'$"):
         RadFlow(steps="3").fit(X)
+

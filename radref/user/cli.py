@@ -25,7 +25,8 @@ from radref.training.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 from radref.user.inference import NonFiniteSampleWarning
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, OUTPUT_FILES, POINT_FILES,
-                                    CLIError, add_overwrite_argument, check_hyperparameter,
+                                    CLIError, add_command, add_overwrite_argument,
+                                    check_hyperparameter, CommandParser,
                                     check_positive, check_seed,
                                     need_matplotlib, output_name, read_model, read_points_of,
                                     say, writing)
@@ -33,6 +34,7 @@ from radref.user.cli_train import add_train_command, run_train
 from radref.user.datafiles import (STDIO, DataFileError, DataFileWarning, check_output,
                                    write_array)
 from radref.user.estimators import MODELS
+from radref.user.protocol import FULL
 
 #: status of a command whose standard output was closed early (128 + SIGPIPE)
 EXIT_BROKEN_PIPE = 141
@@ -189,16 +191,48 @@ D = {name: entry.default for name, entry in HYPERPARAMETER.items()}
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="radref", description="Rad (Real and Discrete) normalizing flows in NumPy.",
-        epilog=f"Training defaults, the same as the Python estimators': {D['steps']} Adam "
-               f"steps, batch {D['batch_size']}, lr {D['lr']:g}.  'radref COMMAND --help' "
-               f"explains each command.")
+        epilog=f"Training defaults of demo, train and the Python estimators: {D['steps']} "
+               f"Adam steps, batch {D['batch_size']}, lr {D['lr']:g}; reproduce follows the "
+               f"paper instead: {FULL['steps']} steps, batch {FULL['batch_size']}, lr "
+               f"{FULL['lr']:g}.  'radref COMMAND --help' explains each command, with "
+               f"examples.")
     parser.add_argument("--version", action="version", version=f"radref {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=CommandParser)
+    _add_demo(sub)
+    _add_data(sub)
+    add_train_command(sub)
+    _add_score(sub)
+    _add_sample(sub)
+    _add_plot(sub)
+    rep = add_command(
+        sub, "reproduce", "the paper's experiment (§4.3 table) or your sweep",
+        "Train Rad and Real NVP on the six problems over several seeds (and any sweep of "
+        "settings), on local worker processes or a Dask cluster; every run is keyed by its "
+        "full protocol, reused only on an exact match, resumable (run the same command "
+        "again after an interruption).", [
+            ("radref reproduce --quick", "a smoke test of the whole pipeline (about a minute)"),
+            ("radref reproduce", "the paper's protocol: 6 problems x 2 models x seeds 0 1 2"),
+            ("radref reproduce --problems ring --seeds 0 1 2 3 4 --lr 1e-3 3e-3",
+             "a sweep: 20 runs, then a table per setting"),
+            ("python validation/paper_figures.py --results radref-results",
+             "then: the paper's figures from your runs (in a clone of radref)")])
+    from radref.user import cli_reproduce
+    cli_reproduce.add_arguments(rep)
+    rep.set_defaults(func=_cmd_reproduce)
+    _add_golden(sub)
+    _add_check_port(sub)
+    return parser
 
-    demo = sub.add_parser("demo", help="train Rad and Real NVP on two moons, report and plot",
-                          description="Train Rad (8 hidden units) and Real NVP (56 hidden "
-                                      "units), 6 coupling layers each, on the two-moons "
-                                      "problem; print held-out log-likelihoods; write a figure.")
+
+def _add_demo(sub):
+    demo = add_command(
+        sub, "demo", "train Rad and Real NVP on two moons, report and plot",
+        "Train Rad (8 hidden units) and Real NVP (56 hidden units), 6 coupling layers each, "
+        "on the two-moons problem; print their held-out log-likelihoods next to the best "
+        "achievable value; write a figure of the data, the samples and the densities.", [
+            ("radref demo", f"about 20 s; writes {DEMO_FIGURE}"),
+            ("radref demo --rad-steps 10000 --figure moons.png", "a longer Rad run")])
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--n-train", type=int, default=10_000, help="training points (default 10000)")
     demo.add_argument("--n-test", type=int, default=10_000, help="held-out points (default 10000)")
@@ -215,39 +249,67 @@ def build_parser():
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     demo.set_defaults(func=_cmd_demo)
 
-    data = sub.add_parser("data", help="export points of a built-in problem",
-                          description="Draw points from one of the paper's six problems "
-                                      "(docs/datasets.md) and write them to a file.")
+
+def _add_data(sub):
+    data = add_command(
+        sub, "data", "export points of a built-in problem",
+        "Draw points from one of the paper's six problems (docs/datasets.md) and write them "
+        "to a file, to train on with 'radref train --data'.", [
+            ("radref data two_moons -n 10000 --out moons.csv", "10,000 points as CSV"),
+            ("radref data spiral --seed 1 --out spiral.npy", "another draw, as a NumPy file"),
+            ("radref data ring -n 5 --out -", "print 5 points")])
     data.add_argument("problem", choices=datasets.PROBLEMS, metavar="PROBLEM",
                       help=f"one of {', '.join(datasets.PROBLEMS)}")
     data.add_argument("-n", type=int, default=DEFAULT_POINTS,
                       help=f"number of points (default {DEFAULT_POINTS})")
     data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    data.add_argument("--out", required=True, help=f"output: {OUTPUT_FILES}")
+    data.add_argument("--out", required=True, help=f"output (required): {OUTPUT_FILES}")
     add_overwrite_argument(data)
     data.set_defaults(func=_cmd_data)
 
-    add_train_command(sub)
 
-    score = sub.add_parser("score", help="log-density of points under a saved model")
-    score.add_argument("--model", required=True, help="model file written by 'radref train'")
-    score.add_argument("--data", required=True, help=f"points: {POINT_FILES}")
-    score.add_argument("--out", help=f"write per-point log-densities here: {OUTPUT_FILES}")
+def _add_score(sub):
+    score = add_command(
+        sub, "score", "log-density of points under a saved model",
+        "Compute log p(x), in nats, of each point under a model saved by 'radref train': "
+        "prints the mean (the held-out log-likelihood of the paper's tables) and, with "
+        "--out, writes one value per point, in the points' order.", [
+            ("radref score --model rad.npz --data test.csv", "the mean log-likelihood"),
+            ("radref score --model rad.npz --data test.csv --out scores.csv",
+             "and the log-density of each point")])
+    score.add_argument("--model", required=True,
+                       help="model file written by 'radref train' (required)")
+    score.add_argument("--data", required=True, help=f"points (required): {POINT_FILES}")
+    score.add_argument("--out", help=f"write per-point log-densities here (default: none, only "
+                                     f"the mean is printed): {OUTPUT_FILES}")
     add_overwrite_argument(score)
     score.set_defaults(func=_cmd_score)
 
-    sample = sub.add_parser("sample", help="draw samples from a saved model")
-    sample.add_argument("--model", required=True, help="model file written by 'radref train'")
+
+def _add_sample(sub):
+    sample = add_command(
+        sub, "sample", "draw samples from a saved model",
+        "Draw points from a model saved by 'radref train' (exact sampling: a Gaussian draw "
+        "pushed through the inverse of every layer) and write them to a file.", [
+            ("radref sample --model rad.npz -n 1000 --out samples.csv", "1000 points as CSV"),
+            ("radref sample --model rad.npz -n 5 --seed 1 --out -", "print 5 points")])
+    sample.add_argument("--model", required=True,
+                        help="model file written by 'radref train' (required)")
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    sample.add_argument("--out", required=True, help=f"output: {OUTPUT_FILES}")
+    sample.add_argument("--out", required=True, help=f"output (required): {OUTPUT_FILES}")
     add_overwrite_argument(sample)
     sample.set_defaults(func=_cmd_sample)
 
-    plot = sub.add_parser("plot", help="draw a trained 2-D model: density, samples, folding",
-                          description="Draw a trained 2-D model: its density, its samples, "
-                                      "and what each coupling layer does to the points (for "
-                                      "Rad, the folding: the branch k of each point).")
+
+def _add_plot(sub):
+    plot = add_command(
+        sub, "plot", "draw a trained 2-D model: density, samples, folding",
+        "Draw a trained 2-D model: its density, its samples, and what each coupling layer "
+        "does to the points (for Rad, the folding: the branch k of each point).", [
+            ("radref plot rad.npz", "writes rad.png"),
+            ("radref plot rad.npz --data moons.csv --out rad-moons.png",
+             "the training points pushed through the layers")])
     plot.add_argument("model", metavar="MODEL", help="model file written by 'radref train'")
     plot.add_argument("--data", help=f"points to draw and push through the layers (default: "
                                      f"the model's samples): {POINT_FILES}")
@@ -258,30 +320,31 @@ def build_parser():
     add_overwrite_argument(plot)
     plot.set_defaults(func=_cmd_plot)
 
-    rep = sub.add_parser("reproduce", help="the paper's experiment (§4.3 table) or your sweep",
-                         description="Train Rad and Real NVP on the six problems over several "
-                                     "seeds (and any sweep of settings), on local worker "
-                                     "processes or a Dask cluster; every run is keyed by its "
-                                     "full protocol, reused only on an exact match, resumable.")
-    from radref.user import cli_reproduce
-    cli_reproduce.add_arguments(rep)
-    rep.set_defaults(func=_cmd_reproduce)
 
-    gold = sub.add_parser("golden", help="write the golden reference vectors for ports",
-                          description="Write radref-golden.json and radref-golden.npz "
-                                      "(inputs, parameters, outputs and gradients of every "
-                                      "building block; see docs/golden.md).")
+def _add_golden(sub):
+    gold = add_command(
+        sub, "golden", "write the golden reference vectors for ports",
+        "Write radref-golden.json and radref-golden.npz (inputs, parameters, outputs and "
+        "gradients of every building block; see docs/golden.md), or say where the copy "
+        "shipped with radref is.", [
+            ("radref golden --where", "the directory of the shipped vectors"),
+            ("radref golden --out vectors", "write them afresh into ./vectors")])
     where = gold.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", help="output directory")
+    where.add_argument("--out", help="output directory (this or --where is required)")
     where.add_argument("--where", action="store_true",
                        help="print the directory of the vectors shipped with radref")
     gold.set_defaults(func=_cmd_golden)
 
-    check = sub.add_parser("check-port", help="compare a port's outputs with the golden vectors",
-                           description="Compare the outputs and gradients in a port's JSON file "
-                                       "(golden schema, cases matched by id) with the golden "
-                                       "vectors; exit status 1 if a field is out of tolerance, "
-                                       "2 if a file is malformed.")
+
+def _add_check_port(sub):
+    check = add_command(
+        sub, "check-port", "compare a port's outputs with the golden vectors",
+        "Compare the outputs and gradients in a port's JSON file (golden schema, cases "
+        "matched by id) with the golden vectors; exit status 1 if a field is out of "
+        "tolerance, 2 if a file is malformed.", [
+            ("radref check-port my-port.json", "every block, float64 tolerances"),
+            ("radref check-port my-port.json --tolerance float32 --partial",
+             "a float32 port that implements some blocks so far")])
     check.add_argument("port", help="the port's results, JSON in the golden schema")
     check.add_argument("--golden", help="directory holding radref-golden.json "
                                         "(default: the vectors shipped with radref, "
@@ -293,7 +356,6 @@ def build_parser():
     check.add_argument("--partial", action="store_true",
                        help="blocks, cases or fields the port does not provide do not fail")
     check.set_defaults(func=_cmd_check_port)
-    return parser
 
 
 def main(argv=None):
@@ -301,7 +363,10 @@ def main(argv=None):
     2 for a user error, 130 after Ctrl-C, 141 when the reader of standard
     output closed it early, 143 after SIGTERM)."""
     argv = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:  # said by the command's parser: its usage, and a hint
+        _subparsers(parser)[args.command].unrecognized(unrecognized)
     try:
         with sigterm_raises(), _warnings_as_lines():  # SIGTERM: like Ctrl-C, files cleaned up
             status = args.func(args, argv) if args.func is run_train else args.func(args)
@@ -324,6 +389,12 @@ def main(argv=None):
         print("\nradref: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return status or 0
+
+
+def _subparsers(parser):
+    """The parsers of the subcommands, by name."""
+    return next(action for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction)).choices
 
 
 def _error(message):

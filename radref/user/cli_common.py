@@ -5,6 +5,10 @@ with errors that name the option.
 
 User errors print one line, ``radref: error: <flag> <file>: <what is wrong>``.
 """
+import argparse
+import contextlib
+import io
+import os
 import sys
 
 from radref.training.checkpoint import (CheckpointError, DamagedCheckpointError,
@@ -23,6 +27,100 @@ EXIT_INTERRUPTED = 130
 
 class CLIError(Exception):
     """A user error: printed without a traceback, exit status 2."""
+
+
+# ---------------------------------------------------------------- the help
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that an ``examples:`` block (the epilog
+    of :func:`examples`) keeps its lines: a command line must not be rewrapped."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:\n"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+def examples(*pairs):
+    """The epilog of a command's help: ``(command line, what it does)``
+    pairs, each command on its own line with its comment under it."""
+    lines = ["examples:"]
+    for command, comment in pairs:
+        lines += [f"  {command}", f"      {comment}"]
+    return "\n".join(lines)
+
+
+def add_command(sub, name, help, description, example_pairs):
+    """A subcommand's parser, with its description, its examples and the
+    formatter that keeps them."""
+    return sub.add_parser(name, help=help, description=description,
+                          epilog=examples(*example_pairs), formatter_class=HelpFormatter)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of one subcommand (``parser_class`` of ``add_subparsers``):
+    argparse's, except that a file given without its option (``radref train
+    moons.csv``) is answered with the command line that works, also when a
+    required option is missing because of it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message):
+        words = getattr(self, "_words", None)
+        if words is not None and message.startswith("the following arguments are required"):
+            stray = self._stray_words(words)
+            hint = stray and file_hint(self, stray, words)
+            if hint:
+                message = f"{message}; {hint}"
+        super().error(message)
+
+    def unrecognized(self, stray):
+        """Exit with argparse's message about the ``stray`` words, and a hint."""
+        hint = file_hint(self, stray, self._words)
+        self.error(f"unrecognized arguments: {' '.join(stray)}" + (f"; {hint}" if hint else ""))
+
+    def _stray_words(self, words):
+        """The words a parse with no option required leaves unrecognised."""
+        required = [a for a in self._actions if a.required]
+        groups = [g for g in self._mutually_exclusive_groups if g.required]
+        for item in required + groups:
+            item.required = False
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                _, stray = argparse.ArgumentParser.parse_known_args(self, words)
+        except SystemExit:  # another error: argparse's own message stands
+            stray = []
+        finally:
+            for item in required + groups:
+                item.required = True
+        return stray
+
+
+def file_hint(parser, stray, words):
+    """For the files among the ``stray`` words of a command's ``words`` (the
+    command's arguments), the options to give them with, and the corrected
+    command line; ``None`` when no stray word looks like a file."""
+    options = {s for action in parser._actions for s in action.option_strings}
+    fixed, given = list(words), []
+    for word in stray:
+        if word.startswith("-") or not (os.path.exists(word) or "." in word):
+            continue
+        if word.endswith(".npz") and "--model" in options and "--model" not in fixed:
+            option = "--model"
+        elif ("--data" in options and "--data" not in fixed
+              and not word.endswith((".npz", ".png"))):
+            option = "--data"
+        else:
+            continue
+        at = fixed.index(word)
+        fixed[at:at + 1] = [option, word]
+        given.append(f"{option} {word}")
+    if not given:
+        return None
+    return (f"a file is given as the value of its option ({', '.join(given)}), as in: "
+            f"{' '.join([parser.prog] + fixed)}")
 
 
 # ------------------------------------------------------------ checking options

@@ -41,7 +41,9 @@ def add_arguments(parser):
                     name: f"default {FULL[name]:g}; --quick: {QUICK[name]:g}"
                     for name in ("steps", "lr", "batch_size")})
     for option, what in (("--n-train", "training points"), ("--n-test", "held-out points")):
-        parser.add_argument(option, type=int, nargs="+", metavar="X", help=f"{what}, {sizes}")
+        key = option[2:].replace("-", "_")
+        parser.add_argument(option, type=int, nargs="+", metavar="N",
+                            help=f"{what}, {sizes} (default {FULL[key]}; --quick: {QUICK[key]})")
     add_options(parser, ("hidden",), defaults=False, nargs="+",
                 suffix=f" of both models (Rad's gating network too), {sizes}",
                 default_text={"hidden": "default: the paper's, " + ", ".join(
@@ -62,7 +64,8 @@ def add_arguments(parser):
     backend.add_argument("--scheduler", metavar="ADDRESS",
                          help="run on the dask.distributed cluster of this scheduler "
                               "(e.g. tcp://host:8786); --out must be a path every worker "
-                              "sees (pip install 'radref[dask]')")
+                              "sees (pip install 'radref[dask]'); default: none, local "
+                              "workers")
     parser.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                         help="seconds between progress lines (default 30)")
     parser.add_argument("--table-only", action="store_true",

@@ -22,7 +22,7 @@ from radref.training.progress import format_nats
 from radref.training.signals import EXIT_TERMINATED
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, POINT_FILES, CLIError,
-                                    add_overwrite_argument, cannot_write, check_hyperparameter,
+                                    add_command, add_overwrite_argument, cannot_write, check_hyperparameter,
                                     check_positive,
                                     checkpoint_problem, read_points_of, say, writing)
 from radref.user.datafiles import STDIO, check_output, read_points
@@ -53,31 +53,40 @@ def _add_training_options(parser):
 
 def add_train_command(sub):
     """The ``train`` subcommand of the parser's subparsers ``sub``."""
-    train = sub.add_parser(
-        "train", help="fit a model and save it",
-        description="Fit a model to a data file or to a built-in problem and save it. Progress "
-                    "(smoothed log-likelihood, steps/s, time left) goes to stderr. Ctrl-C "
-                    "stops after the current step, saves a checkpoint and prints the command "
-                    "that resumes.")
+    train = add_command(
+        sub, "train", "fit a model and save it",
+        "Fit a model to a data file or to a built-in problem and save it. Progress "
+        "(smoothed log-likelihood, steps/s, time left) goes to stderr. Ctrl-C stops after the "
+        "current step, saves a checkpoint and prints the command that resumes.", [
+            ("radref train --data moons.csv --out rad.npz", "Rad, the default settings"),
+            ("radref train --data moons.csv --val test.csv --model realnvp --out nvp.npz",
+             "Real NVP, with a held-out score during training"),
+            ("radref train --problem ring --steps 20000 --lr-schedule cosine --out ring.npz",
+             "a built-in problem, a longer run with cosine decay"),
+            ("radref train --data moons.csv --steps 6000 --checkpoint rad.npz --out rad6k.npz",
+             "continue a finished model to 6000 steps")])
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--data", help=f"training points: {POINT_FILES}")
+    source.add_argument("--data", help=f"training points (default: --problem's): {POINT_FILES}")
     source.add_argument("--problem", default="two_moons", choices=datasets.PROBLEMS,
                         help="built-in problem used when --data is not given (default two_moons)")
     train.add_argument("-n", type=int, default=None,
                        help=f"points drawn from --problem (default {DEFAULT_POINTS}; not "
                             f"with --data, whose points are all used)")
-    train.add_argument("--val", help=f"held-out points, scored during training: {POINT_FILES}")
+    train.add_argument("--val", help=f"held-out points, scored during training (default: "
+                                     f"none): {POINT_FILES}")
     train.add_argument("--model", choices=sorted(MODELS), default="rad", help="model (default rad)")
     _add_training_options(train)
     train.add_argument("--seed", dest="random_state", type=int, default=0, metavar="SEED",
                        help="seed of the --problem draw and of the model: initialisation, "
                             "minibatch order and the early-stopping split (default 0; the "
                             "same seed gives the same model, bit for bit)")
-    train.add_argument("--out", required=True, help="model file to write (.npz)")
+    train.add_argument("--out", required=True, help="model file to write (.npz; required)")
     add_overwrite_argument(train)
     train.add_argument("--checkpoint", default=None,
                        help="training-state file (.npz), saved every --checkpoint-every steps "
-                            "and at the end; if it exists, training resumes from it")
+                            "and at the end; if it exists, training resumes from it (a model "
+                            "file written by train is one too) (default: none; Ctrl-C saves "
+                            "OUT.checkpoint.npz)")
     train.add_argument("--checkpoint-every", type=int, default=1000,
                        help="steps between two checkpoints (default 1000)")
     train.add_argument("--quiet", action="store_true",

@@ -160,7 +160,9 @@ def _first_bad_line(lines, delimiter):
             if not _is_number(field):
                 if ";" in field and delimiter != ";":
                     return (f"line {number}: {field!r} is not a number; fields separated by "
-                            f"';' are not read: radref reads commas, tabs or spaces")
+                            f"';' are not read: radref reads commas, tabs or spaces; "
+                            f"with decimal points in the numbers, replace each ';' by ',' "
+                            f"(tr ';' ',' < in.csv > out.csv)")
                 shown = field if field else "an empty field"
                 return f"line {number}: {shown!r} is not a number" if field else (
                     f"line {number}: {shown}")
