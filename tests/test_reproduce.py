@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from radref.training.checkpoint import load_checkpoint
 from radref.user import cli_reproduce, reproduce, sweep
 from radref.user.cli import main
 from radref.user.estimators import RadFlow, load_model
+from radref.user.protocol import ReproduceError
 from radref.user.reproduce import FULL, PAPER, QUICK, markdown_table, summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +75,12 @@ def test_quick_reproduction_end_to_end_then_reuses_every_run(tmp_path, capsys):
         assert f"| {problem} |" in first
     assert os.path.exists(os.path.join(directory, "table.md"))
     assert "12 run(s): 0 reused, 0 resumed, 12 new" in first
+    # the smoke test's numbers are labelled as such, on screen and in the file
+    with open(os.path.join(directory, "table.md")) as f:
+        written = f.read()
+    for text in (first, written):
+        assert "SMOKE TEST (--quick: 60 steps, 1000 training points)" in text
+        assert "| radref Rad (smoke test) | radref Real NVP (smoke test) |" in text
     # The protocol it ran is the quick one, recorded in full.
     protocol = _read_json(os.path.join(directory, "protocol.json"))
     assert (protocol["steps"], protocol["n_train"], protocol["adam"]["lr"]) == (60, 1000, 1e-3)
@@ -438,6 +446,21 @@ def test_summary_mean_and_std_over_seeds():
     assert "+2.333 ± 1.528 (3 seeds)" in markdown_table([cell])
 
 
+def test_a_table_says_where_its_protocol_is_not_the_papers():
+    from radref.user.tables import protocol_note
+    rows = [{"problem": "spiral", "model": "rad", "seed": 0, "test_loglik": 0.1,
+             "train_loglik": 0.2, "n_parameters": 10}]
+    paper = reproduce.make_protocol(**{k: FULL[k] for k in ("steps", "n_train", "n_test",
+                                                            "batch_size", "lr", "eval_every")})
+    assert protocol_note(paper) == (None, None)
+    assert markdown_table(summarize(rows), protocol=paper).startswith("| problem | paper Rad")
+    faster = dict(paper, adam=dict(paper["adam"], lr=3e-3), steps=20_000)
+    table = markdown_table(summarize(rows), protocol=faster)
+    assert table.startswith("This protocol differs from the paper's in steps 20000 (paper "
+                            "50000), lr 0.003 (paper 0.001)")
+    assert "| radref Rad (this protocol) |" in table
+
+
 def test_full_protocol_is_the_papers():
     # Paper §4.2-4.3 / notes §7: batch 500, 50,000 steps, 10,000 points, >= 3 seeds;
     # Rad 8 hidden units (gating too), Real NVP 56, 6 coupling layers.
@@ -582,3 +605,43 @@ def test_documented_recipe_commands_give_the_committed_recipes():
     def canonical(recipe):
         return json.dumps(recipe, sort_keys=True)
     assert sorted(map(canonical, documented)) == sorted(set(map(canonical, committed)))
+
+
+# --------------------------------------------- commands that chain: the figures
+
+def _protocol_with_runs(out, steps):
+    protocol = reproduce.make_protocol(steps, 100, 100, 50, 1e-3, 10)
+    directory = os.path.join(out, "protocol-" + reproduce.protocol_hash(protocol)[:12])
+    os.makedirs(os.path.join(directory, "runs"))
+    with open(os.path.join(directory, "protocol.json"), "w") as f:
+        json.dump(protocol, f)
+    return directory
+
+
+def test_find_results_takes_reproduces_out_and_refuses_when_ambiguous(tmp_path):
+    from radref.user.runfiles import find_results
+    out = str(tmp_path / "radref-results")
+    first = _protocol_with_runs(out, 60)
+    assert find_results(out) == first  # the --out of radref reproduce
+    assert find_results(first) == first  # a protocol directory itself
+    second = _protocol_with_runs(out, 70)
+    with pytest.raises(ReproduceError) as error:
+        find_results(out)
+    message = str(error.value)
+    assert message.startswith(f"{out} holds runs of 2 protocols; name one of them:")
+    assert f"{first}: 60 steps at batch 50" in message and f"{second}: 70 steps" in message
+    with pytest.raises(ReproduceError, match="no such directory; run 'radref reproduce' first"):
+        find_results(str(tmp_path / "nothing"))
+    with pytest.raises(ReproduceError, match=r"holds no runs \(neither runs/ nor"):
+        find_results(str(tmp_path))
+
+
+def test_paper_figures_names_what_is_missing(tmp_path):
+    out = str(tmp_path / "radref-results")
+    _protocol_with_runs(out, 60)
+    result = subprocess.run([sys.executable, os.path.join(REPO, "validation", "paper_figures.py"),
+                             "--results", out], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("paper_figures.py: error: ")
+    assert "has no finished run of rad on grid with seed 0" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,8 +1,11 @@
 """Figures of the paper's experiment from the reproduction's trained models.
 
-    python validation/paper_figures.py [--results validation/results] [--seed 0]
+    python validation/paper_figures.py [--results DIR] [--seed 0] [--out DIR]
 
-writes under docs/figures/:
+draws the runs of ``radref reproduce`` (``--results``: its ``--out``, default
+``./radref-results`` where it exists, else the committed runs in
+``validation/results``) and writes into ``--out`` (default: ``docs/figures/``
+for the committed runs, ``figures/`` in the protocol directory otherwise):
 
 - ``fig11_samples.png``: samples of Real NVP (top) and Rad (bottom) on every problem;
 - ``fig12_gaussianization_ring.png``: data pushed to z on the ring mixture;
@@ -23,6 +26,8 @@ import numpy as np
 from radref import datasets, load_model
 from radref.core.flow import flow_trajectory
 from radref.user.plots import _pyplot, bounding_box
+from radref.user.protocol import DEFAULT_OUT, ReproduceError
+from radref.user.runfiles import find_results
 
 TITLES = {"grid": "grid Gaussian mixture", "ring": "ring Gaussian mixture",
           "two_moons": "two moons", "two_circles": "two circles", "spiral": "spiral",
@@ -33,6 +38,10 @@ BRANCH_COLOURS = np.array(["tab:red", "tab:green", "tab:blue"])
 
 def load_run(results, problem, model, seed):
     run = os.path.join(results, "runs", f"{problem}-{model}-s{seed}")
+    if not os.path.exists(os.path.join(run, "result.json")):
+        raise ReproduceError(f"{results} has no finished run of {model} on {problem} with seed "
+                             f"{seed} ({run}); the figures need both models on every problem: "
+                             f"radref reproduce --seeds {seed} (--quick for a smoke test)")
     with open(os.path.join(run, "result.json")) as f:
         result = json.load(f)
     _, X_test = datasets.train_test_split_samples(problem, result["n_train"], result["n_test"],
@@ -168,23 +177,45 @@ def fig_learning_curves(plt, runs, out):
     plt.close(fig)
 
 
+#: the committed paper-protocol runs, whose figures are docs/figures/
+COMMITTED = os.path.join("validation", "results")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="validation/results", help="reproduction results")
-    parser.add_argument("--seed", type=int, default=0, help="which seed's models to draw")
-    parser.add_argument("--out", default="docs/figures", help="output directory")
+    parser.add_argument("--results", default=None,
+                        help=f"runs to draw: the --out of 'radref reproduce' (its one "
+                             f"protocol-*/ directory is found) or a protocol directory "
+                             f"(default: ./{DEFAULT_OUT} if it exists, else the committed "
+                             f"{COMMITTED})")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's models to draw "
+                                                             "(default 0)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default: docs/figures for the committed "
+                             "runs, else figures/ in the protocol directory drawn)")
     args = parser.parse_args(argv)
+    given = args.results
+    if given is None:
+        given = DEFAULT_OUT if os.path.isdir(DEFAULT_OUT) else COMMITTED
+    try:
+        results = find_results(given)
+        runs = {(p, m): load_run(results, p, m, args.seed)
+                for p in datasets.PROBLEMS for m in ("rad", "realnvp")}
+    except ReproduceError as exc:
+        parser.exit(2, f"paper_figures.py: error: {exc}\n")
+    committed = os.path.abspath(results) == os.path.abspath(COMMITTED)
+    out = args.out or (os.path.join("docs", "figures") if committed
+                       else os.path.join(results, "figures"))
+    print(f"drawing the runs of seed {args.seed} in {results}")
     plt = _pyplot()
-    os.makedirs(args.out, exist_ok=True)
-    runs = {(p, m): load_run(args.results, p, m, args.seed)
-            for p in datasets.PROBLEMS for m in ("rad", "realnvp")}
-    fig_samples(plt, runs, args.out)
-    fig_gaussianization(plt, runs, args.out)
-    fig_inference(plt, runs, args.out)
+    os.makedirs(out, exist_ok=True)
+    fig_samples(plt, runs, out)
+    fig_gaussianization(plt, runs, out)
+    fig_inference(plt, runs, out)
     for problem in ("two_moons", "ring", "spiral"):
-        fig_folding(plt, runs, args.out, problem)
-    fig_learning_curves(plt, runs, args.out)
-    print(f"figures written to {args.out}")
+        fig_folding(plt, runs, out, problem)
+    fig_learning_curves(plt, runs, out)
+    print(f"figures written to {out}")
 
 
 if __name__ == "__main__":

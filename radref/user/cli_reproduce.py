@@ -253,7 +253,7 @@ def write_protocol_tables(out, planned, entropies=None, entropy_points=200_000, 
             missing = sorted({r["problem"] for r in results} - set(entropies))
             entropies.update(negative_entropies(missing, n=entropy_points))
         if results:
-            write_tables(results, directory, entropies, protocol.get("recipe"))
+            write_tables(results, directory, entropies, protocol.get("recipe"), protocol)
 
 
 def run_from_args(args, log=None):
@@ -295,5 +295,5 @@ def run_from_args(args, log=None):
         if protocol.get("recipe"):
             log(f"training recipe: {describe_recipe(protocol['recipe'])} (the paper's columns: "
                 f"the paper's training)")
-        log(markdown_table(summarize(mine), entropies))
+        log(markdown_table(summarize(mine), entropies, protocol))
     return results

@@ -195,3 +195,42 @@ def write_test_points(path, points):
     whole or not at all."""
     with atomic_write(path) as f:
         np.savez(f, **points)
+
+
+def find_results(path):
+    """The directory of runs that ``path`` names, for the scripts that read a
+    reproduction's runs (``validation/paper_figures.py``): ``path`` itself
+    when it holds ``runs/`` (a protocol directory, or the committed
+    ``validation/results``), else its one ``protocol-*/`` subdirectory that
+    holds runs (the ``--out`` of ``radref reproduce``).
+
+    Raises
+    ------
+    ReproduceError
+        No runs there, or several protocol directories (the message lists
+        them with their protocols, to choose one).
+    """
+    from radref.user.protocol import ReproduceError, describe_protocol
+    if not os.path.isdir(path):
+        raise ReproduceError(f"{path}: no such directory; run 'radref reproduce' first (its "
+                             f"--out, default radref-results)")
+    if os.path.isdir(os.path.join(path, "runs")):
+        return path
+    found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                   if name.startswith("protocol-")
+                   and os.path.isdir(os.path.join(path, name, "runs")))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ReproduceError(f"{path}: holds no runs (neither runs/ nor protocol-*/runs/); "
+                             f"run 'radref reproduce --out {path}' first")
+    lines = []
+    for directory in found:
+        try:
+            protocol = read_json(os.path.join(directory, "protocol.json"))
+            what = describe_protocol(protocol)
+        except (RunFileError, KeyError, TypeError):
+            what = "protocol.json unreadable"
+        lines.append(f"  {directory}: {what}")
+    raise ReproduceError(f"{path} holds runs of {len(found)} protocols; name one of them:\n"
+                         + "\n".join(lines))

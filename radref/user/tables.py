@@ -12,7 +12,7 @@ import numpy as np
 from radref import datasets
 from radref.training.files import atomic_write
 from radref.user.options import describe_recipe
-from radref.user.protocol import MODELS, PAPER, ReproduceError, protocol_hash
+from radref.user.protocol import FULL, MODELS, PAPER, QUICK, ReproduceError, protocol_hash
 from radref.user.runfiles import DamagedRun, json_ready, verify_finished_run
 from radref.user.sweep import RunFileError, read_json
 
@@ -81,7 +81,30 @@ def _mean_std(values):
     return float(array.mean()), float(array.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def write_tables(results, directory, negative_entropy=None, recipe=None):
+def protocol_note(protocol):
+    """``(column tag, sentence)`` for a table of runs under ``protocol`` when
+    its training differs from the paper's, so that its numbers are not read
+    as the paper's: the smoke test of ``--quick``, or the settings that
+    differ; ``(None, None)`` under the paper's sizes, steps and rate."""
+    if protocol is None:
+        return None, None
+    settings = {"steps": protocol["steps"], "n_train": protocol["n_train"],
+                "n_test": protocol["n_test"], "batch_size": protocol["batch_size"],
+                "lr": protocol["adam"]["lr"]}
+    if all(settings[k] == QUICK[k] for k in ("steps", "n_train", "n_test")):
+        return "smoke test", (
+            f"SMOKE TEST (--quick: {settings['steps']} steps, {settings['n_train']} training "
+            f"points): these numbers show that the pipeline runs; they are not comparable "
+            f"with the paper's columns ({FULL['steps']} steps, {FULL['n_train']} points).")
+    differing = [f"{k} {settings[k]:g} (paper {FULL[k]:g})" for k in settings
+                 if settings[k] != FULL[k]]
+    if not differing:
+        return None, None
+    return "this protocol", ("This protocol differs from the paper's in " +
+                             ", ".join(differing) + ": compare its columns with care.")
+
+
+def write_tables(results, directory, negative_entropy=None, recipe=None, protocol=None):
     """``results.csv``, ``results.json``, ``summary.json`` and ``table.md`` in
     ``directory``; ``table.md`` opens with the training recipe when there is one.
 
@@ -98,7 +121,7 @@ def write_tables(results, directory, negative_entropy=None, recipe=None):
     summary = summarize(results)
     table = (f"Training recipe: {describe_recipe(recipe)} (the paper's columns: the paper's "
              f"training).\n\n" if recipe else "")
-    table += markdown_table(summary, negative_entropy) + "\n"
+    table += markdown_table(summary, negative_entropy, protocol) + "\n"
     texts = {
         "results.csv": csv_text.getvalue(),
         "results.json": json.dumps(json_ready([{k: r[k] for k in TABLE_KEYS} for r in results]),
@@ -111,12 +134,17 @@ def write_tables(results, directory, negative_entropy=None, recipe=None):
             f.write(text)
 
 
-def markdown_table(summary, negative_entropy=None):
+def markdown_table(summary, negative_entropy=None, protocol=None):
     """The §4.3 table: paper vs radref (held-out mean ± std over seeds, with the
-    number of seeds) vs the best achievable value."""
+    number of seeds) vs the best achievable value.  Under a ``protocol``
+    other than the paper's, the table opens with :func:`protocol_note` and
+    its radref columns carry the note's tag."""
     by_cell = {(s["problem"], s["model"]): s for s in summary}
-    lines = ["| problem | paper Rad | paper Real NVP | radref Rad | radref Real NVP | "
-             "best achievable |", "|---|---|---|---|---|---|"]
+    tag, sentence = protocol_note(protocol)
+    mine = "" if tag is None else f" ({tag})"
+    lines = [] if sentence is None else [sentence, ""]
+    lines += [f"| problem | paper Rad | paper Real NVP | radref Rad{mine} | radref Real "
+              f"NVP{mine} | best achievable |", "|---|---|---|---|---|---|"]
     for problem in datasets.PROBLEMS:
         row = [problem, f"{PAPER[problem][0]:+.2f}", f"{PAPER[problem][1]:+.2f}"]
         for model in MODELS:
