@@ -1,9 +1,20 @@
-"""The exercise notebooks: the student version is the one written from the
-instructor version, it holds no solution, and its check cells accept a right
-answer and stop at a wrong one. (test_site.py runs every notebook in full, as
-part of the site build.)
+"""The notebooks: the two ways docs/notebooks/index.md gives to run them
+(JupyterLab, and jupytext headless) work as written there; the student
+version of the exercises is the one written from the instructor version, it
+holds no solution, and its check cells accept a right answer and stop at a
+wrong one. (test_site.py runs every notebook in full too, as part of the site
+build.)
 """
 import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import jupytext
@@ -11,7 +22,165 @@ import nbclient
 import nbformat
 import pytest
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "docs" / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "docs" / "notebooks"
+NAMES = ("tutorial", "theorem1", "exercises", "exercises-instructor", "port")
+
+
+def _documented(program):
+    """The command of docs/notebooks/index.md that starts with ``program``, as
+    words: the tests run what the page says."""
+    page = (NOTEBOOKS / "index.md").read_text(encoding="utf-8")
+    lines = [line.strip() for line in page.splitlines() if line.strip().startswith(program + " ")]
+    assert len(lines) == 1, f"docs/notebooks/index.md: one {program} command expected: {lines}"
+    return shlex.split(lines[0])
+
+
+def _environment(tmp_path):
+    """The environment of a documented command: this interpreter's scripts
+    first on the PATH (as in an activated virtual environment), Jupyter's
+    per-user files in ``tmp_path``, not in the home folder."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    for variable, folder in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                             ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")):
+        env[variable] = str(tmp_path / folder)
+    return env
+
+
+def test_the_documented_headless_command_runs_every_notebook(tmp_path):
+    command = _documented("jupytext")
+    assert command == ["jupytext", "--to", "ipynb", "--execute", "docs/notebooks/tutorial.md"]
+    # A copy of docs/notebooks/ in a folder laid out as the repository (tests/
+    # and pyproject.toml linked, for the instructor notebook's run of the
+    # exercise tests): the command writes its .ipynb files there, and never
+    # over a notebook someone converted in the working tree.
+    tree = tmp_path / "repository"
+    (tree / "docs" / "notebooks").mkdir(parents=True)
+    for name in NAMES:
+        (tree / "docs" / "notebooks" / f"{name}.md").write_bytes(
+            (NOTEBOOKS / f"{name}.md").read_bytes())
+    for linked in ("tests", "pyproject.toml"):
+        (tree / linked).symlink_to(ROOT / linked)
+    before = sorted(NOTEBOOKS.iterdir())
+    # the page's command, with all five notebooks named ("several notebooks can
+    # be named in one command")
+    result = subprocess.run(command[:-1] + [f"docs/notebooks/{name}.md" for name in NAMES],
+                            cwd=tree, env=_environment(tmp_path), capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-6000:]
+    assert sorted(NOTEBOOKS.iterdir()) == before  # nothing written into the working tree
+    printed = {}
+    for name in NAMES:
+        notebook = nbformat.read(tree / "docs" / "notebooks" / f"{name}.ipynb", as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        assert code and all(cell.execution_count for cell in code), name  # every cell ran
+        outputs = [output for cell in code for output in cell.outputs]
+        assert outputs, name
+        assert not [output for output in outputs if output.output_type == "error"], name
+        printed[name] = "".join(output.get("text", "") for output in outputs)
+    assert "test mean log-likelihood" in printed["tutorial"]
+    assert re.search(r"\b10 passed\b", printed["exercises-instructor"])
+    assert "exercise 10: correct" in printed["exercises-instructor"]
+    assert "exercise 1: not answered yet" in printed["exercises"]
+    assert "PASS: 3 fields" in printed["port"]
+    figures = [output for cell in nbformat.read(tree / "docs" / "notebooks" / "theorem1.ipynb",
+                                                as_version=4).cells
+               if cell.cell_type == "code" for output in cell.outputs
+               if "image/png" in output.get("data", {})]
+    assert len(figures) >= 2
+
+
+def _request(base, token, path, method="GET", body=None):
+    request = urllib.request.Request(
+        base + path, method=method, headers={"Authorization": f"token {token}"},
+        data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=60) as response:
+        text = response.read().decode()
+    return text if not text or text[0] not in "[{" else json.loads(text)
+
+
+def _execute(base, token, kernel_id, code):
+    """Run ``code`` in a kernel of the server over its websocket, as JupyterLab
+    does; what the cell printed."""
+    import websocket  # websocket-client, which jupyter_server itself requires
+
+    url = base.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels?token={token}"
+    msg_id = uuid.uuid4().hex
+    channel = websocket.create_connection(url, timeout=120)
+    try:
+        channel.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                       "session": uuid.uuid4().hex, "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False}}))
+        printed, status = [], None
+        while status is None:
+            message = json.loads(channel.recv())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                printed.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                raise AssertionError("\n".join(message["content"]["traceback"]))
+            elif message["msg_type"] == "execute_reply":
+                status = message["content"]["status"]
+        assert status == "ok"
+        return "".join(printed)
+    finally:
+        channel.close()
+
+
+def test_the_documented_jupyterlab_command_opens_the_notebooks(tmp_path):
+    command = _documented("jupyter")
+    assert command == ["jupyter", "lab", "docs/notebooks"]
+    token = uuid.uuid4().hex
+    # as documented, plus what a test needs: no browser, a free port, a known
+    # token, and (CI runs as root) Jupyter's consent to run as root
+    extra = ["--no-browser", "--port=0", f"--IdentityProvider.token={token}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        extra.append("--allow-root")
+    log = tmp_path / "jupyter-lab.log"
+    with open(log, "w", encoding="utf-8") as stream:
+        server = subprocess.Popen(command + extra, cwd=ROOT, env=_environment(tmp_path),
+                                  stdout=stream, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (match := re.search(r"http://127\.0\.0\.1:(\d+)/lab", log.read_text())):
+            assert server.poll() is None, f"jupyter lab stopped:\n{log.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"jupyter lab did not start:\n{log.read_text()}"
+            time.sleep(0.2)
+        base = f"http://127.0.0.1:{match.group(1)}/"
+        # the front end, with jupytext's extension (which adds Open With → Notebook
+        # for the .md files)
+        assert "jupyterlab-jupytext" in _request(base, token, "lab")
+        # the server serves the folder, and reads each .md as a notebook
+        listing = {item["name"]: item["type"] for item in _request(base, token, "api/contents/")["content"]}
+        for name in NAMES:
+            assert listing.get(f"{name}.md") == "notebook", listing
+            notebook = _request(base, token, f"api/contents/{name}.md?type=notebook&content=1")
+            assert notebook["type"] == "notebook"
+            assert sum(cell["cell_type"] == "code" for cell in notebook["content"]["cells"]) >= 3
+        # and a notebook opened there runs, in its folder, on a kernel with radref
+        session = _request(base, token, "api/sessions", "POST", {
+            "path": "tutorial.md", "name": "tutorial.md", "type": "notebook",
+            "kernel": {"name": "python3"}})
+        try:
+            printed = _execute(base, token, session["kernel"]["id"],
+                               "import os, matplotlib, radref\n"
+                               "print(radref.__version__, os.getcwd())")
+        finally:
+            _request(base, token, f"api/sessions/{session['id']}", "DELETE")
+        import radref
+        assert printed.split() == [radref.__version__, str(NOTEBOOKS)]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture(scope="module")
