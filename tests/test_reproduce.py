@@ -645,3 +645,14 @@ def test_paper_figures_names_what_is_missing(tmp_path):
     assert result.stderr.startswith("paper_figures.py: error: ")
     assert "has no finished run of rad on grid with seed 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_study_refuses_runs_it_cannot_pair_with_one_line(tmp_path):
+    out = str(tmp_path / "radref-results")
+    _protocol_with_runs(out, 60)  # 100 held-out points: not the paper's 10,000
+    result = subprocess.run([sys.executable, os.path.join(REPO, "validation", "study.py"),
+                             "--study", out, "--legacy", "", "--figure", ""],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("study.py: error: ") and "Traceback" not in result.stderr
+    assert "100 held-out points at batch 50; the study pairs runs on the paper's" in result.stderr

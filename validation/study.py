@@ -102,7 +102,10 @@ def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
         protocol = _json(protocol_file)
         if (protocol["n_test"], protocol["batch_size"]) != (PAPER["n_test"],
                                                             PAPER["batch_size"]):
-            raise ValueError(f"{protocol_file}: not the paper's test size and batch size")
+            raise ValueError(f"{protocol_file}: {protocol['n_test']} held-out points at batch "
+                             f"{protocol['batch_size']}; the study pairs runs on the paper's "
+                             f"{PAPER['n_test']} held-out points at batch "
+                             f"{PAPER['batch_size']} (a --quick smoke test cannot be studied)")
         name, last = variant_names(protocol.get("recipe", {}))
         settings = setting_suffix(protocol)
         name, last = name + settings, (last + settings if last else None)
@@ -923,12 +926,17 @@ def main(argv=None):
     if args.write_points:
         write_points(args.write_points)
         return 0
+    if not os.path.isdir(args.study):
+        parser.exit(2, f"study.py: error: --study {args.study}: no such directory\n")
     dimensions = os.path.join(args.study, "dimensions")
     choices = os.path.join(args.study, "selection", "choices.json")
-    study = analyse(load_runs(args.study, args.legacy),
-                    load_baselines(os.path.join(args.study, "baselines")), args.n_boot,
-                    load_dimensions(dimensions) if os.path.isdir(dimensions) else None,
-                    _json(choices) if os.path.exists(choices) else None)
+    try:
+        study = analyse(load_runs(args.study, args.legacy),
+                        load_baselines(os.path.join(args.study, "baselines")), args.n_boot,
+                        load_dimensions(dimensions) if os.path.isdir(dimensions) else None,
+                        _json(choices) if os.path.exists(choices) else None)
+    except (ValueError, OSError) as exc:  # runs the study cannot pair, files missing
+        parser.exit(2, f"study.py: error: {exc}\n")
     candidates = load_candidates(os.path.join(args.study, "selection"))
     if candidates:
         study["selection_grid"] = selection_grid(candidates)
