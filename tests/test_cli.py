@@ -803,7 +803,8 @@ def test_demo_figure_one_scale_one_data_panel_scores_in_titles():
     fig = demo_figure(X_test, models, scores, best=-1.0,
                       log_density=lambda X: datasets.log_density("two_moons", X), n_samples=300)
     try:
-        colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        colorbars = [child for ax in fig.axes for child in [ax, *ax.child_axes]
+                     if hasattr(child, "_colorbar")]
         assert len(colorbars) == 1
         meshes = [c for ax in fig.axes if ax not in colorbars for c in ax.collections
                   if isinstance(c, QuadMesh)]
@@ -1351,3 +1352,17 @@ def test_a_positional_file_gets_the_option_it_needs(tmp_path, capsys, argv, hint
     err = capsys.readouterr().err
     assert err.startswith(f"usage: radref {argv[0]}"), err  # the command's usage, not radref's
     assert hint.format(data=data, model=model) in err, err
+
+
+def test_the_readmes_command_lines_parse():
+    # each radref line of README.md is a command line the parser accepts
+    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+        readme = f.read()
+    lines = [line.split("  #")[0].strip() for block in
+             re.findall(r"^```bash\n(.*?)^```", readme, re.S | re.M)
+             for line in block.splitlines()]
+    commands = [line for line in lines if line.startswith("radref ")]
+    assert len(commands) >= 5, commands
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command)[1:])
