@@ -180,8 +180,9 @@ def main(argv=None):
     # The README's commands say python3 and create .venv: the same venv is
     # on PATH for every later command, as in the newcomer's shell after it.
     newcomer = Newcomer(clone, os.path.join(clone, ".venv"))
-    newcomer.env["PATH"] = os.path.dirname(shutil.which(args.python)) + os.pathsep + \
-        newcomer.env["PATH"]
+    venv_bin, rest = newcomer.env["PATH"].split(os.pathsep, 1)
+    newcomer.env["PATH"] = os.pathsep.join([venv_bin, os.path.dirname(shutil.which(args.python)),
+                                            rest])
     try:
         follow(readme, newcomer, args.with_tests, notebooks_page)
     finally:
