@@ -450,7 +450,7 @@ def test_flow_selection_chooses_on_validation_and_refits(study, tmp_path, capsys
     assert select.main(["select", "--out", str(tmp_path), "--quick", "--problems", "ring",
                         "--models", "rad", "--seeds", "0", "--hidden", "4"]) == 0
     results = [json.loads(p.read_text()) for p in (tmp_path / "select").glob("*/result.json")]
-    assert len(results) == 6  # 3 rates x 2 schedules
+    assert len(results) == 8  # 4 rates x 2 schedules
     # a candidate's validation score is the mean over the rows the baselines hold out
     X_fit, X_val = select.fit_rows("ring", 0, select.QUICK)
     fit, val = validation_split(400, 0.25, np.random.SeedSequence(0))
@@ -464,6 +464,19 @@ def test_flow_selection_chooses_on_validation_and_refits(study, tmp_path, capsys
     printed = capsys.readouterr().out
     assert (f"radref reproduce --problems ring --models rad --seeds 0 --lr {best['lr']:g} "
             f"--lr-schedule {best['lr_schedule']} --hidden 4") in printed
+
+
+def test_a_diverged_candidate_is_recorded_and_never_chosen(study):
+    select = _module("select_flows")
+    base = {"problem": "ring", "model": "rad", "hidden": 8, "seed": 0}
+    results = [dict(base, lr=3e-4, lr_schedule="constant", val_loglik=3.5),
+               dict(base, lr=3e-3, lr_schedule="cosine", val_loglik=3.9),
+               dict(base, lr=1e-2, lr_schedule="constant", val_loglik=None, diverged="x")]
+    assert select.choose(results)["ring rad 8 0"]["lr"] == 3e-3
+    table = "\n".join(study.selection_grid_table({"selection_grid": study.selection_grid(
+        results)}))
+    # the grid's columns run to 1e-2; 3e-3 is no longer its edge
+    assert "| ring | rad (8) | 0 | +3.5000 | — | — | **+3.9000** | diverged | — |" in table
 
 
 def test_choose_by_hand(study):

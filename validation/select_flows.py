@@ -27,6 +27,9 @@ Usage::
     python validation/select_flows.py choose --out DIR --apply-to 0 1 2 3 4   # chosen on one seed
     python validation/select_flows.py select --out DIR --quick     # smoke test (seconds)
 
+A candidate whose training diverges (a non-finite loss) is recorded with
+``val_loglik`` null and the error under ``diverged``, and never chosen.
+
 Cost: one candidate costs one paper-protocol run (Rad about 3.3 CPU-minutes
 in 2-D, Real NVP about 0.8), so the grid of six candidates, two models, six
 problems and five seeds is about 700 CPU-minutes before the refits.
@@ -40,8 +43,10 @@ import time
 
 import numpy as np
 
-#: candidate learning rates and schedules (cosine decays to 0 at the last step)
-GRID = {"lr": (3e-4, 1e-3, 3e-3), "lr_schedule": ("constant", "cosine")}
+#: candidate learning rates and schedules (cosine decays to 0 at the last step);
+#: 1e-2 extends the grid past the rate most choices of the first grid sat at
+#: (3e-3, its edge), as the mixture's component grid was extended
+GRID = {"lr": (3e-4, 1e-3, 3e-3, 1e-2), "lr_schedule": ("constant", "cosine")}
 PAPER_HIDDEN = {"rad": 8, "realnvp": 56}
 FULL = dict(steps=50_000, n_train=10_000, batch_size=500, eval_every=2_500,
             validation_fraction=0.2)
@@ -97,13 +102,19 @@ def run_candidate(problem, model, hidden, lr, schedule, seed, settings, director
     flow = cls(**architecture, random_state=seed, steps=settings["steps"],
                batch_size=settings["batch_size"], lr=lr, eval_every=settings["eval_every"],
                progress=False, **recipe)
-    flow.fit(X_fit, X_val=X_val, checkpoint=os.path.join(directory, "checkpoint.npz"),
-             checkpoint_every=settings["eval_every"])
+    from radref.training.train import NonFiniteError
     result = {"problem": problem, "model": model, "hidden": hidden, "lr": lr,
-              "lr_schedule": schedule, "seed": seed, **settings,
-              "val_loglik": float(np.mean(flow.score_samples(X_val))),
-              "fit_loglik": float(np.mean(flow.score_samples(X_fit))),
-              "cpu_seconds_this_session": time.process_time() - cpu}
+              "lr_schedule": schedule, "seed": seed, **settings}
+    try:
+        flow.fit(X_fit, X_val=X_val, checkpoint=os.path.join(directory, "checkpoint.npz"),
+                 checkpoint_every=settings["eval_every"])
+    except NonFiniteError as exc:
+        # a rate too large for this problem: a candidate that is never chosen
+        result.update(val_loglik=None, fit_loglik=None, diverged=str(exc))
+    else:
+        result.update(val_loglik=float(np.mean(flow.score_samples(X_val))),
+                      fit_loglik=float(np.mean(flow.score_samples(X_fit))))
+    result["cpu_seconds_this_session"] = time.process_time() - cpu
     with open(result_file + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(result_file + ".tmp", result_file)
@@ -117,6 +128,8 @@ def choose(results):
     order = {(lr, s): i for i, (lr, s) in enumerate(itertools.product(*GRID.values()))}
     best = {}
     for r in sorted(results, key=lambda r: order[(r["lr"], r["lr_schedule"])]):
+        if r["val_loglik"] is None:
+            continue  # diverged
         key = f"{r['problem']} {r['model']} {r['hidden']} {r['seed']}"
         if key not in best or r["val_loglik"] > best[key]["val_loglik"]:
             best[key] = r
@@ -191,8 +204,10 @@ def main(argv=None):
                     r = run_candidate(problem, model, hidden, lr, schedule, seed, settings,
                                       os.path.join(directory, candidate_name(
                                           problem, model, hidden, lr, schedule, seed)))
+                    score = ("diverged" if r["val_loglik"] is None
+                             else f"validation {r['val_loglik']:+.4f}")
                     print(f"{candidate_name(problem, model, hidden, lr, schedule, seed)}: "
-                          f"validation {r['val_loglik']:+.4f}", flush=True)
+                          f"{score}", flush=True)
         return 0
     results = []
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:

@@ -738,14 +738,19 @@ def selection_grid(candidates):
 def selection_grid_table(study):
     """Each candidate's validation score; the chosen one in bold, marked
     "edge" when its rate is the grid's smallest or largest."""
-    columns = [f"{lr:g} {s}" for lr in (3e-4, 1e-3, 3e-3) for s in ("constant", "cosine")]
+    rates = sorted({float(c.split()[0]) for scores in study["selection_grid"].values()
+                    for c in scores})
+    columns = [f"{lr:g} {s}" for lr in rates for s in ("constant", "cosine")]
+    edges = (f"{rates[0]:g}", f"{rates[-1]:g}")
     rows = ["| problem | model (width) | seed | " + " | ".join(
         f"lr {c.replace(' ', ', ')}" for c in columns) + " |", "|---" * (3 + len(columns)) + "|"]
     for key, scores in study["selection_grid"].items():
         problem, model, hidden, seed = key.split()
-        best = max(scores, key=scores.get)
-        edge = " (edge)" if best.split()[0] in ("0.0003", "0.003") else ""
-        cells = [("—" if c not in scores else f"**{scores[c]:+.4f}**{edge}" if c == best
+        finite = {c: v for c, v in scores.items() if v is not None}
+        best = max(finite, key=finite.get)
+        edge = " (edge)" if best.split()[0] in edges else ""
+        cells = [("—" if c not in scores else "diverged" if scores[c] is None
+                  else f"**{scores[c]:+.4f}**{edge}" if c == best
                   else f"{scores[c]:+.4f}") for c in columns]
         rows.append(f"| {problem} | {model} ({hidden}) | {seed} | " + " | ".join(cells) + " |")
     return rows
