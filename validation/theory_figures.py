@@ -83,6 +83,7 @@ def figure_2(plt, out):
         axes[2].plot(x[piece], v[piece], color=BRANCH_COLOURS[kk], lw=2)
     axes[0].set_title("(a) trimodal $p_X(x)$")
     axes[0].set_xlabel("x")
+    axes[0].set_ylabel("$p_X(x)$")
     axes[0].legend(loc="upper center", fontsize=8, ncol=3)
     axes[0].set_ylim(0, 1.25)
     z = grid(401)
@@ -90,6 +91,7 @@ def figure_2(plt, out):
     axes[1].fill_between(z, p_z.pdf(z), color="0.6", alpha=0.3)
     axes[1].set_title("(b) unimodal $p_Z(z) = \\frac{1}{2} + 0.45\\cos(\\pi z)$")
     axes[1].set_xlabel("z")
+    axes[1].set_ylabel("$p_Z(z)$")
     _shade_pieces(axes[2], slopes.a, slopes.b)
     axes[2].axhline(0.0, color="0.7", lw=0.5)
     axes[2].set_title("(c) $z = f_Z(x)$, uniform fold ($\\alpha = 3$)")
@@ -116,6 +118,8 @@ def figure_4(plt, out):
     axes[0].fill_between(x, p_x.pdf(x), where=x >= 0, color="tab:purple", alpha=0.35, lw=0)
     axes[0].set_title("(a) $p_X(x) = \\frac{1}{2}(1 + 0.9\\sin 4\\pi x)$")
     axes[0].set_xlabel("x")
+    axes[0].set_ylabel("$p_X(x)$")
+    axes[0].set_ylim(0, 1.6)  # the densities (a) and (c) on one scale
     axes[1].plot(x[x < 0], np.abs(x[x < 0]), color="tab:orange", lw=2, label="x < 0")
     axes[1].plot(x[x >= 0], x[x >= 0], color="tab:purple", lw=2, label="x > 0")
     axes[1].set_title("(b) $z = |x|$")
@@ -127,11 +131,13 @@ def figure_4(plt, out):
     axes[2].set_ylim(0, 1.6)
     axes[2].set_title("(c) $p_Z(z) = p_X(-z) + p_X(z)$ = U[0, 1]")
     axes[2].set_xlabel("z")
+    axes[2].set_ylabel("$p_Z(z)$")
     axes[3].plot(z, prob[:, 1], color="tab:purple", label="$p(x > 0 \\mid z)$")
     axes[3].plot(z, prob[:, 0], color="tab:orange", label="$p(x < 0 \\mid z)$")
     axes[3].set_ylim(0, 1.3)
     axes[3].set_title("(d) gating $p(\\cdot \\mid z)$")
     axes[3].set_xlabel("z")
+    axes[3].set_ylabel("probability")
     axes[3].legend(fontsize=8, loc="upper center", ncol=2)
     fig.suptitle("Fig. 4: all the structure of $p_X$ moves into the gating; "
                  "each branch of $z \\mapsto x$ is linear ($x = \\pm z$)", fontsize=10)
@@ -240,7 +246,7 @@ def figure_7(plt, out):
     """Fig. 7: w_s(v), w_P(v), w_Q(v) of eq. 31-33."""
     v = np.linspace(-1.0, 1.0, 401)
     w_s, w_p, w_q = interpolation_weights(v)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
     ax.plot(v, w_s, color="tab:green", lw=2,
             label="$w_s(v) = \\frac{1}{2}(1 + \\cos \\pi v)$ (weight of s)")
     ax.plot(v, w_p, color="tab:blue", lw=2,
@@ -248,8 +254,10 @@ def figure_7(plt, out):
     ax.plot(v, w_q, color="tab:red", lw=2,
             label="$w_Q(v) = \\frac{1}{2}(1 - \\sin\\frac{\\pi v}{2})$ (weight of log Q)")
     ax.set_xlabel("v")
-    ax.set_ylim(0, 1.25)
-    ax.legend(fontsize=8, loc="upper center")
+    ax.set_ylabel("weight")
+    ax.set_ylim(0, 1.05)
+    # below the axes: inside, the legend covered the top of w_s
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     ax.set_title("Fig. 7: logit weights of the gating (eq. 31-33)", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "fig07_gating_weights.png"), dpi=110)
@@ -293,9 +301,11 @@ def figure_8(plt, out):
     axes[3].set_ylim(0, 1)
     axes[3].set_title("(d) exact gating $p(k \\mid z)$, stacked")
     axes[3].set_xlabel("z")
+    axes[3].set_ylabel("probability")
     top = max(px.max(), p_z.pdf(z).max()) * 1.08
-    for ax in axes[:3]:
+    for ax in axes[:3]:  # the three densities on one scale
         ax.set_ylim(0, top)
+        ax.set_ylabel("density")
     lip_x, lip_z = derivative_sup(p_x).lower, derivative_sup(p_z).lower
     fig.suptitle(f"Fig. 8: $\\|p_X'\\|_\\infty = {lip_x:.2f}$, $\\|p_Z'\\|_\\infty = {lip_z:.2f}$ "
                  f"(ratio {lip_x / lip_z:.1f} $\\geq 3$); "
@@ -317,8 +327,11 @@ def figure_8_theorem(plt, out, n_max=8):
         axes[0].plot(z, p.pdf(z), color=cmap(n / 4), lw=1.6, label=f"$p_{n}$")
     axes[0].axhline(0.5, color="k", ls=":", lw=0.8)
     axes[0].set_xlabel("z")
+    axes[0].set_ylabel("$p_n(z)$")
     axes[0].set_title("$p_n$: $n$ uniform folds of $p_X$ (Fig. 8a)")
-    axes[0].legend(fontsize=8)
+    # one row above the curves (in a corner, the legend met the peak of p_0)
+    axes[0].set_ylim(0, 1.65)
+    axes[0].legend(fontsize=8, loc="upper center", ncol=5)
     n = np.arange(n_max + 1)
     # grid values (lower ends of the enclosures; the upper ends differ by < 2%)
     deriv = np.array([derivative_sup(p).lower for p in densities])
@@ -333,10 +346,12 @@ def figure_8_theorem(plt, out, n_max=8):
     for eps in (0.1, 0.01):
         needed = folds_needed(eps, derivative_sup(p_x).upper)
         axes[1].axhline(eps, color="0.6", lw=0.6)
-        axes[1].annotate(f"$\\epsilon = {eps}$: eq. 35 asks $N = {needed}$", (0.05, eps),
-                         xytext=(0, -3), textcoords="offset points", va="top", fontsize=8,
-                         color="0.3")
+        # in the right margin, beside its line (inside, the curves crossed it)
+        axes[1].annotate(f"$\\epsilon = {eps}$: $N = {needed}$ (eq. 35)", (1.0, eps),
+                         xycoords=("axes fraction", "data"), xytext=(4, 0),
+                         textcoords="offset points", va="center", fontsize=8, color="0.3")
     axes[1].set_xlabel("number of folds n")
+    axes[1].set_ylabel("sup norm")
     axes[1].set_title("Theorem 1: measured values against the bounds")
     axes[1].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
