@@ -211,3 +211,69 @@ def test_boxes():
     assert plots.square_box((0, 4), (0, 1)) == ((0, 4), (-1.5, 2.5))
     assert plots.not_flatter_than((0, 10), (0, 1), ratio=0.5) == ((0, 10), (-2.0, 3.0))
     assert plots.not_flatter_than((0, 10), (0, 8), ratio=0.5) == ((0, 10), (0, 8))
+
+
+# ------------------------------------------- validation/paper_figures.py
+
+def _validation_module(name):
+    import importlib.util
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        f"radref_validation_{name}", os.path.join(root, "validation", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def paper_runs():
+    """``runs`` as paper_figures.py loads them, from tiny flows trained briefly
+    on every problem (the figures' layout is under test)."""
+    runs = {}
+    for problem in datasets.PROBLEMS:
+        X_train, X_test = datasets.train_test_split_samples(problem, 400, 300, random_state=0)
+        for model, cls in (("rad", RadFlow), ("realnvp", RealNVPFlow)):
+            flow = cls(n_layers=N_LAYERS, hidden=4, steps=10, progress=False,
+                       random_state=0).fit(X_train)
+            runs[problem, model] = (flow, X_test, {"val_step": [10, 20],
+                                                   "val_loglik": [-3.0, -2.5]})
+    return runs
+
+
+def test_paper_figures(paper_runs, drawn, monkeypatch):
+    figures = _validation_module("paper_figures")
+    # (the learning curves' "best achievable" line: not under test, and slow)
+    monkeypatch.setattr(datasets, "negative_entropy", lambda problem, n: (-1.0, 0.0))
+    samples = drawn(figures.samples_figure(plt, paper_runs, n=300))
+    panels = data_axes(samples)
+    assert len(panels) == 12
+    for ax in panels:
+        assert_readable(ax)
+    # both models on a problem in its frame; every panel of one size
+    for col in range(6):
+        assert panels[col].get_xlim() == panels[6 + col].get_xlim()
+        assert panels[col].get_ylim() == panels[6 + col].get_ylim()
+    assert np.allclose(box_sizes(panels), box_sizes(panels)[0], rtol=1e-6)
+    fig17, fig12 = figures.gaussianization_figures(plt, paper_runs)
+    for fig in (drawn(fig17), drawn(fig12)):
+        panels = data_axes(fig)
+        for ax in panels:
+            assert_readable(ax)
+            assert (ax.get_xlim(), ax.get_ylim()) == ((-4, 4), (-4, 4))
+        assert np.allclose(box_sizes(panels), box_sizes(panels)[0], rtol=1e-6)
+    # the layers: every panel in one frame, of one size, x then z
+    for fig in (drawn(figures.inference_figure(plt, paper_runs, n=300)),
+                drawn(figures.folding_figure(plt, paper_runs, "spiral", n=300))):
+        panels = data_axes(fig)
+        assert len(panels) in (2 * (N_LAYERS + 1), 2 * N_LAYERS)
+        for ax in panels:
+            assert_readable(ax)
+        assert len({(ax.get_xlim(), ax.get_ylim()) for ax in panels}) == 1
+        assert np.allclose(box_sizes(panels), box_sizes(panels)[0], rtol=1e-6)
+        assert {ax.get_xlabel() for ax in panels} == {"$x_1$", "$z_1$"}
+    curves = drawn(figures.learning_curves_figure(plt, paper_runs))
+    for ax in data_axes(curves):
+        assert_readable(ax)
+        assert ax.get_legend() is None  # one legend, outside the panels
+    assert len(curves.legends) == 1

@@ -25,7 +25,8 @@ import numpy as np
 
 from radref import datasets, load_model
 from radref.core.flow import flow_trajectory
-from radref.user.plots import _pyplot, bounding_box
+from radref.user.plots import (X_NAMES, Z_NAMES, _pyplot, bounding_box, frame, n_outside,
+                                square_box, union_box, view_box)
 from radref.user.protocol import DEFAULT_OUT, ReproduceError
 from radref.user.runfiles import find_results
 
@@ -59,30 +60,43 @@ def position_colours(X):
     return mcolors.hsv_to_rgb(np.column_stack([hue, np.full_like(hue, 0.85), value]))
 
 
-def _clean(ax, xlim=None, ylim=None):
-    if xlim is not None:
-        ax.set_xlim(*xlim)
-        ax.set_ylim(*ylim)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_aspect("equal")
+def _save(plt, fig, path, dpi=100):
+    try:
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
-def fig_samples(plt, runs, out, n=5000):
-    fig, axes = plt.subplots(2, 6, figsize=(18, 6.4))
+def _trajectory_box(zs):
+    """One frame for every panel of a trajectory: a layer's output and the
+    next layer's input are the same points, and a reader following them
+    through the layers needs one scale to see what each layer stretches."""
+    return union_box(view_box(z, margin=0.05) for z in zs)
+
+
+def samples_figure(plt, runs, n=5000):
+    """Fig. 11: samples of Real NVP (top) and Rad (bottom) on every problem.
+    Both models' panels of a problem share its frame; the frames are square,
+    so that every panel has the same size."""
+    fig, axes = plt.subplots(2, 6, figsize=(18, 6.8), layout="constrained")
     for col, problem in enumerate(datasets.PROBLEMS):
         for row, model in enumerate(("realnvp", "rad")):
             flow, X_test, _ = runs[problem, model]
-            xlim, ylim = bounding_box(X_test)
+            xlim, ylim = square_box(*bounding_box(X_test))
             samples = flow.sample(n, random_state=0)
             ax = axes[row, col]
             ax.scatter(samples[:, 0], samples[:, 1], s=0.5, alpha=0.5,
                        color="C0" if model == "rad" else "C1")
-            ax.set_title(f"{MODEL_TITLES[model]} on {TITLES[problem]}", fontsize=9)
-            _clean(ax, xlim, ylim)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig11_samples.png"), dpi=100)
-    plt.close(fig)
+            outside = n_outside(samples, xlim, ylim)
+            ax.set_title(f"{MODEL_TITLES[model]} on {TITLES[problem]}"
+                         + (f"\n({outside} of {n} outside the frame)" if outside else ""),
+                         fontsize=9)
+            frame(ax, xlim, ylim)
+    return fig
+
+
+def fig_samples(plt, runs, out, n=5000):
+    _save(plt, samples_figure(plt, runs, n), os.path.join(out, "fig11_samples.png"))
 
 
 def _gaussianization(ax, flow, X, title):
@@ -92,72 +106,99 @@ def _gaussianization(ax, flow, X, title):
     for r in (1, 2, 3):
         ax.plot(r * np.cos(angle), r * np.sin(angle), color="k", lw=0.6)
     ax.set_title(title, fontsize=9)
-    _clean(ax, (-4, 4), (-4, 4))
+    frame(ax, (-4, 4), (-4, 4), names=Z_NAMES)
 
 
-def fig_gaussianization(plt, runs, out):
-    fig, axes = plt.subplots(2, 6, figsize=(18, 6.4))
+def gaussianization_figures(plt, runs):
+    """Figs. 17 and 12: the test points pushed to the latent space, every
+    panel in one frame (the base distribution's)."""
+    fig17, axes = plt.subplots(2, 6, figsize=(18, 6.8), layout="constrained")
     for col, problem in enumerate(datasets.PROBLEMS):
         for row, model in enumerate(("realnvp", "rad")):
             flow, X_test, _ = runs[problem, model]
             _gaussianization(axes[row, col], flow, X_test,
                              f"{MODEL_TITLES[model]} on {TITLES[problem]}")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig17_gaussianization.png"), dpi=100)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
+    fig12, axes = plt.subplots(1, 2, figsize=(8, 4.4), layout="constrained")
     for ax, model in zip(axes, ("realnvp", "rad")):
         flow, X_test, _ = runs["ring", model]
         _gaussianization(ax, flow, X_test, f"{MODEL_TITLES[model]} Gaussianization (ring)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig12_gaussianization_ring.png"), dpi=110)
-    plt.close(fig)
+    return fig17, fig12
 
 
-def fig_inference(plt, runs, out, problem="two_moons", n=4000):
+def fig_gaussianization(plt, runs, out):
+    fig17, fig12 = gaussianization_figures(plt, runs)
+    _save(plt, fig17, os.path.join(out, "fig17_gaussianization.png"))
+    _save(plt, fig12, os.path.join(out, "fig12_gaussianization_ring.png"), dpi=110)
+
+
+def inference_figure(plt, runs, problem="two_moons", n=4000):
+    """Fig. 13: the test points after each layer of Real NVP (top) and Rad
+    (bottom), coloured by their position in the data space; every panel in
+    one frame."""
     _, X_test, _ = runs[problem, "rad"]
     X = X_test[:n]
     colours = position_colours(X)
     n_layers = runs[problem, "rad"][0].n_layers
-    fig, axes = plt.subplots(2, n_layers + 1, figsize=(2.6 * (n_layers + 1), 5.6))
+    trajectories = {model: flow_trajectory(X, runs[problem, model][0].params_,
+                                           runs[problem, model][0].config_)[0]
+                    for model in ("realnvp", "rad")}
+    box = _trajectory_box([z for zs in trajectories.values() for z in zs])
+    height = 2.2 * (box[1][1] - box[1][0]) / (box[0][1] - box[0][0])  # of a panel, inches
+    fig, axes = plt.subplots(2, n_layers + 1, figsize=(2.6 * (n_layers + 1), 2 * height + 1.4),
+                             layout="constrained")
     for row, model in enumerate(("realnvp", "rad")):
-        flow = runs[problem, model][0]
-        zs, _, _ = flow_trajectory(X, flow.params_, flow.config_)
-        for col, z in enumerate(zs):
+        for col, z in enumerate(trajectories[model]):
             ax = axes[row, col]
             ax.scatter(z[:, 0], z[:, 1], s=0.4, c=colours)
-            ax.set_title(f"{MODEL_TITLES[model]}: " + ("x" if col == 0 else f"z({col})"),
-                         fontsize=9)
-            _clean(ax, *bounding_box(z, margin=0.05))
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, f"fig13_inference_{problem}.png"), dpi=100)
-    plt.close(fig)
+            ax.set_title(f"{MODEL_TITLES[model]}: " + ("x (data)" if col == 0
+                                                        else f"after layer {col}"), fontsize=9)
+            frame(ax, *box, names=X_NAMES if col == 0 else Z_NAMES)
+    return fig
 
 
-def fig_folding(plt, runs, out, problem, n=4000):
+def fig_inference(plt, runs, out, problem="two_moons", n=4000):
+    _save(plt, inference_figure(plt, runs, problem, n),
+          os.path.join(out, f"fig13_inference_{problem}.png"))
+
+
+def folding_figure(plt, runs, problem, n=4000):
+    """Fig. 14: each Rad layer's input (top) and output (bottom), coloured by
+    the branch k where the layer folds; every panel in one frame."""
     flow, X_test, _ = runs[problem, "rad"]
     X = X_test[:n]
     zs, folded, k = flow_trajectory(X, flow.params_, flow.config_)
+    box = _trajectory_box(zs)
     n_layers = flow.config_.n_layers
-    fig, axes = plt.subplots(2, n_layers, figsize=(2.8 * n_layers, 5.8))
+    height = 2.4 * (box[1][1] - box[1][0]) / (box[0][1] - box[0][0])  # of a panel, inches
+    fig, axes = plt.subplots(2, n_layers, figsize=(2.8 * n_layers, 2 * height + 1.5),
+                             layout="constrained")
     for layer in range(n_layers):
         column = np.flatnonzero((k[:, layer, :] >= 0).any(axis=0))[0]
         in_fold = folded[layer][:, column]
         colours = np.where(in_fold, BRANCH_COLOURS[np.maximum(k[:, layer, column], 0)], "black")
-        for row, (z, label) in enumerate(((zs[layer], "input"), (zs[layer + 1], "output"))):
+        # the first layer's input is the data space; after it, the latent one
+        names_in = X_NAMES if layer == 0 else Z_NAMES
+        for row, (z, label, names) in enumerate(((zs[layer], "input", names_in),
+                                                 (zs[layer + 1], "output", Z_NAMES))):
             ax = axes[row, layer]
             ax.scatter(z[:, 0], z[:, 1], s=0.4, c=colours)
-            ax.set_title(f"layer {layer + 1} {label} (folds column {column})", fontsize=8)
-            _clean(ax, *bounding_box(z, margin=0.05))
+            ax.set_title(f"layer {layer + 1} {label} (folds {names_in[column]})", fontsize=8)
+            frame(ax, *box, names=names)
     fig.suptitle(f"Rad folding on {TITLES[problem]}: red/green/blue = k = 0/1/2 in the "
                  "folded region, black = invertible region", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, f"fig14_folding_{problem}.png"), dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def fig_learning_curves(plt, runs, out):
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+def fig_folding(plt, runs, out, problem, n=4000):
+    _save(plt, folding_figure(plt, runs, problem, n),
+          os.path.join(out, f"fig14_folding_{problem}.png"))
+
+
+def learning_curves_figure(plt, runs):
+    """Held-out log-likelihood during training, both models, one panel per
+    problem; one legend for all, above the panels (inside a panel it covered
+    curves where they dip)."""
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.8), layout="constrained")
     for ax, problem in zip(axes.ravel(), datasets.PROBLEMS):
         for model in ("realnvp", "rad"):
             _, _, result = runs[problem, model]
@@ -171,10 +212,13 @@ def fig_learning_curves(plt, runs, out):
         ax.set_ylabel("mean log-likelihood (nats)")
         lows = [min(runs[problem, m][2]["val_loglik"][1:] or [best]) for m in ("rad", "realnvp")]
         ax.set_ylim(min(lows) - 0.3, best + 0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "learning_curves.png"), dpi=100)
-    plt.close(fig)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3,
+               fontsize=9, frameon=False)
+    return fig
+
+
+def fig_learning_curves(plt, runs, out):
+    _save(plt, learning_curves_figure(plt, runs), os.path.join(out, "learning_curves.png"))
 
 
 #: the committed paper-protocol runs, whose figures are docs/figures/
