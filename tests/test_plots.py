@@ -277,3 +277,43 @@ def test_paper_figures(paper_runs, drawn, monkeypatch):
         assert_readable(ax)
         assert ax.get_legend() is None  # one legend, outside the panels
     assert len(curves.legends) == 1
+
+
+# ----------------------------------------------- validation/study.py's figure
+
+def assert_inside_figure(fig, texts):
+    """Every non-empty text of ``texts`` lies within the figure (a title or
+    label wider than the figure is cut off in the PNG)."""
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    for text in texts:
+        if text.get_text() and text.get_visible():
+            extent = text.get_window_extent(renderer)
+            assert (extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1
+                    and extent.y0 >= box.y0 - 1 and extent.y1 <= box.y1 + 1), text.get_text()
+
+
+def test_paired_differences_figure(drawn):
+    import json
+    import os
+    study = _validation_module("study")
+    with open(os.path.join(os.path.dirname(study.__file__), "results", "study",
+                           "study.json")) as f:
+        committed = json.load(f)
+    fig = drawn(study.paired_figure(committed))
+    panels = data_axes(fig)
+    assert len(panels) >= 5
+    # one x axis for all the comparisons, its values under every panel
+    assert len({ax.get_xlim() for ax in panels}) == 1
+    for ax in panels:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible()]
+        assert "0" in labels and len(labels) >= 5, ax.get_title()
+        assert ax.get_yticklabels()
+    assert panels[-1].get_xlabel()
+    assert_inside_figure(fig, [ax.title for ax in panels] + [panels[-1].xaxis.label]
+                         + [t for ax in panels for t in ax.get_yticklabels()])
+    # tick labels of one axis do not overlap
+    renderer = fig.canvas.get_renderer()
+    extents = sorted((t.get_window_extent(renderer) for t in panels[0].get_xticklabels()
+                      if t.get_text()), key=lambda e: e.x0)
+    assert all(a.x1 <= b.x0 for a, b in zip(extents, extents[1:]))

@@ -38,6 +38,7 @@ Usage::
     python validation/study.py --update-docs        # print, write study.json/.md, the
                                                     # figure, and docs/results.md's tables
     python validation/study.py --write-points DIR   # add test_points.npz to DIR's runs
+    python validation/study.py --figure-only        # redraw the figure from study.json
 """
 import argparse
 import functools
@@ -45,6 +46,7 @@ import glob
 import json
 import os
 import sys
+import textwrap
 
 import numpy as np
 
@@ -841,9 +843,19 @@ def _interval(d):
 
 
 def figure(study, path):
+    """Write :func:`paired_figure` to ``path``."""
+    import matplotlib.pyplot as plt
+    fig = paired_figure(study)
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def paired_figure(study):
     """Forest plot: each comparison's mean with its t interval (thick) and
     bootstrap interval (thin; not for the recipes, see results.md), one
-    panel per question."""
+    panel per question, all on one x axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -880,8 +892,9 @@ def figure(study, path):
     limits = (1.4 * min(min(lows), -0.1), 1.4 * max(max(highs), 0.1))
     ticks = [t for t in (-3, -1, -0.3, -0.1, -0.03, 0, 0.03, 0.1, 0.3, 1, 3)
              if limits[0] <= t <= limits[1]]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 1.0 + 1.45 * len(panels)),
-                             sharex=True)
+    # wide enough for the row labels, the titles and ticks 0.03 apart
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 1.2 + 1.6 * len(panels)),
+                             sharex=True, layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, (title, rows, with_bootstrap) in zip(axes, panels):
         for i, (label, d) in enumerate(rows):
@@ -898,18 +911,19 @@ def figure(study, path):
         ax.set_xscale("symlog", linthresh=0.03, linscale=0.6)
         ax.set_xlim(*limits)
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        # the values under every panel: in a figure this tall, the bottom
+        # axis alone is a long way from the top panels
+        ax.tick_params(axis="x", labelbottom=True, labelsize=8)
         ax.set_yticks(range(len(rows)), [label for label, _ in rows])
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.grid(axis="x", color="0.9")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(textwrap.fill(title, 75), fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=8, frameon=False)
-    axes[-1].set_xlabel("A − B in held-out mean log-likelihood, nats (> 0: A better; green: "
-                        "interval above 0, red: below)\nsymlog axis: linear within ±0.03",
-                        fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.legend(handles, labels, loc="outside upper center", ncol=2, fontsize=8, frameon=False)
+    axes[-1].set_xlabel("A − B in held-out mean log-likelihood, nats (> 0: A better;\n"
+                        "green: interval above 0, red: below; symlog axis: linear within "
+                        "±0.03)", fontsize=8)
+    return fig
 
 
 def main(argv=None):
@@ -917,6 +931,9 @@ def main(argv=None):
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--write-points", metavar="DIR")
     parser.add_argument("--figure", default=FIGURE)
+    parser.add_argument("--figure-only", action="store_true",
+                        help="only draw --figure, from the study.json in --study (no analysis, "
+                             "no other file written)")
     parser.add_argument("--update-docs", action="store_true",
                         help="also put the tables into docs/results.md (between its "
                              "<!-- study:NAME:start/end --> markers)")
@@ -930,6 +947,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.write_points:
         write_points(args.write_points)
+        return 0
+    if args.figure_only:
+        figure(_json(os.path.join(args.study, "study.json")), args.figure)
         return 0
     if not os.path.isdir(args.study):
         parser.exit(2, f"study.py: error: --study {args.study}: no such directory\n")
