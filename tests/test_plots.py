@@ -317,3 +317,28 @@ def test_paired_differences_figure(drawn):
     extents = sorted((t.get_window_extent(renderer) for t in panels[0].get_xticklabels()
                       if t.get_text()), key=lambda e: e.x0)
     assert all(a.x1 <= b.x0 for a, b in zip(extents, extents[1:]))
+
+
+# ------------------------------------- validation/benchmark.py's scaling figure
+
+def test_performance_scaling_figure(drawn):
+    import json
+    import os
+    benchmark = _validation_module("benchmark")
+    with open(os.path.join(os.path.dirname(benchmark.__file__), "results",
+                           "benchmark.json")) as f:
+        committed = json.load(f)
+    fig = drawn(benchmark.scaling_figure(committed))
+    renderer = fig.canvas.get_renderer()
+    panels = data_axes(fig)
+    assert len(panels) == 6
+    for ax in panels:
+        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+        # the y tick labels (log axis): at least two, none overlapping
+        labels = sorted((t.get_window_extent(renderer) for t in
+                         ax.yaxis.get_ticklabels(minor=False) + ax.yaxis.get_ticklabels(minor=True)
+                         if t.get_text() and t.get_visible()
+                         and ax.get_ylim()[0] <= t.get_position()[1] <= ax.get_ylim()[1]),
+                        key=lambda e: e.y0)
+        assert len(labels) >= 2, ax.get_title()
+        assert all(a.y1 <= b.y0 for a, b in zip(labels, labels[1:])), ax.get_title()

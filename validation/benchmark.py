@@ -32,7 +32,8 @@ imported, ``torch.set_num_threads(1)``, XLA without its thread pool) and once
 with the libraries' default threading, and merges the two into one JSON file.
 
 ``--quick`` is a smoke test of every code path with tiny sizes and repetition
-counts; its numbers mean nothing.  Exit status: 0, or 1 if a peer disagreed
+counts; its numbers mean nothing.  ``--figure-only`` measures nothing: it
+redraws the scaling figure from the JSON results (``--out``).  Exit status: 0, or 1 if a peer disagreed
 with radref or a subprocess failed.
 """
 import argparse
@@ -680,14 +681,29 @@ def update_markdown(path, block):
 
 
 def plot_scaling(result, path):
+    """Write :func:`scaling_figure` to ``path``; False (and a note) without
+    matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter
     except ImportError:
         print("matplotlib is not installed: no scaling figure (pip install matplotlib)")
         return False
+    fig = scaling_figure(result)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def scaling_figure(result):
+    """The time per point over batch size, dimension and depth (log axes),
+    training step above, log-density below."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     axes_spec = (("batch", "batch size (points)"), ("dim", "data dimension"),
                  ("depth", "coupling layers"))
     ops = (("train_step", "training step"), ("logdensity", "log-density"))
@@ -714,24 +730,23 @@ def plot_scaling(result, path):
             if axis != "batch":
                 ax.set_xticks(settings[{"dim": "dims", "depth": "depths"}[axis]])
             ax.xaxis.set_major_formatter(plain)
+            # labels at 1, 2 and 5 times a power of ten: every minor tick
+            # labelled crowded a decade into overlapping numbers (90 80 70 ...)
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(axis_label)
             n = "" if axis == "batch" else (f", {settings['scaling_batch']} points"
                                             if op == "train_step"
                                             else f", {settings['scaling_points']} points")
             ax.set_title(f"{op_label}{n}", fontsize=10)
-            if j == 0:
-                ax.set_ylabel("µs per point")
+            ax.set_ylabel("µs per point")
             ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=8)
     title = "radref time per point (median)" + (" — QUICK SMOKE RUN" if result["quick"] else "")
     fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def print_summary(result):
@@ -762,6 +777,9 @@ def parse_args(argv):
     parser.add_argument("--modes", default="single,default",
                         help="comma list of threading modes: single, default")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling curves")
+    parser.add_argument("--figure-only", action="store_true",
+                        help="measure nothing: redraw the scaling figure (--figure) from the "
+                             "JSON results (--out)")
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
     parser.add_argument("--_worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--_memory-here", dest="memory_here", action="store_true",
@@ -780,13 +798,19 @@ def parse_args(argv):
     return args
 
 
-def run_modes(args, argv):
-    """Top level: one subprocess per threading mode, then merge and report."""
-    settings = QUICK if args.quick else FULL
+def output_paths(args):
+    """``(json_path, figure_path)``: the options' or their defaults."""
     out = args.out or os.path.join(HERE, "results",
                                    "benchmark-quick.json" if args.quick else "benchmark.json")
     figure = args.figure or (os.path.splitext(out)[0] + "_scaling.png" if args.quick else
                              os.path.join(ROOT, "docs", "figures", "performance_scaling.png"))
+    return out, figure
+
+
+def run_modes(args, argv):
+    """Top level: one subprocess per threading mode, then merge and report."""
+    settings = QUICK if args.quick else FULL
+    out, figure = output_paths(args)
     start = time.perf_counter()
     status = 0
     modes = {}
@@ -845,6 +869,10 @@ def main(argv=None):
         return 0
     if args._worker:
         return worker(args._worker, args, args._worker_out)
+    if args.figure_only:
+        out, figure = output_paths(args)
+        with open(out) as f:
+            return 0 if plot_scaling(json.load(f), figure) else 1
     return run_modes(args, argv)
 
 
