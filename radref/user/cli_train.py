@@ -8,6 +8,7 @@ every option and path is checked before any training.
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import warnings
 
@@ -97,6 +98,7 @@ def add_train_command(sub):
 
 def run_train(args, argv):
     X, X_val, model = _train_setup(args)
+    _continue_finished(args)
     with _locked_outputs(("--out", args.out), ("--checkpoint", args.checkpoint)):
         return _train_and_save(args, argv, X, X_val, model)
 
@@ -134,11 +136,13 @@ def _train_and_save(args, argv, X, X_val, model):
                 else f"a smaller --lr (now {args.lr:g}) may help")
         raise CLIError(f"training stopped: {exc}; {hint}") from None
     except CheckpointMismatchError as exc:
+        _drop_copy(args)
         raise CLIError(f"--checkpoint {args.checkpoint}: written by another run "
                        f"(other settings: {_described_differences(exc)}); delete it, or choose "
                        f"another path "
                        f"to start afresh") from None
     except CheckpointError as exc:
+        _drop_copy(args)
         raise CLIError(f"--checkpoint {args.checkpoint}: "
                        f"{checkpoint_problem(exc, args.checkpoint)}") from None
     except OSError as exc:  # the periodic checkpoint could not be written
@@ -149,8 +153,11 @@ def _train_and_save(args, argv, X, X_val, model):
         model.save(args.out)
     held_out = ("" if X_val is None else
                 f"; held-out {model.score(X_val):+.4f} nats ({X_val.shape[0]} points)")
-    resumed = ("" if resume_from is None else
-               f" (resumed from {args.checkpoint} at step {resume_from})")
+    original = getattr(args, "continued_from", None)
+    resumed = ("" if resume_from is None else f" (resumed from {args.checkpoint} at step "
+                                                f"{resume_from})" if original is None else
+               f" (continued from the finished run in {original}, step {resume_from}; "
+               f"{original} is not changed)")
     if model.best_step_ is not None:
         stopped = ("" if model.stopped_at_ is None else
                    f"early stopping stopped at step {model.stopped_at_}; ")
@@ -302,17 +309,50 @@ def _idle_recipe_options(args):
     return problems
 
 
-def _resume_step(args):
-    """The step of an existing ``--checkpoint`` (``None`` if there is none)."""
+def _continue_finished(args):
+    """A finished run given as ``--checkpoint`` (a model file ``train`` wrote,
+    or a checkpoint kept at the end of its run) is read, never written: its
+    state is copied to a checkpoint of ``--out``'s (:func:`unused_checkpoint_name`),
+    which training continues and updates, so the user's file stays as it was."""
     if args.checkpoint is None or not os.path.exists(args.checkpoint):
-        return None
+        return
+    meta = _checkpoint_meta(args)
+    planned = meta.get("extra", {}).get("estimator_params", {}).get("steps")
+    if planned is None or meta["step"] < planned or meta["step"] >= args.steps:
+        return  # an interrupted run (resumed in place), or nothing to continue
+    copy = unused_checkpoint_name(args.out)
+    with writing("--out", copy):
+        shutil.copyfile(args.checkpoint, copy)
+    args.continued_from, args.checkpoint = args.checkpoint, copy
+
+
+def _drop_copy(args):
+    """A run refused before its first step: remove the copy that
+    :func:`_continue_finished` made, and name the user's file again."""
+    original = getattr(args, "continued_from", None)
+    if original is not None:
+        with contextlib.suppress(OSError):
+            os.remove(args.checkpoint)
+        args.checkpoint = original
+
+
+def _checkpoint_meta(args):
+    """The metadata of the existing ``--checkpoint``, or the user error that
+    says why it cannot be read."""
     try:
         meta, _, _ = load_checkpoint(args.checkpoint)
     except (CheckpointError, OSError) as exc:
         problem = (checkpoint_problem(exc, args.checkpoint) if isinstance(exc, CheckpointError)
                    else exc.strerror)
         raise CLIError(f"--checkpoint {args.checkpoint}: {problem}") from None
-    return meta["step"]
+    return meta
+
+
+def _resume_step(args):
+    """The step of an existing ``--checkpoint`` (``None`` if there is none)."""
+    if args.checkpoint is None or not os.path.exists(args.checkpoint):
+        return None
+    return _checkpoint_meta(args)["step"]
 
 
 def default_checkpoint(out):
@@ -350,7 +390,7 @@ def _finished_checkpoint(args):
     if path is None or not os.path.exists(path):
         return
     further = (f"to train further, give --checkpoint {args.out} with a larger --steps and "
-               f"another --out")
+               f"another --out: {args.out} is read, not changed")
     if _is_own_checkpoint(path, args.out):
         try:
             os.remove(path)
