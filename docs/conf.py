@@ -14,6 +14,7 @@ import base64
 import hashlib
 import importlib
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -80,7 +81,9 @@ autodoc_default_options = {
     "undoc-members": True,  # module constants the docstrings refer to (PROBLEMS, ...)
     "member-order": "bysource",
     # the estimators' methods live on a shared base class; not Python's own
-    "inherited-members": "object,BaseException,tuple,dict",
+    # (the command line's argparse subclasses would list argparse's methods)
+    "inherited-members": ("object,BaseException,tuple,dict,"
+                          "ArgumentParser,_ActionsContainer,_AttributeHolder,HelpFormatter"),
 }
 autodoc_typehints = "none"  # numpydoc sections state the types and shapes
 numpydoc_show_class_members = False
@@ -92,6 +95,9 @@ numpydoc_xref_param_type = False
 nitpick_ignore_regex = [
     (r"py:.*", r"(numpy|np|math|typing|collections|builtins|pathlib|argparse)(\..*)?"),
     (r"py:.*", r"(.*\.)?_[A-Za-z0-9].*"),
+    # argparse's own docstrings type a message as "string" (ArgumentParser.error,
+    # whose docstring the command line's parser inherits)
+    (r"py:class", r"string"),
 ]
 
 # ---------------------------------------------------------------- math
@@ -104,6 +110,19 @@ MATHJAX_INTEGRITY = ("sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc
 VENDOR = DOCS / "_vendor"
 
 
+def _stop(message):
+    """End the build with ``message`` and nothing else.
+
+    Sphinx reports an exception raised here (and a ``sys.exit``) as a
+    "Configuration error!" of 40 lines, versions and a traceback, with the
+    message somewhere inside; a reader who only lacks npm should see what
+    to do, so this prints the message and exits at once (the build has
+    written nothing yet)."""
+    sys.stdout.flush()
+    print(f"\ndocs/conf.py: {message}\n", file=sys.stderr, flush=True)
+    os._exit(2)
+
+
 def _vendor_mathjax():
     """Unpack MathJax's es5 build into docs/_vendor/mathjax (once)."""
     target = VENDOR / "mathjax"
@@ -112,15 +131,25 @@ def _vendor_mathjax():
         return
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("building the docs needs npm (to fetch MathJax "
-                           f"{MATHJAX_VERSION} from the npm registry): install Node.js and npm")
+        _stop(f"the site serves MathJax {MATHJAX_VERSION}, which the build fetches "
+              "(once) from the npm registry with npm, and npm is not on the PATH.\n"
+              "Install it (Debian, Ubuntu: apt-get install npm; elsewhere Node.js, "
+              "which includes npm), then build again.")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([npm, "pack", "--silent", f"mathjax@{MATHJAX_VERSION}"], cwd=tmp,
-                       check=True, stdout=subprocess.DEVNULL)
+        fetch = subprocess.run([npm, "pack", "--loglevel=error", f"mathjax@{MATHJAX_VERSION}"],
+                               cwd=tmp, capture_output=True, text=True)
+        if fetch.returncode != 0:
+            said = "\n".join("    " + line for line in fetch.stderr.strip().splitlines()[-6:])
+            _stop(f"npm pack mathjax@{MATHJAX_VERSION} failed (exit status "
+                  f"{fetch.returncode}); npm said:\n{said}\n"
+                  "The build fetches MathJax (once) from the npm registry (npm config get "
+                  "registry names it): check that this machine reaches it, then build again.")
         tarball = Path(tmp) / f"mathjax-{MATHJAX_VERSION}.tgz"
         digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
         if f"sha512-{digest}" != MATHJAX_INTEGRITY:
-            raise RuntimeError(f"{tarball.name}: not the tarball pinned in docs/conf.py")
+            _stop(f"{tarball.name} from the npm registry is not the tarball pinned here "
+                  "(its sha512 differs): the registry, or a proxy on the way, served other "
+                  "bytes; nothing was unpacked.")
         with tarfile.open(tarball) as archive:
             try:
                 archive.extractall(tmp, filter="data")
@@ -145,7 +174,11 @@ mathjax3_config = {"loader": {"load": ["[tex]/textmacros"]},
 html_theme = "pydata_sphinx_theme"
 html_title = f"radref {release}"
 html_favicon = "_static/radref.svg"
+# the site's own rules (why each, in the file)
+html_css_files = ["radref.css"]
 html_theme_options = {
+    # the first six pages of the toctree (docs/index.md) in the navigation bar,
+    # the others under "More": six fit a 1400-pixel window on one line
     "header_links_before_dropdown": 6,
     "navigation_with_keys": False,
     "show_toc_level": 2,
@@ -168,6 +201,10 @@ html_last_updated_fmt = None
 # reference documents it, else to the module's page. Links to other files of
 # the repository (tests/, validation/) are served as downloads by MyST.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z_0-9]*(?:\.[A-Za-z_][A-Za-z_0-9]*)*")
+#: a link text that is a file's name or path (``model.md``, ``core/slopes.py``):
+#: on the site, where readers see pages and not files, no link shows one
+#: (tests/test_site.py), except a download link, whose text is the file it gets
+_FILE_NAME = re.compile(r"[\w./-]*\w\.(md|py|ipynb|html)|[\w.-]+/")
 
 
 def _module_of_path(path):
@@ -232,8 +269,14 @@ class RepositoryLinks(SphinxTransform):
                 "", refdomain="py", reftype="obj" if member else "mod",
                 reftarget=member or module_name, refexplicit=True, refwarn=True,
                 refdoc=self.env.docname, radref_module=module_name)
-            xref += nodes.literal(node.astext(), node.astext()) if not node.children else \
-                node.children[0].deepcopy()
+            if _FILE_NAME.fullmatch(node.astext().strip("`")):
+                # the text is the file's path, right on GitHub; here the link
+                # goes to the module's page, so it shows the module's name
+                xref += nodes.literal(module_name, module_name)
+            elif not node.children:
+                xref += nodes.literal(node.astext(), node.astext())
+            else:
+                xref += node.children[0].deepcopy()
             node.replace_self(xref)
 
 

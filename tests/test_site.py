@@ -10,8 +10,10 @@ import functools
 import http.server
 import importlib
 import json
+import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -52,11 +54,12 @@ def site(tmp_path_factory):
 
 
 class _PageParser(HTMLParser):
-    """Links, sources and ids of one HTML page."""
+    """Links (with their classes and texts), sources and ids of one HTML page."""
 
     def __init__(self):
         super().__init__()
-        self.urls, self.ids = [], set()
+        self.urls, self.ids, self.links = [], set(), []
+        self._open = []  # the <a> elements being read: [classes, href, text]
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -64,9 +67,23 @@ class _PageParser(HTMLParser):
             self.ids.add(attrs["id"])
         if tag == "a" and "name" in attrs:
             self.ids.add(attrs["name"])
+        if tag == "a":
+            classes = (attrs.get("class") or "").split()
+            if "download" in attrs:  # <a download>, written as HTML in a page
+                classes.append("download")
+            self._open.append([classes, attrs.get("href"), ""])
         for name in ("href", "src"):
             if attrs.get(name) is not None and tag in ("a", "link", "img", "script", "source"):
                 self.urls.append((tag, attrs[name]))
+
+    def handle_data(self, data):
+        for link in self._open:
+            link[2] += data
+
+    def handle_endtag(self, tag):
+        if tag == "a" and self._open:
+            classes, href, text = self._open.pop()
+            self.links.append((classes, href, " ".join(text.split())))
 
 
 @functools.lru_cache(maxsize=None)
@@ -132,6 +149,90 @@ def test_the_link_check_finds_dead_links_and_anchors(tmp_path):
                       "a.html: <a> #gone (no such anchor)",
                       "a.html: <img> sub/missing.png (no such file)",
                       "a.html: <a> ../outside.html (no such file)"]
+
+
+#: a link text that is a file's name or path: readers of the site see pages
+FILE_NAME = re.compile(r"[\w./-]*\w\.(md|py|ipynb|html)(#[\w-]*)?|[\w.-]+/")
+
+
+def _file_named_links(site):
+    """Links of the site's pages whose text is a file name, except downloads
+    (a download link's text is the file it gets)."""
+    found = []
+    for page in _pages(site):
+        for classes, href, text in _parse(page).links:
+            if "download" not in classes and href and FILE_NAME.fullmatch(text.strip("`")):
+                found.append(f"{page.relative_to(site)}: {text} -> {href}")
+    return found
+
+
+def test_links_are_labelled_with_words_not_file_names(site):
+    found = _file_named_links(site)
+    assert not found, "\n".join(found)
+    # the links to the pages, and to the modules' reference, are all there
+    index = _parse(site / "index.html").links
+    assert {"Model", "Derivations", "Tutorial", "Notebooks", "API reference", "This site"} <= \
+        {text for classes, href, text in index if "internal" in classes}
+    texts = {text for classes, href, text in index if "internal" in classes}
+    assert "radref.training.hyperparameters" in texts  # a module page, not a .py path
+
+
+def test_the_file_name_check_finds_them(tmp_path):
+    (tmp_path / "a.html").write_text(
+        '<a class="reference internal" href="model.html">model.md</a> '
+        '<a class="reference internal" href="m.html"><code>core/slopes.py</code></a> '
+        '<a class="reference internal" href="nb/index.html">notebooks/</a> '
+        '<a class="reference internal" href="model.html">Model</a> '
+        '<a class="reference internal" href="m.html"><code>radref.core.slopes</code></a> '
+        '<a class="reference download internal" href="t.py">tests/test_x.py</a> '
+        '<a href="x.ipynb" download>x.ipynb</a>',
+        encoding="utf-8")
+    assert _file_named_links(tmp_path) == ["a.html: model.md -> model.html",
+                                           "a.html: core/slopes.py -> m.html",
+                                           "a.html: notebooks/ -> nb/index.html"]
+
+
+def _build_without_mathjax(tmp_path, npm_script=None):
+    """Run README's build command on a copy of docs/conf.py with nothing
+    vendored yet, and a PATH on which npm is absent (or is ``npm_script``)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(DOCS / "conf.py", docs / "conf.py")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if npm_script is not None:
+        (bin_dir / "npm").write_text(npm_script, encoding="utf-8")
+        (bin_dir / "npm").chmod(0o755)
+    env = dict(os.environ, PATH=str(bin_dir))
+    return subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-b",
+                           "html", str(docs), str(tmp_path / "html")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _said(result):
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+
+
+def test_a_build_without_npm_says_so_in_one_message(tmp_path):
+    result = _build_without_mathjax(tmp_path)
+    said = _said(result)
+    assert result.returncode == 2, said
+    assert "npm is not on the PATH" in result.stderr and "apt-get install npm" in result.stderr
+    # the message alone: not Sphinx's "Configuration error!" report with a traceback
+    assert "Traceback" not in result.stderr and "Configuration error" not in result.stderr
+    assert len(said) <= 4, said
+    assert not (tmp_path / "html").exists()
+
+
+def test_a_failed_mathjax_fetch_says_what_npm_said(tmp_path):
+    result = _build_without_mathjax(tmp_path, "#!/bin/sh\n"
+                                    "echo 'npm error code ENOTFOUND' >&2\n"
+                                    "echo 'npm error network request failed' >&2\nexit 1\n")
+    said = _said(result)
+    assert result.returncode == 2, said
+    assert "npm pack mathjax@" in result.stderr and "npm error code ENOTFOUND" in result.stderr
+    assert "npm registry" in result.stderr
+    assert "Traceback" not in result.stderr and len(said) <= 7, said
 
 
 def _public_modules():
@@ -288,3 +389,38 @@ def test_the_browser_shows_the_notebook_figures(browser, served):
         ".map(img => img.complete && img.naturalWidth > 100)")
     assert len(loaded) >= 4 and all(loaded)
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_the_navigation_bar_shows_the_main_pages_outside_more(browser, served):
+    _open(browser, served + "index.html")
+    links = browser.execute_script(
+        "return [...document.querySelectorAll('.bd-header .navbar-header-items .navbar-nav "
+        "> li.nav-item > a.nav-link')]"
+        ".filter(a => !a.closest('.dropdown-menu') && a.offsetParent !== null)"
+        ".map(a => [a.textContent.trim(), Math.round(a.getBoundingClientRect().top)])")
+    texts = [text for text, top in links]
+    for page in ("Model", "Tutorial", "Notebooks", "User API", "API reference"):
+        assert page in texts, links
+    assert len({top for text, top in links}) == 1, links  # one line: nothing wrapped
+    more = browser.find_elements("css selector", ".bd-header .navbar-header-items .dropdown-menu a")
+    hidden = {a.get_attribute("textContent").strip() for a in more}
+    assert "Results" in hidden and not {"Tutorial", "Notebooks", "API reference"} & hidden
+
+
+@pytest.mark.parametrize("page", ["notebooks/port.html", "notebooks/tutorial.html"])
+def test_notebook_code_is_wrapped_not_clipped(browser, served, page):
+    _open(browser, served + page)
+    boxes = "[...document.querySelectorAll('div.cell div.cell_input pre, div.cell div.cell_output pre')]"
+    # no code or output box is wider inside than it shows
+    clipped = browser.execute_script(
+        f"return {boxes}.filter(pre => pre.scrollWidth > pre.clientWidth + 1)"
+        ".map(pre => pre.textContent.slice(0, 80))")
+    assert not clipped, clipped
+    # and the page has lines that would be clipped without the site's CSS
+    long_lines = browser.execute_script(
+        f"return {boxes}.filter(pre => {{"
+        "  pre.style.whiteSpace = 'pre';"
+        "  const over = pre.scrollWidth > pre.clientWidth + 1;"
+        "  pre.style.whiteSpace = ''; return over; }).length")
+    assert long_lines > 0
+

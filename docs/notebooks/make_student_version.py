@@ -32,7 +32,7 @@ FORMAT = "md:myst"
 STUDENT_INTRO = """\
 # Exercises
 
-The ten exercises of [exercises.md](../exercises.md) on the Rad surjection,
+The ten [classroom exercises](../exercises.md) on the Rad surjection,
 its gating and Theorem 1, as a notebook. Each exercise has a cell for your
 answer, holding `...` until you replace it, and a cell that checks the
 answer against radref: run it after answering. An answer still `...` is
