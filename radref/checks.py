@@ -73,6 +73,54 @@ def check_choice(what, value, choices):
     return value
 
 
+def available_cpus():
+    """The CPUs this process may run on (its affinity mask where the system
+    has one, as ``taskset`` sets it; else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_n_jobs(name, value):
+    """scikit-learn's ``n_jobs``: ``None`` or a nonzero integer, returned as
+    given (``None`` and ``1``: one thread; ``-1``: every CPU; ``-2``: all but
+    one ...).  Whether a negative value fits this machine is
+    :func:`effective_n_jobs`'s question: a model saved on a larger machine
+    must still load."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer or None, got {described(value)}")
+    if value == 0:
+        raise ValueError(f"{name} must be a nonzero integer (1: one thread, -1: every CPU, "
+                         f"-2: all but one), got 0")
+    return int(value)
+
+
+def effective_n_jobs(name, value):
+    """The number of threads ``n_jobs = value`` asks for on this machine
+    (scikit-learn's convention): ``None`` is 1, a positive value itself, a
+    negative one ``available_cpus() + 1 + value`` (``-1``: every CPU).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`check_n_jobs`; ``ValueError`` also for a negative value
+        below ``-available_cpus()`` (it would ask for fewer than one thread).
+    """
+    value = check_n_jobs(name, value)
+    if value is None:
+        return 1
+    if value > 0:
+        return value
+    cpus = available_cpus()
+    if value < -cpus:
+        raise ValueError(f"{name} must be >= -{cpus} on this machine ({cpus} CPUs available; "
+                         f"-1 uses every CPU), got {value}")
+    return cpus + 1 + value
+
+
 def check_random_state(name, value):
     """``None`` or an integer ``>= 0``, as a plain ``int`` (storable in a
     checkpoint's JSON metadata)."""

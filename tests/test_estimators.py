@@ -535,10 +535,10 @@ RECIPE_PARAMETERS = ["lr_schedule", "lr_decay_steps", "lr_final_fraction", "lr_s
 ALL_PARAMETERS = {
     RadFlow: ["n_layers", "hidden", "gate_hidden", "out_std", "steps", "batch_size", "lr",
               "beta1", "beta2", "eps", "eval_every", "warm_start", "progress", "random_state",
-              *RECIPE_PARAMETERS],
+              *RECIPE_PARAMETERS, "n_jobs"],
     RealNVPFlow: ["n_layers", "hidden", "out_std", "steps", "batch_size", "lr", "beta1",
                   "beta2", "eps", "eval_every", "warm_start", "progress", "random_state",
-                  *RECIPE_PARAMETERS],
+                  *RECIPE_PARAMETERS, "n_jobs"],
 }
 
 

@@ -31,7 +31,7 @@ NON_DEFAULT = dict(n_layers=2, hidden=3, gate_hidden=2, out_std=0.02, steps=6, b
                    lr=0.01, beta1=0.8, beta2=0.99, eps=1e-7, eval_every=3, warm_start=True,
                    progress=False, random_state=7, lr_schedule="cosine", lr_decay_steps=9,
                    lr_final_fraction=0.1, lr_step_size=4, lr_gamma=0.7, ema_decay=0.9,
-                   early_stopping=True, validation_fraction=0.2, n_iter_no_change=5)
+                   early_stopping=True, validation_fraction=0.2, n_iter_no_change=5, n_jobs=2)
 
 
 def _data(n=200, seed=0):
@@ -46,6 +46,8 @@ def _bad_values(entry):
         return [(1, TypeError), ("yes", TypeError)]
     if entry.type == "choice":
         return [("no-such-" + entry.name, ValueError), (3, ValueError)]
+    if entry.type == "n_jobs":  # scikit-learn's: a nonzero integer or None
+        return [("1", TypeError), (True, TypeError), (1.5, TypeError), (0, ValueError)]
     wrong_kind = [("1", TypeError), (True, TypeError)]
     if entry.type == "int":
         return wrong_kind + [(entry.low - 1, ValueError), (1.5, TypeError)]

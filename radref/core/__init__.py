@@ -14,5 +14,6 @@ bottom up (each imports only those above it in this list):
 - :mod:`radref.core.mlp`         conditioner and gating networks
 - :mod:`radref.core.layer1d`     a complete one-dimensional Rad model
 - :mod:`radref.core.layers`      coupling layers: one contract, a registry, Rad and affine kinds
+- :mod:`radref.core.chunks`      rows a chunk at a time, in one thread or several (``n_jobs``)
 - :mod:`radref.core.flow`        stacks of coupling layers: log-density, inference, sampling
 """

@@ -10,7 +10,9 @@ one loop: :func:`flow_layers` (data to latent) is what the log-density,
 inference, trajectories and the diagnostics iterate over, and
 :func:`flow_layers_backward` is its reverse sweep.  Inverse and sampling
 (latent to data) share :func:`_invert_layers`.  Rows are independent, so
-:func:`map_row_chunks` evaluates large inputs a chunk of rows at a time.
+the log-density, inference, the inverse and sampling evaluate large inputs a
+chunk of rows at a time, in ``n_jobs`` threads if asked
+(:mod:`radref.core.chunks`; the result does not depend on ``n_jobs``).
 
 Parameters are one flat dict ``{"<layer>.<net>.<name>": array}`` (for example
 ``"0.cond.W1"``, ``"3.gate.b2"``), convenient for Adam, checkpoints and ports;
@@ -35,12 +37,12 @@ cache stays finite, and :func:`flow_backward` gives it a zero gradient.
 rounding: BLAS may sum a matrix product in another order for another number
 of rows).
 """
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
+from radref.core.chunks import CHUNK_ROWS, map_row_chunks, row_chunks  # noqa: F401 (re-exported)
 from radref.core.layers import columns, layer_kind
 from radref.core.numerics import all_in_range, out_of_range_rows, zero_rows
 
@@ -317,6 +319,15 @@ def _log_density(x, params, config):
     return log_px + normal_logpdf_forward(zero_rows(record.z, record.out_of_range))[0]
 
 
+def _infer(x, params, config):
+    """``flow_forward(x, params, config)[1:3]``, keeping no cache."""
+    k = _k_array(len(x), config)
+    for record in flow_layers(x, params, config):
+        _store_k(k, record, config)
+    k[record.out_of_range] = -1
+    return record.z, k
+
+
 def flow_trajectory(x, params, config):
     """Every intermediate representation of :func:`flow_forward` (for figures).
 
@@ -383,25 +394,27 @@ def _merge_rows(x, x_rows, outside):
     return x_rows, outside | out_of_range_rows(x_rows)
 
 
-def flow_inverse(z, k, params, config):
+def flow_inverse(z, k, params, config, n_jobs=None):
     """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
     :func:`flow_forward` (its entries are ignored where a layer has no discrete
     latent: conditioning columns, affine layers).  Out-of-range rows (module
     docstring) give ``x = inf``.  More than :data:`CHUNK_ROWS` rows are
-    inverted chunk by chunk."""
+    inverted chunk by chunk, in ``n_jobs`` threads (:func:`map_row_chunks`;
+    the same result for every ``n_jobs``)."""
     inverse = layer_kind(config.kind).inverse
 
     def invert(z_rows, k_rows, nested, layer):
         return inverse(z_rows, k_rows, nested, layer), None
 
     return map_row_chunks(lambda z, k: _invert_layers(z, k, params, config, invert)[:1],
-                          (z, k), CHUNK_ROWS)[0]
+                          (z, k), CHUNK_ROWS, n_jobs)[0]
 
 
-def flow_sample_from_noise(normals, uniforms, params, config):
+def flow_sample_from_noise(normals, uniforms, params, config, n_jobs=None):
     """Exact sampling from given noise (notes §5): ``z_L = normals``; from the top
     layer down, draw each ``k`` by inverse CDF from ``uniforms`` and invert.
-    More than :data:`CHUNK_ROWS` rows are sampled chunk by chunk.
+    More than :data:`CHUNK_ROWS` rows are sampled chunk by chunk, in ``n_jobs``
+    threads (:func:`map_row_chunks`; the same result for every ``n_jobs``).
 
     Parameters
     ----------
@@ -410,6 +423,8 @@ def flow_sample_from_noise(normals, uniforms, params, config):
     uniforms : ndarray, shape (n, L, d)
         Uniform draws on [0, 1); entry ``[:, l, j]`` is used only where layer
         ``l`` transforms column ``j`` and has discrete latents.
+    n_jobs : int or None
+        Threads (scikit-learn's convention: ``None`` is 1, ``-1`` every CPU).
 
     Returns
     -------
@@ -418,89 +433,29 @@ def flow_sample_from_noise(normals, uniforms, params, config):
     """
     sample = layer_kind(config.kind).sample
     return map_row_chunks(lambda z, u: _invert_layers(z, u, params, config, sample),
-                          (normals, uniforms), CHUNK_ROWS)
+                          (normals, uniforms), CHUNK_ROWS, n_jobs)
 
 
-def flow_sample(n, params, config, random_state=None):
+def flow_sample(n, params, config, random_state=None, n_jobs=None):
     """Draw ``n`` exact samples; returns ``(x, z, k)``.  The normals are drawn
-    before the uniforms from one ``np.random.default_rng(random_state)``."""
+    before the uniforms from one ``np.random.default_rng(random_state)``, all
+    of them before any layer runs, so the draw and the samples do not depend
+    on ``n_jobs`` (threads for :func:`flow_sample_from_noise`)."""
     rng = np.random.default_rng(random_state)
     normals = rng.standard_normal((n, config.dim))
     uniforms = rng.random((n, config.n_layers, config.dim))
-    x, k = flow_sample_from_noise(normals, uniforms, params, config)
+    x, k = flow_sample_from_noise(normals, uniforms, params, config, n_jobs)
     return x, normals, k
 
 
-# -------------------------------------------------------------------- chunking
+# ------------------------------------------------------- chunked evaluations
 
-#: Rows per chunk (:func:`flow_log_density`, :func:`flow_inverse`,
-#: :func:`flow_sample_from_noise`, ``radref.training.train.mean_loglik_and_grad``):
-#: the arrays of one chunk stay in the CPU cache (measured in
-#: validation/benchmark.py; 2,000-8,000 rows are equally fast for the paper's
-#: models), and memory stays bounded in ``n``.
-CHUNK_ROWS = 4096
-
-
-def row_chunks(n, chunk_rows=CHUNK_ROWS):
-    """Slices ``[start, stop)`` that cover ``range(n)`` with ``chunk_rows`` rows each
-    (the last one shorter).
-
-    Raises
-    ------
-    TypeError
-        If ``chunk_rows`` is not an integer (a float, a bool), as everywhere in
-        radref (docs/errors.md).
-    ValueError
-        If ``chunk_rows`` is an integer below 1.
-    """
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral):
-        raise TypeError(f"chunk_rows must be a positive integer, got "
-                        f"{type(chunk_rows).__name__} {chunk_rows!r}")
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    return [slice(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
-
-
-def map_row_chunks(fn, arrays, chunk_rows=CHUNK_ROWS):
-    """``fn(*arrays)`` evaluated ``chunk_rows`` rows at a time.
-
-    Rows are independent, so the result is that of one call (to rounding).
-    Each output is written into an array allocated once, so the memory used
-    is the outputs plus one chunk's working set, whatever ``n``.
-
-    Parameters
-    ----------
-    fn : callable
-        ``fn(*chunks) -> tuple of ndarray``, every output with the chunk's rows
-        as its first axis.
-    arrays : tuple of ndarray
-        Inputs with the same number ``n`` of rows (first axis).
-    chunk_rows : int
-        Rows per chunk, ``>= 1``.
-
-    Returns
-    -------
-    tuple of ndarray
-        The outputs of ``fn`` for all ``n`` rows.
-    """
-    chunks = row_chunks(len(arrays[0]), chunk_rows)
-    if len(chunks) <= 1:  # one chunk: no copy
-        return fn(*arrays)
-    outputs = None
-    for rows in chunks:
-        results = fn(*(a[rows] for a in arrays))
-        if outputs is None:
-            outputs = tuple(np.empty((len(arrays[0]),) + r.shape[1:], r.dtype) for r in results)
-        for output, result in zip(outputs, results):
-            output[rows] = result
-    return outputs
-
-
-def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS):
+def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS, n_jobs=None):
     """``log p(x)`` alone: ``flow_forward(x, params, config)[0]``, evaluated
-    ``chunk_rows`` rows at a time (:func:`map_row_chunks`).
+    ``chunk_rows`` rows at a time, in ``n_jobs`` threads (:func:`map_row_chunks`).
 
-    Rows are independent, so the result does not depend on the chunking;
+    Rows are independent, so the result does not depend on the chunking
+    (to rounding, see :func:`map_row_chunks`) nor on ``n_jobs`` (bit for bit);
     evaluating in chunks keeps the working set in the CPU cache (time per point
     flat in ``n``) and the memory to ``O(chunk_rows)`` besides the output (no
     backward caches are kept, not even one chunk's: memory does not grow with
@@ -513,9 +468,25 @@ def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS):
     config : FlowConfig
     chunk_rows : int
         Rows per chunk, ``>= 1``.
+    n_jobs : int or None
+        Threads (scikit-learn's convention: ``None`` is 1, ``-1`` every CPU).
 
     Returns
     -------
     log_px : ndarray, shape (n,)
     """
-    return map_row_chunks(lambda x: (_log_density(x, params, config),), (x,), chunk_rows)[0]
+    return map_row_chunks(lambda x: (_log_density(x, params, config),), (x,), chunk_rows,
+                          n_jobs)[0]
+
+
+def flow_infer(x, params, config, chunk_rows=CHUNK_ROWS, n_jobs=None):
+    """Exact inference ``x -> (z, k)`` alone: ``flow_forward(x, params,
+    config)[1:3]``, evaluated as :func:`flow_log_density` is (chunks of
+    ``chunk_rows`` rows in ``n_jobs`` threads, no backward caches kept).
+
+    Returns
+    -------
+    z : ndarray, shape (n, d)
+    k : ndarray of int, shape (n, L, d)
+    """
+    return map_row_chunks(lambda x: _infer(x, params, config), (x,), chunk_rows, n_jobs)

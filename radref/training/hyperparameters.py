@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radref.checks import check_bool, check_choice, check_int, check_real, described
+from radref.checks import (check_bool, check_choice, check_int, check_n_jobs, check_real,
+                           described)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class Hyperparameter:
     ----------
     name : str
         The constructor parameter.
-    type : {"int", "real", "bool", "choice"}
+    type : {"int", "real", "bool", "choice", "n_jobs"}
+        ``"n_jobs"``: scikit-learn's number of threads, a nonzero integer
+        (:func:`radref.checks.check_n_jobs`).
     default : object
         The architecture's defaults are the model's (the layer kind's
         ``DEFAULT_ARCHITECTURE``, :mod:`radref.core.layers`); ``hidden`` has none here.
@@ -53,11 +56,12 @@ class Hyperparameter:
         ``None`` is a valid value too (what it means is in ``help``).
     choices : tuple of str
         The valid values of a ``"choice"``.
-    group : {"architecture", "seed", "training", "recipe"}
+    group : {"architecture", "seed", "training", "recipe", "evaluation"}
         ``"architecture"`` (the layer kind's ``DEFAULT_ARCHITECTURE`` says
         which of them a model takes) and ``"seed"``: recorded in a
         checkpoint's ``hyperparameters``; ``"recipe"``: the training beyond
-        the paper's (off by default).
+        the paper's (off by default); ``"evaluation"``: how a fitted model
+        computes (its results do not depend on it, nor does training).
     resume : bool
         A checkpoint written with another (effective) value is not resumed.
     option : str or None
@@ -98,6 +102,8 @@ class Hyperparameter:
         """The valid values in words (``"a finite number > 0"``, ``"in [0, 1)"``)."""
         if self.type == "int":
             return f"an integer >= {self.low}"
+        if self.type == "n_jobs":
+            return "a nonzero integer"
         if self.type == "bool":
             return "True or False"
         if self.type == "choice":
@@ -183,6 +189,13 @@ HYPERPARAMETERS = (
     Hyperparameter("n_iter_no_change", "int", 10, "early stopping: scores without "
                    "improvement before stopping", low=1, group="recipe", resume=True,
                    applies=("early_stopping", True)),
+    # ------------------------------------------------- how a fitted model computes
+    Hyperparameter("n_jobs", "n_jobs", None, "threads for score_samples, score, transform, "
+                   "infer, inverse_transform and sample: chunks of rows in parallel, the "
+                   "results bit for bit those of one thread (None: 1; -1: every CPU; -2: all "
+                   "but one)", none=True, group="evaluation", option=None,
+                   cli_note="radref score and radref sample take --jobs; training runs in "
+                   "one thread"),
 )
 
 #: name -> entry
@@ -228,6 +241,8 @@ def check_hyperparameter(name, value, label=None):
         return check_choice(label, value, entry.choices)
     if entry.type == "int":
         return check_int(label, value, minimum=entry.low)
+    if entry.type == "n_jobs":
+        return check_n_jobs(label, value)
     value = check_real(label, value)
     if not _in_range(entry, value):
         raise ValueError(f"{label} must be {entry.range_text(label)}, got {value}")

@@ -25,9 +25,9 @@ from radref.training.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 from radref.user.inference import NonFiniteSampleWarning
 from radref.training.train import NonFiniteError
 from radref.user.cli_common import (DEFAULT_POINTS, EXIT_INTERRUPTED, OUTPUT_FILES, POINT_FILES,
-                                    CLIError, add_command, add_overwrite_argument,
-                                    check_hyperparameter, CommandParser,
-                                    check_positive, check_seed,
+                                    CLIError, add_command, add_jobs_argument,
+                                    add_overwrite_argument, check_hyperparameter, CommandParser,
+                                    check_jobs, check_positive, check_seed,
                                     need_matplotlib, output_name, read_model, read_points_of,
                                     say, writing)
 from radref.user.cli_train import add_train_command, run_train
@@ -98,12 +98,13 @@ def _cmd_demo(args):
 
 
 def _cmd_score(args):
+    check_jobs(args.jobs)
     if args.out:
         check_output("--out", args.out, inputs=[("--model", args.model), ("--data", args.data)],
                      overwrite=args.overwrite)
     model = read_model("--model", args.model)
     X = read_points_of("--data", args.data, model.n_features_in_, "--model", args.model)
-    scores = model.score_samples(X)
+    scores = model.set_params(n_jobs=args.jobs).score_samples(X)
     if args.out:
         write_array("--out", args.out, scores, overwrite=args.overwrite)
     mean = np.mean(scores)
@@ -115,8 +116,9 @@ def _cmd_score(args):
 def _cmd_sample(args):
     check_seed(args.seed)
     check_positive(args.n, "-n")
+    check_jobs(args.jobs)
     check_output("--out", args.out, inputs=[("--model", args.model)], overwrite=args.overwrite)
-    model = read_model("--model", args.model)
+    model = read_model("--model", args.model).set_params(n_jobs=args.jobs)
     samples = model.sample(args.n, random_state=args.seed)
     write_array("--out", args.out, samples, overwrite=args.overwrite)
     say(f"wrote {args.n} samples to {output_name(args.out)}", to_stderr=args.out == STDIO)
@@ -282,6 +284,7 @@ def _add_score(sub):
     score.add_argument("--data", required=True, help=f"points (required): {POINT_FILES}")
     score.add_argument("--out", help=f"write per-point log-densities here (default: none, only "
                                      f"the mean is printed): {OUTPUT_FILES}")
+    add_jobs_argument(score, "computing the log-densities")
     add_overwrite_argument(score)
     score.set_defaults(func=_cmd_score)
 
@@ -298,6 +301,7 @@ def _add_sample(sub):
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--out", required=True, help=f"output (required): {OUTPUT_FILES}")
+    add_jobs_argument(sample, "drawing the samples (the same samples for any --jobs)")
     add_overwrite_argument(sample)
     sample.set_defaults(func=_cmd_sample)
 

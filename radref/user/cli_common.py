@@ -11,6 +11,7 @@ import io
 import os
 import sys
 
+from radref.checks import effective_n_jobs
 from radref.training.checkpoint import (CheckpointError, DamagedCheckpointError,
                                         UnreadableCheckpointError)
 from radref.user.datafiles import STDIO, exists_message, read_bytes, read_points
@@ -135,6 +136,23 @@ def check_positive(value, option):
     if value is not None and value < 1:
         raise CLIError(f"{option} must be >= 1, got {value}")
     return value
+
+
+def check_jobs(value, option="--jobs"):
+    """``--jobs``: scikit-learn's ``n_jobs``, checked against this machine's CPUs."""
+    try:
+        effective_n_jobs(option, value)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    return value
+
+
+def add_jobs_argument(parser, what):
+    """``--jobs N``: threads for ``what`` (the model's ``n_jobs``)."""
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help=f"threads {what}: chunks of points in parallel, the results bit "
+                             f"for bit those of one thread (-1: every CPU; -2: all but one) "
+                             f"(default 1)")
 
 
 def check_hyperparameter(name, value):

@@ -76,7 +76,7 @@ def _docstring(summary, kind):
     lines = [summary, "", "Parameters", "----------"]
     for name, default in _parameter_defaults(kind).items():
         entry = HYPERPARAMETER[name]
-        kind_text = {"int": "int", "real": "float", "bool": "bool",
+        kind_text = {"int": "int", "n_jobs": "int", "real": "float", "bool": "bool",
                      "choice": "{" + ", ".join(map(repr, entry.choices)) + "}"}[entry.type]
         ranged = "" if entry.type in ("bool", "choice") else f", {entry.range_text()}"
         lines += [f"{name} : {kind_text}{' or None' if entry.none else ''}",

@@ -12,8 +12,8 @@ import warnings
 
 import numpy as np
 
-from radref.checks import check_array, check_generator, check_int
-from radref.core.flow import (flow_forward, flow_inverse, flow_log_density, flow_sample,
+from radref.checks import check_array, check_generator, check_int, effective_n_jobs
+from radref.core.flow import (flow_infer, flow_inverse, flow_log_density, flow_sample,
                               flow_sample_from_noise)
 from radref.core.layers import columns
 from radref.training.train import mean_loglik_and_grad
@@ -44,13 +44,20 @@ class FittedFlow:
     def _check_X(self, name, X):
         return check_array(name, X, dim=self.config_.dim, owner=type(self).__name__)
 
+    def _threads(self):
+        """The threads ``n_jobs`` asks for on this machine, checked (scikit-learn's
+        convention; a model unpickled from before ``n_jobs`` existed has one)."""
+        return effective_n_jobs("n_jobs", getattr(self, "n_jobs", None))
+
     def score_samples(self, X):
         """Log-density ``log p(x)`` in nats of each row of ``X`` (shape ``(n,)``),
-        by the change of variables of paper eq. 3 with the Rad terms of §3."""
+        by the change of variables of paper eq. 3 with the Rad terms of §3.
+        Chunks of rows run in ``n_jobs`` threads (the same numbers for any
+        ``n_jobs``)."""
         self._check_fitted()
-        X = self._check_X("X", X)
+        X, threads = self._check_X("X", X), self._threads()
         with _arithmetic("score_samples", self.params_):
-            return flow_log_density(X, self.params_, self.config_)
+            return flow_log_density(X, self.params_, self.config_, n_jobs=threads)
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` in nats (a mean, not a sum); ``y`` is ignored."""
@@ -72,6 +79,9 @@ class FittedFlow:
     def infer(self, X):
         """Exact inference ``X -> (Z, K)`` (paper §3, Fig. 1c).
 
+        Chunks of rows run in ``n_jobs`` threads (the same numbers for any
+        ``n_jobs``).
+
         Returns
         -------
         Z : ndarray, shape (n, d)
@@ -80,10 +90,9 @@ class FittedFlow:
             latent for that column.
         """
         self._check_fitted()
-        X = self._check_X("X", X)
+        X, threads = self._check_X("X", X), self._threads()
         with _arithmetic("infer", self.params_):
-            _, Z, K, _ = flow_forward(X, self.params_, self.config_)
-        return Z, K
+            return flow_infer(X, self.params_, self.config_, n_jobs=threads)
 
     def inverse_transform(self, Z, K=None, random_state=None):
         """Exact inverse ``(Z, K) -> X`` of :meth:`infer` (paper §3, Fig. 1d).
@@ -101,22 +110,25 @@ class FittedFlow:
             ``inverse_transform(Z)`` of standard normal ``Z`` is an exact sample.
         random_state : seed for ``np.random.default_rng``, optional
             Seeds that draw (unused when ``K`` is given or the flow is Real NVP).
+            The uniforms are all drawn before any layer runs, so the result
+            does not depend on ``n_jobs``.
 
         Returns
         -------
         X : ndarray, shape (n, d)
         """
         self._check_fitted()
-        Z = self._check_X("Z", Z)
+        Z, threads = self._check_X("Z", Z), self._threads()
         if K is None and self._kind.HAS_DISCRETE_LATENTS:
             rng = check_generator("random_state", random_state)
             uniforms = rng.random((Z.shape[0], self.config_.n_layers, self.config_.dim))
             with _arithmetic("inverse_transform", self.params_):
-                return flow_sample_from_noise(Z, uniforms, self.params_, self.config_)[0]
+                return flow_sample_from_noise(Z, uniforms, self.params_, self.config_,
+                                              threads)[0]
         K = self._check_K(Z, K)
         try:
             with _arithmetic("inverse_transform", self.params_):
-                return flow_inverse(Z, K, self.params_, self.config_)
+                return flow_inverse(Z, K, self.params_, self.config_, threads)
         except ValueError as exc:  # from surjection_inverse: a branch without preimage
             raise ValueError(f"K does not match Z: {exc} (the K that infer() returns "
                              f"for the same points always matches)") from None
@@ -151,12 +163,15 @@ class FittedFlow:
         A sample the flow maps beyond +-1e120 is a row of ``inf``
         (docs/errors.md, "Out of range"); a trained model never does that,
         so :class:`NonFiniteSampleWarning` says how many rows it concerns.
+        The noise is drawn before any layer runs and chunks of rows are then
+        inverted in ``n_jobs`` threads: the samples of one ``random_state``
+        are the same for any ``n_jobs``.
         """
         self._check_fitted()
-        n = check_int("n", n)
+        n, threads = check_int("n", n), self._threads()
         rng = check_generator("random_state", random_state)
         with _arithmetic("sample", self.params_):
-            X = flow_sample(n, self.params_, self.config_, rng)[0]
+            X = flow_sample(n, self.params_, self.config_, rng, threads)[0]
         bad = int(np.count_nonzero(~np.all(np.isfinite(X), axis=1)))
         if bad:
             warnings.warn(NonFiniteSampleWarning(

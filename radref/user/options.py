@@ -60,9 +60,9 @@ def add_options(parser, names, defaults=True, nargs=None, suffix="", default_tex
         if entry.type == "bool":
             parser.add_argument(entry.flag, dest=name, action="store_true", help=help_text)
             continue
+        integer = entry.type in ("int", "n_jobs")
         kwargs = dict(choices=entry.choices) if entry.type == "choice" else dict(
-            type=int if entry.type == "int" else float, metavar="N" if entry.type == "int"
-            else "X")
+            type=int if integer else float, metavar="N" if integer else "X")
         parser.add_argument(entry.flag, dest=name, nargs=nargs, help=help_text,
                             default=entry.default if defaults else None, **kwargs)
 
