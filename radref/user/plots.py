@@ -241,7 +241,7 @@ def demo_figure(data, models, scores, best=None, log_density=None, random_state=
     panel_width = 3.1
     panel_height = panel_width * (ylim[1] - ylim[0]) / (xlim[1] - xlim[0])
     fig, axes = plt.subplots(2, columns, layout="constrained", squeeze=False,
-                             figsize=(panel_width * columns + 1.1, 2 * panel_height + 1.3))
+                             figsize=(panel_width * columns + 1.1, 2 * panel_height + 1.05))
     shown = data[:n_samples]
     axes[0, 0].scatter(shown[:, 0], shown[:, 1], s=1, alpha=0.4, color="k", linewidths=0)
     axes[0, 0].set_title(f"data ({len(shown)} of {len(data)} held-out points)"
