@@ -177,9 +177,11 @@ html_favicon = "_static/radref.svg"
 # the site's own rules (why each, in the file)
 html_css_files = ["radref.css"]
 html_theme_options = {
-    # the first six pages of the toctree (docs/index.md) in the navigation bar,
-    # the others under "More": six fit a 1400-pixel window on one line
-    "header_links_before_dropdown": 6,
+    # the first five pages of the toctree (docs/index.md) in the navigation bar,
+    # the others under "More": five and the search field fit one line in a window
+    # 1100 pixels wide (narrower, the theme moves the search field to a second
+    # line; below 960, everything goes into a menu)
+    "header_links_before_dropdown": 5,
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "navbar_align": "left",
