@@ -58,7 +58,7 @@ def _stacked_rows(p_logits, q_logits, ratio_p, ratio_q):
     arithmetic, row by row, as three calls, with a third of the NumPy calls
     (and ``log_softmax_backward`` likewise in :func:`slopes_backward`).
     """
-    rows = np.empty(np.shape(p_logits)[:-1] + (3, 3))
+    rows = np.empty(np.shape(p_logits)[:-1] + (3, 3), order="F")  # component-first, as p_logits
     rows[..., 0, :] = p_logits
     rows[..., 1, :] = q_logits
     rows[..., 2, 0] = 0.0
@@ -146,7 +146,7 @@ def slopes_backward(dslopes, cache):
     g3 = dslopes.log_alpha_3 + dslopes.log_alpha_plus + 2.0 * cache.inv_alpha_3 * dslopes.b
     g2 = dslopes.log_alpha_2 + g1 + g3
 
-    dlog_rows = np.zeros(cache.log_rows.shape)  # adjoints of [log P; log Q; log w]
+    dlog_rows = np.zeros_like(cache.log_rows)  # adjoints of [log P; log Q; log w]
     dlog_rows[..., 0, :] = dslopes.log_p
     dlog_rows[..., 1, :] = dslopes.log_q
     dlog_rows[..., 0, 2] += dslopes.log_alpha_plus  # L_plus = L3 + lP3
