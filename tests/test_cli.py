@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -638,6 +639,9 @@ def _spawn_on_a_terminal(argv, columns=100):
     pid, fd = pty.fork()
     if pid == 0:  # the child
         try:
+            # a shell starts a background job (pytest ... &) with SIGINT ignored,
+            # and the child would inherit that: a user's terminal delivers it
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(sys.executable, [sys.executable, "-m", "radref"] + argv, ENV)
         finally:
             os._exit(127)
