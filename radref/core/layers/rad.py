@@ -101,19 +101,17 @@ def init(dim, layer, hidden, gate_hidden, out_std=0.01, random_state=None):
     }
 
 
-def _per_dimension(mlp_out, n_transformed, n_features):
-    """``mlp_out.reshape(n, n_transformed, n_features)``: the same numbers, stored
-    component-first (column-major), so that each ``[..., j]`` is one contiguous
-    run of ``n`` numbers and NumPy's loops over the 3-way axes (P, Q, the gating
-    logits) run along the ``n`` rows, not along axes of length 3 (docs/performance.md,
-    "The cost model")."""
-    return np.asfortranarray(mlp_out).reshape(len(mlp_out), n_transformed, n_features)
-
-
 def _conditioner(x, params, cols):
-    """``cond_out`` of shape ``(n, d_B, N_FEATURES)`` and the slopes it sets."""
+    """``cond_out`` of shape ``(n, d_B, N_FEATURES)`` and the slopes it sets.
+
+    ``cond_out`` and the gating logits (:func:`_gating_logits`) are the
+    networks' outputs reshaped, stored component-first (column-major): the
+    same numbers, but each ``[..., j]`` is one contiguous run of ``n`` numbers,
+    so NumPy's loops over the 3-way axes (P, Q, the gating logits) run along
+    the rows, not along axes of length 3 (docs/performance.md, "The cost model").
+    """
     mlp_out, cond_cache = mlp_forward(x[:, cols.conditioning], params["cond"])
-    cond_out = _per_dimension(mlp_out, cols.n_transformed, N_FEATURES)
+    cond_out = np.asfortranarray(mlp_out).reshape(len(x), cols.n_transformed, N_FEATURES)
     slopes, slopes_cache = slopes_forward(cond_out[..., P_LOGITS], cond_out[..., Q_LOGITS])
     return cond_out, cond_cache, slopes, slopes_cache
 
@@ -121,7 +119,8 @@ def _conditioner(x, params, cols):
 def _gating_logits(z, params, cols):
     """``s(z)``, shape ``(n, d_B, 3)``, and the gating network's cache."""
     mlp_out, gate_cache = mlp_forward(z, params["gate"])
-    return _per_dimension(mlp_out, cols.n_transformed, 3), gate_cache
+    s = np.asfortranarray(mlp_out).reshape(len(z), cols.n_transformed, 3)  # as cond_out
+    return s, gate_cache
 
 
 def forward(x, params, layer):
