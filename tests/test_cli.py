@@ -1042,7 +1042,8 @@ def test_help_never_offers_python_spellings(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         out = capsys.readouterr().out
-        assert "None:" not in out and "(omitted:" in out, command
+        # (an option whose help states its default says it once: "(default: --hidden)")
+        assert "None:" not in out and not re.search(r"\bNone\b", out), command
     with pytest.raises(SystemExit):
         main(["check-port", "--help"])
     assert "max(|golden|, M) + S" in " ".join(capsys.readouterr().out.split())
@@ -1382,3 +1383,27 @@ def test_the_readmes_command_lines_parse():
     parser = build_parser()
     for command in commands:
         parser.parse_args(shlex.split(command)[1:])
+
+
+def test_a_finished_run_with_nothing_to_train_is_refused(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    assert main(["train", "--out", str(out)] + TINY) == 0
+    kept = out.read_bytes()
+    status, _, err = _run(capsys, ["train", "--checkpoint", str(out), "--out",
+                                   str(tmp_path / "again.npz")] + TINY)
+    _assert_user_error(status, err, f"--checkpoint {out}: a finished run of 20 steps, nothing "
+                                    f"to train at --steps 20; to train it further, give a "
+                                    f"larger --steps (the total to reach, e.g. --steps 40)")
+    assert out.read_bytes() == kept and not (tmp_path / "again.npz").exists()
+
+
+def test_the_resume_command_run_again_after_the_run_finished(tmp_path, capsys):
+    # the run finished and removed its checkpoint: the same command again is
+    # told that, not only that --out exists
+    out, state = tmp_path / "m.npz", tmp_path / "m.checkpoint.npz"
+    argv = ["train", "--out", str(out), "--checkpoint", str(state)] + TINY
+    assert main(argv) == 0 and not state.exists()
+    capsys.readouterr()
+    status, _, err = _run(capsys, argv)
+    _assert_user_error(status, err, f"--out {out}: exists, and {state} does not: this run has "
+                                    f"finished")

@@ -246,3 +246,19 @@ def test_a_right_answer_passes_and_a_wrong_one_stops_the_student_notebook():
     printed = "".join(output.get("text", "") for cell in notebook.cells
                       if cell.cell_type == "code" for output in cell.get("outputs", []))
     assert "exercise 1: correct" in printed
+
+
+def test_the_headless_runs_output_is_not_a_second_source_for_the_site():
+    # The documented headless run writes docs/notebooks/NAME.ipynb beside
+    # NAME.md; a site built afterwards must not see two files for one
+    # document (Sphinx: "multiple files found for the document").
+    import ast
+    from sphinx.util.matching import Matcher
+    tree = ast.parse((ROOT / "docs" / "conf.py").read_text(encoding="utf-8"))
+    patterns = next(ast.literal_eval(node.value) for node in ast.walk(tree)
+                    if isinstance(node, ast.Assign)
+                    and any(getattr(t, "id", None) == "exclude_patterns" for t in node.targets))
+    excluded = Matcher(patterns)
+    for name in ("tutorial", "theorem1", "exercises", "exercises-instructor", "port"):
+        assert excluded(f"notebooks/{name}.ipynb"), name
+        assert not excluded(f"notebooks/{name}.md"), name

@@ -656,3 +656,24 @@ def test_study_refuses_runs_it_cannot_pair_with_one_line(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("study.py: error: ") and "Traceback" not in result.stderr
     assert "100 held-out points at batch 50; the study pairs runs on the paper's" in result.stderr
+
+
+def test_figures_of_a_smoke_test_say_so(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "paper_figures", os.path.join(REPO, "validation", "paper_figures.py"))
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    quick = _protocol_with_runs(str(tmp_path / "q"), QUICK["steps"])
+    protocol = reproduce.make_protocol(QUICK["steps"], QUICK["n_train"], QUICK["n_test"],
+                                       QUICK["batch_size"], QUICK["lr"], QUICK["eval_every"])
+    with open(os.path.join(quick, "protocol.json"), "w") as f:
+        json.dump(protocol, f)
+    assert figures.stamp(quick) == ("SMOKE TEST (--quick: 60 steps, 1000 training points): "
+                                    "not the paper's protocol, not its figures")
+    paper = _protocol_with_runs(str(tmp_path / "p"), FULL["steps"])
+    with open(os.path.join(paper, "protocol.json"), "w") as f:
+        json.dump(reproduce.make_protocol(**{k: FULL[k] for k in (
+            "steps", "n_train", "n_test", "batch_size", "lr", "eval_every")}), f)
+    assert figures.stamp(paper) is None
+    assert figures.stamp(os.path.join(REPO, "validation", "results")) is None  # committed

@@ -29,6 +29,7 @@ from radref.user.plots import (X_NAMES, Z_NAMES, _pyplot, bounding_box, frame, n
                                 square_box, union_box, view_box)
 from radref.user.protocol import DEFAULT_OUT, ReproduceError
 from radref.user.runfiles import find_results
+from radref.user.tables import protocol_note
 
 TITLES = {"grid": "grid Gaussian mixture", "ring": "ring Gaussian mixture",
           "two_moons": "two moons", "two_circles": "two circles", "spiral": "spiral",
@@ -60,9 +61,19 @@ def position_colours(X):
     return mcolors.hsv_to_rgb(np.column_stack([hue, np.full_like(hue, 0.85), value]))
 
 
+#: a line stamped at the foot of every figure of runs whose protocol is not
+#: the paper's (the smoke test of ``radref reproduce --quick``, say), so that
+#: they are not read as the paper's figures; set by :func:`main`
+STAMP = None
+
+
 def _save(plt, fig, path, dpi=100):
     try:
-        fig.savefig(path, dpi=dpi)
+        if STAMP:  # below the panels, in the margin the tight box adds
+            fig.text(0.5, -0.01, STAMP, ha="center", va="top", fontsize=10, color="tab:red")
+            fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        else:
+            fig.savefig(path, dpi=dpi)
     finally:
         plt.close(fig)
 
@@ -210,8 +221,21 @@ def learning_curves_figure(plt, runs):
         ax.set_title(TITLES[problem])
         ax.set_xlabel("Adam step")
         ax.set_ylabel("mean log-likelihood (nats)")
+        # the first score can lie nats below the rest: the frame leaves it out,
+        # and an arrow at the frame's foot gives its value, so no line is cut
+        # off without a word
         lows = [min(runs[problem, m][2]["val_loglik"][1:] or [best]) for m in ("rad", "realnvp")]
-        ax.set_ylim(min(lows) - 0.3, best + 0.3)
+        bottom = min(lows) - 0.3
+        ax.set_ylim(bottom, best + 0.3)
+        for model in ("realnvp", "rad"):
+            steps, values = runs[problem, model][2]["val_step"], runs[problem, model][2]["val_loglik"]
+            for step, value in zip(steps, values):
+                if value < bottom:
+                    ax.annotate(f"{value:.1f}", (step, bottom), xytext=(0, 12),
+                                textcoords="offset points", ha="center", fontsize=8,
+                                color="C0" if model == "rad" else "C1",
+                                arrowprops=dict(arrowstyle="->", color="C0" if model == "rad"
+                                                else "C1"))
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3,
                fontsize=9, frameon=False)
     return fig
@@ -223,6 +247,20 @@ def fig_learning_curves(plt, runs, out):
 
 #: the committed paper-protocol runs, whose figures are docs/figures/
 COMMITTED = os.path.join("validation", "results")
+
+
+def stamp(results):
+    """The foot line of figures drawn from ``results``: ``None`` for the
+    paper's protocol (or a directory without ``protocol.json``, such as the
+    committed runs), else what :func:`radref.user.tables.protocol_note` says."""
+    path = os.path.join(results, "protocol.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        tag, sentence = protocol_note(json.load(f))
+    if tag == "smoke test":
+        return sentence.split("):", 1)[0] + "): not the paper's protocol, not its figures"
+    return sentence
 
 
 def main(argv=None):
@@ -251,6 +289,10 @@ def main(argv=None):
     out = args.out or (os.path.join("docs", "figures") if committed
                        else os.path.join(results, "figures"))
     print(f"drawing the runs of seed {args.seed} in {results}")
+    global STAMP
+    STAMP = stamp(results)
+    if STAMP:
+        print(STAMP)
     plt = _pyplot()
     os.makedirs(out, exist_ok=True)
     fig_samples(plt, runs, out)

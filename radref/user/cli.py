@@ -236,18 +236,21 @@ def _add_demo(sub):
             ("radref demo", f"about 20 s; writes {DEMO_FIGURE}"),
             ("radref demo --rad-steps 10000 --figure moons.png", "a longer Rad run")])
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--n-train", type=int, default=10_000, help="training points (default 10000)")
-    demo.add_argument("--n-test", type=int, default=10_000, help="held-out points (default 10000)")
-    demo.add_argument("--rad-steps", type=int, default=D["steps"],
+    demo.add_argument("--n-train", type=int, metavar="N", default=10_000, help="training points (default 10000)")
+    demo.add_argument("--n-test", type=int, metavar="N", default=10_000, help="held-out points (default 10000)")
+    demo.add_argument("--rad-steps", type=int, metavar="N", default=D["steps"],
                       help=f"Adam steps for Rad (default {D['steps']})")
-    demo.add_argument("--realnvp-steps", type=int, default=D["steps"],
+    demo.add_argument("--realnvp-steps", type=int, metavar="N", default=D["steps"],
                       help=f"Adam steps for Real NVP (default {D['steps']})")
-    demo.add_argument("--lr", type=float, default=D["lr"],
+    demo.add_argument("--lr", type=float, default=D["lr"], metavar="X",
                       help=f"Adam learning rate (default {D['lr']:g})")
     demo.add_argument("--figure", default=None,
                       help=f"PNG to write (default {DEMO_FIGURE}, where an earlier demo's "
                            f"figure is replaced; empty string: none)")
-    add_overwrite_argument(demo, "--figure")
+    demo.add_argument("--overwrite", action="store_true",
+                      help=f"replace --figure if it exists (by default another file is kept "
+                           f"and the demo stops before any work; an earlier demo's "
+                           f"{DEMO_FIGURE} is always replaced)")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     demo.set_defaults(func=_cmd_demo)
 
@@ -276,6 +279,8 @@ def _add_score(sub):
         "Compute log p(x), in nats, of each point under a model saved by 'radref train': "
         "prints the mean (the held-out log-likelihood of the paper's tables) and, with "
         "--out, writes one value per point, in the points' order.", [
+            ("radref data two_moons --seed 1 --out test.csv",
+             "held-out points: another draw of the problem"),
             ("radref score --model rad.npz --data test.csv", "the mean log-likelihood"),
             ("radref score --model rad.npz --data test.csv --out scores.csv",
              "and the log-density of each point")])

@@ -44,8 +44,11 @@ TRAINING_OPTIONS = ARCHITECTURE_OPTIONS + tuple(
 def _add_training_options(parser):
     """The architecture options (default: the model's) and the paper's training options."""
     defaults = {name: cls.default_architecture() for name, cls in MODELS.items()}
-    shown = {name: "default: " + ", ".join(f"{a[name]} for {m}" for m, a in defaults.items()
-                                          if name in a) for name in ARCHITECTURE_OPTIONS}
+    shown = {}
+    for name in ARCHITECTURE_OPTIONS:
+        values = {m: a[name] for m, a in defaults.items() if name in a}
+        shown[name] = (f"default {next(iter(values.values()))}" if len(set(values.values())) == 1
+                       else "default: " + ", ".join(f"{v} for {m}" for m, v in values.items()))
     shown["gate_hidden"] = "default: --hidden; " + ", ".join(
         m for m, a in defaults.items() if "gate_hidden" in a) + " only"
     add_options(parser, ARCHITECTURE_OPTIONS, defaults=False, default_text=shown)
@@ -61,7 +64,8 @@ def add_train_command(sub):
         "current step, saves a checkpoint and prints the command that resumes.", [
             ("radref train --data moons.csv --out rad.npz", "Rad, the default settings"),
             ("radref train --data moons.csv --val test.csv --model realnvp --out nvp.npz",
-             "Real NVP, with a held-out score during training"),
+             "Real NVP, with a held-out score during training (test.csv: radref data "
+             "two_moons --seed 1 --out test.csv)"),
             ("radref train --problem ring --steps 20000 --lr-schedule cosine --out ring.npz",
              "a built-in problem, a longer run with cosine decay"),
             ("radref train --data moons.csv --steps 6000 --checkpoint rad.npz --out rad6k.npz",
@@ -83,12 +87,12 @@ def add_train_command(sub):
                             "same seed gives the same model, bit for bit)")
     train.add_argument("--out", required=True, help="model file to write (.npz; required)")
     add_overwrite_argument(train)
-    train.add_argument("--checkpoint", default=None,
+    train.add_argument("--checkpoint", default=None, metavar="FILE",
                        help="training-state file (.npz), saved every --checkpoint-every steps "
                             "and at the end; if it exists, training resumes from it (a model "
                             "file written by train is one too) (default: none; Ctrl-C saves "
                             "OUT.checkpoint.npz)")
-    train.add_argument("--checkpoint-every", type=int, default=1000,
+    train.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                        help="steps between two checkpoints (default 1000)")
     train.add_argument("--quiet", action="store_true",
                        help="no progress display (the estimators' progress=False)")
@@ -120,6 +124,11 @@ def _locked_outputs(*outputs):
 
 def _train_and_save(args, argv, X, X_val, model):
     resume_from = _resume_step(args)
+    if resume_from is not None and resume_from == args.steps and _finished(args.checkpoint):
+        raise CLIError(f"--checkpoint {args.checkpoint}: a finished run of {resume_from} "
+                       f"steps, nothing to train at --steps {args.steps}; to train it "
+                       f"further, give a larger --steps (the total to reach, e.g. --steps "
+                       f"{2 * resume_from})")
     if resume_from is not None and resume_from > args.steps:
         raise CLIError(f"--checkpoint {args.checkpoint} holds {resume_from} steps, more than "
                        f"--steps {args.steps} (the total to reach): give --steps "
@@ -244,6 +253,14 @@ def _train_setup(args):
                        f"--data, every point of {args.data} is used")
     check_positive(args.n, "-n")
     inputs = [("--data", args.data), ("--val", args.val)]
+    if (args.checkpoint is not None and not args.overwrite and os.path.exists(args.out)
+            and not os.path.lexists(args.checkpoint)
+            and _is_own_checkpoint(args.checkpoint, args.out)):
+        # the printed resume command, run again after the run finished
+        raise CLIError(f"--out {args.out}: exists, and {args.checkpoint} does not: this run "
+                       f"has finished (radref removes its checkpoint then); to train it "
+                       f"further, give --checkpoint {args.out} with a larger --steps and "
+                       f"another --out")
     check_output("--out", args.out, extensions=(".npz",), allow_stdout=False, inputs=inputs,
                  overwrite=args.overwrite)
     if args.checkpoint is not None:
@@ -334,6 +351,14 @@ def _drop_copy(args):
         with contextlib.suppress(OSError):
             os.remove(args.checkpoint)
         args.checkpoint = original
+
+
+def _finished(path):
+    """Whether the checkpoint ``path`` holds a run that reached its planned
+    steps (a model ``train --out`` wrote, or a finished run's checkpoint)."""
+    meta, _, _ = load_checkpoint(path)
+    planned = meta.get("extra", {}).get("estimator_params", {}).get("steps")
+    return planned is not None and meta["step"] >= planned
 
 
 def _checkpoint_meta(args):

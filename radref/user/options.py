@@ -13,6 +13,8 @@ applies to the chosen options (:func:`recipe_from_args`), so that the paper
 protocol of ``radref reproduce`` keeps its hash and two spellings of one
 recipe get one hash.
 """
+import re
+
 from radref.training.hyperparameters import HYPERPARAMETER, HYPERPARAMETERS, check_hyperparameter
 
 #: the recipe's entries, in the table's order
@@ -42,10 +44,15 @@ def check_option(name, value):
         raise OptionError(str(exc)) from None
 
 
-def cli_help(name):
+def cli_help(name, default_shown=False):
     """The table's help of hyperparameter ``name`` as the command line says it:
-    what Python spells ``None`` is an option left out."""
-    return HYPERPARAMETER[name].help.replace("(None: ", "(omitted: ")
+    what Python spells ``None`` is an option left out; where the option's
+    help states its default itself (``default_shown``), the table's ``(None:
+    ...)`` would say it twice and is dropped."""
+    text = HYPERPARAMETER[name].help
+    if default_shown:
+        return re.sub(r"\s*\(None: [^)]*\)", "", text)
+    return text.replace("(None: ", "(omitted: ")
 
 
 def add_options(parser, names, defaults=True, nargs=None, suffix="", default_text=None):
@@ -55,8 +62,9 @@ def add_options(parser, names, defaults=True, nargs=None, suffix="", default_tex
     every help; ``default_text`` maps a name to its help's default."""
     for name in names:
         entry = HYPERPARAMETER[name]
-        shown = (default_text or {}).get(name, f"default {entry.default!r}".replace("'", ""))
-        help_text = f"{cli_help(name)}{suffix} ({shown})"
+        given = (default_text or {}).get(name)
+        shown = given or f"default {entry.default!r}".replace("'", "")
+        help_text = f"{cli_help(name, default_shown=given is not None)}{suffix} ({shown})"
         if entry.type == "bool":
             parser.add_argument(entry.flag, dest=name, action="store_true", help=help_text)
             continue
