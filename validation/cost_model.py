@@ -278,7 +278,10 @@ class Counted(np.ndarray):
 
 #: NumPy functions that create arrays: made to create counted ones
 _CREATORS = {"empty", "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like",
-             "full_like", "eye", "array", "asarray", "asanyarray", "concatenate", "arange"}
+             "full_like", "eye", "array", "asarray", "asanyarray", "concatenate", "arange",
+             "asfortranarray", "ascontiguousarray"}
+#: of those, the ones that copy numbers (a pass over memory, counted)
+_COPIES = {"concatenate", "asfortranarray", "ascontiguousarray"}
 
 
 class _CountingNumPy(types.ModuleType):
@@ -292,7 +295,9 @@ class _CountingNumPy(types.ModuleType):
 
         def create(*args, **kwargs):
             result, seconds = _timed(attribute, *_unwrap(args), **kwargs)
-            if name == "concatenate":
+            source = _unwrap(args[0]) if args else None
+            if name in _COPIES and not (isinstance(source, np.ndarray)
+                                        and np.shares_memory(source, result)):
                 _record(name, _size(result), 2 * _nbytes(result), seconds)
             return _wrap(result)
         return create
