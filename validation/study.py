@@ -514,7 +514,12 @@ def dimension_rows(runs, baselines, n_boot):
         for flow in ("rad", "realnvp"):
             if flow in cells and "best" in cells and common(cells[flow], cells["best"])[0]:
                 row[f"{flow}_minus_best"] = difference(cells[flow], cells["best"], n_boot)
+        if "rad" in cells and "realnvp" in cells and common(cells["rad"], cells["realnvp"])[0]:
+            row["rad_minus_realnvp"] = difference(cells["rad"], cells["realnvp"], n_boot)
         found[problem] = row
+    # each column's verdicts hold together across the problems (family-wise 5 %)
+    for column in ("rad_minus_best", "realnvp_minus_best", "rad_minus_realnvp"):
+        holm([row[column] for row in found.values() if column in row])
     return found
 
 
@@ -682,21 +687,31 @@ def dimensions_table(study):
              ("best", "best baseline")]
     rows = ["| problem | d | seeds | " + " | ".join(f"{label}: score; gap to exact"
                                                   for _, label in names) +
-            " | Rad − best baseline | Real NVP − best baseline |",
-            "|---|---|---|" + "---|" * (len(names) + 2)]
+            " | Rad − best baseline | Real NVP − best baseline | Rad − Real NVP |",
+            "|---|---|---|" + "---|" * (len(names) + 3)]
     for p, row in study["dimensions"].items():
         cells = []
         for n, _ in names:
             m = row["models"].get(n)
             cells.append("—" if m is None else f"{_ms(m['scores']) if len(m['scores']['seeds']) > 1 else format(m['scores']['mean'], '+.3f')}; {_gap(m['gap'])}")
         seeds = max(len(m["scores"]["seeds"]) for m in row["models"].values())
-        for flow in ("rad", "realnvp"):
-            d = row.get(f"{flow}_minus_best")
-            cells.append("—" if d is None else
-                         f"{_ci(d) if d['t_low'] is not None else format(d['mean'], '+.4f')}, "
-                         f"bootstrap {_boot(d)}")
+        for column, a, b in (("rad_minus_best", "Rad", "the baseline"),
+                             ("realnvp_minus_best", "Real NVP", "the baseline"),
+                             ("rad_minus_realnvp", "Rad", "Real NVP")):
+            cells.append(_dimension_difference(row.get(column), a, b))
         rows.append(f"| {p} | {datasets_nd.dimension(p)} | {seeds} | " + " | ".join(cells) + " |")
     return rows
+
+
+def _dimension_difference(d, a, b):
+    """A difference of the dimensions table: with several seeds, the mean, its
+    Holm-corrected interval (across the problems) and the verdict it gives;
+    with one, the mean and the bootstrap over test points (no verdict)."""
+    if d is None:
+        return "—"
+    if "holm_low" not in d:
+        return f"{d['mean']:+.4f}, bootstrap {_boot(d)}"
+    return f"{d['mean']:+.4f}, Holm {_holm(d)}: {verdict(d, a, b)}"
 
 
 def selected_table(study):
