@@ -59,6 +59,16 @@ def test_quick_run_writes_every_measurement(quick_run):
     assert single["models"]["affine"]["config"] == ["affine", 2, 6, 56, 0]
     env = result["environment"]
     assert env["numpy"] and env["python"] and env["logical_cpus"] >= 1
+    # the default mode: radref's own threads (n_jobs=-1) and their speed-up
+    assert single["radref_n_jobs"] is None and "threads" not in single
+    default = result["modes"]["default"]
+    assert default["radref_n_jobs"] == -1
+    assert {(r["kind"], r["op"]) for r in default["threads"]} == {
+        (kind, op) for kind in ("rad", "affine") for op in ("logdensity", "sample")}
+    assert all(r["speedup"] > 0 for r in default["threads"])
+    # which SIMD level and BLAS kernels ran, and the variables that chose them
+    assert "OPENBLAS_CORETYPE" in env["kernel_variables"]
+    assert env["numpy_simd_dispatched"] is not None
 
 
 def test_markdown_is_replaced_between_the_markers(quick_run, bench):
@@ -70,6 +80,7 @@ def test_markdown_is_replaced_between_the_markers(quick_run, bench):
     assert text.count(bench.MARK_START) == 1 and text.count(bench.MARK_END) == 1
     assert "| radref (NumPy), 1 thread |" in text
     assert "| radref (NumPy), default threads |" in text
+    assert "radref's threads (`n_jobs=-1` against one thread" in text
     assert "QUICK SMOKE RUN" in text
     # Updating again replaces the block in place.
     bench.update_markdown(str(tmp / "performance.md"), "new block")

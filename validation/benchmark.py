@@ -104,6 +104,7 @@ class Settings(NamedTuple):
     depths: tuple
     scaling_batch: int  # training step of the dimension and depth curves
     scaling_points: int  # log-density of the dimension and depth curves
+    thread_points: tuple = (100_000, 1_000_000)  # radref's n_jobs speed-up (default mode)
 
 
 FULL = Settings(n_points=100_000, batch=500, n_batches=10, pretrain_steps=100,
@@ -116,7 +117,8 @@ FULL = Settings(n_points=100_000, batch=500, n_batches=10, pretrain_steps=100,
 QUICK = Settings(n_points=2000, batch=500, n_batches=2, pretrain_steps=5,
                  step=Timing(1, 3, 3, 0.0), bulk=Timing(1, 2, 2, 0.0),
                  scaling=Timing(1, 2, 2, 0.0), batch_sizes=(100, 1000), dims=(2, 4),
-                 depths=(2, 4), scaling_batch=100, scaling_points=500)
+                 depths=(2, 4), scaling_batch=100, scaling_points=500,
+                 thread_points=(5000,))
 
 
 # --------------------------------------------------------------------- timing
@@ -187,9 +189,10 @@ class Radref:
     name = "radref"
     label = "radref (NumPy)"
 
-    def __init__(self, params, config, adam):
+    def __init__(self, params, config, adam, n_jobs=None):
         from radref.training.optim import PackedAdam, adam_init
         self.params, self.config, self.adam = copy.deepcopy(params), config, adam
+        self.n_jobs = n_jobs  # threads of the log-density (the training step has none)
         self.state = adam_init(self.params)
         # As in radref.training.train.train: the parameters live in one vector while training.
         self.packed = PackedAdam(self.params, self.state, adam).__enter__()
@@ -200,7 +203,7 @@ class Radref:
 
     def loglik(self, x):
         from radref.core.flow import flow_log_density
-        return flow_log_density(x, self.params, self.config)
+        return flow_log_density(x, self.params, self.config, n_jobs=self.n_jobs)
 
     @staticmethod
     def to_numpy(value):
@@ -271,6 +274,34 @@ def machine_info():
         with contextlib.redirect_stdout(text):
             np.show_config()
         info["blas"] = {"show_config": text.getvalue()}
+    info.update(simd_and_kernels())
+    return info
+
+
+#: variables that choose NumPy's SIMD level and OpenBLAS's kernels (recorded; a
+#: machine may pin them: change or unset them for one benchmark command only)
+KERNEL_VARS = ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES", "OPENBLAS_CORETYPE",
+               "OPENBLAS_L2_SIZE")
+
+
+def simd_and_kernels():
+    """The SIMD extensions NumPy dispatches to in this process, the kernels the
+    BLAS libraries run (threadpoolctl's ``architecture``, if installed) and
+    the variables that set them."""
+    import numpy as np
+    info = {"kernel_variables": {var: os.environ.get(var) for var in KERNEL_VARS}}
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+        info["numpy_simd_dispatched"] = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
+    except ImportError:
+        info["numpy_simd_dispatched"] = None
+    try:
+        from threadpoolctl import threadpool_info
+        info["threadpools"] = [{k: v for k, v in lib.items() if k != "filepath"}
+                               for lib in threadpool_info()]
+    except ImportError:
+        info["threadpools"] = None
+    del np
     return info
 
 
@@ -347,8 +378,9 @@ def check_agreement(peer_cls, params, config, adam, batch, evaluation):
     return report, peer
 
 
-def headline(settings, peer_cls, log):
-    """Items 1, 2 and 6: training step, log-density and sampling; peers."""
+def headline(settings, peer_cls, log, n_jobs=None):
+    """Items 1, 2 and 6: training step, log-density and sampling; peers.
+    ``n_jobs``: radref's threads for the log-density and sampling."""
     from radref.core.flow import flow_sample
     from radref.training.optim import AdamConfig
     adam = AdamConfig()
@@ -360,7 +392,7 @@ def headline(settings, peer_cls, log):
         params = pretrained_params(config, train, settings)
         out["models"][kind] = {"config": list(config),
                                "n_params": int(sum(p.size for p in params.values()))}
-        impls = [Radref(params, config, adam)]
+        impls = [Radref(params, config, adam, n_jobs)]
         for name, cls in peer_cls.items():
             report, peer = check_agreement(cls, params, config, adam, batches[0], evaluation)
             out["agreement"].setdefault(name, {})[kind] = report
@@ -385,12 +417,42 @@ def headline(settings, peer_cls, log):
             log(f"log-density ({settings.n_points} points) {kind:<6s} {name:<6s} "
                 f"{fmt_time(r['median_s'])}  {fmt_rate(r['points_per_s'])}  "
                 f"({r['reps']} reps, interleaved)")
-        r = time_calls(lambda: flow_sample(settings.n_points, params, config, random_state=0),
-                       settings.bulk)
+        r = time_calls(lambda: flow_sample(settings.n_points, params, config, random_state=0,
+                                           n_jobs=n_jobs), settings.bulk)
         r["points_per_s"] = settings.n_points / r["median_s"]
         out["sample"].setdefault("radref", {})[kind] = r
         log(f"sampling ({settings.n_points} points) {kind:<6s} radref "
             f"{fmt_time(r['median_s'])}  {fmt_rate(r['points_per_s'])}")
+    return out
+
+
+def thread_speedup(settings, log):
+    """radref's ``n_jobs=-1`` against one thread, interleaved, for the
+    log-density and sampling of each paper model on ``settings.thread_points``
+    points (the results are bit for bit the same; only the time differs)."""
+    from radref.core.flow import flow_log_density, flow_sample
+    from radref import datasets
+    batches, train, _ = make_data(settings)
+    out = []
+    for kind in PAPER_MODELS:
+        config = paper_config(kind)
+        params = pretrained_params(config, train, settings)
+        for n in settings.thread_points:
+            x = datasets.sample(PROBLEM, n, random_state=1)
+            ops = {"logdensity": lambda j: flow_log_density(x, params, config, n_jobs=j),
+                   "sample": lambda j: flow_sample(n, params, config, random_state=0, n_jobs=j)}
+            for op, fn in ops.items():
+                timed = time_interleaved({"1": functools.partial(fn, None),
+                                          "all": functools.partial(fn, -1)}, settings.bulk,
+                                         block=1)
+                row = {"kind": kind, "op": op, "n_points": n,
+                       "one_thread_s": timed["1"]["median_s"],
+                       "all_cpus_s": timed["all"]["median_s"]}
+                row["speedup"] = row["one_thread_s"] / row["all_cpus_s"]
+                out.append(row)
+                log(f"n_jobs=-1 vs 1: {op} {kind:<6s} {n} points {fmt_time(row['one_thread_s'])}"
+                    f" -> {fmt_time(row['all_cpus_s'])}  x{row['speedup']:.2f}")
+            del x
     return out
 
 
@@ -553,7 +615,12 @@ def worker(mode, args, out_path):
 
     result = {"mode": mode, "label": label, "environment_variables": threads,
               "peers": peer_info, "load_average_start": load_start}
-    result.update(headline(settings, peer_cls, log))
+    # default mode: every library's own threading; radref's is n_jobs=-1 (every CPU)
+    n_jobs = None if mode == "single" else -1
+    result["radref_n_jobs"] = n_jobs
+    result.update(headline(settings, peer_cls, log, n_jobs))
+    if mode == "default":
+        result["threads"] = thread_speedup(settings, log)
     if not args.no_scaling:
         result["scaling"] = scaling(settings, log)
     if args.memory_here:
@@ -612,10 +679,15 @@ def markdown_block(result, markdown_path, figure_path, json_path):
         torch_info = mode_result["peers"].get("torch", {})
         torch_threads = (f"; torch threads: {torch_info['threads']}"
                          if torch_info.get("available") else "")
+        n_jobs = mode_result.get("radref_n_jobs")
+        radref_threads = f"; radref `n_jobs={n_jobs}`" if n_jobs is not None else ""
         lines.append(f"- {mode_result['label']}: "
                      f"{', '.join(f'`{v}`' for v in set_vars) or 'no thread variable set'}"
-                     f"{torch_threads}.")
+                     f"{torch_threads}{radref_threads}.")
     lines.append("")
+    kernels = kernels_text(env)
+    if kernels:
+        lines += [kernels, ""]
     n = result["settings"]["n_points"]
     lines += [f"| implementation | Rad step | Real NVP step | Rad log-density throughput "
               f"({n:,} points, no grad) |", "|---|---|---|---|"]
@@ -643,6 +715,16 @@ def markdown_block(result, markdown_path, figure_path, json_path):
             lines.append(f"| {mode_result['label']} | {MODEL_LABELS[kind]} | "
                          f"{fmt_rate(mode_result['logdensity']['radref'][kind]['points_per_s'])}"
                          f" | {fmt_rate(mode_result['sample']['radref'][kind]['points_per_s'])} |")
+    threads = [row for m in result["modes"].values() for row in m.get("threads", [])]
+    if threads:
+        lines += ["", "radref's threads (`n_jobs=-1` against one thread, interleaved, default "
+                  "mode; the results are bit for bit the same):", "",
+                  "| model | operation | points | 1 thread | all CPUs | speed-up |",
+                  "|---|---|---|---|---|---|"]
+        for row in threads:
+            lines.append(f"| {MODEL_LABELS[row['kind']]} | {row['op']} | {row['n_points']:,} | "
+                         f"{fmt_time(row['one_thread_s'])} | {fmt_time(row['all_cpus_s'])} | "
+                         f"{row['speedup']:.2f}× |")
     mem = [row for m in result["modes"].values() for row in m.get("memory", [])]
     if mem:
         lines += ["", f"Peak memory of one {n:,}-point log-density (fresh process, "
@@ -662,6 +744,23 @@ def markdown_block(result, markdown_path, figure_path, json_path):
     shown = json_path if shown.startswith("..") else shown
     lines += ["", f"All raw numbers and the environment: `{shown}`."]
     return "\n".join(lines)
+
+
+def kernels_text(env):
+    """One sentence: NumPy's SIMD dispatch and the BLAS kernels of the run, and
+    the variables that chose them."""
+    parts = []
+    if env.get("numpy_simd_dispatched") is not None:
+        parts.append(f"NumPy SIMD: {', '.join(env['numpy_simd_dispatched']) or 'baseline only'}")
+    pools = env.get("threadpools") or []
+    kernels = [f"{p.get('internal_api')} {p.get('architecture')}" for p in pools
+               if p.get("architecture")]
+    if kernels:
+        parts.append(f"BLAS kernels (threadpoolctl): {', '.join(kernels)}")
+    set_vars = [f"`{k}={v}`" for k, v in (env.get("kernel_variables") or {}).items() if v]
+    if parts or set_vars:
+        parts.append(f"set by {', '.join(set_vars)}" if set_vars else "no kernel variable set")
+    return "; ".join(parts) + "." if parts else ""
 
 
 def update_markdown(path, block):
