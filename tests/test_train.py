@@ -59,7 +59,9 @@ def test_train_progress_writes_plain_lines_off_a_terminal(capsys):
     train(flow_init(config, random_state=0), config, x, 20, batch_size=10,
           random_state=0, progress=True)
     lines = capsys.readouterr().err.splitlines()
-    assert [line.split()[1] for line in lines] == [f"{s}/20" for s in range(2, 21, 2)]
+    # each line names the model first (config's layer kind), then the step
+    assert all(line.startswith("Real NVP  step ") for line in lines), lines
+    assert [line.split()[3] for line in lines] == [f"{s}/20" for s in range(2, 21, 2)]
     assert all("(smoothed)" in line and "ETA" in line for line in lines)
     train(flow_init(config, random_state=0), config, x, 20, batch_size=10,
           random_state=0, progress=False)
