@@ -66,9 +66,24 @@ def test_quick_run_writes_every_measurement(quick_run):
     assert {(r["kind"], r["op"]) for r in default["threads"]} == {
         (kind, op) for kind in ("rad", "affine") for op in ("logdensity", "sample")}
     assert all(r["speedup"] > 0 for r in default["threads"])
-    # which SIMD level and BLAS kernels ran, and the variables that chose them
-    assert "OPENBLAS_CORETYPE" in env["kernel_variables"]
-    assert env["numpy_simd_dispatched"] is not None
+    # which SIMD level and BLAS kernels each worker ran, and the variables that chose them
+    for mode in result["modes"].values():
+        assert "OPENBLAS_CORETYPE" in mode["kernels"]["kernel_variables"]
+        assert mode["kernels"]["numpy_simd_dispatched"] is not None
+    assert result["isa"] == "environment"
+
+
+def test_isa_sets_or_unsets_the_kernel_variables_for_the_benchmark_only(bench):
+    pinned = {"OPENBLAS_CORETYPE": "Zen", "OPENBLAS_L2_SIZE": "512", "PATH": "/bin",
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+    assert bench.isa_environment(pinned, "environment") == pinned
+    assert bench.isa_environment(pinned, "native") == {
+        "PATH": "/bin", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+    avx2 = bench.isa_environment(pinned, "avx2")
+    assert avx2["NPY_DISABLE_CPU_FEATURES"] == "X86_V4 AVX512_ICL AVX512_SPR"
+    assert avx2["OPENBLAS_CORETYPE"] == "Haswell" and "OPENBLAS_L2_SIZE" not in avx2
+    assert avx2["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false --xla_cpu_max_isa=AVX2"
+    assert pinned["OPENBLAS_CORETYPE"] == "Zen"  # the caller's environment is not changed
 
 
 def test_markdown_is_replaced_between_the_markers(quick_run, bench):

@@ -274,14 +274,32 @@ def machine_info():
         with contextlib.redirect_stdout(text):
             np.show_config()
         info["blas"] = {"show_config": text.getvalue()}
-    info.update(simd_and_kernels())
     return info
 
 
 #: variables that choose NumPy's SIMD level and OpenBLAS's kernels (recorded; a
-#: machine may pin them: change or unset them for one benchmark command only)
+#: machine may pin them: --isa changes or unsets them for the benchmark's processes only)
 KERNEL_VARS = ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES", "OPENBLAS_CORETYPE",
-               "OPENBLAS_L2_SIZE")
+               "OPENBLAS_L2_SIZE", "ATEN_CPU_CAPABILITY")
+#: --isa avx2: the instruction set of a CPU without AVX-512, for NumPy (its x86
+#: features are grouped by level since NumPy 2.4: "AVX512F" alone is ignored),
+#: OpenBLAS, PyTorch and XLA (appended to XLA_FLAGS)
+AVX2_VARS = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+             "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2"}
+AVX2_XLA_FLAG = "--xla_cpu_max_isa=AVX2"
+
+
+def isa_environment(env, isa):
+    """``env`` for the benchmark's processes: as it is (``"environment"``), with
+    every kernel variable unset (``"native"``: what this CPU does by itself),
+    or set to an AVX2 machine's (``"avx2"``)."""
+    if isa == "environment":
+        return env
+    env = {k: v for k, v in env.items() if k not in KERNEL_VARS}
+    if isa == "avx2":
+        env.update(AVX2_VARS)
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {AVX2_XLA_FLAG}".strip()
+    return env
 
 
 def simd_and_kernels():
@@ -289,7 +307,8 @@ def simd_and_kernels():
     BLAS libraries run (threadpoolctl's ``architecture``, if installed) and
     the variables that set them."""
     import numpy as np
-    info = {"kernel_variables": {var: os.environ.get(var) for var in KERNEL_VARS}}
+    info = {"kernel_variables": {var: os.environ.get(var) for var in KERNEL_VARS},
+            "xla_flags": os.environ.get("XLA_FLAGS")}
     try:
         from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
         info["numpy_simd_dispatched"] = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
@@ -614,7 +633,8 @@ def worker(mode, args, out_path):
     log(f"threads: {threads}; peers: {', '.join(peer_cls) or 'none'}")
 
     result = {"mode": mode, "label": label, "environment_variables": threads,
-              "peers": peer_info, "load_average_start": load_start}
+              "peers": peer_info, "load_average_start": load_start,
+              "kernels": simd_and_kernels()}
     # default mode: every library's own threading; radref's is n_jobs=-1 (every CPU)
     n_jobs = None if mode == "single" else -1
     result["radref_n_jobs"] = n_jobs
@@ -685,9 +705,9 @@ def markdown_block(result, markdown_path, figure_path, json_path):
                      f"{', '.join(f'`{v}`' for v in set_vars) or 'no thread variable set'}"
                      f"{torch_threads}{radref_threads}.")
     lines.append("")
-    kernels = kernels_text(env)
+    kernels = kernels_text(next(iter(result["modes"].values())).get("kernels", {}))
     if kernels:
-        lines += [kernels, ""]
+        lines += [f"Instruction set (`--isa {result.get('isa', 'environment')}`): {kernels}", ""]
     n = result["settings"]["n_points"]
     lines += [f"| implementation | Rad step | Real NVP step | Rad log-density throughput "
               f"({n:,} points, no grad) |", "|---|---|---|---|"]
@@ -747,7 +767,7 @@ def markdown_block(result, markdown_path, figure_path, json_path):
 
 
 def kernels_text(env):
-    """One sentence: NumPy's SIMD dispatch and the BLAS kernels of the run, and
+    """One sentence: NumPy's SIMD dispatch and the BLAS kernels of a worker, and
     the variables that chose them."""
     parts = []
     if env.get("numpy_simd_dispatched") is not None:
@@ -876,6 +896,11 @@ def parse_args(argv):
     parser.add_argument("--modes", default="single,default",
                         help="comma list of threading modes: single, default")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling curves")
+    parser.add_argument("--isa", choices=("environment", "native", "avx2"), default="environment",
+                        help="instruction set of the benchmark's processes: the variables "
+                             "of this environment as they are (default), every kernel variable "
+                             "unset (native), or an AVX2 machine's for NumPy, OpenBLAS, PyTorch "
+                             "and XLA (avx2)")
     parser.add_argument("--figure-only", action="store_true",
                         help="measure nothing: redraw the scaling figure (--figure) from the "
                              "JSON results (--out)")
@@ -917,6 +942,7 @@ def run_modes(args, argv):
         for i, mode in enumerate(args.mode_names):
             env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
             env.update(MODES[mode]["env"])
+            env = isa_environment(env, args.isa)
             # JAX: compile each shape once per mode (the memory probe reuses it).
             env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tmp, f"jax-cache-{mode}")
             env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -936,7 +962,7 @@ def run_modes(args, argv):
     result = {"schema": "radref-benchmark", "schema_version": 1,
               "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "command": " ".join(["python", "validation/benchmark.py", *argv]),
-              "quick": args.quick, "settings": settings._asdict(),
+              "quick": args.quick, "isa": args.isa, "settings": settings._asdict(),
               "tolerances": {"loglik_rel": LOGLIK_TOL, "step_param_abs": STEP_TOL},
               "environment": machine_info(), "modes": modes,
               "elapsed_s": time.perf_counter() - start}
