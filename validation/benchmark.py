@@ -203,7 +203,7 @@ class Radref:
 
     def loglik(self, x):
         from radref.core.flow import flow_log_density
-        return flow_log_density(x, self.params, self.config, n_jobs=self.n_jobs)
+        return flow_log_density(x, self.params, self.config, **threads(self.n_jobs))
 
     @staticmethod
     def to_numpy(value):
@@ -218,6 +218,12 @@ class Radref:
 
     def params_numpy(self):
         return self.params
+
+
+def threads(n_jobs):
+    """radref's ``n_jobs`` keyword, left out when ``None`` (one thread), so that
+    the single-threaded mode also times revisions from before ``n_jobs``."""
+    return {} if n_jobs is None else {"n_jobs": n_jobs}
 
 
 def peer_classes(names, log):
@@ -437,7 +443,7 @@ def headline(settings, peer_cls, log, n_jobs=None):
                 f"{fmt_time(r['median_s'])}  {fmt_rate(r['points_per_s'])}  "
                 f"({r['reps']} reps, interleaved)")
         r = time_calls(lambda: flow_sample(settings.n_points, params, config, random_state=0,
-                                           n_jobs=n_jobs), settings.bulk)
+                                           **threads(n_jobs)), settings.bulk)
         r["points_per_s"] = settings.n_points / r["median_s"]
         out["sample"].setdefault("radref", {})[kind] = r
         log(f"sampling ({settings.n_points} points) {kind:<6s} radref "
