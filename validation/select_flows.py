@@ -31,8 +31,9 @@ A candidate whose training diverges (a non-finite loss) is recorded with
 ``val_loglik`` null and the error under ``diverged``, and never chosen.
 
 Cost: one candidate costs one paper-protocol run (Rad about 3.3 CPU-minutes
-in 2-D, Real NVP about 0.8), so the grid of six candidates, two models, six
-problems and five seeds is about 700 CPU-minutes before the refits.
+in 2-D, Real NVP about 0.8), so the grid of eight candidates, two models, six
+problems and five seeds is about 980 CPU-minutes before the refits; the
+candidates at 1e-2 alone, for one seed, about 50.
 """
 import argparse
 import itertools
