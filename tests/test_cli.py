@@ -995,9 +995,18 @@ def test_train_checkpoint_errors_name_what_differs(tmp_path, capsys):
                                    "--checkpoint", checkpoint] + out + common)
     _assert_user_error(status, err, "--lr-decay-steps 10 there, 30 now",
                        "needs the same --lr-decay-steps")
-    status, _, err = _run(capsys, ["train", "--steps", "10", "--lr", "0.01", "--lr-schedule",
-                                   "cosine", "--checkpoint", checkpoint] + out + common)
-    _assert_user_error(status, err, "(other settings: --lr 0.005 there, 0.01 now)")
+    status, _, err = _run(capsys, ["train", "--steps", "20", "--lr", "0.01", "--lr-schedule",
+                                   "cosine", "--lr-decay-steps", "10", "--checkpoint", checkpoint]
+                          + out + common)
+    assert err.startswith("radref: warning: --lr-decay-steps 10 < --steps 20")
+    _assert_user_error(status, err.split("\n", 1)[1],
+                       f"--checkpoint {checkpoint}: written by another run",
+                       "(other settings: --lr 0.005 there, 0.01 now)")
+    assert not (tmp_path / "m.checkpoint.npz").exists()  # nor a copy of it left behind
+    # the same steps: the finished run has nothing to train
+    status, _, err = _run(capsys, ["train", "--steps", "10", "--lr-schedule", "cosine",
+                                   "--checkpoint", checkpoint] + out + common)
+    _assert_user_error(status, err, "a finished run of 10 steps, nothing to train")
     # fewer steps than the checkpoint holds
     status, _, err = _run(capsys, ["train", "--steps", "5", "--lr-schedule", "cosine",
                                    "--checkpoint", checkpoint] + out + common)

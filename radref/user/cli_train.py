@@ -49,7 +49,7 @@ def _add_training_options(parser):
         values = {m: a[name] for m, a in defaults.items() if name in a}
         shown[name] = (f"default {next(iter(values.values()))}" if len(set(values.values())) == 1
                        else "default: " + ", ".join(f"{v} for {m}" for m, v in values.items()))
-    shown["gate_hidden"] = "default: --hidden; " + ", ".join(
+    shown["gate_hidden"] = ", ".join(
         m for m, a in defaults.items() if "gate_hidden" in a) + " only"
     add_options(parser, ARCHITECTURE_OPTIONS, defaults=False, default_text=shown)
     add_options(parser, TRAINING_OPTIONS[len(ARCHITECTURE_OPTIONS):])

@@ -13,8 +13,6 @@ applies to the chosen options (:func:`recipe_from_args`), so that the paper
 protocol of ``radref reproduce`` keeps its hash and two spellings of one
 recipe get one hash.
 """
-import re
-
 from radref.training.hyperparameters import HYPERPARAMETER, HYPERPARAMETERS, check_hyperparameter
 
 #: the recipe's entries, in the table's order
@@ -44,15 +42,10 @@ def check_option(name, value):
         raise OptionError(str(exc)) from None
 
 
-def cli_help(name, default_shown=False):
+def cli_help(name):
     """The table's help of hyperparameter ``name`` as the command line says it:
-    what Python spells ``None`` is an option left out; where the option's
-    help states its default itself (``default_shown``), the table's ``(None:
-    ...)`` would say it twice and is dropped."""
-    text = HYPERPARAMETER[name].help
-    if default_shown:
-        return re.sub(r"\s*\(None: [^)]*\)", "", text)
-    return text.replace("(None: ", "(omitted: ")
+    what Python spells ``None`` is the option's default when left out."""
+    return HYPERPARAMETER[name].help.replace("(None: ", "(default: ")
 
 
 def add_options(parser, names, defaults=True, nargs=None, suffix="", default_text=None):
@@ -62,9 +55,12 @@ def add_options(parser, names, defaults=True, nargs=None, suffix="", default_tex
     every help; ``default_text`` maps a name to its help's default."""
     for name in names:
         entry = HYPERPARAMETER[name]
-        given = (default_text or {}).get(name)
-        shown = given or f"default {entry.default!r}".replace("'", "")
-        help_text = f"{cli_help(name, default_shown=given is not None)}{suffix} ({shown})"
+        shown = (default_text or {}).get(name)
+        if shown is None and not (entry.default is None and "(None: " in entry.help):
+            shown = f"default {entry.default!r}".replace("'", "")
+        # an option whose table help says what leaving it out means states
+        # its default there, once
+        help_text = f"{cli_help(name)}{suffix}" + ("" if shown is None else f" ({shown})")
         if entry.type == "bool":
             parser.add_argument(entry.flag, dest=name, action="store_true", help=help_text)
             continue
@@ -83,8 +79,7 @@ def add_recipe_arguments(parser, decay_steps=False):
         "training recipe beyond the paper's (default: the paper's; docs/results.md measures it)")
     names = [n for n in RECIPE if decay_steps or n != "lr_decay_steps"]
     add_options(group, names, defaults=False,
-                default_text={"lr_schedule": "default constant", "ema_decay": "default: none",
-                              "lr_decay_steps": "default: --steps",
+                default_text={"lr_schedule": "default constant",
                               "early_stopping": "default: off"})
     group.set_defaults(lr_schedule="constant")
 
