@@ -694,7 +694,12 @@ def dimensions_table(study):
         for n, _ in names:
             m = row["models"].get(n)
             cells.append("—" if m is None else f"{_ms(m['scores']) if len(m['scores']['seeds']) > 1 else format(m['scores']['mean'], '+.3f')}; {_gap(m['gap'])}")
-        seeds = max(len(m["scores"]["seeds"]) for m in row["models"].values())
+        counts = {n: len(m["scores"]["seeds"]) for n, m in row["models"].items()}
+        flows = {counts[n] for n in ("rad", "realnvp") if n in counts}
+        bases = {counts[n] for n in ("gmm", "kde", "best") if n in counts}
+        seeds = (max(counts.values()) if len(flows | bases) == 1 else
+                 f"{'/'.join(map(str, sorted(flows)))} (flows), "
+                 f"{'/'.join(map(str, sorted(bases)))} (baselines)")
         for column, a, b in (("rad_minus_best", "Rad", "the baseline"),
                              ("realnvp_minus_best", "Real NVP", "the baseline"),
                              ("rad_minus_realnvp", "Rad", "Real NVP")):
