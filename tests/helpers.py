@@ -178,3 +178,16 @@ def fit(model, X, **kwargs):
     names = model.get_params()
     model.set_params(**{k: v for k, v in kwargs.items() if k in names})
     return model.fit(X, **{k: v for k, v in kwargs.items() if k not in names})
+
+
+def validation_module(name):
+    """The script ``validation/NAME.py`` imported as a module (validation/ is
+    not a package: its scripts are run from a clone)."""
+    import importlib.util
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        f"radref_validation_{name}", os.path.join(root, "validation", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

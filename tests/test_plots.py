@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import validation_module
 
 pytest.importorskip("matplotlib")
 import matplotlib  # noqa: E402
@@ -215,17 +216,6 @@ def test_boxes():
 
 # ------------------------------------------- validation/paper_figures.py
 
-def _validation_module(name):
-    import importlib.util
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        f"radref_validation_{name}", os.path.join(root, "validation", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def paper_runs():
     """``runs`` as paper_figures.py loads them, from tiny flows trained briefly
@@ -242,7 +232,7 @@ def paper_runs():
 
 
 def test_paper_figures(paper_runs, drawn, monkeypatch):
-    figures = _validation_module("paper_figures")
+    figures = validation_module("paper_figures")
     # (the learning curves' "best achievable" line: not under test, and slow)
     monkeypatch.setattr(datasets, "negative_entropy", lambda problem, n: (-1.0, 0.0))
     samples = drawn(figures.samples_figure(plt, paper_runs, n=300))
@@ -296,7 +286,7 @@ def assert_inside_figure(fig, texts):
 def test_paired_differences_figure(drawn):
     import json
     import os
-    study = _validation_module("study")
+    study = validation_module("study")
     with open(os.path.join(os.path.dirname(study.__file__), "results", "study",
                            "study.json")) as f:
         committed = json.load(f)
@@ -324,7 +314,7 @@ def test_paired_differences_figure(drawn):
 def test_performance_scaling_figure(drawn):
     import json
     import os
-    benchmark = _validation_module("benchmark")
+    benchmark = validation_module("benchmark")
     with open(os.path.join(os.path.dirname(benchmark.__file__), "results",
                            "benchmark.json")) as f:
         committed = json.load(f)

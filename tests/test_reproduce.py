@@ -659,11 +659,8 @@ def test_study_refuses_runs_it_cannot_pair_with_one_line(tmp_path):
 
 
 def test_figures_of_a_smoke_test_say_so(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "paper_figures", os.path.join(REPO, "validation", "paper_figures.py"))
-    figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figures)
+    from helpers import validation_module
+    figures = validation_module("paper_figures")
     quick = _protocol_with_runs(str(tmp_path / "q"), QUICK["steps"])
     protocol = reproduce.make_protocol(QUICK["steps"], QUICK["n_train"], QUICK["n_test"],
                                        QUICK["batch_size"], QUICK["lr"], QUICK["eval_every"])

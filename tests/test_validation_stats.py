@@ -3,7 +3,6 @@ intervals) and a --quick run of validation/baselines.py (GaussianMixture and
 KernelDensity on the reproduce protocol's splits), and validation/study.py
 (issue 15's tables, checked against the committed runs and docs/results.md)."""
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -11,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import validation_module
 
 from radref import datasets
 from radref.training.schedules import validation_split
@@ -19,11 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _module(name):
-    spec = importlib.util.spec_from_file_location(
-        f"radref_validation_{name}", os.path.join(ROOT, "validation", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return validation_module(name)
 
 
 @pytest.fixture(scope="module")
