@@ -200,19 +200,12 @@ def _wrap(r):
     return r
 
 
-def _nbytes(x):
+def _total(x, attribute):
+    """The sum of ``attribute`` (``"nbytes"``, ``"size"``) over the arrays in ``x``."""
     if isinstance(x, np.ndarray):
-        return x.nbytes
+        return getattr(x, attribute)
     if isinstance(x, (list, tuple)):
-        return sum(_nbytes(y) for y in x)
-    return 0
-
-
-def _size(x):
-    if isinstance(x, np.ndarray):
-        return x.size
-    if isinstance(x, (list, tuple)):
-        return sum(_size(y) for y in x)
+        return sum(_total(y, attribute) for y in x)
     return 0
 
 
@@ -239,17 +232,20 @@ class Counted(np.ndarray):
         if "out" in kwargs:
             kwargs["out"] = tuple(_plain(o) for o in kwargs["out"])
         result, seconds = _timed(getattr(ufunc, method), *args, **kwargs)
-        written = 0 if "out" in kwargs else _nbytes(result)
-        _record(ufunc.__name__ + ("" if method == "__call__" else "." + method), _size(result),
-                _nbytes(args) + _nbytes(kwargs.get("out", ())) + written, seconds)
+        written = 0 if "out" in kwargs else _total(result, "nbytes")
+        _record(ufunc.__name__ + ("" if method == "__call__" else "." + method),
+                _total(result, "size"),
+                _total(args, "nbytes") + _total(kwargs.get("out", ()), "nbytes") + written,
+                seconds)
         if ufunc is np.matmul:  # 2 m k n flops, counted apart
-            _Log.flops += 2 * _size(result) * np.shape(args[0])[-1]
+            _Log.flops += 2 * _total(result, "size") * np.shape(args[0])[-1]
         return _wrap(result)
 
     def __array_function__(self, func, types_, args, kwargs):
         args, kwargs = _unwrap(args), {k: _unwrap(v) for k, v in kwargs.items()}
         result, seconds = _timed(func, *args, **kwargs)
-        _record(func.__name__, _size(result), _nbytes(args) + _nbytes(result), seconds)
+        _record(func.__name__, _total(result, "size"),
+                _total(args, "nbytes") + _total(result, "nbytes"), seconds)
         return _wrap(result)
 
     def __getitem__(self, index):
@@ -272,7 +268,7 @@ class Counted(np.ndarray):
 
     def astype(self, *args, **kwargs):
         result, seconds = _timed(self.view(np.ndarray).astype, *args, **kwargs)
-        _record("astype", result.size, _nbytes(self) + _nbytes(result), seconds)
+        _record("astype", result.size, _total(self, "nbytes") + _total(result, "nbytes"), seconds)
         return _wrap(result)
 
 
@@ -298,7 +294,7 @@ class _CountingNumPy(types.ModuleType):
             source = _unwrap(args[0]) if args else None
             if name in _COPIES and not (isinstance(source, np.ndarray)
                                         and np.shares_memory(source, result)):
-                _record(name, _size(result), 2 * _nbytes(result), seconds)
+                _record(name, _total(result, "size"), 2 * _total(result, "nbytes"), seconds)
             return _wrap(result)
         return create
 
