@@ -104,6 +104,33 @@ def test_markdown_is_replaced_between_the_markers(quick_run, bench):
                      f"{bench.MARK_END}\n\noutro\n")
 
 
+def test_each_instruction_set_keeps_its_own_block(bench, tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n")
+    bench.update_markdown(str(page), "native numbers", "native")
+    bench.update_markdown(str(page), "avx2 numbers", "avx2")
+    bench.update_markdown(str(page), "native again", "native")
+    text = page.read_text()
+    native_start, native_end = bench.markers("native")
+    avx2_start, avx2_end = bench.markers("avx2")
+    assert text.count(native_start) == 1 and text.count(avx2_start) == 1
+    assert f"{native_start}\nnative again\n{native_end}" in text
+    assert f"{avx2_start}\navx2 numbers\n{avx2_end}" in text
+    assert "native numbers" not in text and bench.MARK_START not in text
+    assert text.index(native_start) < text.index(avx2_start)  # where each was first put
+
+
+def test_report_only_rewrites_the_block_from_the_json(quick_run, bench):
+    _, result, tmp = quick_run
+    page = tmp / "report.md"
+    page.write_text(f"{bench.MARK_START}\nstale\n{bench.MARK_END}\n")
+    assert bench.main(["--report-only", "--quick", "--no-scaling", "--out",
+                       str(tmp / "bench.json"), "--markdown", str(page)]) == 0
+    text = page.read_text()
+    assert "stale" not in text and "| radref (NumPy), 1 thread |" in text
+    assert result["created"] in text
+
+
 def test_figure_is_written_when_matplotlib_is_installed(quick_run):
     import matplotlib  # noqa: F401  (a test dependency: the figure code is tested)
     _, _, tmp = quick_run

@@ -14,6 +14,7 @@ import pytest
 
 import radref
 from radref import RadFlow, RealNVPFlow, datasets, load_model
+from radref.core.chunks import CHUNK_ROWS
 from radref.core.layers import LAYER_KINDS, MODEL_KINDS, affine, layer_kind
 from radref.training.checkpoint import load_checkpoint, save_checkpoint
 from radref.training.hyperparameters import HYPERPARAMETER, HYPERPARAMETERS, RESUME_SETTINGS
@@ -207,8 +208,8 @@ def test_a_committed_radref_0_2_checkpoint_resumes(tmp_path):
 
 
 # ---------------------------------------------------------- the layer contract
-CONTRACT = ("NAME", "MODEL_NAME", "DISPLAY_NAME", "MODEL_CLASS", "HAS_DISCRETE_LATENTS",
-            "N_BRANCHES", "DEFAULT_ARCHITECTURE", "N_FEATURES", "OUTPUT_LOG_SCALE",
+CONTRACT = ("NAME", "MODEL_NAME", "DISPLAY_NAME", "MODEL_CLASS", "THREAD_CHUNK_ROWS",
+            "HAS_DISCRETE_LATENTS", "N_BRANCHES", "DEFAULT_ARCHITECTURE", "N_FEATURES", "OUTPUT_LOG_SCALE",
             "init", "forward", "backward", "inverse", "sample", "folded")
 
 
@@ -221,6 +222,8 @@ def test_every_kind_carries_what_the_user_layer_asks(name):
     assert set(kind.DEFAULT_ARCHITECTURE) <= {e.name for e in HYPERPARAMETERS
                                               if e.group == "architecture"}
     assert kind.HAS_DISCRETE_LATENTS == (kind.N_BRANCHES > 1)
+    # threads' chunks are whole blocks of the products (radref.core.chunks)
+    assert kind.THREAD_CHUNK_ROWS > 0 and kind.THREAD_CHUNK_ROWS % CHUNK_ROWS == 0
     model = MODELS[kind.MODEL_NAME]
     assert model.__name__ == kind.MODEL_CLASS and model.display_name() == kind.DISPLAY_NAME
     defaults = model().get_params()

@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 
 import radref.checks
+import radref.core.chunks as chunks_module
 import radref.core.flow as flow_module
 from radref import RadFlow, RealNVPFlow, datasets
 from radref.checks import available_cpus, check_n_jobs, effective_n_jobs
-from radref.core.chunks import map_row_chunks
+from radref.core.chunks import CHUNK_ROWS, map_row_chunks, matmul_in_row_blocks
 from radref.core.flow import (FlowConfig, flow_forward, flow_infer, flow_init, flow_inverse,
                               flow_log_density, flow_sample, flow_sample_from_noise)
+from radref.core.layers import LAYER_KINDS
 from radref.user.cli import main
 
 CONFIGS = {"rad": FlowConfig("rad", 2, 4, 8, 8), "affine": FlowConfig("affine", 3, 3, 16)}
@@ -49,6 +51,17 @@ def _points(config, n, seed=1):
     if n > 3:
         x[3] = 1e200  # a row out of range: -inf, z = inf, k = -1 in every thread too
     return x
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """The chunking at a small scale, so that small inputs have many chunks:
+    one thread cuts CHUNK rows, several threads 2 CHUNK, products in blocks
+    of CHUNK rows."""
+    monkeypatch.setattr(flow_module, "CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr(chunks_module, "CHUNK_ROWS", CHUNK)
+    for kind in LAYER_KINDS.values():
+        monkeypatch.setattr(kind, "THREAD_CHUNK_ROWS", 2 * CHUNK)
 
 
 # ------------------------------------------------------------- functional core
@@ -79,8 +92,7 @@ def test_flow_infer_is_flow_forward_without_the_caches(kind):
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 @pytest.mark.parametrize("n", SIZES)
-def test_sampling_and_inverse_are_bit_identical_for_every_n_jobs(kind, n, monkeypatch):
-    monkeypatch.setattr(flow_module, "CHUNK_ROWS", CHUNK)
+def test_sampling_and_inverse_are_bit_identical_for_every_n_jobs(kind, n, small_chunks):
     config = CONFIGS[kind]
     params = _params(config)
     x, normals, k = flow_sample(n, params, config, random_state=7)
@@ -94,11 +106,10 @@ def test_sampling_and_inverse_are_bit_identical_for_every_n_jobs(kind, n, monkey
         _same_bits(flow_inverse(normals, k, params, config, n_jobs=n_jobs), back)
 
 
-def test_the_draw_of_flow_sample_does_not_depend_on_n_jobs(monkeypatch):
+def test_the_draw_of_flow_sample_does_not_depend_on_n_jobs(small_chunks):
     # The documented noise (normals, then uniforms, from one Generator) is drawn
     # before any layer runs, so n_jobs = 1 is the sampling of radref 0.2 and
     # every n_jobs gives flow_sample_from_noise of that noise.
-    monkeypatch.setattr(flow_module, "CHUNK_ROWS", CHUNK)
     config = CONFIGS["rad"]
     params, n = _params(config), 3 * CHUNK + 1
     rng = np.random.default_rng(11)
@@ -110,6 +121,51 @@ def test_the_draw_of_flow_sample_does_not_depend_on_n_jobs(monkeypatch):
         _same_bits(z, normals)
         _same_bits(x, x_ref)
         _same_bits(k, k_ref)
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+def test_default_chunks_give_the_same_bits_for_every_n_jobs(kind):
+    # Without chunk_rows, one thread cuts CHUNK_ROWS rows and several threads
+    # the kind's longer THREAD_CHUNK_ROWS: the results must still be those of
+    # one thread, bit for bit (the matrix products are made in blocks of
+    # CHUNK_ROWS rows either way), for the forward and the inverse direction.
+    config = CONFIGS[kind]
+    params = _params(config)
+    n = 2 * flow_module.layer_kind(config.kind).THREAD_CHUNK_ROWS + 17
+    x = _points(config, n)
+    log_px, (z, k) = flow_log_density(x, params, config), flow_infer(x, params, config)
+    x_s, normals, k_s = flow_sample(n, params, config, random_state=5)
+    back = flow_inverse(normals, k_s, params, config)
+    for n_jobs in (2, -1):
+        _same_bits(flow_log_density(x, params, config, n_jobs=n_jobs), log_px)
+        for got, want in zip(flow_infer(x, params, config, n_jobs=n_jobs), (z, k)):
+            _same_bits(got, want)
+        for got, want in zip(flow_sample(n, params, config, random_state=5, n_jobs=n_jobs),
+                             (x_s, normals, k_s)):
+            _same_bits(got, want)
+        _same_bits(flow_inverse(normals, k_s, params, config, n_jobs=n_jobs), back)
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_chunks_of_a_multiple_of_chunk_rows_give_the_same_bits(kind, factor):
+    config = CONFIGS[kind]
+    params, x = _params(config), _points(config, 5 * flow_module.CHUNK_ROWS + 300)
+    _same_bits(flow_log_density(x, params, config, chunk_rows=factor * flow_module.CHUNK_ROWS),
+               flow_log_density(x, params, config))
+
+
+def test_products_in_row_blocks_are_the_products_of_each_block():
+    rng = np.random.default_rng(0)
+    b = rng.normal(size=(57, 56))
+    small = rng.normal(size=(CHUNK_ROWS, 57))
+    _same_bits(matmul_in_row_blocks(small, b), small @ b)  # up to CHUNK_ROWS rows: one call
+    a = rng.normal(size=(2 * CHUNK_ROWS + 5, 57))
+    got = matmul_in_row_blocks(a, b)
+    for rows in (slice(0, CHUNK_ROWS), slice(CHUNK_ROWS, 2 * CHUNK_ROWS),
+                 slice(2 * CHUNK_ROWS, None)):
+        _same_bits(got[rows], a[rows] @ b)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-13)
 
 
 # ---------------------------------------------------------------- the machinery

@@ -80,6 +80,16 @@ PROBLEM = "ring"  # the 2-D data set of the batches (radref.datasets)
 MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 
+def markers(isa="environment"):
+    """The Markdown block's delimiters: one block per instruction-set setting
+    (``--isa native`` and ``--isa avx2`` each keep their own, so the page shows
+    both; a run with the environment's variables as they are has the plain
+    pair)."""
+    if isa == "environment":
+        return MARK_START, MARK_END
+    return f"<!-- benchmark:start isa={isa} -->", f"<!-- benchmark:end isa={isa} -->"
+
+
 class Timing(NamedTuple):
     """Repetition policy: ``warmup`` untimed calls, then up to ``reps`` timed
     calls, stopping early once ``budget_s`` seconds are spent and at least
@@ -789,16 +799,18 @@ def kernels_text(env):
     return "; ".join(parts) + "." if parts else ""
 
 
-def update_markdown(path, block):
-    """Replace the text between the markers (append a section if there are none)."""
+def update_markdown(path, block, isa="environment"):
+    """Replace the text between the markers of ``isa`` (append a section if
+    there are none); the blocks of other settings are left as they are."""
+    start, end = markers(isa)
     text = ""
     if os.path.exists(path):
         with open(path) as f:
             text = f.read()
-    section = f"{MARK_START}\n{block}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
+    section = f"{start}\n{block}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = (text.rstrip() + "\n\n" if text else "# Performance\n\n") + section + "\n"
     with open(path, "w") as f:
@@ -892,11 +904,15 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny sizes and repetition counts (numbers mean nothing)")
     parser.add_argument("--out", help="JSON results (default validation/results/benchmark.json, "
-                        "benchmark-quick.json with --quick)")
+                        "benchmark_ISA.json with --isa native or avx2, benchmark-quick.json "
+                        "with --quick)")
     parser.add_argument("--markdown", help="update this Markdown file between "
-                        f"{MARK_START} and {MARK_END}")
+                        f"{MARK_START} and {MARK_END} (with --isa native or avx2: "
+                        "between that setting's own markers, e.g. "
+                        f"{markers('avx2')[0]})")
     parser.add_argument("--figure", help="scaling plot (default docs/figures/"
-                        "performance_scaling.png; next to --out with --quick)")
+                        "performance_scaling.png, performance_scaling_ISA.png with --isa "
+                        "native or avx2; next to --out with --quick)")
     parser.add_argument("--peers", default="all",
                         help="all (those installed), none, or a comma list of torch, jax")
     parser.add_argument("--modes", default="single,default",
@@ -910,6 +926,9 @@ def parse_args(argv):
     parser.add_argument("--figure-only", action="store_true",
                         help="measure nothing: redraw the scaling figure (--figure) from the "
                              "JSON results (--out)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: rewrite the --markdown block (and the figure) "
+                             "from the JSON results (--out) of an earlier run")
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
     parser.add_argument("--_worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--_memory-here", dest="memory_here", action="store_true",
@@ -930,11 +949,23 @@ def parse_args(argv):
 
 def output_paths(args):
     """``(json_path, figure_path)``: the options' or their defaults."""
-    out = args.out or os.path.join(HERE, "results",
-                                   "benchmark-quick.json" if args.quick else "benchmark.json")
+    suffix = "" if args.isa == "environment" else f"_{args.isa}"
+    out = args.out or os.path.join(HERE, "results", "benchmark-quick.json" if args.quick
+                                   else f"benchmark{suffix}.json")
     figure = args.figure or (os.path.splitext(out)[0] + "_scaling.png" if args.quick else
-                             os.path.join(ROOT, "docs", "figures", "performance_scaling.png"))
+                             os.path.join(ROOT, "docs", "figures",
+                                          f"performance_scaling{suffix}.png"))
     return out, figure
+
+
+def report(result, args, out, figure):
+    """Write the figure (unless --no-scaling) and the --markdown block of ``result``."""
+    if not args.no_scaling and plot_scaling(result, figure):
+        print(f"figure: {figure}")
+    if args.markdown:
+        update_markdown(args.markdown, markdown_block(result, args.markdown, figure, out),
+                        result.get("isa", "environment"))
+        print(f"markdown: {args.markdown}")
 
 
 def run_modes(args, argv):
@@ -977,11 +1008,7 @@ def run_modes(args, argv):
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nresults: {out}")
-    if not args.no_scaling and plot_scaling(result, figure):
-        print(f"figure: {figure}")
-    if args.markdown:
-        update_markdown(args.markdown, markdown_block(result, args.markdown, figure, out))
-        print(f"markdown: {args.markdown}")
+    report(result, args, out, figure)
     print_summary(result)
     print(f"\ntotal {result['elapsed_s']:.0f} s")
     return status
@@ -1004,6 +1031,13 @@ def main(argv=None):
         out, figure = output_paths(args)
         with open(out) as f:
             return 0 if plot_scaling(json.load(f), figure) else 1
+    if args.report_only:
+        out, figure = output_paths(args)
+        with open(out) as f:
+            result = json.load(f)
+        args.isa = result.get("isa", "environment")  # the block of the run's own setting
+        report(result, args, out, figure)
+        return 0
     return run_modes(args, argv)
 
 

@@ -16,6 +16,15 @@ the same for any ``n_jobs``.
 
 ``n_jobs`` follows scikit-learn: ``None`` or ``1`` is one thread (no pool),
 ``-1`` every CPU (:func:`radref.checks.effective_n_jobs`).
+
+Several threads take longer chunks than one (each layer kind's
+``THREAD_CHUNK_ROWS``, a multiple of :data:`CHUNK_ROWS`): a thread holds the
+GIL between NumPy's loops, and with 4,096 rows a Rad layer's loops are so
+short that two threads mostly wait for each other (docs/performance.md,
+"Threads").  The results stay bit for bit the same because the one
+computation whose rounding could depend on how many rows it is given, the
+matrix product (BLAS tiles it by its shape), is made in blocks of
+:data:`CHUNK_ROWS` rows whatever the chunk (:func:`matmul_in_row_blocks`).
 """
 import contextvars
 import numbers
@@ -32,6 +41,34 @@ from radref.checks import effective_n_jobs
 #: in the CPU cache (measured in validation/benchmark.py; 2,000-8,000 rows are
 #: equally fast for the paper's models), and memory stays bounded in ``n``.
 CHUNK_ROWS = 4096
+
+
+def matmul_in_row_blocks(a, b):
+    """``a @ b``, computed :data:`CHUNK_ROWS` rows of ``a`` at a time.
+
+    The plain form is ``a @ b`` (and for up to ``CHUNK_ROWS`` rows this is
+    that one call).  BLAS chooses and tiles its kernels by the shape of the
+    product, so the rounding of one row's result may depend on how many rows
+    are multiplied with it; in blocks that start every ``CHUNK_ROWS`` rows,
+    a row is always multiplied in the same call whether its chunk has
+    ``CHUNK_ROWS`` rows or a multiple of them, and chunks of any such size
+    give the same bits (tests/test_threads.py checks both).
+
+    Parameters
+    ----------
+    a : ndarray of float64, shape (n, k)
+    b : ndarray of float64, shape (k, m)
+
+    Returns
+    -------
+    ndarray of float64, shape (n, m)
+    """
+    if len(a) <= CHUNK_ROWS:
+        return a @ b
+    out = np.empty((len(a), b.shape[1]), dtype=np.result_type(a, b))
+    for rows in row_chunks(len(a), CHUNK_ROWS):
+        np.matmul(a[rows], b, out=out[rows])
+    return out
 
 
 def row_chunks(n, chunk_rows=CHUNK_ROWS):

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
+from radref.checks import effective_n_jobs
 from radref.core.chunks import CHUNK_ROWS, map_row_chunks, row_chunks  # noqa: F401 (re-exported)
 from radref.core.layers import columns, layer_kind
 from radref.core.numerics import all_in_range, out_of_range_rows, zero_rows
@@ -407,7 +408,7 @@ def flow_inverse(z, k, params, config, n_jobs=None):
         return inverse(z_rows, k_rows, nested, layer), None
 
     return map_row_chunks(lambda z, k: _invert_layers(z, k, params, config, invert)[:1],
-                          (z, k), CHUNK_ROWS, n_jobs)[0]
+                          (z, k), _chunk_rows(config, None, n_jobs), n_jobs)[0]
 
 
 def flow_sample_from_noise(normals, uniforms, params, config, n_jobs=None):
@@ -433,7 +434,7 @@ def flow_sample_from_noise(normals, uniforms, params, config, n_jobs=None):
     """
     sample = layer_kind(config.kind).sample
     return map_row_chunks(lambda z, u: _invert_layers(z, u, params, config, sample),
-                          (normals, uniforms), CHUNK_ROWS, n_jobs)
+                          (normals, uniforms), _chunk_rows(config, None, n_jobs), n_jobs)
 
 
 def flow_sample(n, params, config, random_state=None, n_jobs=None):
@@ -450,24 +451,38 @@ def flow_sample(n, params, config, random_state=None, n_jobs=None):
 
 # ------------------------------------------------------- chunked evaluations
 
-def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS, n_jobs=None):
+def _chunk_rows(config, chunk_rows, n_jobs):
+    """Rows per chunk: ``chunk_rows`` if given; otherwise :data:`CHUNK_ROWS`
+    for one thread and the kind's ``THREAD_CHUNK_ROWS`` for several (longer
+    loops, so that the threads wait less for the GIL; the same bits either
+    way, :mod:`radref.core.chunks`)."""
+    if chunk_rows is not None:
+        return chunk_rows
+    if effective_n_jobs("n_jobs", n_jobs) == 1:
+        return CHUNK_ROWS
+    return layer_kind(config.kind).THREAD_CHUNK_ROWS
+
+
+def flow_log_density(x, params, config, chunk_rows=None, n_jobs=None):
     """``log p(x)`` alone: ``flow_forward(x, params, config)[0]``, evaluated
     ``chunk_rows`` rows at a time, in ``n_jobs`` threads (:func:`map_row_chunks`).
 
     Rows are independent, so the result does not depend on the chunking
-    (to rounding, see :func:`map_row_chunks`) nor on ``n_jobs`` (bit for bit);
-    evaluating in chunks keeps the working set in the CPU cache (time per point
-    flat in ``n``) and the memory to ``O(chunk_rows)`` besides the output (no
-    backward caches are kept, not even one chunk's: memory does not grow with
-    the depth either).
+    (bit for bit for chunks of a multiple of :data:`CHUNK_ROWS` rows, to
+    rounding for others: see :mod:`radref.core.chunks`) nor on ``n_jobs``
+    (bit for bit); evaluating in chunks keeps the working set in the CPU
+    cache (time per point flat in ``n``) and the memory to ``O(chunk_rows)``
+    per thread besides the output (no backward caches are kept, not even one
+    chunk's: memory does not grow with the depth either).
 
     Parameters
     ----------
     x : ndarray of float64, shape (n, d)
     params : dict
     config : FlowConfig
-    chunk_rows : int
-        Rows per chunk, ``>= 1``.
+    chunk_rows : int or None
+        Rows per chunk, ``>= 1``; ``None``: :data:`CHUNK_ROWS` in one thread,
+        the layer kind's ``THREAD_CHUNK_ROWS`` in several.
     n_jobs : int or None
         Threads (scikit-learn's convention: ``None`` is 1, ``-1`` every CPU).
 
@@ -475,11 +490,11 @@ def flow_log_density(x, params, config, chunk_rows=CHUNK_ROWS, n_jobs=None):
     -------
     log_px : ndarray, shape (n,)
     """
-    return map_row_chunks(lambda x: (_log_density(x, params, config),), (x,), chunk_rows,
-                          n_jobs)[0]
+    return map_row_chunks(lambda x: (_log_density(x, params, config),), (x,),
+                          _chunk_rows(config, chunk_rows, n_jobs), n_jobs)[0]
 
 
-def flow_infer(x, params, config, chunk_rows=CHUNK_ROWS, n_jobs=None):
+def flow_infer(x, params, config, chunk_rows=None, n_jobs=None):
     """Exact inference ``x -> (z, k)`` alone: ``flow_forward(x, params,
     config)[1:3]``, evaluated as :func:`flow_log_density` is (chunks of
     ``chunk_rows`` rows in ``n_jobs`` threads, no backward caches kept).
@@ -489,4 +504,5 @@ def flow_infer(x, params, config, chunk_rows=CHUNK_ROWS, n_jobs=None):
     z : ndarray, shape (n, d)
     k : ndarray of int, shape (n, L, d)
     """
-    return map_row_chunks(lambda x: _infer(x, params, config), (x,), chunk_rows, n_jobs)
+    return map_row_chunks(lambda x: _infer(x, params, config), (x,),
+                          _chunk_rows(config, chunk_rows, n_jobs), n_jobs)

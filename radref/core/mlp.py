@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from radref.checks import check_int
+from radref.core.chunks import matmul_in_row_blocks
 
 OUTPUT_KINDS = ("tanh", "linear")
 
@@ -153,9 +154,11 @@ def mlp_forward(x, params):
     if x.ndim != 2 or x.shape[1] != W1.shape[0]:
         raise ValueError(f"x must have shape (n, {W1.shape[0]}), got {x.shape}")
     x1 = _with_ones_column(x)
-    pre = x1 @ np.concatenate([W1, params["b1"][None, :]])
+    # x1 @ [W1; b1] and h @ W2, in blocks of rows: a row's rounding then does
+    # not depend on how many rows come with it (radref.core.chunks)
+    pre = matmul_in_row_blocks(x1, np.concatenate([W1, params["b1"][None, :]]))
     h = np.maximum(pre, 0.0, out=pre)  # ReLU, in place: pre itself is not needed again
-    a = h @ W2
+    a = matmul_in_row_blocks(h, W2)
     a += params["b2"]
     if "scale" in params:
         t = np.tanh(a)

@@ -50,6 +50,10 @@ kind's name:
 ``MODEL_CLASS``
     The name of its estimator class (:mod:`radref.user.estimators`), which a
     checkpoint records as its ``model``.
+``THREAD_CHUNK_ROWS``
+    Rows per chunk when several threads evaluate the kind (``n_jobs``), a
+    multiple of :data:`radref.core.chunks.CHUNK_ROWS` chosen by measurement
+    (:mod:`radref.core.chunks`).
 ``HAS_DISCRETE_LATENTS``, ``N_BRANCHES``
     Whether ``forward`` returns discrete latents ``k``, and how many values
     (``0 .. N_BRANCHES - 1``) they take.
