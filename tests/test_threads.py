@@ -149,10 +149,19 @@ def test_default_chunks_give_the_same_bits_for_every_n_jobs(kind):
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 @pytest.mark.parametrize("factor", [2, 3, 4])
 def test_chunks_of_a_multiple_of_chunk_rows_give_the_same_bits(kind, factor):
-    config = CONFIGS[kind]
+    config, rows = CONFIGS[kind], factor * flow_module.CHUNK_ROWS
     params, x = _params(config), _points(config, 5 * flow_module.CHUNK_ROWS + 300)
-    _same_bits(flow_log_density(x, params, config, chunk_rows=factor * flow_module.CHUNK_ROWS),
+    _same_bits(flow_log_density(x, params, config, chunk_rows=rows),
                flow_log_density(x, params, config))
+    x_s, normals, k_s = flow_sample(len(x), params, config, random_state=2)
+    uniforms = np.random.default_rng(2)
+    uniforms.standard_normal((len(x), config.dim))  # the draw of flow_sample: normals first
+    uniforms = uniforms.random((len(x), config.n_layers, config.dim))
+    for got, want in zip(flow_sample_from_noise(normals, uniforms, params, config,
+                                                chunk_rows=rows), (x_s, k_s)):
+        _same_bits(got, want)
+    _same_bits(flow_inverse(normals, k_s, params, config, chunk_rows=rows),
+               flow_inverse(normals, k_s, params, config))
 
 
 def test_products_in_row_blocks_are_the_products_of_each_block():

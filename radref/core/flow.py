@@ -395,23 +395,24 @@ def _merge_rows(x, x_rows, outside):
     return x_rows, outside | out_of_range_rows(x_rows)
 
 
-def flow_inverse(z, k, params, config, n_jobs=None):
+def flow_inverse(z, k, params, config, n_jobs=None, chunk_rows=None):
     """Exact inverse ``(z, k) -> x``; ``k`` of shape ``(n, L, d)`` as returned by
     :func:`flow_forward` (its entries are ignored where a layer has no discrete
     latent: conditioning columns, affine layers).  Out-of-range rows (module
     docstring) give ``x = inf``.  More than :data:`CHUNK_ROWS` rows are
     inverted chunk by chunk, in ``n_jobs`` threads (:func:`map_row_chunks`;
-    the same result for every ``n_jobs``)."""
+    the same result for every ``n_jobs``; ``chunk_rows`` as in
+    :func:`flow_log_density`)."""
     inverse = layer_kind(config.kind).inverse
 
     def invert(z_rows, k_rows, nested, layer):
         return inverse(z_rows, k_rows, nested, layer), None
 
     return map_row_chunks(lambda z, k: _invert_layers(z, k, params, config, invert)[:1],
-                          (z, k), _chunk_rows(config, None, n_jobs), n_jobs)[0]
+                          (z, k), _chunk_rows(config, chunk_rows, n_jobs), n_jobs)[0]
 
 
-def flow_sample_from_noise(normals, uniforms, params, config, n_jobs=None):
+def flow_sample_from_noise(normals, uniforms, params, config, n_jobs=None, chunk_rows=None):
     """Exact sampling from given noise (notes §5): ``z_L = normals``; from the top
     layer down, draw each ``k`` by inverse CDF from ``uniforms`` and invert.
     More than :data:`CHUNK_ROWS` rows are sampled chunk by chunk, in ``n_jobs``
@@ -426,6 +427,8 @@ def flow_sample_from_noise(normals, uniforms, params, config, n_jobs=None):
         ``l`` transforms column ``j`` and has discrete latents.
     n_jobs : int or None
         Threads (scikit-learn's convention: ``None`` is 1, ``-1`` every CPU).
+    chunk_rows : int or None
+        Rows per chunk, as in :func:`flow_log_density`.
 
     Returns
     -------
@@ -434,7 +437,7 @@ def flow_sample_from_noise(normals, uniforms, params, config, n_jobs=None):
     """
     sample = layer_kind(config.kind).sample
     return map_row_chunks(lambda z, u: _invert_layers(z, u, params, config, sample),
-                          (normals, uniforms), _chunk_rows(config, None, n_jobs), n_jobs)
+                          (normals, uniforms), _chunk_rows(config, chunk_rows, n_jobs), n_jobs)
 
 
 def flow_sample(n, params, config, random_state=None, n_jobs=None):

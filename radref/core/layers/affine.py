@@ -28,9 +28,9 @@ DISPLAY_NAME = "Real NVP"
 MODEL_CLASS = "RealNVPFlow"  # its estimator (radref.user.estimators; a checkpoint's "model")
 #: rows per chunk when several threads evaluate this kind (a multiple of
 #: radref.core.chunks.CHUNK_ROWS), measured in docs/performance.md ("Threads"):
-#: 8,192 rows: two threads 1.6 times as fast as one thread with 4,096-row
-#: chunks, against 1.4 with 4,096-row chunks (16,384 rows leave the cache)
-THREAD_CHUNK_ROWS = 8192
+#: one thread's 4,096 rows; 8,192 rows are no faster in two threads (1.31-2.03
+#: times one thread against 1.33-2.04, native and AVX2), 16,384 leave the cache
+THREAD_CHUNK_ROWS = 4096
 HAS_DISCRETE_LATENTS = False
 N_BRANCHES = 1
 #: the paper's baseline (§4.2): as many parameters as Rad's with 56 hidden units

@@ -48,8 +48,8 @@ DISPLAY_NAME = "Rad"
 MODEL_CLASS = "RadFlow"  # its estimator (radref.user.estimators; a checkpoint's "model")
 #: rows per chunk when several threads evaluate this kind (a multiple of
 #: radref.core.chunks.CHUNK_ROWS), measured in docs/performance.md ("Threads"):
-#: 16,384 rows: two threads 1.7-1.8 times as fast as one thread with 4,096-row
-#: chunks, against 1.1 with 4,096-row chunks
+#: on 1M points two threads are 1.6-1.8 times as fast as one thread with 4,096-row
+#: chunks (native and AVX2), against 1.05-1.5 with 4,096-row chunks
 THREAD_CHUNK_ROWS = 16384
 HAS_DISCRETE_LATENTS = True
 N_BRANCHES = 3  # k in {0, 1, 2}: the branches of the five-piece surjection
