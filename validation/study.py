@@ -1041,7 +1041,6 @@ def main(argv=None):
 def update_docs(text, path):
     """Replace each ``<!-- study:NAME:start -->`` ... ``end`` block of
     ``path`` by table NAME; every marker must be there."""
-    import re
     with open(path) as f:
         page = f.read()
     for name, table in text.items():
