@@ -272,6 +272,8 @@ def verdict(d, a="Rad", b="Real NVP"):
     """Read from the Holm-corrected interval when the table has one, else
     from the 95 % t interval."""
     low, high = (d["holm_low"], d["holm_high"]) if "holm_low" in d else (d["t_low"], d["t_high"])
+    if low is None:  # one seed: no interval across seeds
+        return "no verdict (one seed)"
     if low > 0:
         return f"{a} ahead"
     if high < 0:
@@ -557,6 +559,8 @@ def _ci(d):
 
 
 def _holm(d):
+    if "holm_low" not in d:  # one seed: not in the correction
+        return "—"
     return f"[{d['holm_low']:+.4f}, {d['holm_high']:+.4f}]"
 
 
@@ -647,7 +651,7 @@ def recipes_table(study):
     for v, by_model in study["recipes"].items():
         for model, cells in by_model.items():
             shown = [_ci(cells[p]["minus_paper"]) + ("*" if verdict(cells[p]["minus_paper"])
-                                                     != "no difference shown" else "")
+                                                     .endswith(" ahead") else "")
                      for p in PROBLEMS]
             average = np.mean([cells[p]["minus_paper"]["mean"] for p in PROBLEMS])
             rows.append(f"| {v} | {model} | " + " | ".join(shown) + f" | {average:+.4f} |")
