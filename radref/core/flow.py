@@ -41,8 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
 from radref.checks import effective_n_jobs
+from radref.core.base import normal_logpdf_backward, normal_logpdf_forward
 from radref.core.chunks import CHUNK_ROWS, map_row_chunks, row_chunks  # noqa: F401 (re-exported)
 from radref.core.layers import columns, layer_kind
 from radref.core.numerics import all_in_range, out_of_range_rows, zero_rows
