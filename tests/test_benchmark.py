@@ -169,3 +169,26 @@ def test_profile_script_runs(tmp_path):
     assert text.strip() == proc.stdout.strip()
     assert "Rad training step" in text and "Real NVP training step" in text
     assert text.count("function") == 2 and "mlp_" in text
+
+
+def test_thread_chunk_sweep_runs_the_paper_models_and_checks_the_bits(tmp_path):
+    """validation/thread_chunks.py (the measurement behind THREAD_CHUNK_ROWS):
+    every (model, operation, chunk size, threads) row is written, for the
+    benchmark's own paper models, and each result was compared bit for bit
+    with the one-thread result on the way (the script raises otherwise)."""
+    spec = importlib.util.spec_from_file_location(
+        "radref_thread_chunks", os.path.join(ROOT, "validation", "thread_chunks.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from radref.core.flow import FlowConfig
+    assert module.MODELS == {"rad": FlowConfig("rad", 2, 6, 8, 8),
+                             "affine": FlowConfig("affine", 2, 6, 56, 0)}
+    out = tmp_path / "chunks.json"
+    assert module.main(["--label", "test", "--points", "5000", "--rounds", "1",
+                        "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    keys = {(r["kind"], r["op"], r["chunk_rows"], r["threads"]) for r in result["rows"]}
+    assert keys == {(kind, op, rows, threads) for kind in ("rad", "affine")
+                    for op in ("logdensity", "sample") for rows in module.CHUNKS
+                    for threads in (1, "all")}
+    assert all(r["median_s"] > 0 for r in result["rows"])

@@ -34,11 +34,13 @@ sys.path.insert(0, os.path.dirname(HERE))  # radref need not be installed
 
 from radref import datasets  # noqa: E402
 from radref.checks import available_cpus  # noqa: E402
-from radref.core.flow import (FlowConfig, flow_init, flow_log_density,  # noqa: E402
-                              flow_sample_from_noise)
+from radref.core.flow import flow_init, flow_log_density, flow_sample_from_noise  # noqa: E402
 from radref.core.layers import layer_kind  # noqa: E402
 
-MODELS = {"rad": FlowConfig("rad", 2, 6, 8, 8), "affine": FlowConfig("affine", 2, 6, 56, 0)}
+sys.path.insert(0, HERE)
+from benchmark import PAPER_MODELS, paper_config  # noqa: E402  (the paper's two models)
+
+MODELS = {kind: paper_config(kind) for kind in PAPER_MODELS}
 CHUNKS = (4096, 8192, 16384, 32768)
 
 
