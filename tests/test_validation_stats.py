@@ -277,6 +277,73 @@ def test_committed_study_means_are_the_runs_scores(study):
                                                        abs=1e-12)
 
 
+def _recorded_scores(match):
+    """``{(problem, seed): test_loglik}`` of the committed runs whose
+    result.json satisfies ``match``: each run's own record of its held-out
+    score, written by training, not by validation/study.py."""
+    paths = glob.glob(os.path.join(ROOT, "validation", "results", "runs", "*", "result.json"))
+    paths += glob.glob(os.path.join(ROOT, "validation", "results", "study", "protocol-*", "runs",
+                                    "*", "result.json"))
+    found = {}
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        if match(r):
+            assert (r["problem"], r["seed"]) not in found, path
+            found[(r["problem"], r["seed"])] = r["test_loglik"]
+    return found
+
+
+def test_matched_time_by_hand_from_the_runs_records(study):
+    # Rad under the paper protocol minus Real NVP at 200,000 steps, computed
+    # here from each run's recorded held-out score: the mean over a run's
+    # test points, so a seed's paired difference of means is the difference
+    # of the two records.  Then the t interval across seeds and Holm's
+    # step-down by hand (scipy's Student t), against study.json.
+    from scipy.stats import t as student
+    with open(os.path.join(study.STUDY, "study.json")) as f:
+        matched = json.load(f)["matched_time"]
+    assert matched["variant"] == "paper (200,000 steps)"
+
+    def paper_like(r, model, steps):
+        return (r["model"] == model and r["n_train"] == 10_000 and r["steps"] == steps
+                and r["lr"] == 1e-3 and not r.get("recipe")
+                and r.get("hidden", study.PAPER_HIDDEN[model]) == study.PAPER_HIDDEN[model])
+
+    rad = _recorded_scores(lambda r: paper_like(r, "rad", 50_000))
+    nvp = _recorded_scores(lambda r: paper_like(r, "realnvp", 200_000))
+    cells = {}
+    for problem in datasets.PROBLEMS:
+        seeds = sorted(s for p, s in nvp if p == problem and (p, s) in rad)
+        assert seeds == [0, 1, 2, 3, 4], problem
+        d = np.array([rad[(problem, s)] - nvp[(problem, s)] for s in seeds])
+        se = d.std(ddof=1) / math.sqrt(len(d))
+        cells[problem] = (d.mean(), se, 2 * student.sf(abs(d.mean()) / se, len(d) - 1))
+    # Holm: the i-th smallest p-value is tested at 0.05 / (m - i) (i from 0)
+    # while all before it were rejected; from the first kept one on, its level
+    order = sorted(cells, key=lambda p: cells[p][2])
+    level = None
+    for i, problem in enumerate(order):
+        mean, se, p_value = cells[problem]
+        if level is None and p_value > 0.05 / (6 - i):
+            level = 0.05 / (6 - i)
+        tested = level if level is not None else 0.05 / (6 - i)
+        row = matched["problems"][problem]["rad_minus_realnvp"]
+        assert row["seeds"] == [0, 1, 2, 3, 4]
+        assert row["mean"] == pytest.approx(mean, abs=1e-9), problem
+        half = student.ppf(0.975, 4) * se
+        assert (row["t_low"], row["t_high"]) == pytest.approx((mean - half, mean + half),
+                                                              abs=1e-9), problem
+        half = student.ppf(1 - tested / 2, 4) * se
+        assert (row["holm_low"], row["holm_high"]) == pytest.approx(
+            (mean - half, mean + half), abs=1e-9), problem
+        assert row["holm_level"] == pytest.approx(1 - tested)
+    # the signs the page's prose rests on: Rad ahead after Holm on two
+    # circles and many moons only
+    ahead = {p for p in cells if matched["problems"][p]["rad_minus_realnvp"]["holm_low"] > 0}
+    assert ahead == {"two_circles", "many_moons"}
+
+
 def _fake_study(root, offsets, n_points=40):
     """A study directory of synthetic runs: per-point scores ``base + offset``
     with ``offset`` by (variant recipe, n_train, model), the same noise for
