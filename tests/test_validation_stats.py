@@ -597,6 +597,52 @@ def test_selected_rows_take_each_seeds_chosen_refit(study):
     assert "| ring | rad | " in table and "| lr 0.001, constant (seed 0's split) |" in table
 
 
+def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
+    # ring chose a cosine decay at 3e-3 (width 8), two circles the paper's
+    # training; each wider run is refitted with its problem's choice.  The
+    # differences are offsets exactly, and a run of another training (here
+    # the paper's at width 32 on ring) must not be taken.
+    base = {s: np.random.default_rng(s).normal(size=30) for s in (0, 1, 2)}
+    seeds = (0, 1, 2)
+    runs = {("cosine (lr 0.003)", 10_000, "ring", "rad"): {s: base[s] for s in seeds},
+            ("cosine (lr 0.003) (hidden 32)", 10_000, "ring", "rad"):
+                {s: base[s] + 0.25 + 0.01 * s for s in seeds},
+            ("cosine (lr 0.003) (hidden 64)", 10_000, "ring", "rad"): {0: base[0] - 0.5},
+            ("paper (hidden 32)", 10_000, "ring", "rad"): {s: base[s] + 9.0 for s in seeds},
+            ("paper", 10_000, "two_circles", "rad"): {s: base[s] for s in seeds},
+            ("paper (hidden 32)", 10_000, "two_circles", "rad"):
+                {s: base[s] - 0.125 for s in seeds}}
+    choices = {}
+    for problem, lr, schedule in (("ring", 3e-3, "cosine"), ("two_circles", 1e-3, "constant")):
+        for s in seeds:
+            choices[f"{problem} rad 8 {s}"] = {"problem": problem, "model": "rad", "hidden": 8,
+                                                "seed": s, "lr": lr, "lr_schedule": schedule}
+            choices[f"{problem} realnvp 56 {s}"] = {"problem": problem, "model": "realnvp",
+                                                    "hidden": 56, "seed": s, "lr": 1e-3,
+                                                    "lr_schedule": "constant"}
+    baselines = {("best", p): {s: base[s] + 1.0 for s in seeds} for p in ("ring", "two_circles")}
+    rows = study.capacity_rows(runs, baselines, choices, n_boot=20)
+    assert set(rows) == {"ring", "two_circles"}
+    assert set(rows["ring"]) == {"8", "32", "64"} and set(rows["two_circles"]) == {"8", "32"}
+    wide = rows["ring"]["32"]["minus_narrow"]
+    assert wide["seeds"] == [0, 1, 2] and wide["mean"] == pytest.approx(0.26)
+    assert rows["ring"]["32"]["minus_best"]["mean"] == pytest.approx(-0.74)
+    assert rows["ring"]["64"]["minus_narrow"]["seeds"] == [0]  # one seed: no interval
+    assert "minus_narrow" not in rows["ring"]["8"]
+    assert rows["ring"]["8"]["minus_best"]["mean"] == pytest.approx(-1.0)
+    assert rows["two_circles"]["32"]["minus_narrow"]["mean"] == pytest.approx(-0.125)
+    # Holm across the two problems of the width-32 column: both corrected
+    assert {"holm_low", "holm_high"} <= set(rows["two_circles"]["32"]["minus_narrow"])
+    table = "\n".join(study.capacity_table({"capacity": rows}))
+    assert "| ring | 32 | " in table and "width 32 ahead (n = 3)" in table
+    assert "width 8 ahead (n = 3)" in table  # two circles: the constant offset -0.125
+    assert "no verdict (one seed)" in table
+    assert "| ring | 8 | " in table and table.count("the baseline ahead") == 4
+    # without a wider run there is no table
+    narrow_only = {k: v for k, v in runs.items() if "hidden" not in k[0]}
+    assert study.capacity_rows(narrow_only, baselines, choices, n_boot=20) == {}
+
+
 def test_run_times_are_the_records_sums(study, tmp_path):
     protocol = tmp_path / "study" / "protocol-000000000001"
     for i, (model, seconds) in enumerate((("rad", 300.0), ("rad", 100.0), ("realnvp", 60.0))):

@@ -340,6 +340,9 @@ def analyse(runs, baselines, n_boot, dimensions=None, selection=None):
         out["dimensions"] = dimension_rows(*dimensions, n_boot)
     if selection:
         out["selected"] = selected_rows(runs, baselines, selection, n_boot)
+        widths = capacity_rows(runs, baselines, selection, n_boot)
+        if widths:
+            out["capacity"] = widths
     matched = matched_time(runs, n_boot)
     if matched:
         out["matched_time"] = matched
@@ -409,6 +412,50 @@ def selected_rows(runs, baselines, choices, n_boot):
     for label in {lab for row in found.values() for lab in row if lab != "rad_minus_realnvp"}:
         holm([row[label]["minus_best"] for row in found.values()
               if label in row and "minus_best" in row[label]])
+    return found
+
+
+#: Rad's widths beyond the paper's 8 hidden units (issue 24, "Capacity")
+CAPACITY_WIDTHS = (32, 64)
+
+
+def capacity_rows(runs, baselines, choices, n_boot):
+    """Rad wider than the paper (``CAPACITY_WIDTHS`` hidden units in the
+    conditioners and the gating networks), trained as chosen for width 8 on
+    validation data (validation/select_flows.py's choice of each problem and
+    seed, refitted at each width: ``radref reproduce --models rad --hidden 32
+    64`` with that rate and schedule).
+
+    Per problem and width: the held-out score, the change from width 8 and
+    the difference to the baseline chosen on validation data, both paired by
+    seed; Holm across the problems of each (width, comparison) column.
+    ``{}`` until a wider run has finished."""
+    cells = {}
+    for choice in choices.values():
+        if choice["model"] != "rad" or choice["hidden"] != PAPER_HIDDEN["rad"]:
+            continue
+        for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
+            run = runs.get((selection_variant({**choice, "hidden": hidden}), 10_000,
+                            choice["problem"], "rad"))
+            if run and choice["seed"] in run:
+                cell = cells.setdefault(choice["problem"], {}).setdefault(hidden, {})
+                cell[choice["seed"]] = run[choice["seed"]]
+    found = {}
+    for problem, by_width in sorted(cells.items()):
+        narrow = by_width.get(PAPER_HIDDEN["rad"], {})
+        if not set(by_width) - {PAPER_HIDDEN["rad"]}:
+            continue
+        row = found[problem] = {}
+        for hidden, cell in sorted(by_width.items()):
+            entry = row[str(hidden)] = {"scores": means(cell)}
+            if hidden != PAPER_HIDDEN["rad"] and common(cell, narrow)[0]:
+                entry["minus_narrow"] = difference(cell, narrow, n_boot)
+            if ("best", problem) in baselines and common(cell, baselines[("best", problem)])[0]:
+                entry["minus_best"] = difference(cell, baselines[("best", problem)], n_boot)
+    for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
+        for comparison in ("minus_narrow", "minus_best"):
+            holm([row[str(hidden)][comparison] for row in found.values()
+                  if comparison in row.get(str(hidden), {})])
     return found
 
 
@@ -781,6 +828,24 @@ def selected_table(study):
     return rows
 
 
+def capacity_table(study):
+    rows = ["| problem | hidden units | held-out score | − width 8, 95 % t CI | Holm-corrected CI "
+            "| verdict (Holm) | − best baseline, 95 % t CI | Holm-corrected CI | verdict (Holm) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for problem, row in study["capacity"].items():
+        for hidden, cell in row.items():
+            cols = []
+            for key, ahead, behind in (("minus_narrow", f"width {hidden}", "width 8"),
+                                       ("minus_best", f"width {hidden}", "the baseline")):
+                d = cell.get(key)
+                cols.append("— | — | —" if d is None else
+                            f"{_ci(d)} | {_holm(d)} | {verdict(d, ahead, behind)} "
+                            f"(n = {len(d['seeds'])})")
+            rows.append(f"| {problem} | {hidden} | {_ms(cell['scores'])} "
+                        f"({len(cell['scores']['seeds'])} seeds) | {cols[0]} | {cols[1]} |")
+    return rows
+
+
 def load_candidates(selection_dir):
     """The results of validation/select_flows.py's candidates (``select/*/result.json``)."""
     return [_json(path) for path in sorted(glob.glob(os.path.join(selection_dir, "select", "*",
@@ -835,13 +900,14 @@ def run_times(study_dir=STUDY):
     for protocol_file in sorted(glob.glob(os.path.join(study_dir, "protocol-*",
                                                        "protocol.json"))):
         protocol = _json(protocol_file)
-        name = variant_names(protocol.get("recipe", {}))[0] + setting_suffix(protocol)
-        label = f"{name}, {protocol['n_train']:,} points ({os.path.basename(os.path.dirname(protocol_file))})"
         seconds = {"rad": [], "realnvp": []}
         for path in glob.glob(os.path.join(os.path.dirname(protocol_file), "runs", "*",
                                            "result.json")):
             r = _json(path)
             seconds[r["model"]].append(r["seconds_this_session"])
+        name = variant_names(protocol.get("recipe", {}))[0] + setting_suffix(protocol) + "".join(
+            sorted({hidden_suffix(protocol, model) for model in seconds if seconds[model]}))
+        label = f"{name}, {protocol['n_train']:,} points ({os.path.basename(os.path.dirname(protocol_file))})"
         found[label] = _times(seconds, "wall")
     for directory, label in ((os.path.join(study_dir, "baselines"), "baselines, 2-D"),
                              (os.path.join(study_dir, "dimensions", "baselines"),
@@ -890,9 +956,9 @@ def tables(study):
               "data_size": data_size_table, "two_moons": two_moons_table,
               "dimensions": dimensions_table, "selected": selected_table,
               "selection_grid": selection_grid_table, "matched_time": matched_time_table,
-              "run_time": run_time_table}
+              "capacity": capacity_table, "run_time": run_time_table}
     optional = ("beyond", "own_best", "two_moons", "dimensions", "selected", "selection_grid",
-                "matched_time", "run_time")
+                "matched_time", "capacity", "run_time")
     return {name: "\n".join(make(study)) for name, make in makers.items()
             if name not in optional or study.get(name)}
 
