@@ -192,3 +192,17 @@ def test_thread_chunk_sweep_runs_the_paper_models_and_checks_the_bits(tmp_path):
                     for op in ("logdensity", "sample") for rows in module.CHUNKS
                     for threads in (1, "all")}
     assert all(r["median_s"] > 0 for r in result["rows"])
+
+
+def test_step_blas_threads_script_times_both_settings_of_both_models():
+    # validation/step_blas_threads.py (docs/performance.md, "Results"): runs,
+    # and reports each paper model under each BLAS setting (no timing asserted)
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "validation",
+                                                        "step_blas_threads.py"),
+                           "--rounds", "1", "--reps", "2"],
+                          capture_output=True, text=True, check=True)
+    lines = [line for line in proc.stdout.splitlines() if ": step " in line]
+    assert [line.split()[0] + " " + line.split()[2] for line in lines] == [
+        "rad 1", "rad default", "affine 1", "affine default"]
