@@ -308,3 +308,20 @@ def test_half_squared_norm_mixed_batch_and_shapes():
     assert np.isnan(got[0]) and np.isnan(got[1]) and got[2] == 1.0
     assert half_squared_norm(np.zeros((0, 3))).shape == (0,)
     np.testing.assert_array_equal(half_squared_norm(np.zeros((2, 0))), [0.0, 0.0])
+
+
+def test_far_outside_near_the_largest_float_without_a_warning():
+    # Found by tests/test_fuzz.py: the bounds "range ± its width" overflow
+    # near 1.8e308; the answer must still be right and raise no warning (the
+    # suite turns warnings into errors).
+    from radref.training.diagnostics import far_outside
+    big = np.finfo(np.float64).max / 2
+    x = np.array([[big, 1e119], [1e119, 0.0], [1e119, 1e119]])
+    assert not far_outside(x, 2)  # inside the others' range in both coordinates
+    assert far_outside(x, 0)  # 9e307 lies beyond [1e119, 1e119] by far more than 0
+    x = np.array([[-big, 0.0], [big, 0.0], [0.0, 0.0]])
+    assert not far_outside(x, 2) and not far_outside(x, 0)  # width inf: nothing beyond it
+    # ordinary points: an outlier by more than the range's width, and one just inside
+    assert far_outside(np.array([[0.0], [1.0], [2.01]]), 2)  # beyond 1 + 1
+    assert not far_outside(np.array([[0.0], [1.0], [2.0]]), 2)  # at the bound: not beyond
+    assert far_outside(np.array([[0.0], [1.0], [-1.01]]), 2)  # below 0 - 1

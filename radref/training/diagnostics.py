@@ -93,8 +93,11 @@ def far_outside(x, row):
         return False
     others = np.delete(x, row, axis=0)
     lo, hi = others.min(axis=0), others.max(axis=0)
-    width = hi - lo
-    return bool(np.any((x[row] > hi + width) | (x[row] < lo - width)))
+    # Near the largest float64 a width or a bound overflows to inf; inf is
+    # then the right answer (no float lies beyond it), so no warning is due.
+    with np.errstate(over="ignore"):
+        width = hi - lo
+        return bool(np.any((x[row] > hi + width) | (x[row] < lo - width)))
 
 
 # ------------------------------------------------------------- divergence
