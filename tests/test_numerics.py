@@ -315,13 +315,14 @@ def test_far_outside_near_the_largest_float_without_a_warning():
     # near 1.8e308; the answer must still be right and raise no warning (the
     # suite turns warnings into errors).
     from radref.training.diagnostics import far_outside
-    big = np.finfo(np.float64).max / 2
+    big = 2.0 ** 1023  # the fuzz test's point: big + big overflows
     x = np.array([[big, 1e119], [1e119, 0.0], [1e119, 1e119]])
-    assert not far_outside(x, 2)  # inside the others' range in both coordinates
-    assert far_outside(x, 0)  # 9e307 lies beyond [1e119, 1e119] by far more than 0
+    assert not far_outside(x, 2)  # its bound big + (big - 1e119) overflows to inf
+    assert far_outside(x, 0)  # 2**1023 lies beyond [1e119, 1e119] by far more than 0
     x = np.array([[-big, 0.0], [big, 0.0], [0.0, 0.0]])
-    assert not far_outside(x, 2) and not far_outside(x, 0)  # width inf: nothing beyond it
-    # ordinary points: an outlier by more than the range's width, and one just inside
+    assert not far_outside(x, 2)  # the others' width, 2**1024, overflows: no bound
+    assert not far_outside(x, 0)  # bound 0 - 2**1023: -big is on it, not beyond
+    # ordinary points: beyond the others' range by more than its width, or not
     assert far_outside(np.array([[0.0], [1.0], [2.01]]), 2)  # beyond 1 + 1
     assert not far_outside(np.array([[0.0], [1.0], [2.0]]), 2)  # at the bound: not beyond
     assert far_outside(np.array([[0.0], [1.0], [-1.01]]), 2)  # below 0 - 1

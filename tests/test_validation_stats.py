@@ -299,11 +299,12 @@ def test_matched_time_by_hand_from_the_runs_records(study):
     # here from each run's recorded held-out score: the mean over a run's
     # test points, so a seed's paired difference of means is the difference
     # of the two records.  Then the t interval across seeds and Holm's
-    # step-down by hand (scipy's Student t), against study.json.
+    # step-down by hand (scipy's Student t), against both study.matched_time
+    # run on those records and the committed study.json.
     from scipy.stats import t as student
     with open(os.path.join(study.STUDY, "study.json")) as f:
-        matched = json.load(f)["matched_time"]
-    assert matched["variant"] == "paper (200,000 steps)"
+        committed = json.load(f)["matched_time"]
+    assert committed["variant"] == "paper (200,000 steps)"
 
     def paper_like(r, model, steps):
         return (r["model"] == model and r["n_train"] == 10_000 and r["steps"] == steps
@@ -319,6 +320,17 @@ def test_matched_time_by_hand_from_the_runs_records(study):
         d = np.array([rad[(problem, s)] - nvp[(problem, s)] for s in seeds])
         se = d.std(ddof=1) / math.sqrt(len(d))
         cells[problem] = (d.mean(), se, 2 * student.sf(abs(d.mean()) / se, len(d) - 1))
+    # each record as a run of two test points with that mean (the bootstrap
+    # over points needs two)
+    spread = np.array([-0.5, 0.5])
+    runs = {}
+    for (problem, seed), score in nvp.items():
+        runs.setdefault(("paper (200,000 steps)", 10_000, problem, "realnvp"), {})[seed] = \
+            score + spread
+    for (problem, seed), score in rad.items():
+        runs.setdefault(("paper", 10_000, problem, "rad"), {})[seed] = score + spread
+    computed = study.matched_time(runs, n_boot=10)
+    assert computed["variant"] == "paper (200,000 steps)"
     # Holm: the i-th smallest p-value is tested at 0.05 / (m - i) (i from 0)
     # while all before it were rejected; from the first kept one on, its level
     order = sorted(cells, key=lambda p: cells[p][2])
@@ -328,19 +340,22 @@ def test_matched_time_by_hand_from_the_runs_records(study):
         if level is None and p_value > 0.05 / (6 - i):
             level = 0.05 / (6 - i)
         tested = level if level is not None else 0.05 / (6 - i)
-        row = matched["problems"][problem]["rad_minus_realnvp"]
-        assert row["seeds"] == [0, 1, 2, 3, 4]
-        assert row["mean"] == pytest.approx(mean, abs=1e-9), problem
-        half = student.ppf(0.975, 4) * se
-        assert (row["t_low"], row["t_high"]) == pytest.approx((mean - half, mean + half),
-                                                              abs=1e-9), problem
-        half = student.ppf(1 - tested / 2, 4) * se
-        assert (row["holm_low"], row["holm_high"]) == pytest.approx(
-            (mean - half, mean + half), abs=1e-9), problem
-        assert row["holm_level"] == pytest.approx(1 - tested)
+        for matched in (computed, committed):
+            row = matched["problems"][problem]["rad_minus_realnvp"]
+            assert row["seeds"] == [0, 1, 2, 3, 4]
+            assert row["mean"] == pytest.approx(mean, abs=1e-9), problem
+            half = student.ppf(0.975, 4) * se
+            assert (row["t_low"], row["t_high"]) == pytest.approx((mean - half, mean + half),
+                                                                  abs=1e-9), problem
+            half = student.ppf(1 - tested / 2, 4) * se
+            assert (row["holm_low"], row["holm_high"]) == pytest.approx(
+                (mean - half, mean + half), abs=1e-9), problem
+            assert row["holm_level"] == pytest.approx(1 - tested)
+            assert matched["problems"][problem]["rad"]["mean"] == pytest.approx(
+                np.mean([rad[(problem, s)] for s in range(5)]), abs=1e-12)
     # the signs the page's prose rests on: Rad ahead after Holm on two
     # circles and many moons only
-    ahead = {p for p in cells if matched["problems"][p]["rad_minus_realnvp"]["holm_low"] > 0}
+    ahead = {p for p in cells if committed["problems"][p]["rad_minus_realnvp"]["holm_low"] > 0}
     assert ahead == {"two_circles", "many_moons"}
 
 
@@ -598,10 +613,11 @@ def test_selected_rows_take_each_seeds_chosen_refit(study):
 
 
 def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
-    # ring chose a cosine decay at 3e-3 (width 8), two circles the paper's
-    # training; each wider run is refitted with its problem's choice.  The
-    # differences are offsets exactly, and a run of another training (here
-    # the paper's at width 32 on ring) must not be taken.
+    # ring chose a cosine decay at 3e-3 (width 8), two circles and spiral the
+    # paper's training; each wider run is refitted with its problem's choice.
+    # The differences are offsets exactly, and a run of another training (here
+    # the paper's at width 32 on ring) must not be taken.  Spiral has a wider
+    # run but no width-8 refit: only its difference to the baseline is shown.
     base = {s: np.random.default_rng(s).normal(size=30) for s in (0, 1, 2)}
     seeds = (0, 1, 2)
     runs = {("cosine (lr 0.003)", 10_000, "ring", "rad"): {s: base[s] for s in seeds},
@@ -611,33 +627,54 @@ def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
             ("paper (hidden 32)", 10_000, "ring", "rad"): {s: base[s] + 9.0 for s in seeds},
             ("paper", 10_000, "two_circles", "rad"): {s: base[s] for s in seeds},
             ("paper (hidden 32)", 10_000, "two_circles", "rad"):
-                {s: base[s] - 0.125 for s in seeds}}
+                {s: base[s] - 0.125 for s in seeds},
+            ("paper (hidden 32)", 10_000, "spiral", "rad"): {s: base[s] + 0.5 for s in seeds}}
     choices = {}
-    for problem, lr, schedule in (("ring", 3e-3, "cosine"), ("two_circles", 1e-3, "constant")):
+    for problem, lr, schedule in (("ring", 3e-3, "cosine"), ("two_circles", 1e-3, "constant"),
+                                  ("spiral", 1e-3, "constant")):
         for s in seeds:
             choices[f"{problem} rad 8 {s}"] = {"problem": problem, "model": "rad", "hidden": 8,
                                                 "seed": s, "lr": lr, "lr_schedule": schedule}
             choices[f"{problem} realnvp 56 {s}"] = {"problem": problem, "model": "realnvp",
                                                     "hidden": 56, "seed": s, "lr": 1e-3,
                                                     "lr_schedule": "constant"}
-    baselines = {("best", p): {s: base[s] + 1.0 for s in seeds} for p in ("ring", "two_circles")}
+    # each problem its own baseline: a mix-up of problems changes the numbers
+    baselines = {("best", "ring"): {s: base[s] + 1.0 for s in seeds},
+                 ("best", "two_circles"): {s: base[s] + 2.0 for s in seeds},
+                 ("best", "spiral"): {s: base[s] + 0.75 - 0.02 * s for s in seeds}}
     rows = study.capacity_rows(runs, baselines, choices, n_boot=20)
-    assert set(rows) == {"ring", "two_circles"}
+    assert set(rows) == {"ring", "two_circles", "spiral"}
     assert set(rows["ring"]) == {"8", "32", "64"} and set(rows["two_circles"]) == {"8", "32"}
+    assert set(rows["spiral"]) == {"32"} and "minus_narrow" not in rows["spiral"]["32"]
     wide = rows["ring"]["32"]["minus_narrow"]
     assert wide["seeds"] == [0, 1, 2] and wide["mean"] == pytest.approx(0.26)
+    assert wide["sd"] == pytest.approx(0.01)
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)  # t quantile 0.975, 2 degrees of freedom
+    assert (wide["t_low"], wide["t_high"]) == pytest.approx((0.26 - half, 0.26 + half))
     assert rows["ring"]["32"]["minus_best"]["mean"] == pytest.approx(-0.74)
     assert rows["ring"]["64"]["minus_narrow"]["seeds"] == [0]  # one seed: no interval
     assert "minus_narrow" not in rows["ring"]["8"]
     assert rows["ring"]["8"]["minus_best"]["mean"] == pytest.approx(-1.0)
+    assert rows["two_circles"]["8"]["minus_best"]["mean"] == pytest.approx(-2.0)
+    assert rows["two_circles"]["32"]["minus_best"]["mean"] == pytest.approx(-2.125)
     assert rows["two_circles"]["32"]["minus_narrow"]["mean"] == pytest.approx(-0.125)
-    # Holm across the two problems of the width-32 column: both corrected
-    assert {"holm_low", "holm_high"} <= set(rows["two_circles"]["32"]["minus_narrow"])
+    assert rows["spiral"]["32"]["minus_best"]["mean"] == pytest.approx(-0.23)
+    # Holm per (width, comparison) column.  Width 32 − width 8 has two rows:
+    # two circles' sd is 0 (p = 0, tested first at 0.05 / 2), ring's next at 0.05.
+    assert rows["two_circles"]["32"]["minus_narrow"]["holm_level"] == pytest.approx(0.975)
+    assert rows["ring"]["32"]["minus_narrow"]["holm_level"] == pytest.approx(0.95)
+    # width 32 − best baseline has three rows, in increasing p: two circles
+    # (sd 0), ring (t = 128), spiral (t = 20)
+    assert [rows[p]["32"]["minus_best"]["holm_level"] for p in (
+        "two_circles", "ring", "spiral")] == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 0.95])
+    # width 8 − best baseline: two rows, both sd 0 (p = 0, one tested at each level)
+    assert sorted(rows[p]["8"]["minus_best"]["holm_level"] for p in (
+        "ring", "two_circles")) == pytest.approx([0.95, 0.975])
     table = "\n".join(study.capacity_table({"capacity": rows}))
     assert "| ring | 32 | " in table and "width 32 ahead (n = 3)" in table
     assert "width 8 ahead (n = 3)" in table  # two circles: the constant offset -0.125
     assert "no verdict (one seed)" in table
-    assert "| ring | 8 | " in table and table.count("the baseline ahead") == 4
+    assert "| ring | 8 | " in table and table.count("the baseline ahead") == 5
     # without a wider run there is no table
     narrow_only = {k: v for k, v in runs.items() if "hidden" not in k[0]}
     assert study.capacity_rows(narrow_only, baselines, choices, n_boot=20) == {}

@@ -12,7 +12,8 @@ repository root, on a quiet machine::
     python validation/step_blas_threads.py            # --rounds 20 --reps 30
 
 Prints, per paper model and BLAS setting, the median over the rounds of each
-round's median step time.
+round's median step time, and the threads OpenBLAS reported in that setting
+(the default is every available CPU, whatever ``OPENBLAS_NUM_THREADS`` says).
 """
 import argparse
 import os
@@ -32,6 +33,7 @@ def main(argv=None):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from radref import datasets
+    from radref.checks import available_cpus
     from radref.core.flow import flow_init
     from radref.training.train import mean_loglik_and_grad
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,11 +45,13 @@ def main(argv=None):
     batch = datasets.sample(PROBLEM, 500, random_state=0)
     models = {kind: (paper_config(kind), flow_init(paper_config(kind), random_state=0))
               for kind in PAPER_MODELS}
-    medians = {}
+    medians, threads = {}, {}
     for _ in range(args.rounds):
         for kind, (config, params) in models.items():
-            for limit in (1, None):  # None: OpenBLAS's default (every core)
+            for limit in (1, available_cpus()):  # one thread, and OpenBLAS's default
                 with threadpool_limits(limits=limit, user_api="blas"):
+                    threads[limit] = [i["num_threads"] for i in threadpool_info()
+                                      if i["user_api"] == "blas"]
                     times = []
                     for _ in range(args.reps):
                         start = time.perf_counter()
@@ -57,7 +61,7 @@ def main(argv=None):
     for (kind, limit), values in medians.items():
         label = "1 thread" if limit == 1 else "default"
         print(f"{kind:6s} BLAS {label:8s}: step {np.median(values) * 1e3:.3f} ms "
-              f"(fastest round {min(values) * 1e3:.3f} ms)")
+              f"(fastest round {min(values) * 1e3:.3f} ms; BLAS threads {threads[limit]})")
     return 0
 
 

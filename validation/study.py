@@ -310,7 +310,9 @@ def analyse(runs, baselines, n_boot, dimensions=None, selection=None):
     holm([out["paper"][p]["rad_minus_realnvp"] for p in PROBLEMS])
     holm([out["paper"][p]["rad_minus_best"] for p in PROBLEMS if "rad_minus_best" in
           out["paper"][p]])
-    variants = sorted({v for v, n, _, _ in runs if n == 10_000 and v != "paper"})
+    # other trainings of the paper's widths (a wider model is table `capacity`'s)
+    variants = sorted({v for v, n, _, _ in runs
+                       if n == 10_000 and v != "paper" and "(hidden " not in v})
     for v in variants:
         for model in ("rad", "realnvp"):
             if not all((v, 10_000, p, model) in runs for p in PROBLEMS):
