@@ -840,11 +840,13 @@ def capacity_table(study):
             for key, ahead, behind in (("minus_narrow", f"width {hidden}", "width 8"),
                                        ("minus_best", f"width {hidden}", "the baseline")):
                 d = cell.get(key)
+                n = "" if d is None or len(d["seeds"]) < 2 else f" (n = {len(d['seeds'])})"
                 cols.append("— | — | —" if d is None else
-                            f"{_ci(d)} | {_holm(d)} | {verdict(d, ahead, behind)} "
-                            f"(n = {len(d['seeds'])})")
-            rows.append(f"| {problem} | {hidden} | {_ms(cell['scores'])} "
-                        f"({len(cell['scores']['seeds'])} seeds) | {cols[0]} | {cols[1]} |")
+                            f"{_ci(d)} | {_holm(d)} | {verdict(d, ahead, behind)}{n}")
+            scores = cell["scores"]
+            shown = (f"{_ms(scores)} ({len(scores['seeds'])} seeds)" if len(scores["seeds"]) > 1
+                     else f"{scores['mean']:+.3f} (one seed)")
+            rows.append(f"| {problem} | {hidden} | {shown} | {cols[0]} | {cols[1]} |")
     return rows
 
 
