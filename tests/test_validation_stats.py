@@ -256,15 +256,15 @@ def test_committed_study_means_are_the_runs_scores(study):
     # each run's recorded held-out score (result.json), not from the per-point files.
     with open(os.path.join(study.STUDY, "study.json")) as f:
         numbers = json.load(f)
+    # the paper protocol's runs: no recipe, its rate, steps, data size and widths
     recorded = {}
-    paths = glob.glob(os.path.join(ROOT, "validation", "results", "runs", "*", "result.json"))
-    paths += glob.glob(os.path.join(study.STUDY, "protocol-*", "runs", "*", "result.json"))
-    for path in paths:
-        with open(path) as f:
-            r = json.load(f)
-        if r.get("recipe") or r["n_train"] != 10_000 or r.get("steps", 50_000) != 50_000:
-            continue
-        recorded.setdefault((r["problem"], r["model"]), {})[r["seed"]] = r["test_loglik"]
+    for model in ("rad", "realnvp"):
+        for (problem, seed), score in _recorded_scores(
+                lambda r: (r["model"] == model and not r.get("recipe") and r["lr"] == 1e-3
+                           and r["n_train"] == 10_000 and r.get("steps", 50_000) == 50_000
+                           and r.get("hidden", study.PAPER_HIDDEN[model])
+                           == study.PAPER_HIDDEN[model])).items():
+            recorded.setdefault((problem, model), {})[seed] = score
     for problem, row in numbers["paper"].items():
         # the rows hold the seeds both models have (all of them but a run
         # whose partner has not finished)
