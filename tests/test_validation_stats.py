@@ -421,6 +421,24 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
     assert "old" not in page.read_text() and text["beyond"] in page.read_text()
 
 
+def test_own_best_leaves_out_runs_of_more_steps(study):
+    # four times the steps is a budget (table matched_time), not a recipe:
+    # Real NVP's "own best recipe" is cosine here although 200,000 steps gain more
+    rng = np.random.default_rng(0)
+    runs, recipes = {}, {"cosine": {}, "paper (200,000 steps)": {}}
+    for p in datasets.PROBLEMS:
+        base = {s: rng.normal(size=20) for s in range(3)}
+        for model in ("rad", "realnvp"):
+            runs[("paper", 10_000, p, model)] = base
+            runs[("cosine", 10_000, p, model)] = {s: v + 0.125 for s, v in base.items()}
+            recipes["cosine"].setdefault(model, {})[p] = {"minus_paper": {"mean": 0.125}}
+        runs[("paper (200,000 steps)", 10_000, p, "realnvp")] = {s: v + 1.0 for s, v in base.items()}
+        recipes["paper (200,000 steps)"].setdefault("realnvp", {})[p] = {"minus_paper": {"mean": 1.0}}
+    own = study.own_best({"recipes": recipes}, runs, n_boot=10)
+    assert (own["rad_variant"], own["realnvp_variant"]) == ("cosine", "cosine")
+    assert own["problems"]["ring"]["rad_minus_realnvp"]["mean"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_holm_by_hand(study):
     # three comparisons over 4 seeds, sd 0.1 (standard error 0.05):
     # t = 20, 2 and 6 on 3 degrees of freedom.  Two-sided p-values from the
