@@ -218,14 +218,46 @@ def study():
     return _module("study")
 
 
-def test_variant_names_follow_the_recipe(study):
-    assert study.variant_names({}) == ("paper", None)
-    assert study.variant_names({"lr_schedule": "cosine", "lr_final_fraction": 0.0,
-                                "ema_decay": 0.999}) == ("cosine + EMA", "cosine")
-    assert study.variant_names({"ema_decay": 0.999}) == ("EMA", "paper")
-    # with early stopping the last iterate is of another training set: no variant
-    assert study.variant_names({"early_stopping": True, "ema_decay": 0.9}) == (
-        "early stopping + EMA", None)
+def _protocol(recipe=None, steps=50_000, lr=1e-3, hidden=None):
+    protocol = {"steps": steps, "adam": {"lr": lr}, "recipe": recipe or {}}
+    if hidden:
+        protocol["architectures"] = {"rad": {"hidden": hidden}}
+    return protocol
+
+
+def test_trainings_are_read_from_the_protocol_and_named_by_it(study):
+    paper = study.Training.of(_protocol(), "rad")
+    assert paper == study.PAPER_TRAINING == study.Training.of(_protocol(), "realnvp")
+    assert str(paper) == "paper" and paper.recipe and paper.last_iterate() is None
+    ema = study.Training.of(_protocol({"lr_schedule": "cosine", "lr_final_fraction": 0.0,
+                                       "ema_decay": 0.999}), "rad")
+    assert str(ema) == "cosine + EMA" and ema.recipe
+    # the last iterate: the same training without the average, kept apart from its own runs
+    assert ema.last_iterate() == study.Training(lr_schedule="cosine", from_ema_run=True)
+    assert str(ema.last_iterate()) == "cosine (from the EMA runs)"
+    assert str(study.Training.of(_protocol({"ema_decay": 0.999}), "rad").last_iterate()) == \
+        "paper (from the EMA runs)"
+    # with early stopping the last iterate is of another training set: none
+    stopped = study.Training.of(_protocol({"early_stopping": True, "ema_decay": 0.9}), "rad")
+    assert str(stopped) == "early stopping + EMA" and stopped.last_iterate() is None
+    # steps, rate and width are settings, named after the recipe; only rad is widened here
+    wide = study.Training.of(_protocol({"lr_schedule": "cosine"}, lr=3e-3, hidden=32), "rad")
+    assert (wide.lr, wide.hidden, wide.recipe) == (3e-3, 32, False)
+    assert str(wide) == "cosine (lr 0.003) (hidden 32)"
+    assert study.Training.of(_protocol(lr=3e-3, hidden=32), "realnvp").hidden is None
+    longer = study.Training.of(_protocol(steps=200_000), "realnvp")
+    assert str(longer) == "paper (200,000 steps)" and not longer.recipe
+    assert longer.steps == 200_000
+
+
+def test_a_refit_is_its_own_run_or_the_last_iterate_of_an_ema_run(study):
+    cosine = study.Training(lr_schedule="cosine")
+    runs = {(study.Training(lr_schedule="cosine", from_ema_run=True), 10_000, "ring", "rad"):
+            {0: "ema run 0", 1: "ema run 1"},
+            (cosine, 10_000, "ring", "rad"): {1: "own run 1", 3: "own run 3"}}
+    assert study.refit(runs, cosine, "ring", "rad") == {0: "ema run 0", 1: "own run 1",
+                                                         3: "own run 3"}
+    assert study.refit(runs, cosine, "spiral", "rad") == {}
 
 
 def test_verdict_reads_the_t_interval(study):
@@ -325,12 +357,13 @@ def test_matched_time_by_hand_from_the_runs_records(study):
     spread = np.array([-0.5, 0.5])
     runs = {}
     for (problem, seed), score in nvp.items():
-        runs.setdefault(("paper (200,000 steps)", 10_000, problem, "realnvp"), {})[seed] = \
-            score + spread
+        runs.setdefault((study.Training(steps=200_000), 10_000, problem, "realnvp"), {})[
+            seed] = score + spread
     for (problem, seed), score in rad.items():
-        runs.setdefault(("paper", 10_000, problem, "rad"), {})[seed] = score + spread
+        runs.setdefault((study.PAPER_TRAINING, 10_000, problem, "rad"), {})[seed] = \
+            score + spread
     computed = study.matched_time(runs, n_boot=10)
-    assert computed["variant"] == "paper (200,000 steps)"
+    assert computed["variant"] == "paper (200,000 steps)" and computed["steps"] == 200_000
     # Holm: the i-th smallest p-value is tested at 0.05 / (m - i) (i from 0)
     # while all before it were rejected; from the first kept one on, its level
     order = sorted(cells, key=lambda p: cells[p][2])
@@ -396,9 +429,10 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
     assert two_moons["mean"] == pytest.approx(0.25) and two_moons["seeds"] == [0, 1, 2]
     assert two_moons["t_low"] == pytest.approx(0.25) == two_moons["t_high"]  # sd 0
     recipes = numbers["recipes"]
-    assert set(recipes) == {"cosine + EMA", "cosine", "early stopping"}
+    assert set(recipes) == {"cosine + EMA", "cosine (from the EMA runs)", "early stopping"}
     assert recipes["cosine + EMA"]["rad"]["ring"]["minus_paper"]["mean"] == pytest.approx(0.125)
-    assert recipes["cosine"]["rad"]["ring"]["minus_paper"]["mean"] == pytest.approx(-0.375)
+    last = recipes["cosine (from the EMA runs)"]
+    assert last["rad"]["ring"]["minus_paper"]["mean"] == pytest.approx(-0.375)
     assert set(recipes["early stopping"]) == {"rad"}
     assert numbers["beyond"]["variant"] == "cosine + EMA"
     assert numbers["beyond"]["problems"]["grid"]["mean"] == pytest.approx(0.125)
@@ -424,16 +458,21 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
 def test_own_best_leaves_out_runs_of_more_steps(study):
     # four times the steps is a budget (table matched_time), not a recipe:
     # Real NVP's "own best recipe" is cosine here although 200,000 steps gain more
+    # (and so is another rate, here gaining even more for Rad: table selected's)
     rng = np.random.default_rng(0)
-    runs, recipes = {}, {"cosine": {}, "paper (200,000 steps)": {}}
+    cosine, longer = study.Training(lr_schedule="cosine"), study.Training(steps=200_000)
+    faster = study.Training(lr=3e-3)
+    runs, recipes = {}, {"cosine": {}, "paper (200,000 steps)": {}, "paper (lr 0.003)": {}}
     for p in datasets.PROBLEMS:
         base = {s: rng.normal(size=20) for s in range(3)}
         for model in ("rad", "realnvp"):
-            runs[("paper", 10_000, p, model)] = base
-            runs[("cosine", 10_000, p, model)] = {s: v + 0.125 for s, v in base.items()}
+            runs[(study.PAPER_TRAINING, 10_000, p, model)] = base
+            runs[(cosine, 10_000, p, model)] = {s: v + 0.125 for s, v in base.items()}
             recipes["cosine"].setdefault(model, {})[p] = {"minus_paper": {"mean": 0.125}}
-        runs[("paper (200,000 steps)", 10_000, p, "realnvp")] = {s: v + 1.0 for s, v in base.items()}
+        runs[(longer, 10_000, p, "realnvp")] = {s: v + 1.0 for s, v in base.items()}
         recipes["paper (200,000 steps)"].setdefault("realnvp", {})[p] = {"minus_paper": {"mean": 1.0}}
+        runs[(faster, 10_000, p, "rad")] = {s: v + 2.0 for s, v in base.items()}
+        recipes["paper (lr 0.003)"].setdefault("rad", {})[p] = {"minus_paper": {"mean": 2.0}}
     own = study.own_best({"recipes": recipes}, runs, n_boot=10)
     assert (own["rad_variant"], own["realnvp_variant"]) == ("cosine", "cosine")
     assert own["problems"]["ring"]["rad_minus_realnvp"]["mean"] == pytest.approx(0.0, abs=1e-12)
@@ -500,7 +539,8 @@ def test_two_moons_settled_on_synthetic_runs(study, tmp_path):
     runs = study.load_runs(str(tmp_path), legacy=str(tmp_path / "none"))
     for model, offset in (("rad", 0.125), ("realnvp", 0.0)):
         runs[(study.CONTROL, 10_000, "two_moons", model)] = {
-            s: runs[("paper", 10_000, "two_moons", model)][s] + offset for s in range(3)}
+            s: runs[(study.PAPER_TRAINING, 10_000, "two_moons", model)][s] + offset
+            for s in range(3)}
     moons = study.two_moons_settled(runs, n_boot=50)
     rows = list(moons["rows"].values())
     assert [r["rad_minus_realnvp"]["mean"] for r in rows] == pytest.approx([0.0, 0.25, 0.125])
@@ -592,18 +632,20 @@ def test_choose_by_hand(study):
         "--lr-schedule constant",
         "radref reproduce --problems spiral --models realnvp --seeds 0 --lr 0.003 "
         "--lr-schedule cosine"]
-    assert study.selection_variant(choices["spiral realnvp 56 0"]) == "cosine (lr 0.003)"
-    assert study.selection_variant(dict(choices["spiral realnvp 56 1"], lr=1e-3, model="rad",
-                                        hidden=32)) == "paper (hidden 32)"
+    assert study.Training.chosen(choices["spiral realnvp 56 0"]) == study.Training(
+        lr_schedule="cosine", lr=3e-3)
+    assert str(study.Training.chosen(dict(choices["spiral realnvp 56 1"], lr=1e-3, model="rad",
+                                          hidden=32))) == "paper (hidden 32)"
 
 
 def test_selected_rows_take_each_seeds_chosen_refit(study):
     # Rad: seed 0 chose the paper's training, seed 1 a cosine decay at 3e-3;
     # Real NVP chose the paper's on both.  Differences are offsets exactly.
     base = {s: np.random.default_rng(s).normal(size=30) for s in (0, 1)}
-    runs = {("paper", 10_000, "ring", "rad"): {0: base[0] + 0.5, 1: base[1] - 9.0},
-            ("cosine (lr 0.003)", 10_000, "ring", "rad"): {0: base[0] - 9.0, 1: base[1] + 0.25},
-            ("paper", 10_000, "ring", "realnvp"): {0: base[0], 1: base[1]}}
+    fast = study.Training(lr_schedule="cosine", lr=3e-3)
+    runs = {(study.PAPER_TRAINING, 10_000, "ring", "rad"): {0: base[0] + 0.5, 1: base[1] - 9.0},
+            (fast, 10_000, "ring", "rad"): {0: base[0] - 9.0, 1: base[1] + 0.25},
+            (study.PAPER_TRAINING, 10_000, "ring", "realnvp"): {0: base[0], 1: base[1]}}
     choices = {f"ring rad 8 {s}": {"problem": "ring", "model": "rad", "hidden": 8, "seed": s,
                                    "lr": lr, "lr_schedule": k}
                for s, lr, k in ((0, 1e-3, "constant"), (1, 3e-3, "cosine"))}
@@ -638,15 +680,16 @@ def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
     # run but no width-8 refit: only its difference to the baseline is shown.
     base = {s: np.random.default_rng(s).normal(size=30) for s in (0, 1, 2)}
     seeds = (0, 1, 2)
-    runs = {("cosine (lr 0.003)", 10_000, "ring", "rad"): {s: base[s] for s in seeds},
-            ("cosine (lr 0.003) (hidden 32)", 10_000, "ring", "rad"):
+    fast = dict(lr_schedule="cosine", lr=3e-3)
+    T = study.Training
+    runs = {(T(**fast), 10_000, "ring", "rad"): {s: base[s] for s in seeds},
+            (T(**fast, hidden=32), 10_000, "ring", "rad"):
                 {s: base[s] + 0.25 + 0.01 * s for s in seeds},
-            ("cosine (lr 0.003) (hidden 64)", 10_000, "ring", "rad"): {0: base[0] - 0.5},
-            ("paper (hidden 32)", 10_000, "ring", "rad"): {s: base[s] + 9.0 for s in seeds},
-            ("paper", 10_000, "two_circles", "rad"): {s: base[s] for s in seeds},
-            ("paper (hidden 32)", 10_000, "two_circles", "rad"):
-                {s: base[s] - 0.125 for s in seeds},
-            ("paper (hidden 32)", 10_000, "spiral", "rad"): {s: base[s] + 0.5 for s in seeds}}
+            (T(**fast, hidden=64), 10_000, "ring", "rad"): {0: base[0] - 0.5},
+            (T(hidden=32), 10_000, "ring", "rad"): {s: base[s] + 9.0 for s in seeds},
+            (T(), 10_000, "two_circles", "rad"): {s: base[s] for s in seeds},
+            (T(hidden=32), 10_000, "two_circles", "rad"): {s: base[s] - 0.125 for s in seeds},
+            (T(hidden=32), 10_000, "spiral", "rad"): {s: base[s] + 0.5 for s in seeds}}
     choices = {}
     for problem, lr, schedule in (("ring", 3e-3, "cosine"), ("two_circles", 1e-3, "constant"),
                                   ("spiral", 1e-3, "constant")):
@@ -694,7 +737,7 @@ def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
     assert "no verdict (one seed)" in table
     assert "| ring | 8 | " in table and table.count("the baseline ahead") == 5
     # without a wider run there is no table
-    narrow_only = {k: v for k, v in runs.items() if "hidden" not in k[0]}
+    narrow_only = {k: v for k, v in runs.items() if k[0].hidden is None}
     assert study.capacity_rows(narrow_only, baselines, choices, n_boot=20) == {}
 
 

@@ -22,16 +22,19 @@ test point (:func:`exact_points`), paired by seed with the model's
 per-point scores.  The verdicts of each table are read from Holm-corrected
 intervals (:func:`holm`) across its rows.
 
-A run's *variant* is named by its protocol's recipe: ``paper`` (none),
-``cosine``, ``EMA``, ``early stopping``, joined with ``+``.  A run with a
-parameter average also yields its last iterate (``test_points.npz`` key
-``last_iterate``): the variant without ``EMA``, on the same trajectory.
+Runs are keyed by their settings (:class:`Training`: the recipe, steps,
+rate and width), and each table selects by setting.  A run with a parameter
+average also yields its last iterate (``test_points.npz`` key
+``last_iterate``): the same training without the average, on the same
+trajectory, kept apart as ``from_ema_run``.  ``str(training)`` is the name
+the tables show: the recipe (``paper`` for none, ``cosine``, ``EMA``,
+``early stopping``, joined with ``+``), then the steps, rate and width that
+differ from the paper's (``paper (5,000 steps)``,
+``cosine (lr 0.003) (hidden 32)``).
 
 Comparisons use :func:`paired.compare`: the Student t interval across seeds of
 the per-seed mean differences (the headline; corrected by :func:`holm`), and
-the paired bootstrap over the 10,000 test points pooled over seeds.  Other
-steps, rates or widths than the paper's name their variant too
-(``paper (5,000 steps)``, ``cosine (lr 0.003) (hidden 32)``).
+the paired bootstrap over the 10,000 test points pooled over seeds.
 
 Usage::
 
@@ -41,6 +44,7 @@ Usage::
     python validation/study.py --figure-only        # redraw the figure from study.json
 """
 import argparse
+import dataclasses
 import functools
 import glob
 import json
@@ -69,35 +73,88 @@ ALPHA = 0.05
 
 
 # ------------------------------------------------------------------ loading
-def variant_names(recipe):
-    """(name of the model's scores, name of the last iterate's or None)."""
-    parts = []
-    if recipe.get("lr_schedule"):
-        parts.append(recipe["lr_schedule"])
-    if recipe.get("early_stopping"):
-        parts.append("early stopping")
-    last = " + ".join(parts) or "paper"
-    if "ema_decay" in recipe:
-        parts.append("EMA")
-    name = " + ".join(parts) or "paper"
-    return name, (last if name != last and not recipe.get("early_stopping") else None)
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """How a run was trained, beyond its problem, model, seed and number of
+    training points: the key :func:`load_runs` files its scores under.  Each
+    table selects runs by these settings; ``str()`` is the name the tables
+    show (``paper``, ``cosine + EMA``, ``cosine (lr 0.003) (hidden 32)``).
+
+    ``hidden`` is None at the model's paper width (8 for Rad, 56 for Real
+    NVP), so that ``Training()`` is the paper protocol of either model.
+    ``from_ema_run`` marks the last iterate of a run with a parameter average
+    (``test_points.npz`` key ``last_iterate``): a run of the same training
+    without the average, on the same trajectory, but not the same run."""
+    lr_schedule: str = "constant"
+    ema: bool = False
+    early_stopping: bool = False
+    steps: int = 50_000
+    lr: float = 1e-3
+    hidden: int | None = None
+    from_ema_run: bool = False
+
+    @classmethod
+    def of(cls, protocol, model):
+        """The training of ``model``'s runs under a ``protocol.json``."""
+        recipe = protocol.get("recipe", {})
+        hidden = protocol.get("architectures", {}).get(model, {}).get("hidden",
+                                                                     PAPER_HIDDEN[model])
+        return cls(lr_schedule=recipe.get("lr_schedule") or "constant",
+                   ema="ema_decay" in recipe, early_stopping=bool(recipe.get("early_stopping")),
+                   steps=protocol["steps"], lr=protocol["adam"]["lr"],
+                   hidden=None if hidden == PAPER_HIDDEN[model] else hidden)
+
+    @classmethod
+    def chosen(cls, choice):
+        """The training of a choice of validation/select_flows.py (its refit)."""
+        hidden = choice["hidden"]
+        return cls(lr_schedule=choice["lr_schedule"], lr=choice["lr"],
+                   hidden=None if hidden == PAPER_HIDDEN[choice["model"]] else hidden)
+
+    @property
+    def recipe(self):
+        """Only the recipe differs from the paper protocol: its steps, rate and width."""
+        return (self.steps, self.lr, self.hidden) == (PAPER["steps"], PAPER["lr"], None)
+
+    def last_iterate(self):
+        """The training of the last iterate of this run's parameter average,
+        or None: without an average there is none, and with early stopping
+        the last iterate is of another training set (9,000 of the points)."""
+        if not self.ema or self.early_stopping:
+            return None
+        return dataclasses.replace(self, ema=False, from_ema_run=True)
+
+    def __str__(self):
+        parts = [self.lr_schedule] if self.lr_schedule != "constant" else []
+        parts += ["early stopping"] * self.early_stopping + ["EMA"] * self.ema
+        settings = [f"{self.steps:,} steps"] * (self.steps != PAPER["steps"])
+        settings += [f"lr {self.lr:g}"] * (self.lr != PAPER["lr"])
+        return (" + ".join(parts) or "paper") + (
+            f" ({', '.join(settings)})" if settings else "") + (
+            f" (hidden {self.hidden})" if self.hidden is not None else "") + (
+            " (from the EMA runs)" if self.from_ema_run else "")
+
+
+#: the paper protocol (either model at its paper width)
+PAPER_TRAINING = Training()
 
 
 def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
-    """``{(variant, n_train, problem, model): {seed: per-point test log-likelihoods}}``."""
+    """``{(Training, n_train, problem, model): {seed: per-point test log-likelihoods}}``."""
     runs = {}
 
-    def add(variant, n_train, problem, model, seed, points):
-        cell = runs.setdefault((variant, n_train, problem, model), {})
+    def add(training, n_train, problem, model, seed, points):
+        cell = runs.setdefault((training, n_train, problem, model), {})
         if seed in cell:
-            raise ValueError(f"two runs of {variant} n={n_train} {problem} {model} s{seed}")
+            raise ValueError(f"two runs of {training} n={n_train} {problem} {model} s{seed}")
         cell[seed] = points
 
     for directory in sorted(glob.glob(os.path.join(legacy, "*")) if legacy else []):
         result = _json(os.path.join(directory, "result.json"))
         if any(result[k] != v for k, v in PAPER.items()):
             raise ValueError(f"{directory} is not of the paper protocol")
-        add("paper", result["n_train"], result["problem"], result["model"], result["seed"],
+        add(PAPER_TRAINING, result["n_train"], result["problem"], result["model"],
+            result["seed"],
             paired.checkpoint_points(os.path.join(directory, "checkpoint.npz"),
                                      result["problem"], result["seed"], result["n_train"],
                                      result["n_test"]))
@@ -109,39 +166,27 @@ def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
                              f"{protocol['batch_size']}; the study pairs runs on the paper's "
                              f"{PAPER['n_test']} held-out points at batch "
                              f"{PAPER['batch_size']} (a --quick smoke test cannot be studied)")
-        name, last = variant_names(protocol.get("recipe", {}))
-        settings = setting_suffix(protocol)
-        name, last = name + settings, (last + settings if last else None)
         for run in sorted(glob.glob(os.path.join(os.path.dirname(protocol_file), "runs", "*"))):
             if not os.path.exists(os.path.join(run, "test_points.npz")):
                 continue  # an unfinished run
             result = _json(os.path.join(run, "result.json"))
-            model_name = name + hidden_suffix(protocol, result["model"])
+            training = Training.of(protocol, result["model"])
             with np.load(os.path.join(run, "test_points.npz")) as points:
-                add(model_name, protocol["n_train"], result["problem"], result["model"],
+                add(training, protocol["n_train"], result["problem"], result["model"],
                     result["seed"], points["model"])
-                if last is not None:
-                    add(last + " (from the EMA runs)" if last == "paper" else last,
-                        protocol["n_train"], result["problem"], result["model"],
-                        result["seed"], points["last_iterate"])
+                if training.last_iterate() is not None:
+                    add(training.last_iterate(), protocol["n_train"], result["problem"],
+                        result["model"], result["seed"], points["last_iterate"])
     return runs
 
 
-def setting_suffix(protocol):
-    """`` (5,000 steps)``, `` (lr 0.003)``: the protocol's settings that differ
-    from the paper's steps and rate, appended to the variant's name."""
-    parts = []
-    if protocol["steps"] != PAPER["steps"]:
-        parts.append(f"{protocol['steps']:,} steps")
-    if protocol["adam"]["lr"] != PAPER["lr"]:
-        parts.append(f"lr {protocol['adam']['lr']:g}")
-    return f" ({', '.join(parts)})" if parts else ""
-
-
-def hidden_suffix(protocol, model):
-    """`` (hidden 32)`` when the model's width is not the paper's."""
-    hidden = protocol.get("architectures", {}).get(model, {}).get("hidden", PAPER_HIDDEN[model])
-    return "" if hidden == PAPER_HIDDEN[model] else f" (hidden {hidden})"
+def refit(runs, training, problem, model, n_train=10_000):
+    """``{seed: points}`` of ``training``: its own runs, and for the seeds
+    without one the last iterate of a run of it with a parameter average
+    (the same trajectory: the average does not change the iterates)."""
+    from_ema = runs.get((dataclasses.replace(training, from_ema_run=True), n_train, problem,
+                         model), {})
+    return {**from_ema, **runs.get((training, n_train, problem, model), {})}
 
 
 def load_baselines(directory=os.path.join(STUDY, "baselines")):
@@ -291,7 +336,8 @@ def analyse(runs, baselines, n_boot, dimensions=None, selection=None):
     for p in PROBLEMS:
         # both models on the seeds both have (a run of one model may have
         # finished before the other's)
-        rad, nvp = common(runs[("paper", 10_000, p, "rad")], runs[("paper", 10_000, p, "realnvp")])
+        rad, nvp = common(runs[(PAPER_TRAINING, 10_000, p, "rad")],
+                          runs[(PAPER_TRAINING, 10_000, p, "realnvp")])
         truth = exact(p, rad, 10_000)
         out["exact"][p] = {str(s): float(np.mean(v)) for s, v in truth.items()}
         row = {"rad": means(rad), "realnvp": means(nvp), "rad_minus_realnvp":
@@ -311,17 +357,18 @@ def analyse(runs, baselines, n_boot, dimensions=None, selection=None):
     holm([out["paper"][p]["rad_minus_best"] for p in PROBLEMS if "rad_minus_best" in
           out["paper"][p]])
     # other trainings of the paper's widths (a wider model is table `capacity`'s)
-    variants = sorted({v for v, n, _, _ in runs
-                       if n == 10_000 and v != "paper" and "(hidden " not in v})
-    for v in variants:
+    trainings = sorted({t for t, n, _, _ in runs if n == 10_000 and t != PAPER_TRAINING
+                        and t.hidden is None}, key=str)
+    for t in trainings:
         for model in ("rad", "realnvp"):
-            if not all((v, 10_000, p, model) in runs for p in PROBLEMS):
+            if not all((t, 10_000, p, model) in runs for p in PROBLEMS):
                 continue
-            out["recipes"].setdefault(v, {})[model] = {
-                p: {"scores": means(runs[(v, 10_000, p, model)]),
-                    "minus_paper": difference(runs[(v, 10_000, p, model)],
-                                              runs[("paper", 10_000, p, model)], n_boot)}
+            out["recipes"].setdefault(str(t), {})[model] = {
+                p: {"scores": means(runs[(t, 10_000, p, model)]),
+                    "minus_paper": difference(runs[(t, 10_000, p, model)],
+                                              runs[(PAPER_TRAINING, 10_000, p, model)], n_boot)}
                 for p in PROBLEMS}
+    by_name = {str(t): t for t in trainings}
     for v, by_model in out["recipes"].items():
         for cells in by_model.values():
             holm([cells[p]["minus_paper"] for p in PROBLEMS])
@@ -329,9 +376,10 @@ def analyse(runs, baselines, n_boot, dimensions=None, selection=None):
     if both:
         best = max(both, key=lambda v: np.mean(
             [out["recipes"][v]["rad"][p]["minus_paper"]["mean"] for p in PROBLEMS]))
+        t = by_name[best]
         out["beyond"] = {"variant": best, "problems": {
-            p: difference(runs[(best, 10_000, p, "rad")], runs[(best, 10_000, p, "realnvp")],
-                          n_boot) for p in PROBLEMS}}
+            p: difference(runs[(t, 10_000, p, "rad")], runs[(t, 10_000, p, "realnvp")], n_boot)
+            for p in PROBLEMS}}
         holm(list(out["beyond"]["problems"].values()))
         out["own_best"] = own_best(out, runs, n_boot)
     out["data_size"] = data_sizes(runs, n_boot)
@@ -356,31 +404,22 @@ def matched_time(runs, n_boot):
     steps raised until its run takes about Rad's wall time: ``radref
     reproduce --models realnvp --steps 200000``), paired by seed, Holm across
     the problems; ``{}`` until every problem has such runs."""
-    longer = sorted({v for v, n, _, model in runs if n == 10_000 and model == "realnvp"
-                     and re.fullmatch(r"paper \(([\d,]+) steps\)", v)},
-                    key=lambda v: int(re.sub(r"\D", "", v)))
-    longer = [v for v in longer if int(re.sub(r"\D", "", v)) > PAPER["steps"]
-              and all((v, 10_000, p, "realnvp") in runs for p in PROBLEMS)]
+    longer = sorted({t for t, n, _, model in runs if n == 10_000 and model == "realnvp"
+                     and t.steps > PAPER["steps"]
+                     and t == dataclasses.replace(PAPER_TRAINING, steps=t.steps)
+                     and all((t, 10_000, p, "realnvp") in runs for p in PROBLEMS)},
+                    key=lambda t: t.steps)
     if not longer:
         return {}
-    variant = longer[-1]
+    training = longer[-1]
     rows = {}
     for p in PROBLEMS:
-        rad, nvp = common(runs[("paper", 10_000, p, "rad")], runs[(variant, 10_000, p, "realnvp")])
+        rad, nvp = common(runs[(PAPER_TRAINING, 10_000, p, "rad")],
+                          runs[(training, 10_000, p, "realnvp")])
         rows[p] = {"rad": means(rad), "realnvp": means(nvp),
                    "rad_minus_realnvp": difference(rad, nvp, n_boot)}
     holm([rows[p]["rad_minus_realnvp"] for p in PROBLEMS])
-    return {"variant": variant, "problems": rows}
-
-
-def selection_variant(choice):
-    """The variant name of the refit of a choice of validation/select_flows.py
-    (as :func:`load_runs` names it from the refit's protocol)."""
-    lr, schedule = choice["lr"], choice["lr_schedule"]
-    name = "paper" if schedule == "constant" else schedule
-    name += f" (lr {lr:g})" if lr != PAPER["lr"] else ""
-    hidden = choice["hidden"]
-    return name + ("" if hidden == PAPER_HIDDEN[choice["model"]] else f" (hidden {hidden})")
+    return {"variant": str(training), "steps": training.steps, "problems": rows}
 
 
 def selected_rows(runs, baselines, choices, n_boot):
@@ -391,7 +430,7 @@ def selected_rows(runs, baselines, choices, n_boot):
     cells = {}
     for choice in choices.values():
         key = (choice["problem"], choice["model"], choice["hidden"])
-        run = runs.get((selection_variant(choice), 10_000, choice["problem"], choice["model"]))
+        run = refit(runs, Training.chosen(choice), choice["problem"], choice["model"])
         if run and choice["seed"] in run:
             cells.setdefault(key, {})[choice["seed"]] = run[choice["seed"]]
     found = {}
@@ -437,8 +476,8 @@ def capacity_rows(runs, baselines, choices, n_boot):
         if choice["model"] != "rad" or choice["hidden"] != PAPER_HIDDEN["rad"]:
             continue
         for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
-            run = runs.get((selection_variant({**choice, "hidden": hidden}), 10_000,
-                            choice["problem"], "rad"))
+            run = refit(runs, Training.chosen({**choice, "hidden": hidden}),
+                        choice["problem"], "rad")
             if run and choice["seed"] in run:
                 cell = cells.setdefault(choice["problem"], {}).setdefault(hidden, {})
                 cell[choice["seed"]] = run[choice["seed"]]
@@ -469,15 +508,17 @@ def exact_gap(problem, cell, n_train=10_000):
 
 def own_best(out, runs, n_boot):
     """Each model with the recipe (or the paper's training) of its best mean
-    change over the six problems, Rad − Real NVP on seeds 0-2.  Runs of
-    more steps are left out: more steps is a larger budget (table
-    ``matched_time``), not a recipe."""
+    change over the six problems, Rad − Real NVP on seeds 0-2.  Only
+    trainings that differ from the paper's by their recipe compete: more
+    steps is a larger budget (table ``matched_time``), another rate a
+    choice (table ``selected``)."""
+    recipes = {str(t): t for t, n, _, _ in runs if n == 10_000 and t.recipe}
+
     def best(model):
-        gains = {v: np.mean([cells[p]["minus_paper"]["mean"] for p in PROBLEMS])
-                 for v, by_model in out["recipes"].items()
-                 for m, cells in by_model.items()
-                 if m == model and not re.search(r"\([\d,]+ steps\)", v)}
-        gains["paper"] = 0.0
+        gains = {recipes[v]: np.mean([cells[p]["minus_paper"]["mean"] for p in PROBLEMS])
+                 for v, by_model in out["recipes"].items() if v in recipes
+                 for m, cells in by_model.items() if m == model}
+        gains[PAPER_TRAINING] = 0.0
         return max(gains, key=gains.get)
     rad, nvp = best("rad"), best("realnvp")
     seeds = [0, 1, 2]
@@ -488,7 +529,7 @@ def own_best(out, runs, n_boot):
         cells[p] = {"rad": means(a), "realnvp": means(b), "rad_minus_realnvp":
                     difference(a, b, n_boot), "rad_gap": exact_gap(p, a)}
     holm([cells[p]["rad_minus_realnvp"] for p in PROBLEMS])
-    return {"rad_variant": rad, "realnvp_variant": nvp, "problems": cells}
+    return {"rad_variant": str(rad), "realnvp_variant": str(nvp), "problems": cells}
 
 
 def data_sizes(runs, n_boot):
@@ -497,12 +538,12 @@ def data_sizes(runs, n_boot):
     that size: ``{problem: {n_train: cell}}``; Holm across all the rows."""
     found = {}
     for problem in PROBLEMS:
-        sizes = sorted({n for v, n, p, _ in runs if v == "paper" and p == problem})
+        sizes = sorted({n for t, n, p, _ in runs if t == PAPER_TRAINING and p == problem})
         if len(sizes) < 2:
             continue
         for n in sizes:
-            rad, nvp = runs.get(("paper", n, problem, "rad")), runs.get(
-                ("paper", n, problem, "realnvp"))
+            rad, nvp = runs.get((PAPER_TRAINING, n, problem, "rad")), runs.get(
+                (PAPER_TRAINING, n, problem, "realnvp"))
             if not (rad and nvp):
                 continue
             rad, nvp = common(rad, nvp)
@@ -517,7 +558,7 @@ def data_sizes(runs, n_boot):
 #: the control of two moons at 10,000 points that sees each point as often
 #: as the 100,000-point runs do: 5,000 steps x 500 = 250 passes (100,000
 #: points: 50,000 x 500 / 100,000 = 250 passes)
-CONTROL = "paper (5,000 steps)"
+CONTROL = Training(steps=5_000)
 
 
 def two_moons_settled(runs, n_boot, problem="two_moons"):
@@ -527,15 +568,17 @@ def two_moons_settled(runs, n_boot, problem="two_moons"):
     between them (the test points of a seed are the same at every size:
     ``train_test_split_samples`` draws them from their own stream)."""
     rows = {}
-    for label, variant, n in (("10,000 points, 50,000 steps", "paper", 10_000),
-                              ("100,000 points, 50,000 steps", "paper", 100_000),
-                              ("10,000 points, 5,000 steps (passes of 100,000)", CONTROL,
-                               10_000)):
-        rad, nvp = runs.get((variant, n, problem, "rad")), runs.get((variant, n, problem,
-                                                                      "realnvp"))
+    trainings = {}
+    for label, training, n in (("10,000 points, 50,000 steps", PAPER_TRAINING, 10_000),
+                               ("100,000 points, 50,000 steps", PAPER_TRAINING, 100_000),
+                               ("10,000 points, 5,000 steps (passes of 100,000)", CONTROL,
+                                10_000)):
+        rad, nvp = runs.get((training, n, problem, "rad")), runs.get((training, n, problem,
+                                                                       "realnvp"))
         if rad and nvp and len(common(rad, nvp)[0]) >= 2:
             rad, nvp = common(rad, nvp)
-            rows[label] = {"variant": variant, "n_train": n, "rad": means(rad),
+            trainings[label] = training
+            rows[label] = {"variant": str(training), "n_train": n, "rad": means(rad),
                            "realnvp": means(nvp), "rad_minus_realnvp":
                            difference(rad, nvp, n_boot), "rad_gap": exact_gap(problem, rad, n),
                            "realnvp_gap": exact_gap(problem, nvp, n)}
@@ -548,17 +591,17 @@ def two_moons_settled(runs, n_boot, problem="two_moons"):
         if max(later, earlier) >= len(labels):
             continue
         a, b = rows[labels[later]], rows[labels[earlier]]
-        da = _per_seed_difference(runs, a, problem)
-        db = _per_seed_difference(runs, b, problem)
+        da = _per_seed_difference(runs, trainings[labels[later]], a["n_train"], problem)
+        db = _per_seed_difference(runs, trainings[labels[earlier]], b["n_train"], problem)
         if len(common(da, db)[0]) >= 2:
             changes[f"{labels[later]} − {labels[earlier]}"] = difference(da, db, n_boot)
     holm(list(changes.values()))
     return {"rows": rows, "changes": changes}
 
 
-def _per_seed_difference(runs, row, problem):
-    rad = runs[(row["variant"], row["n_train"], problem, "rad")]
-    nvp = runs[(row["variant"], row["n_train"], problem, "realnvp")]
+def _per_seed_difference(runs, training, n_train, problem):
+    rad = runs[(training, n_train, problem, "rad")]
+    nvp = runs[(training, n_train, problem, "realnvp")]
     return {s: rad[s] - nvp[s] for s in sorted(set(rad) & set(nvp))}
 
 
@@ -736,8 +779,8 @@ def own_best_table(study):
 
 def matched_time_table(study):
     matched = study["matched_time"]
-    steps = matched["variant"][len("paper ("):-1]
-    rows = [f"| problem | Rad (paper, 50,000 steps) | Real NVP ({steps}) | {COMPARISON[0]} |",
+    rows = [f"| problem | Rad (paper, {PAPER['steps']:,} steps) | Real NVP "
+            f"({matched['steps']:,} steps) | {COMPARISON[0]} |",
             f"|---|---|---|{COMPARISON[1]}"]
     for p, row in matched["problems"].items():
         rows.append(_comparison(p, row["rad"], row["realnvp"], row["rad_minus_realnvp"]))
@@ -912,8 +955,8 @@ def run_times(study_dir=STUDY):
                                            "result.json")):
             r = _json(path)
             seconds[r["model"]].append(r["seconds_this_session"])
-        name = variant_names(protocol.get("recipe", {}))[0] + setting_suffix(protocol) + "".join(
-            sorted({hidden_suffix(protocol, model) for model in seconds if seconds[model]}))
+        name = " / ".join(sorted({str(Training.of(protocol, model))
+                                  for model in seconds if seconds[model]}))
         label = f"{name}, {protocol['n_train']:,} points ({os.path.basename(os.path.dirname(protocol_file))})"
         found[label] = _times(seconds, "wall")
     for directory, label in ((os.path.join(study_dir, "baselines"), "baselines, 2-D"),
