@@ -120,6 +120,30 @@ def test_each_instruction_set_keeps_its_own_block(bench, tmp_path):
     assert text.index(native_start) < text.index(avx2_start)  # where each was first put
 
 
+def test_another_machine_keeps_its_own_block_and_files(bench, tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n")
+    bench.update_markdown(str(page), "our native", "native")
+    bench.update_markdown(str(page), "their native", "native", "intel-xeon")
+    bench.update_markdown(str(page), "their native again", "native", "intel-xeon")
+    text = page.read_text()
+    ours, theirs = bench.markers("native"), bench.markers("native", "intel-xeon")
+    assert theirs == ("<!-- benchmark:start isa=native machine=intel-xeon -->",
+                      "<!-- benchmark:end isa=native machine=intel-xeon -->")
+    assert f"{ours[0]}\nour native\n{ours[1]}" in text
+    assert f"{theirs[0]}\ntheir native again\n{theirs[1]}" in text
+    assert text.count("their native") == 1
+    args = bench.parse_args(["--isa", "avx2", "--machine", "intel-xeon"])
+    out, figure = bench.output_paths(args)
+    assert out.endswith("benchmark_avx2_intel-xeon.json")
+    assert figure.endswith("performance_scaling_avx2_intel-xeon.png")
+    assert bench.output_paths(bench.parse_args(["--isa", "avx2"]))[0].endswith(
+        "benchmark_avx2.json")
+    for bad in ("Intel Xeon", "intel_xeon", "-x", "", "x/../y"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--machine", bad])
+
+
 def test_report_only_rewrites_the_block_from_the_json(quick_run, bench):
     _, result, tmp = quick_run
     page = tmp / "report.md"

@@ -46,6 +46,7 @@ import io
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -80,14 +81,25 @@ PROBLEM = "ring"  # the 2-D data set of the batches (radref.datasets)
 MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 
-def markers(isa="environment"):
+def markers(isa="environment", machine=None):
     """The Markdown block's delimiters: one block per instruction-set setting
     (``--isa native`` and ``--isa avx2`` each keep their own, so the page shows
     both; a run with the environment's variables as they are has the plain
-    pair)."""
-    if isa == "environment":
+    pair), and per ``--machine`` label (another computer's runs beside the
+    page's own, which have none)."""
+    if isa == "environment" and machine is None:
         return MARK_START, MARK_END
-    return f"<!-- benchmark:start isa={isa} -->", f"<!-- benchmark:end isa={isa} -->"
+    tag = f"isa={isa}" + (f" machine={machine}" if machine else "")
+    return f"<!-- benchmark:start {tag} -->", f"<!-- benchmark:end {tag} -->"
+
+
+def machine_label(text):
+    """``--machine``: a short label of lower-case letters, digits and hyphens
+    (it names the Markdown block, the JSON file and the figure)."""
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use lower-case letters, digits and "
+                                         f"hyphens (for example intel-xeon)")
+    return text
 
 
 class Timing(NamedTuple):
@@ -799,10 +811,11 @@ def kernels_text(env):
     return "; ".join(parts) + "." if parts else ""
 
 
-def update_markdown(path, block, isa="environment"):
-    """Replace the text between the markers of ``isa`` (append a section if
-    there are none); the blocks of other settings are left as they are."""
-    start, end = markers(isa)
+def update_markdown(path, block, isa="environment", machine=None):
+    """Replace the text between the markers of ``isa`` and ``machine``
+    (append a section if there are none); the blocks of other settings and
+    machines are left as they are."""
+    start, end = markers(isa, machine)
     text = ""
     if os.path.exists(path):
         with open(path) as f:
@@ -923,6 +936,10 @@ def parse_args(argv):
                              "of this environment as they are (default), every kernel variable "
                              "unset (native), or an AVX2 machine's for NumPy, OpenBLAS, PyTorch "
                              "and XLA (avx2)")
+    parser.add_argument("--machine", type=machine_label,
+                        help="label of a machine other than the page's own (for example "
+                             "intel-xeon): its own Markdown block, benchmark_ISA_LABEL.json and "
+                             "performance_scaling_ISA_LABEL.png, beside the page's runs")
     parser.add_argument("--figure-only", action="store_true",
                         help="measure nothing: redraw the scaling figure (--figure) from the "
                              "JSON results (--out)")
@@ -950,6 +967,7 @@ def parse_args(argv):
 def output_paths(args):
     """``(json_path, figure_path)``: the options' or their defaults."""
     suffix = "" if args.isa == "environment" else f"_{args.isa}"
+    suffix += f"_{args.machine}" if args.machine else ""
     out = args.out or os.path.join(HERE, "results", "benchmark-quick.json" if args.quick
                                    else f"benchmark{suffix}.json")
     figure = args.figure or (os.path.splitext(out)[0] + "_scaling.png" if args.quick else
@@ -964,7 +982,7 @@ def report(result, args, out, figure):
         print(f"figure: {figure}")
     if args.markdown:
         update_markdown(args.markdown, markdown_block(result, args.markdown, figure, out),
-                        result.get("isa", "environment"))
+                        result.get("isa", "environment"), result.get("machine"))
         print(f"markdown: {args.markdown}")
 
 
@@ -999,7 +1017,8 @@ def run_modes(args, argv):
     result = {"schema": "radref-benchmark", "schema_version": 1,
               "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "command": " ".join(["python", "validation/benchmark.py", *argv]),
-              "quick": args.quick, "isa": args.isa, "settings": settings._asdict(),
+              "quick": args.quick, "isa": args.isa, "machine": args.machine,
+              "settings": settings._asdict(),
               "tolerances": {"loglik_rel": LOGLIK_TOL, "step_param_abs": STEP_TOL},
               "environment": machine_info(), "modes": modes,
               "elapsed_s": time.perf_counter() - start}
