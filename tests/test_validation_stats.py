@@ -362,6 +362,12 @@ def test_matched_time_by_hand_from_the_runs_records(study):
     for (problem, seed), score in rad.items():
         runs.setdefault((study.PAPER_TRAINING, 10_000, problem, "rad"), {})[seed] = \
             score + spread
+    # longer runs of another training are not the paper's training for longer
+    for other in (study.Training(lr_schedule="cosine", steps=400_000),
+                  study.Training(steps=400_000, hidden=64), study.Training(steps=400_000,
+                                                                           lr=3e-3)):
+        for problem, seed in nvp:
+            runs.setdefault((other, 10_000, problem, "realnvp"), {})[seed] = spread + 50.0
     computed = study.matched_time(runs, n_boot=10)
     assert computed["variant"] == "paper (200,000 steps)" and computed["steps"] == 200_000
     # Holm: the i-th smallest p-value is tested at 0.05 / (m - i) (i from 0)
@@ -424,7 +430,12 @@ def test_study_end_to_end_on_synthetic_runs(study, tmp_path):
                            (stopping, 10_000, "rad"): -0.0625,
                            ((), 1_000, "rad"): -1.0, ((), 1_000, "realnvp"): -0.5})
     runs = study.load_runs(str(tmp_path), legacy=str(tmp_path / "none"))
+    # a wider Rad on every problem is table capacity's, never a recipe
+    for p in datasets.PROBLEMS:
+        runs[(study.Training(hidden=32), 10_000, p, "rad")] = {
+            s: v + 5.0 for s, v in runs[(study.PAPER_TRAINING, 10_000, p, "rad")].items()}
     numbers = study.analyse(runs, {}, n_boot=50)
+    json.dumps(numbers, allow_nan=False)  # no Training leaks into study.json
     two_moons = numbers["paper"]["two_moons"]["rad_minus_realnvp"]
     assert two_moons["mean"] == pytest.approx(0.25) and two_moons["seeds"] == [0, 1, 2]
     assert two_moons["t_low"] == pytest.approx(0.25) == two_moons["t_high"]  # sd 0
@@ -461,8 +472,9 @@ def test_own_best_leaves_out_runs_of_more_steps(study):
     # (and so is another rate, here gaining even more for Rad: table selected's)
     rng = np.random.default_rng(0)
     cosine, longer = study.Training(lr_schedule="cosine"), study.Training(steps=200_000)
-    faster = study.Training(lr=3e-3)
-    runs, recipes = {}, {"cosine": {}, "paper (200,000 steps)": {}, "paper (lr 0.003)": {}}
+    faster, stopped = study.Training(lr=3e-3), study.Training(early_stopping=True)
+    runs, recipes = {}, {"cosine": {}, "paper (200,000 steps)": {}, "paper (lr 0.003)": {},
+                         "early stopping": {}}
     for p in datasets.PROBLEMS:
         base = {s: rng.normal(size=20) for s in range(3)}
         for model in ("rad", "realnvp"):
@@ -473,6 +485,9 @@ def test_own_best_leaves_out_runs_of_more_steps(study):
         recipes["paper (200,000 steps)"].setdefault("realnvp", {})[p] = {"minus_paper": {"mean": 1.0}}
         runs[(faster, 10_000, p, "rad")] = {s: v + 2.0 for s, v in base.items()}
         recipes["paper (lr 0.003)"].setdefault("rad", {})[p] = {"minus_paper": {"mean": 2.0}}
+        # (and a recipe run on other seeds than 0-2 cannot be paired on them)
+        runs[(stopped, 10_000, p, "realnvp")] = {s + 3: v + 3.0 for s, v in base.items()}
+        recipes["early stopping"].setdefault("realnvp", {})[p] = {"minus_paper": {"mean": 3.0}}
     own = study.own_best({"recipes": recipes}, runs, n_boot=10)
     assert (own["rad_variant"], own["realnvp_variant"]) == ("cosine", "cosine")
     assert own["problems"]["ring"]["rad_minus_realnvp"]["mean"] == pytest.approx(0.0, abs=1e-12)
@@ -645,7 +660,11 @@ def test_selected_rows_take_each_seeds_chosen_refit(study):
     fast = study.Training(lr_schedule="cosine", lr=3e-3)
     runs = {(study.PAPER_TRAINING, 10_000, "ring", "rad"): {0: base[0] + 0.5, 1: base[1] - 9.0},
             (fast, 10_000, "ring", "rad"): {0: base[0] - 9.0, 1: base[1] + 0.25},
-            (study.PAPER_TRAINING, 10_000, "ring", "realnvp"): {0: base[0], 1: base[1]}}
+            # Real NVP's seed 1 has no run of its own: the last iterate of an
+            # EMA run of the same training stands in (seed 0's own run wins)
+            (study.PAPER_TRAINING, 10_000, "ring", "realnvp"): {0: base[0]},
+            (study.Training(from_ema_run=True), 10_000, "ring", "realnvp"):
+                {0: base[0] + 100.0, 1: base[1]}}
     choices = {f"ring rad 8 {s}": {"problem": "ring", "model": "rad", "hidden": 8, "seed": s,
                                    "lr": lr, "lr_schedule": k}
                for s, lr, k in ((0, 1e-3, "constant"), (1, 3e-3, "cosine"))}
@@ -682,7 +701,8 @@ def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
     seeds = (0, 1, 2)
     fast = dict(lr_schedule="cosine", lr=3e-3)
     T = study.Training
-    runs = {(T(**fast), 10_000, "ring", "rad"): {s: base[s] for s in seeds},
+    runs = {(T(**fast), 10_000, "ring", "rad"): {s: base[s] for s in seeds[:2]},
+            (T(**fast, from_ema_run=True), 10_000, "ring", "rad"): {2: base[2]},
             (T(**fast, hidden=32), 10_000, "ring", "rad"):
                 {s: base[s] + 0.25 + 0.01 * s for s in seeds},
             (T(**fast, hidden=64), 10_000, "ring", "rad"): {0: base[0] - 0.5},
