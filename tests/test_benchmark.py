@@ -120,6 +120,25 @@ def test_each_instruction_set_keeps_its_own_block(bench, tmp_path):
     assert text.index(native_start) < text.index(avx2_start)  # where each was first put
 
 
+def test_the_cpu_is_named_by_family_model_and_stepping(bench):
+    # a virtual machine's model name may be generic: the core's numbers say which it is
+    info = bench.machine_info()
+    fields = {}
+    if os.path.exists("/proc/cpuinfo"):  # Linux
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n")[0]
+        fields = dict((k.strip(), v.strip()) for k, v in (
+            line.split(":", 1) for line in first.splitlines() if ":" in line))
+    if "model" not in fields:  # elsewhere, or an ARM core: nothing is made up
+        assert "cpu_model_number" not in info
+    else:
+        assert info["cpu_model_number"] == fields["model"]
+        assert info["cpu_family"] == fields["cpu family"]
+    assert bench.cpu_id({"cpu_family": "6", "cpu_model_number": "207", "cpu_stepping": "2"}) \
+        == " (family 6, model 207, stepping 2)"
+    assert bench.cpu_id({}) == ""
+
+
 def test_another_machine_keeps_its_own_block_and_files(bench, tmp_path):
     page = tmp_path / "performance.md"
     page.write_text("# Performance\n")

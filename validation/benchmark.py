@@ -263,6 +263,11 @@ def peer_classes(names, log):
 
 # ------------------------------------------------------------------ environment
 
+#: /proc/cpuinfo's fields that name the core, and their keys in the JSON
+CPUINFO_FIELDS = {"cpu family": "cpu_family", "model": "cpu_model_number",
+                  "stepping": "cpu_stepping", "cache size": "cpu_cache_size"}
+
+
 def machine_info():
     """CPU, memory, OS, Python, NumPy and BLAS of this process."""
     import numpy as np
@@ -280,6 +285,11 @@ def machine_info():
                     block[key] = value
                     if key == "model name" and info["cpu_model"] is None:
                         info["cpu_model"] = value
+                    # a virtual machine's model name is often generic ("Intel(R)
+                    # Xeon(R) Processor"): family, model and stepping name the core
+                    field = CPUINFO_FIELDS.get(key)
+                    if field and field not in info:
+                        info[field] = value
                 elif block:
                     if "core id" in block:
                         cores.add((block.get("physical id"), block["core id"]))
@@ -717,7 +727,7 @@ def markdown_block(result, markdown_path, figure_path, json_path):
     elapsed = result["elapsed_s"]
     elapsed = f"{elapsed:.0f} s" if elapsed < 120 else f"{elapsed / 60:.0f} min"
     lines += [f"Run of {result['created']} (`{result['command']}`, {elapsed}). "
-              f"Machine: {env.get('cpu_model')}, {env.get('logical_cpus')} logical CPUs "
+              f"Machine: {env.get('cpu_model')}{cpu_id(env)}, {env.get('logical_cpus')} logical CPUs "
               f"({env.get('physical_cores')} cores), {env.get('memory_gib')} GiB; "
               f"{env['platform']}. {', '.join(versions)}."
               + (f" Load average (1 min) at the start of each mode: "
@@ -792,6 +802,14 @@ def markdown_block(result, markdown_path, figure_path, json_path):
     shown = json_path if shown.startswith("..") else shown
     lines += ["", f"All raw numbers and the environment: `{shown}`."]
     return "\n".join(lines)
+
+
+def cpu_id(env):
+    """`` (family 6, model 207, stepping 2)`` when the JSON records them."""
+    parts = [f"{name} {env[key]}" for name, key in (
+        ("family", "cpu_family"), ("model", "cpu_model_number"), ("stepping", "cpu_stepping"))
+        if env.get(key)]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def kernels_text(env):
