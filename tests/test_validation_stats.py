@@ -752,13 +752,28 @@ def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
     assert sorted(rows[p]["8"]["minus_best"]["holm_level"] for p in (
         "ring", "two_circles")) == pytest.approx([0.95, 0.975])
     table = "\n".join(study.capacity_table({"capacity": rows}))
-    assert "| ring | 32 | " in table and "width 32 ahead (n = 3)" in table
+    assert "| ring | 32 | cosine (lr 0.003) | " in table and "width 32 ahead (n = 3)" in table
+    assert "| two_circles | 8 | paper | " in table
     assert "width 8 ahead (n = 3)" in table  # two circles: the constant offset -0.125
     assert "no verdict (one seed)" in table
-    assert "| ring | 8 | " in table and table.count("the baseline ahead") == 5
+    assert "| ring | 8 | cosine (lr 0.003) | " in table
+    assert table.count("the baseline ahead") == 5
     # without a wider run there is no table
     narrow_only = {k: v for k, v in runs.items() if k[0].hidden is None}
     assert study.capacity_rows(narrow_only, baselines, choices, n_boot=20) == {}
+    # the choice moved (a larger grid now picks lr 0.01 for two circles) after
+    # the wider runs were trained: they are paired with width 8 trained their
+    # way, and the rows say which; with wider runs of two trainings, neither
+    # chosen, no pairing is right and the problem has no row
+    moved = {k: (dict(c, lr=1e-2) if k.startswith("two_circles rad") else c)
+             for k, c in choices.items()}
+    runs[(T(lr=1e-2), 10_000, "two_circles", "rad")] = {s: base[s] + 7.0 for s in seeds}
+    again = study.capacity_rows(runs, baselines, moved, n_boot=20)
+    assert again["two_circles"]["32"]["minus_narrow"]["mean"] == pytest.approx(-0.125)
+    assert again["two_circles"]["8"]["training"] == "paper"
+    assert again["ring"]["32"]["training"] == "cosine (lr 0.003)"
+    runs[(T(lr=3e-3, hidden=64), 10_000, "two_circles", "rad")] = {0: base[0]}
+    assert "two_circles" not in study.capacity_rows(runs, baselines, moved, n_boot=20)
 
 
 def test_run_times_are_the_records_sums(study, tmp_path):

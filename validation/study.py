@@ -467,20 +467,33 @@ def capacity_rows(runs, baselines, choices, n_boot):
     seed, refitted at each width: ``radref reproduce --models rad --hidden 32
     64`` with that rate and schedule).
 
-    Per problem and width: the held-out score, the change from width 8 and
-    the difference to the baseline chosen on validation data, both paired by
-    seed; Holm across the problems of each (width, comparison) column.
-    ``{}`` until a wider run has finished."""
-    cells = {}
+    Per problem and width: the held-out score, the change from width 8 under
+    the same training and the difference to the baseline chosen on
+    validation data, both paired by seed; Holm across the problems of each
+    (width, comparison) column.  Where the choice has moved since the wider
+    runs were trained (a larger grid), and they were all trained one way,
+    they are paired with width 8 trained that way; each row names its
+    training.  ``{}`` until a wider run has finished."""
+    chosen = {}
     for choice in choices.values():
-        if choice["model"] != "rad" or choice["hidden"] != PAPER_HIDDEN["rad"]:
-            continue
-        for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
-            run = refit(runs, Training.chosen({**choice, "hidden": hidden}),
-                        choice["problem"], "rad")
-            if run and choice["seed"] in run:
-                cell = cells.setdefault(choice["problem"], {}).setdefault(hidden, {})
-                cell[choice["seed"]] = run[choice["seed"]]
+        if choice["model"] == "rad" and choice["hidden"] == PAPER_HIDDEN["rad"]:
+            chosen.setdefault(choice["problem"], {})[choice["seed"]] = Training.chosen(choice)
+    cells, trainings = {}, {}
+    for problem, by_seed in sorted(chosen.items()):
+        wider = {dataclasses.replace(t, hidden=None) for t, n, p, m in runs
+                 if (p, m, n) == (problem, "rad", 10_000) and t.hidden in CAPACITY_WIDTHS
+                 and not t.from_ema_run}
+        if wider and not wider & set(by_seed.values()):
+            if len(wider) > 1:
+                continue  # wider runs of several trainings, none of them chosen
+            by_seed = dict.fromkeys(by_seed, next(iter(wider)))
+        for seed, training in by_seed.items():
+            for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
+                width = None if hidden == PAPER_HIDDEN["rad"] else hidden
+                run = refit(runs, dataclasses.replace(training, hidden=width), problem, "rad")
+                if seed in run:
+                    cells.setdefault(problem, {}).setdefault(hidden, {})[seed] = run[seed]
+                    trainings.setdefault((problem, hidden), set()).add(str(training))
     found = {}
     for problem, by_width in sorted(cells.items()):
         narrow = by_width.get(PAPER_HIDDEN["rad"], {})
@@ -488,7 +501,8 @@ def capacity_rows(runs, baselines, choices, n_boot):
             continue
         row = found[problem] = {}
         for hidden, cell in sorted(by_width.items()):
-            entry = row[str(hidden)] = {"scores": means(cell)}
+            entry = row[str(hidden)] = {"scores": means(cell), "training": "; ".join(
+                sorted(trainings[(problem, hidden)]))}
             if hidden != PAPER_HIDDEN["rad"] and common(cell, narrow)[0]:
                 entry["minus_narrow"] = difference(cell, narrow, n_boot)
             if ("best", problem) in baselines and common(cell, baselines[("best", problem)])[0]:
@@ -879,9 +893,9 @@ def selected_table(study):
 
 
 def capacity_table(study):
-    rows = ["| problem | hidden units | held-out score | − width 8, 95 % t CI | Holm-corrected CI "
-            "| verdict (Holm) | − best baseline, 95 % t CI | Holm-corrected CI | verdict (Holm) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| problem | hidden units | training | held-out score | − width 8, 95 % t CI | "
+            "Holm-corrected CI | verdict (Holm) | − best baseline, 95 % t CI | Holm-corrected CI "
+            "| verdict (Holm) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for problem, row in study["capacity"].items():
         for hidden, cell in row.items():
             cols = []
@@ -894,7 +908,8 @@ def capacity_table(study):
             scores = cell["scores"]
             shown = (f"{_ms(scores)} ({len(scores['seeds'])} seeds)" if len(scores["seeds"]) > 1
                      else f"{scores['mean']:+.3f} (one seed)")
-            rows.append(f"| {problem} | {hidden} | {shown} | {cols[0]} | {cols[1]} |")
+            rows.append(f"| {problem} | {hidden} | {cell['training']} | {shown} | {cols[0]} | "
+                        f"{cols[1]} |")
     return rows
 
 
