@@ -177,6 +177,45 @@ def test_training_in_segments_equals_one_uninterrupted_fit(tmp_path):
     assert result["test_loglik"] == direct.score(X_test)
 
 
+def test_a_diverging_run_is_named_in_its_warning_and_recorded_in_its_result(tmp_path):
+    # Several runs share one log: the warning of a diverging training must say
+    # whose it is, and the result must keep it (the study attributes them).
+    # lr 10 diverges at step 100 (tests/test_integrity.py's finding 10).
+    protocol = reproduce.make_protocol(steps=300, n_train=1000, n_test=100, batch_size=500,
+                                       lr=10.0, eval_every=100)
+    spec = reproduce.run_spec("two_moons", "rad", 0, protocol)
+    directory = reproduce.run_dir(str(tmp_path), spec)
+    reproduce.write_plan(str(tmp_path), reproduce.plan_runs(str(tmp_path), [spec]))
+    label = f"two_moons rad s0 @{spec['protocol_hash'][:6]}"
+    from radref.training.diagnostics import DivergenceWarning
+    with pytest.warns(DivergenceWarning) as caught:
+        result = reproduce.run_task({"run": spec, "run_dir": directory, "session": "s"})
+    (warning,) = caught
+    assert str(warning.message).startswith(f"run {label}: training is diverging at step 100: ")
+    (recorded,) = result["divergence_warnings"]
+    assert recorded["step"] == warning.message.step == 100
+    assert f"far below its {recorded['start_loglik']:.4g} at the start" in recorded["message"]
+    assert "try a smaller --lr" in recorded["message"]
+    assert _read_json(os.path.join(directory, "result.json"))["divergence_warnings"] == [recorded]
+    # a run that trains well records none
+    calm = reproduce.run_spec("two_moons", "rad", 0, reproduce.make_protocol(
+        steps=300, n_train=1000, n_test=100, batch_size=500, lr=1e-3, eval_every=100))
+    directory = reproduce.run_dir(str(tmp_path), calm)
+    reproduce.write_plan(str(tmp_path), reproduce.plan_runs(str(tmp_path), [calm]))
+    assert reproduce.run_task({"run": calm, "run_dir": directory,
+                               "session": "s"})["divergence_warnings"] == []
+
+
+def test_the_log_line_of_a_finished_run_says_it_diverged(tmp_path, capsys):
+    out = str(tmp_path / "results")
+    assert main(["reproduce", "--quick", "--problems", "two_moons", "--models", "rad",
+                 "--steps", "300", "--lr", "10", "--eval-every", "100", "--workers", "1",
+                 "--out", out]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("[1/1] two_moons rad s0:")]
+    assert line.endswith("; diverging for a while (warned at step 100))")
+
+
 # ------------------------------------------------- mismatches are errors
 def test_directory_holding_other_settings_is_an_error_naming_them(tmp_path, capsys):
     out = str(tmp_path / "results")

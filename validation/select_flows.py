@@ -47,7 +47,7 @@ import numpy as np
 #: candidate learning rates and schedules (cosine decays to 0 at the last step);
 #: 1e-2 extends the grid past the rate most choices of the first grid sat at
 #: (3e-3, its edge), as the mixture's component grid was extended
-GRID = {"lr": (3e-4, 1e-3, 3e-3, 1e-2), "lr_schedule": ("constant", "cosine")}
+GRID = {"lr": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2), "lr_schedule": ("constant", "cosine")}
 PAPER_HIDDEN = {"rad": 8, "realnvp": 56}
 FULL = dict(steps=50_000, n_train=10_000, batch_size=500, eval_every=2_500,
             validation_fraction=0.2)

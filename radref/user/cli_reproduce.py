@@ -223,8 +223,11 @@ def execute(out, planned, backend, progress_every, log):
                    if result["resumed_from_step"] else "")
         test, train = (-math.inf if result[k] is None else result[k]  # null: -inf
                        for k in ("test_loglik", "train_loglik"))
+        steps = [w["step"] for w in result.get("divergence_warnings", [])]
+        diverged = (f"; diverging for a while (warned at step{'s' * (len(steps) > 1)} "
+                    f"{', '.join(map(str, steps))})" if steps else "")
         log(f"[{n_done}/{n_total}] {job.label}: test {test:+.3f}  train "
-            f"{train:+.3f}  ({result['seconds_this_session']:.1f} s{resumed})")
+            f"{train:+.3f}  ({result['seconds_this_session']:.1f} s{resumed}{diverged})")
 
     log(f"running {len(jobs)} run(s) on a {backend.description}")
     start = time.monotonic()
