@@ -601,7 +601,7 @@ def test_flow_selection_chooses_on_validation_and_refits(study, tmp_path, capsys
     assert select.main(["select", "--out", str(tmp_path), "--quick", "--problems", "ring",
                         "--models", "rad", "--seeds", "0", "--hidden", "4"]) == 0
     results = [json.loads(p.read_text()) for p in (tmp_path / "select").glob("*/result.json")]
-    assert len(results) == 8  # 4 rates x 2 schedules
+    assert len(results) == 10  # 5 rates x 2 schedules
     # a candidate's validation score is the mean over the rows the baselines hold out
     X_fit, X_val = select.fit_rows("ring", 0, select.QUICK)
     fit, val = validation_split(400, 0.25, np.random.SeedSequence(0))
