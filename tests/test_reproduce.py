@@ -694,7 +694,7 @@ def test_study_refuses_runs_it_cannot_pair_with_one_line(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("study.py: error: ") and "Traceback" not in result.stderr
-    assert "100 held-out points at batch 50; the study pairs runs on the paper's" in result.stderr
+    assert "100 held-out points; the study pairs runs on the paper's" in result.stderr
 
 
 def test_figures_of_a_smoke_test_say_so(tmp_path):

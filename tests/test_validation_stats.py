@@ -218,8 +218,9 @@ def study():
     return _module("study")
 
 
-def _protocol(recipe=None, steps=50_000, lr=1e-3, hidden=None):
-    protocol = {"steps": steps, "adam": {"lr": lr}, "recipe": recipe or {}}
+def _protocol(recipe=None, steps=50_000, lr=1e-3, hidden=None, batch_size=500):
+    protocol = {"steps": steps, "adam": {"lr": lr}, "recipe": recipe or {},
+                "batch_size": batch_size}
     if hidden:
         protocol["architectures"] = {"rad": {"hidden": hidden}}
     return protocol
@@ -248,6 +249,9 @@ def test_trainings_are_read_from_the_protocol_and_named_by_it(study):
     longer = study.Training.of(_protocol(steps=200_000), "realnvp")
     assert str(longer) == "paper (200,000 steps)" and not longer.recipe
     assert longer.steps == 200_000
+    smaller = study.Training.of(_protocol(batch_size=50), "rad")
+    assert smaller == study.CONTROL_BATCH and not smaller.recipe
+    assert str(smaller) == "paper (batch 50)"
 
 
 def test_a_refit_is_its_own_run_or_the_last_iterate_of_an_ema_run(study):
@@ -275,7 +279,8 @@ def test_docs_tables_are_the_committed_study(study):
     with open(os.path.join(ROOT, "docs", "results.md")) as f:
         docs = f.read()
     assert {"section43", "paper", "baselines", "exact", "recipes", "beyond", "own_best",
-            "data_size", "two_moons", "dimensions", "run_time"} <= set(blocks)
+            "data_size", "two_moons", "dimensions", "run_time", "selected",
+            "selected_reading"} <= set(blocks)
     for name, table in blocks.items():
         shown = re.search(rf"<!-- study:{name}:start -->\n(.*?)\n<!-- study:{name}:end -->",
                           docs, re.S)
@@ -548,23 +553,59 @@ def test_exact_points_are_the_density_at_the_runs_test_points(study):
 
 def test_two_moons_settled_on_synthetic_runs(study, tmp_path):
     # Rad − Real NVP: 0 at 10,000 points, +0.25 at 100,000, +0.125 in the
-    # control of 5,000 steps; the changes between rows are the differences
+    # control of 5,000 steps, +0.0625 in the control at batch 50; the changes
+    # between rows are the differences of those offsets
     _fake_study(tmp_path, {((), 10_000, "rad"): 0.0, ((), 10_000, "realnvp"): 0.0,
                            ((), 100_000, "rad"): 0.25, ((), 100_000, "realnvp"): 0.0})
     runs = study.load_runs(str(tmp_path), legacy=str(tmp_path / "none"))
-    for model, offset in (("rad", 0.125), ("realnvp", 0.0)):
-        runs[(study.CONTROL, 10_000, "two_moons", model)] = {
-            s: runs[(study.PAPER_TRAINING, 10_000, "two_moons", model)][s] + offset
-            for s in range(3)}
+    for control, rad_offset in ((study.CONTROL, 0.125), (study.CONTROL_BATCH, 0.0625)):
+        for model, offset in (("rad", rad_offset), ("realnvp", 0.0)):
+            runs[(control, 10_000, "two_moons", model)] = {
+                s: runs[(study.PAPER_TRAINING, 10_000, "two_moons", model)][s] + offset
+                for s in range(3)}
     moons = study.two_moons_settled(runs, n_boot=50)
     rows = list(moons["rows"].values())
-    assert [r["rad_minus_realnvp"]["mean"] for r in rows] == pytest.approx([0.0, 0.25, 0.125])
-    assert [d["mean"] for d in moons["changes"].values()] == pytest.approx([0.25, 0.125, 0.125])
+    assert [r["rad_minus_realnvp"]["mean"] for r in rows] == pytest.approx(
+        [0.0, 0.25, 0.125, 0.0625])
+    assert moons["rows"]["10,000 points, 50,000 steps at batch 50 (passes and updates of "
+                         "100,000)"]["variant"] == "paper (batch 50)"
+    assert {label: d["mean"] for label, d in moons["changes"].items()} == pytest.approx({
+        "100,000 points, 50,000 steps − 10,000 points, 50,000 steps": 0.25,
+        "100,000 points, 50,000 steps − 10,000 points, 5,000 steps (passes of 100,000)": 0.125,
+        "10,000 points, 5,000 steps (passes of 100,000) − 10,000 points, 50,000 steps": 0.125,
+        "100,000 points, 50,000 steps − 10,000 points, 50,000 steps at batch 50 (passes and "
+        "updates of 100,000)": 0.1875,
+        "10,000 points, 50,000 steps at batch 50 (passes and updates of 100,000) − 10,000 "
+        "points, 50,000 steps": 0.0625})
     assert all("holm_low" in r["rad_minus_realnvp"] for r in rows)
     text = study.two_moons_table({"two_moons": moons})
     assert any("10,000 points, 5,000 steps" in line for line in text)
     changes = [line for line in text if line.startswith("| change of")]
-    assert len(changes) == 3 and all("| Rad gains (n = 3) |" in line for line in changes)
+    assert len(changes) == 5 and all("| Rad gains (n = 3) |" in line for line in changes)
+    # without the first control, the batch-50 control still pairs with the right rows
+    del runs[(study.CONTROL, 10_000, "two_moons", "rad")]
+    moons = study.two_moons_settled(runs, n_boot=50)
+    assert [d["mean"] for d in moons["changes"].values()] == pytest.approx([0.25, 0.1875, 0.0625])
+
+
+def test_a_protocol_of_another_batch_size_is_its_own_training(study, tmp_path):
+    # the control at batch 50 (radref reproduce --batch-size 50) is filed
+    # apart from the paper protocol's runs, never mixed into them
+    _fake_study(tmp_path, {((), 10_000, "rad"): 0.0})
+    protocol = tmp_path / "protocol-batch50"
+    run = protocol / "runs" / "two_moons-rad-s0"
+    run.mkdir(parents=True)
+    (protocol / "protocol.json").write_text(json.dumps(
+        {"steps": 50_000, "n_test": 10_000, "batch_size": 50, "adam": {"lr": 1e-3},
+         "n_train": 10_000}))
+    (run / "result.json").write_text(json.dumps({"problem": "two_moons", "model": "rad",
+                                                 "seed": 0}))
+    np.savez(run / "test_points.npz", model=np.full(40, 7.0))
+    runs = study.load_runs(str(tmp_path), legacy=str(tmp_path / "none"))
+    np.testing.assert_array_equal(runs[(study.CONTROL_BATCH, 10_000, "two_moons", "rad")][0],
+                                  np.full(40, 7.0))
+    assert 7.0 not in runs[(study.PAPER_TRAINING, 10_000, "two_moons", "rad")][0]
+    assert not study.CONTROL_BATCH.recipe and study.PAPER_TRAINING.recipe
 
 
 def test_dimensions_quick_run_and_its_rows(study, tmp_path):
@@ -691,6 +732,48 @@ def test_selected_rows_take_each_seeds_chosen_refit(study):
     assert "| ring | rad | " in table and "| lr 0.001, constant (seed 0's split) |" in table
 
 
+def test_the_reading_of_table_selected_is_generated_from_its_numbers(study):
+    # Rad on ring chose a cosine decay at 3e-3 (+0.5 over the paper's on seed
+    # 0, +0.25 on seed 1: mean +0.375; seed 2's refit is not there); Real NVP
+    # kept the paper's training.  The mixture is 1 nat ahead of Real NVP on
+    # every seed (an interval of width 0), and of Rad by 0.5 and 0.75 (two
+    # seeds: no difference shown).
+    base = {s: np.random.default_rng(s).normal(size=30) for s in range(3)}
+    fast = study.Training(lr_schedule="cosine", lr=3e-3)
+    lift = {0: 0.5, 1: 0.25, 2: -0.5}
+    runs = {(study.PAPER_TRAINING, 10_000, "ring", "rad"): {s: base[s] for s in range(3)},
+            (fast, 10_000, "ring", "rad"): {s: base[s] + lift[s] for s in range(2)},
+            (study.PAPER_TRAINING, 10_000, "ring", "realnvp"): {s: base[s] for s in range(3)}}
+    choices = {f"ring {m} {h} {s}": {"problem": "ring", "model": m, "hidden": h, "seed": s,
+                                     "lr": lr, "lr_schedule": k}
+               for m, h, lr, k in (("rad", 8, 3e-3, "cosine"), ("realnvp", 56, 1e-3, "constant"))
+               for s in range(3)}
+    changes = study.selection_changes(runs, choices)
+    # seed 2's refit has not finished: the mean is over seeds 0 and 1
+    assert changes == {"rad": {"ring": {"mean": pytest.approx(0.375), "n": 2}},
+                       "realnvp": {"ring": None}}
+    baselines = {("best", "ring"): {s: base[s] + 1.0 for s in range(3)}}
+    numbers = {"selected": study.selected_rows(runs, baselines, choices, n_boot=20),
+               "selection_changes": changes,
+               "paper": {"ring": {"choice": {"0": "gmm", "1": "gmm", "2": "gmm"}}}}
+    lines = study.selected_reading_table(numbers)
+    text = " ".join(" ".join(lines).split())
+    assert ("paired by seed): Rad on ring +0.375 (n = 2). The paper's training was kept for "
+            "Real NVP on ring.") in text
+    assert ("the mixture stays ahead of Real NVP on ring -1.000, corrected [-1.000, -1.000] "
+            "(n = 3). No difference is shown for Rad on ring -0.625, corrected [") in text
+    assert "No flow is ahead of the best baseline on any problem. 2 of the 2 point" in text
+    assert ("Rad − Real NVP, each with its chosen training**: no difference shown on ring "
+            "+0.375 [") in text
+    # another baseline chosen on some seed: not called the mixture
+    numbers["paper"]["ring"]["choice"]["1"] = "kde"
+    assert "the chosen baseline stays ahead of Real NVP" in " ".join(
+        " ".join(study.selected_reading_table(numbers)).split())
+    # Markdown list items within 79 characters, as the page is written
+    assert [line[:2] for line in lines if not line.startswith("  ")] == ["- "] * 3
+    assert max(map(len, lines)) <= 79
+
+
 def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
     # ring chose a cosine decay at 3e-3 (width 8), two circles and spiral the
     # paper's training; each wider run is refitted with its problem's choice.
@@ -784,7 +867,7 @@ def test_run_times_are_the_records_sums(study, tmp_path):
         (run / "result.json").write_text(json.dumps({"model": model,
                                                      "seconds_this_session": seconds}))
     (protocol / "protocol.json").write_text(json.dumps(
-        {"steps": 5000, "n_train": 10_000, "adam": {"lr": 1e-3}}))
+        {"steps": 5000, "n_train": 10_000, "batch_size": 500, "adam": {"lr": 1e-3}}))
     (tmp_path / "study" / "baselines").mkdir()
     (tmp_path / "study" / "baselines" / "baselines.json").write_text(json.dumps(
         {"records": [{"cpu_seconds": 30.0}, {"cpu_seconds": 90.0}]}))

@@ -92,6 +92,7 @@ class Training:
     lr: float = 1e-3
     hidden: int | None = None
     from_ema_run: bool = False
+    batch_size: int = 500
 
     @classmethod
     def of(cls, protocol, model):
@@ -102,7 +103,8 @@ class Training:
         return cls(lr_schedule=recipe.get("lr_schedule") or "constant",
                    ema="ema_decay" in recipe, early_stopping=bool(recipe.get("early_stopping")),
                    steps=protocol["steps"], lr=protocol["adam"]["lr"],
-                   hidden=None if hidden == PAPER_HIDDEN[model] else hidden)
+                   hidden=None if hidden == PAPER_HIDDEN[model] else hidden,
+                   batch_size=protocol["batch_size"])
 
     @classmethod
     def chosen(cls, choice):
@@ -113,8 +115,10 @@ class Training:
 
     @property
     def recipe(self):
-        """Only the recipe differs from the paper protocol: its steps, rate and width."""
-        return (self.steps, self.lr, self.hidden) == (PAPER["steps"], PAPER["lr"], None)
+        """Only the recipe differs from the paper protocol: its steps, rate, width
+        and batch size."""
+        return (self.steps, self.lr, self.hidden, self.batch_size) == (
+            PAPER["steps"], PAPER["lr"], None, PAPER["batch_size"])
 
     def last_iterate(self):
         """The training of the last iterate of this run's parameter average,
@@ -129,6 +133,7 @@ class Training:
         parts += ["early stopping"] * self.early_stopping + ["EMA"] * self.ema
         settings = [f"{self.steps:,} steps"] * (self.steps != PAPER["steps"])
         settings += [f"lr {self.lr:g}"] * (self.lr != PAPER["lr"])
+        settings += [f"batch {self.batch_size}"] * (self.batch_size != PAPER["batch_size"])
         return (" + ".join(parts) or "paper") + (
             f" ({', '.join(settings)})" if settings else "") + (
             f" (hidden {self.hidden})" if self.hidden is not None else "") + (
@@ -160,12 +165,10 @@ def load_runs(study=STUDY, legacy=os.path.join(RESULTS, "runs")):
                                      result["n_test"]))
     for protocol_file in sorted(glob.glob(os.path.join(study, "protocol-*", "protocol.json"))):
         protocol = _json(protocol_file)
-        if (protocol["n_test"], protocol["batch_size"]) != (PAPER["n_test"],
-                                                            PAPER["batch_size"]):
-            raise ValueError(f"{protocol_file}: {protocol['n_test']} held-out points at batch "
-                             f"{protocol['batch_size']}; the study pairs runs on the paper's "
-                             f"{PAPER['n_test']} held-out points at batch "
-                             f"{PAPER['batch_size']} (a --quick smoke test cannot be studied)")
+        if protocol["n_test"] != PAPER["n_test"]:
+            raise ValueError(f"{protocol_file}: {protocol['n_test']} held-out points; the "
+                             f"study pairs runs on the paper's {PAPER['n_test']} held-out "
+                             f"points (a --quick smoke test cannot be studied)")
         for run in sorted(glob.glob(os.path.join(os.path.dirname(protocol_file), "runs", "*"))):
             if not os.path.exists(os.path.join(run, "test_points.npz")):
                 continue  # an unfinished run
@@ -390,6 +393,7 @@ def analyse(runs, baselines, n_boot, dimensions=None, selection=None):
         out["dimensions"] = dimension_rows(*dimensions, n_boot)
     if selection:
         out["selected"] = selected_rows(runs, baselines, selection, n_boot)
+        out["selection_changes"] = selection_changes(runs, selection)
         widths = capacity_rows(runs, baselines, selection, n_boot)
         if widths:
             out["capacity"] = widths
@@ -454,6 +458,31 @@ def selected_rows(runs, baselines, choices, n_boot):
         holm([row[label]["minus_best"] for row in found.values()
               if label in row and "minus_best" in row[label]])
     return found
+
+
+def selection_changes(runs, choices):
+    """What the choice of each flow (at its paper width) changed: per problem
+    and model, the mean over seeds of the chosen training's held-out score
+    minus the paper protocol's, paired by seed (0 on a seed that chose the
+    paper's training), over the seeds with a finished refit and a paper run.
+    ``{model: {problem: {"mean", "n"} or None}}``; None where every seed chose
+    the paper's training."""
+    found = {}
+    for choice in choices.values():
+        if choice["hidden"] != PAPER_HIDDEN[choice["model"]]:
+            continue
+        model, problem, seed = choice["model"], choice["problem"], choice["seed"]
+        training = Training.chosen(choice)
+        paper = runs.get((PAPER_TRAINING, 10_000, problem, model), {})
+        chosen = paper if training == PAPER_TRAINING else refit(runs, training, problem, model)
+        cell = found.setdefault(model, {}).setdefault(problem, {"kept": True, "seeds": {}})
+        cell["kept"] &= training == PAPER_TRAINING
+        if seed in chosen and seed in paper:
+            cell["seeds"][seed] = float(np.mean(chosen[seed]) - np.mean(paper[seed]))
+    return {model: {problem: None if cell["kept"] else {
+        "mean": float(np.mean(list(cell["seeds"].values()))), "n": len(cell["seeds"])}
+        for problem, cell in sorted(by_problem.items()) if cell["kept"] or cell["seeds"]}
+        for model, by_problem in sorted(found.items())}
 
 
 #: Rad's widths beyond the paper's 8 hidden units (issue 24, "Capacity")
@@ -575,25 +604,34 @@ def data_sizes(runs, n_boot):
 #: as the 100,000-point runs do: 5,000 steps x 500 = 250 passes (100,000
 #: points: 50,000 x 500 / 100,000 = 250 passes)
 CONTROL = Training(steps=5_000)
+#: the second control: 250 passes and the 100,000-point runs' 50,000 updates,
+#: at batch 50 (50,000 x 50 / 10,000 = 250 passes; noisier gradients)
+CONTROL_BATCH = Training(batch_size=50)
+#: the rows of table ``two_moons``: label, training, training points
+TWO_MOONS_ROWS = (("10,000 points, 50,000 steps", PAPER_TRAINING, 10_000),
+                  ("100,000 points, 50,000 steps", PAPER_TRAINING, 100_000),
+                  ("10,000 points, 5,000 steps (passes of 100,000)", CONTROL, 10_000),
+                  ("10,000 points, 50,000 steps at batch 50 (passes and updates of 100,000)",
+                   CONTROL_BATCH, 10_000))
+#: the changes of Rad − Real NVP it pairs (later row, earlier row, by index):
+#: more points, and each control against more points and against the paper
+TWO_MOONS_CHANGES = ((1, 0), (1, 2), (2, 0), (1, 3), (3, 0))
 
 
 def two_moons_settled(runs, n_boot, problem="two_moons"):
     """Two moons with every seed: Rad − Real NVP at 10,000 points, at
-    100,000, and in the control of equal passes (10,000 points, 5,000
-    steps), Holm across those rows; and the paired changes of Rad − Real NVP
-    between them (the test points of a seed are the same at every size:
-    ``train_test_split_samples`` draws them from their own stream)."""
+    100,000, and in the controls of equal passes (10,000 points, 5,000
+    steps; 10,000 points, 50,000 steps at batch 50), Holm across those rows;
+    and the paired changes of Rad − Real NVP between them
+    (:data:`TWO_MOONS_CHANGES`; the test points of a seed are the same at
+    every size: ``train_test_split_samples`` draws them from their own
+    stream), Holm across the changes.  A row needs two seeds of both models."""
     rows = {}
-    trainings = {}
-    for label, training, n in (("10,000 points, 50,000 steps", PAPER_TRAINING, 10_000),
-                               ("100,000 points, 50,000 steps", PAPER_TRAINING, 100_000),
-                               ("10,000 points, 5,000 steps (passes of 100,000)", CONTROL,
-                                10_000)):
+    for label, training, n in TWO_MOONS_ROWS:
         rad, nvp = runs.get((training, n, problem, "rad")), runs.get((training, n, problem,
                                                                        "realnvp"))
         if rad and nvp and len(common(rad, nvp)[0]) >= 2:
             rad, nvp = common(rad, nvp)
-            trainings[label] = training
             rows[label] = {"variant": str(training), "n_train": n, "rad": means(rad),
                            "realnvp": means(nvp), "rad_minus_realnvp":
                            difference(rad, nvp, n_boot), "rad_gap": exact_gap(problem, rad, n),
@@ -602,15 +640,14 @@ def two_moons_settled(runs, n_boot, problem="two_moons"):
         return {}
     holm([r["rad_minus_realnvp"] for r in rows.values()])
     changes = {}
-    labels = list(rows)
-    for later, earlier in ((1, 0), (1, 2), (2, 0)):
-        if max(later, earlier) >= len(labels):
+    for later, earlier in TWO_MOONS_CHANGES:
+        (a, ta, na), (b, tb, nb) = TWO_MOONS_ROWS[later], TWO_MOONS_ROWS[earlier]
+        if a not in rows or b not in rows:
             continue
-        a, b = rows[labels[later]], rows[labels[earlier]]
-        da = _per_seed_difference(runs, trainings[labels[later]], a["n_train"], problem)
-        db = _per_seed_difference(runs, trainings[labels[earlier]], b["n_train"], problem)
+        da = _per_seed_difference(runs, ta, na, problem)
+        db = _per_seed_difference(runs, tb, nb, problem)
         if len(common(da, db)[0]) >= 2:
-            changes[f"{labels[later]} − {labels[earlier]}"] = difference(da, db, n_boot)
+            changes[f"{a} − {b}"] = difference(da, db, n_boot)
     holm(list(changes.values()))
     return {"rows": rows, "changes": changes}
 
@@ -892,6 +929,73 @@ def selected_table(study):
     return rows
 
 
+MODEL_NAMES = {"rad": "Rad", "realnvp": "Real NVP"}
+
+
+def _bullet(text, width=79):
+    """A Markdown list item, wrapped as this project's pages are."""
+    return textwrap.fill(text, width, initial_indent="- ", subsequent_indent="  ",
+                         break_long_words=False, break_on_hyphens=False).splitlines()
+
+
+def _baseline_name(study, problems):
+    """"the mixture" when the baseline chosen on validation data is the
+    mixture on every seed of ``problems``, else "the chosen baseline"."""
+    picks = {c for p in problems for c in study["paper"][p].get("choice", {}).values()}
+    return "the mixture" if picks == {"gmm"} else "the chosen baseline"
+
+
+def selected_reading_table(study):
+    """The three generated bullets under table ``selected``: what the choice
+    changed, each flow against the baseline, Rad − Real NVP (verdicts by the
+    Holm-corrected intervals)."""
+    changes = [(cell["mean"], f"{MODEL_NAMES[m]} on {p} {cell['mean']:+.3f} (n = {cell['n']})")
+               for m, by_problem in study["selection_changes"].items()
+               for p, cell in by_problem.items() if cell is not None]
+    kept = sorted((p, f"{MODEL_NAMES[m]} on {p}")
+                  for m, by_problem in study["selection_changes"].items()
+                  for p, cell in by_problem.items() if cell is None)
+    first = ("**What the selection changed** (mean over the refitted seeds of the chosen "
+             "training's held-out score minus the paper protocol's, paired by seed): "
+             + "; ".join(text for _, text in sorted(changes, key=lambda c: -c[0])) + ".")
+    if kept:
+        first += " The paper's training was kept for " + ", ".join(t for _, t in kept) + "."
+    ahead, none, below, total = [], [], 0, 0
+    for problem, row in study["selected"].items():
+        for model in ("rad", "realnvp"):
+            d = row.get(model, {}).get("minus_best")
+            if not d or "holm_low" not in d:
+                continue
+            total, below = total + 1, below + (d["mean"] < 0)
+            text = (f"{MODEL_NAMES[model]} on {problem} {d['mean']:+.3f}, corrected "
+                    f"[{d['holm_low']:+.3f}, {d['holm_high']:+.3f}] (n = {len(d['seeds'])})")
+            (ahead if d["holm_high"] < 0 else none).append((d, text))
+    flows_ahead = [text for d, text in none if d["holm_low"] > 0]
+    none = [text for d, text in none if d["holm_low"] <= 0]
+    baseline = _baseline_name(study, study["selected"])
+    second = ("**Against the baseline chosen on validation data** (Holm across the six "
+              f"problems of each model): {baseline} stays ahead of "
+              + ("; ".join(t for _, t in ahead) or "no flow") + ".")
+    if none:
+        second += " No difference is shown for " + "; ".join(none) + "."
+    second += (" Ahead of the best baseline: " + "; ".join(flows_ahead) + "." if flows_ahead
+               else " No flow is ahead of the best baseline on any problem.")
+    second += f" {below} of the {total} point estimates are below it."
+    groups = {"Rad ahead on": [], "no difference shown on": [], "Real NVP ahead on": []}
+    for problem, row in study["selected"].items():
+        d = row.get("rad_minus_realnvp")
+        if not d or "holm_low" not in d:
+            continue
+        group = ("Rad ahead on" if d["holm_low"] > 0 else "no difference shown on"
+                 if d["holm_high"] > 0 else "Real NVP ahead on")
+        groups[group].append(f"{problem} {d['mean']:+.3f} [{d['holm_low']:+.3f}, "
+                             f"{d['holm_high']:+.3f}] (n = {len(d['seeds'])})")
+    third = ("**Rad − Real NVP, each with its chosen training**: "
+             + "; ".join(f"{name} " + "; ".join(items) for name, items in groups.items()
+                         if items) + ".")
+    return [line for text in (first, second, third) for line in _bullet(text)]
+
+
 def capacity_table(study):
     rows = ["| problem | hidden units | training | held-out score | − width 8, 95 % t CI | "
             "Holm-corrected CI | verdict (Holm) | − best baseline, 95 % t CI | Holm-corrected CI "
@@ -1023,11 +1127,13 @@ def tables(study):
               "data_size": data_size_table, "two_moons": two_moons_table,
               "dimensions": dimensions_table, "selected": selected_table,
               "selection_grid": selection_grid_table, "matched_time": matched_time_table,
-              "capacity": capacity_table, "run_time": run_time_table}
+              "capacity": capacity_table, "run_time": run_time_table,
+              "selected_reading": selected_reading_table}
     optional = ("beyond", "own_best", "two_moons", "dimensions", "selected", "selection_grid",
-                "matched_time", "capacity", "run_time")
+                "matched_time", "capacity", "run_time", "selected_reading")
+    needs = {"selected_reading": "selection_changes"}  # tables made from another's numbers
     return {name: "\n".join(make(study)) for name, make in makers.items()
-            if name not in optional or study.get(name)}
+            if name not in optional or study.get(needs.get(name, name))}
 
 
 # ------------------------------------------------------------------- figure
