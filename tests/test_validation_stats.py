@@ -775,11 +775,12 @@ def test_the_reading_of_table_selected_is_generated_from_its_numbers(study):
 
 
 def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
-    # ring chose a cosine decay at 3e-3 (width 8), two circles and spiral the
-    # paper's training; each wider run is refitted with its problem's choice.
-    # The differences are offsets exactly, and a run of another training (here
-    # the paper's at width 32 on ring) must not be taken.  Spiral has a wider
-    # run but no width-8 refit: only its difference to the baseline is shown.
+    # Wider runs are grouped by the training they were trained with, and each
+    # is paired with width 8 trained the same way: on ring a cosine decay at
+    # 3e-3 (the choice) and also the paper's training (not the choice), on two
+    # circles the paper's (the choice).  The differences are offsets exactly.
+    # Spiral has a wider run but no width-8 run of its training: only its
+    # difference to the baseline is shown.
     base = {s: np.random.default_rng(s).normal(size=30) for s in (0, 1, 2)}
     seeds = (0, 1, 2)
     fast = dict(lr_schedule="cosine", lr=3e-3)
@@ -789,13 +790,14 @@ def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
             (T(**fast, hidden=32), 10_000, "ring", "rad"):
                 {s: base[s] + 0.25 + 0.01 * s for s in seeds},
             (T(**fast, hidden=64), 10_000, "ring", "rad"): {0: base[0] - 0.5},
+            (T(), 10_000, "ring", "rad"): {s: base[s] + 8.0 for s in seeds},
             (T(hidden=32), 10_000, "ring", "rad"): {s: base[s] + 9.0 for s in seeds},
             (T(), 10_000, "two_circles", "rad"): {s: base[s] for s in seeds},
             (T(hidden=32), 10_000, "two_circles", "rad"): {s: base[s] - 0.125 for s in seeds},
             (T(hidden=32), 10_000, "spiral", "rad"): {s: base[s] + 0.5 for s in seeds}}
     choices = {}
     for problem, lr, schedule in (("ring", 3e-3, "cosine"), ("two_circles", 1e-3, "constant"),
-                                  ("spiral", 1e-3, "constant")):
+                                  ("spiral", 1e-3, "cosine")):
         for s in seeds:
             choices[f"{problem} rad 8 {s}"] = {"problem": problem, "model": "rad", "hidden": 8,
                                                 "seed": s, "lr": lr, "lr_schedule": schedule}
@@ -807,56 +809,68 @@ def test_capacity_rows_pair_each_width_with_width_8_and_the_baseline(study):
                  ("best", "two_circles"): {s: base[s] + 2.0 for s in seeds},
                  ("best", "spiral"): {s: base[s] + 0.75 - 0.02 * s for s in seeds}}
     rows = study.capacity_rows(runs, baselines, choices, n_boot=20)
-    assert set(rows) == {"ring", "two_circles", "spiral"}
-    assert set(rows["ring"]) == {"8", "32", "64"} and set(rows["two_circles"]) == {"8", "32"}
-    assert set(rows["spiral"]) == {"32"} and "minus_narrow" not in rows["spiral"]["32"]
-    wide = rows["ring"]["32"]["minus_narrow"]
+    assert {p: list(groups) for p, groups in rows.items()} == {
+        "ring": ["cosine (lr 0.003)", "paper"], "two_circles": ["paper"], "spiral": ["paper"]}
+    ring, ring_paper = rows["ring"]["cosine (lr 0.003)"], rows["ring"]["paper"]
+    assert (ring["choice"], ring_paper["choice"]) == ("yes", "no: now lr 0.003, cosine")
+    assert rows["spiral"]["paper"]["choice"] == "no: now lr 0.001, cosine"
+    assert set(ring["widths"]) == {"8", "32", "64"} and set(ring_paper["widths"]) == {"8", "32"}
+    spiral = rows["spiral"]["paper"]["widths"]
+    assert set(spiral) == {"32"} and "minus_narrow" not in spiral["32"]
+    wide = ring["widths"]["32"]["minus_narrow"]
     assert wide["seeds"] == [0, 1, 2] and wide["mean"] == pytest.approx(0.26)
     assert wide["sd"] == pytest.approx(0.01)
     half = 4.302652729911275 * 0.01 / math.sqrt(3)  # t quantile 0.975, 2 degrees of freedom
     assert (wide["t_low"], wide["t_high"]) == pytest.approx((0.26 - half, 0.26 + half))
-    assert rows["ring"]["32"]["minus_best"]["mean"] == pytest.approx(-0.74)
-    assert rows["ring"]["64"]["minus_narrow"]["seeds"] == [0]  # one seed: no interval
-    assert "minus_narrow" not in rows["ring"]["8"]
-    assert rows["ring"]["8"]["minus_best"]["mean"] == pytest.approx(-1.0)
-    assert rows["two_circles"]["8"]["minus_best"]["mean"] == pytest.approx(-2.0)
-    assert rows["two_circles"]["32"]["minus_best"]["mean"] == pytest.approx(-2.125)
-    assert rows["two_circles"]["32"]["minus_narrow"]["mean"] == pytest.approx(-0.125)
-    assert rows["spiral"]["32"]["minus_best"]["mean"] == pytest.approx(-0.23)
-    # Holm per (width, comparison) column.  Width 32 − width 8 has two rows:
-    # two circles' sd is 0 (p = 0, tested first at 0.05 / 2), ring's next at 0.05.
-    assert rows["two_circles"]["32"]["minus_narrow"]["holm_level"] == pytest.approx(0.975)
-    assert rows["ring"]["32"]["minus_narrow"]["holm_level"] == pytest.approx(0.95)
-    # width 32 − best baseline has three rows, in increasing p: two circles
-    # (sd 0), ring (t = 128), spiral (t = 20)
-    assert [rows[p]["32"]["minus_best"]["holm_level"] for p in (
-        "two_circles", "ring", "spiral")] == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 0.95])
-    # width 8 − best baseline: two rows, both sd 0 (p = 0, one tested at each level)
-    assert sorted(rows[p]["8"]["minus_best"]["holm_level"] for p in (
-        "ring", "two_circles")) == pytest.approx([0.95, 0.975])
+    assert ring["widths"]["32"]["minus_best"]["mean"] == pytest.approx(-0.74)
+    assert ring["widths"]["64"]["minus_narrow"]["seeds"] == [0]  # one seed: no interval
+    assert "minus_narrow" not in ring["widths"]["8"]
+    assert ring["widths"]["8"]["minus_best"]["mean"] == pytest.approx(-1.0)
+    # the paper's training on ring: width 32 paired with width 8 trained so
+    assert ring_paper["widths"]["32"]["minus_narrow"]["mean"] == pytest.approx(1.0)
+    assert ring_paper["widths"]["8"]["minus_best"]["mean"] == pytest.approx(7.0)
+    circles = rows["two_circles"]["paper"]
+    assert circles["choice"] == "yes"
+    assert circles["widths"]["8"]["minus_best"]["mean"] == pytest.approx(-2.0)
+    assert circles["widths"]["32"]["minus_best"]["mean"] == pytest.approx(-2.125)
+    assert circles["widths"]["32"]["minus_narrow"]["mean"] == pytest.approx(-0.125)
+    assert spiral["32"]["minus_best"]["mean"] == pytest.approx(-0.23)
+    # Holm per (width, comparison) column.  Width 32 − width 8 has three rows:
+    # two circles' and ring-paper's sd is 0 (p = 0, tested first at 0.05 / 3
+    # and 0.05 / 2), ring-cosine's next at 0.05.
+    assert sorted([circles["widths"]["32"]["minus_narrow"]["holm_level"],
+                   ring_paper["widths"]["32"]["minus_narrow"]["holm_level"]]) == \
+        pytest.approx([1 - 0.05 / 2, 1 - 0.05 / 3])
+    assert ring["widths"]["32"]["minus_narrow"]["holm_level"] == pytest.approx(0.95)
+    # width 32 − best baseline has four rows, in increasing p: two circles and
+    # ring-paper (sd 0), ring-cosine (t = 128), spiral (t = 20)
+    assert sorted([circles["widths"]["32"]["minus_best"]["holm_level"],
+                   ring_paper["widths"]["32"]["minus_best"]["holm_level"]]) == \
+        pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 4])
+    assert [ring["widths"]["32"]["minus_best"]["holm_level"],
+            spiral["32"]["minus_best"]["holm_level"]] == pytest.approx([1 - 0.05 / 2, 0.95])
     table = "\n".join(study.capacity_table({"capacity": rows}))
-    assert "| ring | 32 | cosine (lr 0.003) | " in table and "width 32 ahead (n = 3)" in table
-    assert "| two_circles | 8 | paper | " in table
+    assert "| ring | 32 | cosine (lr 0.003) | yes | " in table
+    assert "width 32 ahead (n = 3)" in table
+    assert "| ring | 32 | paper | no: now lr 0.003, cosine | " in table
+    assert "| two_circles | 8 | paper | yes | " in table
     assert "width 8 ahead (n = 3)" in table  # two circles: the constant offset -0.125
     assert "no verdict (one seed)" in table
-    assert "| ring | 8 | cosine (lr 0.003) | " in table
     assert table.count("the baseline ahead") == 5
+    # two circles' width 32 behind width 8, and ring's paper training at
+    # width 8 ahead of the baseline (+7)
+    assert table.count("width 8 ahead") == 2
     # without a wider run there is no table
     narrow_only = {k: v for k, v in runs.items() if k[0].hidden is None}
     assert study.capacity_rows(narrow_only, baselines, choices, n_boot=20) == {}
     # the choice moved (a larger grid now picks lr 0.01 for two circles) after
-    # the wider runs were trained: they are paired with width 8 trained their
-    # way, and the rows say which; with wider runs of two trainings, neither
-    # chosen, no pairing is right and the problem has no row
+    # the wider runs were trained: the rows keep their pairing and say so
     moved = {k: (dict(c, lr=1e-2) if k.startswith("two_circles rad") else c)
              for k, c in choices.items()}
     runs[(T(lr=1e-2), 10_000, "two_circles", "rad")] = {s: base[s] + 7.0 for s in seeds}
-    again = study.capacity_rows(runs, baselines, moved, n_boot=20)
-    assert again["two_circles"]["32"]["minus_narrow"]["mean"] == pytest.approx(-0.125)
-    assert again["two_circles"]["8"]["training"] == "paper"
-    assert again["ring"]["32"]["training"] == "cosine (lr 0.003)"
-    runs[(T(lr=3e-3, hidden=64), 10_000, "two_circles", "rad")] = {0: base[0]}
-    assert "two_circles" not in study.capacity_rows(runs, baselines, moved, n_boot=20)
+    again = study.capacity_rows(runs, baselines, moved, n_boot=20)["two_circles"]
+    assert list(again) == ["paper"] and again["paper"]["choice"] == "no: now lr 0.01, constant"
+    assert again["paper"]["widths"]["32"]["minus_narrow"]["mean"] == pytest.approx(-0.125)
 
 
 def test_run_times_are_the_records_sums(study, tmp_path):

@@ -491,55 +491,51 @@ CAPACITY_WIDTHS = (32, 64)
 
 def capacity_rows(runs, baselines, choices, n_boot):
     """Rad wider than the paper (``CAPACITY_WIDTHS`` hidden units in the
-    conditioners and the gating networks), trained as chosen for width 8 on
-    validation data (validation/select_flows.py's choice of each problem and
-    seed, refitted at each width: ``radref reproduce --models rad --hidden 32
-    64`` with that rate and schedule).
+    conditioners and the gating networks), keyed by the training the wider
+    runs were trained with (``radref reproduce --models rad --hidden 32 64``
+    with a rate and schedule: the one chosen for width 8 on validation data
+    when they were trained, validation/select_flows.py).
 
-    Per problem and width: the held-out score, the change from width 8 under
-    the same training and the difference to the baseline chosen on
-    validation data, both paired by seed; Holm across the problems of each
-    (width, comparison) column.  Where the choice has moved since the wider
-    runs were trained (a larger grid), and they were all trained one way,
-    they are paired with width 8 trained that way; each row names its
-    training.  ``{}`` until a wider run has finished."""
+    Per problem, per training of its wider runs, per width: the held-out
+    score, the change from width 8 under **that** training and the
+    difference to the baseline chosen on validation data, both paired by
+    seed; Holm across the rows of each (width, comparison) column.
+    ``"choice"`` says whether that training is still the one chosen for
+    width 8 on every seed (``choices``; a grid extended since can move it),
+    and if not, what is.  ``{problem: {training name: {"choice", "widths":
+    {hidden: entry}}}}``; ``{}`` until a wider run has finished."""
     chosen = {}
     for choice in choices.values():
         if choice["model"] == "rad" and choice["hidden"] == PAPER_HIDDEN["rad"]:
-            chosen.setdefault(choice["problem"], {})[choice["seed"]] = Training.chosen(choice)
-    cells, trainings = {}, {}
-    for problem, by_seed in sorted(chosen.items()):
-        wider = {dataclasses.replace(t, hidden=None) for t, n, p, m in runs
-                 if (p, m, n) == (problem, "rad", 10_000) and t.hidden in CAPACITY_WIDTHS
-                 and not t.from_ema_run}
-        if wider and not wider & set(by_seed.values()):
-            if len(wider) > 1:
-                continue  # wider runs of several trainings, none of them chosen
-            by_seed = dict.fromkeys(by_seed, next(iter(wider)))
-        for seed, training in by_seed.items():
-            for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
-                width = None if hidden == PAPER_HIDDEN["rad"] else hidden
-                run = refit(runs, dataclasses.replace(training, hidden=width), problem, "rad")
-                if seed in run:
-                    cells.setdefault(problem, {}).setdefault(hidden, {})[seed] = run[seed]
-                    trainings.setdefault((problem, hidden), set()).add(str(training))
+            chosen.setdefault(choice["problem"], set()).add(Training.chosen(choice))
     found = {}
-    for problem, by_width in sorted(cells.items()):
-        narrow = by_width.get(PAPER_HIDDEN["rad"], {})
-        if not set(by_width) - {PAPER_HIDDEN["rad"]}:
-            continue
-        row = found[problem] = {}
-        for hidden, cell in sorted(by_width.items()):
-            entry = row[str(hidden)] = {"scores": means(cell), "training": "; ".join(
-                sorted(trainings[(problem, hidden)]))}
-            if hidden != PAPER_HIDDEN["rad"] and common(cell, narrow)[0]:
-                entry["minus_narrow"] = difference(cell, narrow, n_boot)
-            if ("best", problem) in baselines and common(cell, baselines[("best", problem)])[0]:
-                entry["minus_best"] = difference(cell, baselines[("best", problem)], n_boot)
+    for problem in PROBLEMS:
+        wider = sorted({dataclasses.replace(t, hidden=None) for t, n, p, m in runs
+                        if (p, m, n) == (problem, "rad", 10_000) and t.hidden in CAPACITY_WIDTHS
+                        and not t.from_ema_run}, key=str)
+        for training in wider:
+            now = chosen.get(problem, set())
+            group = found.setdefault(problem, {})[str(training)] = {
+                "choice": "yes" if now == {training} else "no: now " + ", ".join(sorted(
+                    f"lr {t.lr:g}, {t.lr_schedule}" for t in now)) if now else "none made",
+                "widths": {}}
+            narrow = refit(runs, training, problem, "rad")
+            for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
+                cell = narrow if hidden == PAPER_HIDDEN["rad"] else refit(
+                    runs, dataclasses.replace(training, hidden=hidden), problem, "rad")
+                if not cell:
+                    continue
+                entry = group["widths"][str(hidden)] = {"scores": means(cell)}
+                if hidden != PAPER_HIDDEN["rad"] and common(cell, narrow)[0]:
+                    entry["minus_narrow"] = difference(cell, narrow, n_boot)
+                if ("best", problem) in baselines and common(
+                        cell, baselines[("best", problem)])[0]:
+                    entry["minus_best"] = difference(cell, baselines[("best", problem)], n_boot)
     for hidden in (PAPER_HIDDEN["rad"], *CAPACITY_WIDTHS):
         for comparison in ("minus_narrow", "minus_best"):
-            holm([row[str(hidden)][comparison] for row in found.values()
-                  if comparison in row.get(str(hidden), {})])
+            holm([group["widths"][str(hidden)][comparison] for by_training in found.values()
+                  for group in by_training.values()
+                  if comparison in group["widths"].get(str(hidden), {})])
     return found
 
 
@@ -997,23 +993,24 @@ def selected_reading_table(study):
 
 
 def capacity_table(study):
-    rows = ["| problem | hidden units | training | held-out score | − width 8, 95 % t CI | "
-            "Holm-corrected CI | verdict (Holm) | − best baseline, 95 % t CI | Holm-corrected CI "
-            "| verdict (Holm) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for problem, row in study["capacity"].items():
-        for hidden, cell in row.items():
-            cols = []
-            for key, ahead, behind in (("minus_narrow", f"width {hidden}", "width 8"),
-                                       ("minus_best", f"width {hidden}", "the baseline")):
-                d = cell.get(key)
-                n = "" if d is None or len(d["seeds"]) < 2 else f" (n = {len(d['seeds'])})"
-                cols.append("— | — | —" if d is None else
-                            f"{_ci(d)} | {_holm(d)} | {verdict(d, ahead, behind)}{n}")
-            scores = cell["scores"]
-            shown = (f"{_ms(scores)} ({len(scores['seeds'])} seeds)" if len(scores["seeds"]) > 1
-                     else f"{scores['mean']:+.3f} (one seed)")
-            rows.append(f"| {problem} | {hidden} | {cell['training']} | {shown} | {cols[0]} | "
-                        f"{cols[1]} |")
+    rows = ["| problem | hidden units | training | still the choice for width 8 | held-out score "
+            "| − width 8, 95 % t CI | Holm-corrected CI | verdict (Holm) | − best baseline, 95 % "
+            "t CI | Holm-corrected CI | verdict (Holm) |", "|---" * 11 + "|"]
+    for problem, by_training in study["capacity"].items():
+        for training, group in by_training.items():
+            for hidden, cell in group["widths"].items():
+                cols = []
+                for key, ahead, behind in (("minus_narrow", f"width {hidden}", "width 8"),
+                                           ("minus_best", f"width {hidden}", "the baseline")):
+                    d = cell.get(key)
+                    n = "" if d is None or len(d["seeds"]) < 2 else f" (n = {len(d['seeds'])})"
+                    cols.append("— | — | —" if d is None else
+                                f"{_ci(d)} | {_holm(d)} | {verdict(d, ahead, behind)}{n}")
+                scores = cell["scores"]
+                shown = (f"{_ms(scores)} ({len(scores['seeds'])} seeds)"
+                         if len(scores["seeds"]) > 1 else f"{scores['mean']:+.3f} (one seed)")
+                rows.append(f"| {problem} | {hidden} | {training} | {group['choice']} | {shown} "
+                            f"| {cols[0]} | {cols[1]} |")
     return rows
 
 
