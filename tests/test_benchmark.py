@@ -66,6 +66,9 @@ def test_quick_run_writes_every_measurement(quick_run):
     assert {(r["kind"], r["op"]) for r in default["threads"]} == {
         (kind, op) for kind in ("rad", "affine") for op in ("logdensity", "sample")}
     assert all(r["speedup"] > 0 for r in default["threads"])
+    # one thread is BLAS's too; n_jobs=None with BLAS's own threads is timed beside it
+    assert all(r["one_thread_s"] > 0 and r["blas_threads_s"] > 0 for r in default["threads"])
+    assert all(r["speedup"] == r["one_thread_s"] / r["all_cpus_s"] for r in default["threads"])
     # which SIMD level and BLAS kernels each worker ran, and the variables that chose them
     for mode in result["modes"].values():
         assert "OPENBLAS_CORETYPE" in mode["kernels"]["kernel_variables"]
@@ -95,7 +98,9 @@ def test_markdown_is_replaced_between_the_markers(quick_run, bench):
     assert text.count(bench.MARK_START) == 1 and text.count(bench.MARK_END) == 1
     assert "| radref (NumPy), 1 thread |" in text
     assert "| radref (NumPy), default threads |" in text
-    assert "radref's threads (`n_jobs=-1` against one thread" in text
+    assert "radref's threads (`n_jobs=-1` against one thread, BLAS included" in text
+    assert "| model | operation | points | 1 thread | BLAS's threads | all CPUs | speed-up |" \
+        in text
     assert "QUICK SMOKE RUN" in text
     # Updating again replaces the block in place.
     bench.update_markdown(str(tmp / "performance.md"), "new block")

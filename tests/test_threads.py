@@ -177,6 +177,54 @@ def test_products_in_row_blocks_are_the_products_of_each_block():
     np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-13)
 
 
+def test_a_products_bits_do_not_depend_on_blas_threads():
+    # n_jobs > 1 runs BLAS in one thread (one_blas_thread), one radref thread
+    # leaves BLAS its own threads: the products of the paper's layers (a
+    # column of 4,096 rows into 56 hidden units, 56 into 56, 56 into the
+    # outputs) must be the same bits either way.
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(3)
+    for k, m in ((1, 56), (56, 56), (56, 2), (8, 10)):
+        a, b = rng.normal(size=(CHUNK_ROWS, k)), rng.normal(size=(k, m))
+        with threadpool_limits(limits=1, user_api="blas"):
+            one = matmul_in_row_blocks(a, b)
+        with threadpool_limits(limits=2, user_api="blas"):
+            _same_bits(matmul_in_row_blocks(a, b), one)
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_blas_runs_in_one_thread_while_the_chunks_run_in_threads():
+    from threadpoolctl import threadpool_limits
+    seen = {}
+
+    def record(x):
+        seen.setdefault(threading.get_ident(), []).append(_blas_threads())
+        time.sleep(0.005)  # long enough for the second thread to take chunks
+        return (2.0 * x,)
+
+    x = np.arange(40.0).reshape(20, 2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        map_row_chunks(record, (x,), 3, n_jobs=2)
+        assert len(seen) == 2 and all(n == [1] for calls in seen.values() for n in calls)
+        assert _blas_threads() == before  # BLAS has its threads back
+        seen.clear()
+        map_row_chunks(record, (x,), 3, n_jobs=1)  # one thread: BLAS keeps its own
+        assert all(n == before for calls in seen.values() for n in calls)
+
+
+def test_without_threadpoolctl_the_threads_give_the_same_bits(monkeypatch):
+    monkeypatch.setattr(chunks_module, "_blas_controller", lambda: None)
+    config = CONFIGS["affine"]
+    params, x = _params(config), _points(config, 5 * CHUNK + 17)
+    _same_bits(flow_log_density(x, params, config, chunk_rows=CHUNK, n_jobs=2),
+               flow_log_density(x, params, config, chunk_rows=CHUNK))
+
+
 # ---------------------------------------------------------------- the machinery
 
 def test_chunks_run_in_several_threads_and_land_at_their_rows():

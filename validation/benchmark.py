@@ -486,9 +486,20 @@ def headline(settings, peer_cls, log, n_jobs=None):
 def thread_speedup(settings, log):
     """radref's ``n_jobs=-1`` against one thread, interleaved, for the
     log-density and sampling of each paper model on ``settings.thread_points``
-    points (the results are bit for bit the same; only the time differs)."""
+    points (the results are bit for bit the same; only the time differs).
+
+    "One thread" is radref single-threaded, BLAS included (threadpoolctl
+    limits it to one thread for those calls, as the single mode's
+    environment does); ``n_jobs=None`` with BLAS's own threads is timed too
+    (``blas_threads_s``): in the default mode a matrix product may use every
+    core even when radref's chunks run in one thread."""
+    from threadpoolctl import threadpool_limits
     from radref.core.flow import flow_log_density, flow_sample
     from radref import datasets
+
+    def single(fn):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(None)
     batches, train, _ = make_data(settings)
     out = []
     for kind in PAPER_MODELS:
@@ -499,15 +510,18 @@ def thread_speedup(settings, log):
             ops = {"logdensity": lambda j: flow_log_density(x, params, config, n_jobs=j),
                    "sample": lambda j: flow_sample(n, params, config, random_state=0, n_jobs=j)}
             for op, fn in ops.items():
-                timed = time_interleaved({"1": functools.partial(fn, None),
+                timed = time_interleaved({"1": functools.partial(single, fn),
+                                          "blas": functools.partial(fn, None),
                                           "all": functools.partial(fn, -1)}, settings.bulk,
                                          block=1)
                 row = {"kind": kind, "op": op, "n_points": n,
                        "one_thread_s": timed["1"]["median_s"],
+                       "blas_threads_s": timed["blas"]["median_s"],
                        "all_cpus_s": timed["all"]["median_s"]}
                 row["speedup"] = row["one_thread_s"] / row["all_cpus_s"]
                 out.append(row)
                 log(f"n_jobs=-1 vs 1: {op} {kind:<6s} {n} points {fmt_time(row['one_thread_s'])}"
+                    f" (BLAS's threads {fmt_time(row['blas_threads_s'])})"
                     f" -> {fmt_time(row['all_cpus_s'])}  x{row['speedup']:.2f}")
             del x
     return out
@@ -775,14 +789,16 @@ def markdown_block(result, markdown_path, figure_path, json_path):
                          f" | {fmt_rate(mode_result['sample']['radref'][kind]['points_per_s'])} |")
     threads = [row for m in result["modes"].values() for row in m.get("threads", [])]
     if threads:
-        lines += ["", "radref's threads (`n_jobs=-1` against one thread, interleaved, default "
-                  "mode; the results are bit for bit the same):", "",
-                  "| model | operation | points | 1 thread | all CPUs | speed-up |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "radref's threads (`n_jobs=-1` against one thread, BLAS included, "
+                  "interleaved, default mode; the results are bit for bit the same; "
+                  "\"BLAS's threads\": `n_jobs=None` with BLAS's own threads):", "",
+                  "| model | operation | points | 1 thread | BLAS's threads | all CPUs | "
+                  "speed-up |", "|---|---|---|---|---|---|---|"]
         for row in threads:
+            blas = fmt_time(row["blas_threads_s"]) if "blas_threads_s" in row else "—"
             lines.append(f"| {MODEL_LABELS[row['kind']]} | {row['op']} | {row['n_points']:,} | "
-                         f"{fmt_time(row['one_thread_s'])} | {fmt_time(row['all_cpus_s'])} | "
-                         f"{row['speedup']:.2f}× |")
+                         f"{fmt_time(row['one_thread_s'])} | {blas} | "
+                         f"{fmt_time(row['all_cpus_s'])} | {row['speedup']:.2f}× |")
     mem = [row for m in result["modes"].values() for row in m.get("memory", [])]
     if mem:
         lines += ["", f"Peak memory of one {n:,}-point log-density (fresh process, "

@@ -25,8 +25,18 @@ short that two threads mostly wait for each other (docs/performance.md,
 computation whose rounding could depend on how many rows it is given, the
 matrix product (BLAS tiles it by its shape), is made in blocks of
 :data:`CHUNK_ROWS` rows whatever the chunk (:func:`matmul_in_row_blocks`).
+
+While the chunks run in several threads, BLAS runs in one thread of its own
+per chunk (:func:`one_blas_thread`, when threadpoolctl is installed: ``pip
+install radref[threads]``): the chunks already keep every core busy, and a
+matrix product that also starts BLAS's threads puts two threads on each core,
+or waits while another chunk's product holds them.  A product's rounding does
+not depend on BLAS's threads (they split its output, not its sums;
+tests/test_threads.py checks it), so the results stay the same bits.
 """
+import contextlib
 import contextvars
+import functools
 import numbers
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +136,34 @@ def run_in_threads(task, items, threads):
                 future.cancel()
 
 
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's controller of the loaded BLAS libraries, made once
+    (making it inspects every loaded library), or None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Within the block, BLAS (the matrix products) runs in one thread; on
+    exit it has its threads back.  Without threadpoolctl, it does nothing.
+
+    The limit holds for the whole process, as BLAS's own setting does:
+    :func:`map_row_chunks` takes it only while its own threads keep the
+    cores busy.
+    """
+    controller = _blas_controller()
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
 def map_row_chunks(fn, arrays, chunk_rows=CHUNK_ROWS, n_jobs=None):
     """``fn(*arrays)`` evaluated ``chunk_rows`` rows at a time, in ``n_jobs`` threads.
 
@@ -147,7 +185,8 @@ def map_row_chunks(fn, arrays, chunk_rows=CHUNK_ROWS, n_jobs=None):
         Rows per chunk, ``>= 1``.
     n_jobs : int or None
         Threads (scikit-learn's convention: ``None`` is 1, ``-1`` every CPU);
-        never more than there are chunks.
+        never more than there are chunks.  With more than one, BLAS runs in
+        one thread meanwhile (:func:`one_blas_thread`).
 
     Returns
     -------
@@ -173,5 +212,6 @@ def map_row_chunks(fn, arrays, chunk_rows=CHUNK_ROWS, n_jobs=None):
         for rows in chunks:
             evaluate(rows)
     else:
-        run_in_threads(evaluate, chunks, threads)
+        with one_blas_thread():
+            run_in_threads(evaluate, chunks, threads)
     return outputs.arrays
