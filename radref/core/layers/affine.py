@@ -28,9 +28,11 @@ DISPLAY_NAME = "Real NVP"
 MODEL_CLASS = "RealNVPFlow"  # its estimator (radref.user.estimators; a checkpoint's "model")
 #: rows per chunk when several threads evaluate this kind (a multiple of
 #: radref.core.chunks.CHUNK_ROWS), measured in docs/performance.md ("Threads"):
-#: one thread's 4,096 rows; 8,192 rows are no faster in two threads (1.31-2.03
-#: times one thread against 1.33-2.04, native and AVX2), 16,384 leave the cache
-THREAD_CHUNK_ROWS = 4096
+#: two threads' speed-up over one thread with 4,096 rows, on 1M points, log-density
+#: and sampling, summed over three settings (AMD native and AVX2, Intel native):
+#: 8,192 rows 10.1, 4,096 rows 9.8, 16,384 rows 9.2 (8,192 loses 0.02-0.10 on
+#: AMD natively and gains up to 0.18 elsewhere); longer chunks leave AMD's cache
+THREAD_CHUNK_ROWS = 8192
 HAS_DISCRETE_LATENTS = False
 N_BRANCHES = 1
 #: the paper's baseline (§4.2): as many parameters as Rad's with 56 hidden units
