@@ -68,7 +68,6 @@ def test_quick_run_writes_every_measurement(quick_run):
     assert all(r["speedup"] > 0 for r in default["threads"])
     # one thread is BLAS's too; n_jobs=None with BLAS's own threads is timed beside it
     assert all(r["one_thread_s"] > 0 and r["blas_threads_s"] > 0 for r in default["threads"])
-    assert all(r["speedup"] == r["one_thread_s"] / r["all_cpus_s"] for r in default["threads"])
     # which SIMD level and BLAS kernels each worker ran, and the variables that chose them
     for mode in result["modes"].values():
         assert "OPENBLAS_CORETYPE" in mode["kernels"]["kernel_variables"]
@@ -190,6 +189,44 @@ def test_unknown_peer_or_mode_is_rejected(bench):
         bench.parse_args(["--peers", "tensorflow"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--modes", "many"])
+
+
+def test_thread_speedup_times_one_thread_with_blas_in_one_thread(bench, monkeypatch):
+    # "one thread" is radref's n_jobs=None inside threadpool_limits(1, "blas");
+    # "BLAS's threads" the same call outside it; "all CPUs" n_jobs=-1 outside
+    import contextlib
+    import threadpoolctl
+    import radref.core.flow as flow
+    limited, calls = [], []
+
+    @contextlib.contextmanager
+    def fake_limits(limits=None, user_api=None):
+        limited.append((limits, user_api))
+        yield
+        limited.pop()
+
+    def record(op):
+        def fn(*args, n_jobs=None, **kwargs):
+            calls.append((op, n_jobs, bool(limited)))
+        return fn
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", fake_limits)
+    monkeypatch.setattr(flow, "flow_log_density", record("logdensity"))
+    monkeypatch.setattr(flow, "flow_sample", record("sample"))
+    medians = {"1": 3.0, "blas": 2.0, "all": 1.5}
+
+    def once(fns, timing, block):
+        for fn in fns.values():
+            fn()
+        return {name: {"median_s": medians[name]} for name in fns}
+
+    monkeypatch.setattr(bench, "time_interleaved", once)
+    rows = bench.thread_speedup(bench.QUICK, log=lambda message: None)
+    assert set(calls) == {(op, n_jobs, n_jobs is None and inside)
+                          for op in ("logdensity", "sample") for n_jobs, inside in (
+                              (None, True), (None, False), (-1, False))}
+    assert all((r["one_thread_s"], r["blas_threads_s"], r["all_cpus_s"], r["speedup"])
+               == (3.0, 2.0, 1.5, 2.0) for r in rows)
 
 
 def test_interleaved_timing_calls_every_function_in_rotating_blocks(bench):

@@ -810,7 +810,20 @@ def test_diverging_training_warns_with_the_step_the_figure_and_the_remedy(tmp_pa
                                                r"far below its -2\.\d+ at the start"):
         RadFlow(lr=10, steps=300, progress=False, random_state=0).fit(X)
     # a run that works never warns (the suite turns any warning into an error)
-    RadFlow(steps=300, progress=False, random_state=0).fit(X)
+    assert RadFlow(steps=300, progress=False, random_state=0).fit(X).history_["divergence"] == []
+    # the history keeps it, across a fit resumed from its checkpoint; inside
+    # naming_the_run the warning names the run (radref reproduce's logs)
+    from radref.training.diagnostics import naming_the_run
+    checkpoint = str(tmp_path / "diverging.npz")
+    with pytest.warns(DivergenceWarning, match=r"^run ring s7: training is diverging at step"):
+        with naming_the_run("ring s7"):
+            RadFlow(lr=10, steps=200, progress=False, random_state=0).fit(
+                X, checkpoint=checkpoint, checkpoint_every=100)
+    resumed = RadFlow(lr=10, steps=300, progress=False, random_state=0).fit(
+        X, checkpoint=checkpoint, checkpoint_every=100)
+    (entry,) = resumed.history_["divergence"]
+    assert entry["step"] == 100 and entry["message"].startswith("training is diverging at step")
+    assert resumed.history_["step"] == list(range(1, 301))
     # to stop instead of warning: a filter turns the warning into an error
     import warnings
     with warnings.catch_warnings():

@@ -197,6 +197,10 @@ def test_a_diverging_run_is_named_in_its_warning_and_recorded_in_its_result(tmp_
     assert f"far below its {recorded['start_loglik']:.4g} at the start" in recorded["message"]
     assert "try a smaller --lr" in recorded["message"]
     assert _read_json(os.path.join(directory, "result.json"))["divergence_warnings"] == [recorded]
+    # the run was trained in three segments, each resumed from the checkpoint
+    # (as after a restart): the divergence of the first is still there; and
+    # the record's message is the warning's without the run's name
+    assert recorded["message"] == str(warning.message)[len(f"run {label}: "):]
     # a run that trains well records none
     calm = reproduce.run_spec("two_moons", "rad", 0, reproduce.make_protocol(
         steps=300, n_train=1000, n_test=100, batch_size=500, lr=1e-3, eval_every=100))

@@ -184,7 +184,10 @@ def test_a_products_bits_do_not_depend_on_blas_threads():
     # outputs) must be the same bits either way.
     from threadpoolctl import threadpool_limits
     rng = np.random.default_rng(3)
-    for k, m in ((1, 56), (56, 56), (56, 2), (8, 10)):
+    # OpenBLAS splits a product over threads only above 262,144 multiply-adds
+    # (m n k): of these, the 56-by-56 layer and the 256-by-256 product are
+    # split; the others check the one-thread path
+    for k, m in ((1, 56), (56, 56), (56, 2), (8, 10), (256, 256)):
         a, b = rng.normal(size=(CHUNK_ROWS, k)), rng.normal(size=(k, m))
         with threadpool_limits(limits=1, user_api="blas"):
             one = matmul_in_row_blocks(a, b)
@@ -215,6 +218,39 @@ def test_blas_runs_in_one_thread_while_the_chunks_run_in_threads():
         seen.clear()
         map_row_chunks(record, (x,), 3, n_jobs=1)  # one thread: BLAS keeps its own
         assert all(n == before for calls in seen.values() for n in calls)
+
+
+def test_overlapping_calls_from_two_threads_give_blas_its_threads_back():
+    # Two callers' blocks overlap and end in the other order than they began:
+    # BLAS stays at one thread until both have ended, then has its threads
+    # back (each restoring what it saw would leave it at one thread).
+    from threadpoolctl import threadpool_limits
+    first_in, second_in, first_may_end = (threading.Event() for _ in range(3))
+    inside = []
+
+    def first():
+        with chunks_module.one_blas_thread():
+            first_in.set()
+            second_in.wait(10)
+            inside.append(_blas_threads())
+        first_may_end.set()
+
+    def second():
+        first_in.wait(10)
+        with chunks_module.one_blas_thread():
+            second_in.set()
+            first_may_end.wait(10)  # the first block ends inside this one
+            inside.append(_blas_threads())
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        threads = [threading.Thread(target=f) for f in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert inside == [[1] * len(before)] * 2
+        assert _blas_threads() == before
 
 
 def test_without_threadpoolctl_the_threads_give_the_same_bits(monkeypatch):

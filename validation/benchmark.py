@@ -789,7 +789,10 @@ def markdown_block(result, markdown_path, figure_path, json_path):
                          f" | {fmt_rate(mode_result['sample']['radref'][kind]['points_per_s'])} |")
     threads = [row for m in result["modes"].values() for row in m.get("threads", [])]
     if threads:
-        lines += ["", "radref's threads (`n_jobs=-1` against one thread, BLAS included, "
+        # runs before blas_threads_s timed "one thread" with BLAS's own threads
+        one = ("one thread, BLAS included" if all("blas_threads_s" in r for r in threads)
+               else "one thread (BLAS's own threads where that column is empty)")
+        lines += ["", f"radref's threads (`n_jobs=-1` against {one}, "
                   "interleaved, default mode; the results are bit for bit the same; "
                   "\"BLAS's threads\": `n_jobs=None` with BLAS's own threads):", "",
                   "| model | operation | points | 1 thread | BLAS's threads | all CPUs | "

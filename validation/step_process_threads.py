@@ -11,7 +11,7 @@ process stays single-threaded, and a single-threaded process takes glibc's
 malloc fast path (no atomic operations); a Rad step makes thousands of
 small NumPy temporaries.
 
-This script times the step in fresh processes of three kinds, in turn:
+This script times the step in fresh processes of four kinds, in turn:
 
 - ``single``: ``OPENBLAS_NUM_THREADS=1``, nothing else (one thread);
 - ``idle-thread``: the same, plus one Python thread that only waits (two

@@ -466,7 +466,9 @@ def selection_changes(runs, choices):
     minus the paper protocol's, paired by seed (0 on a seed that chose the
     paper's training), over the seeds with a finished refit and a paper run.
     ``{model: {problem: {"mean", "n"} or None}}``; None where every seed chose
-    the paper's training."""
+    the paper's training; a problem none of whose changed seeds has a
+    finished refit is left out (a mean over the unchanged seeds alone would
+    read as "no change")."""
     found = {}
     for choice in choices.values():
         if choice["hidden"] != PAPER_HIDDEN[choice["model"]]:
@@ -475,13 +477,15 @@ def selection_changes(runs, choices):
         training = Training.chosen(choice)
         paper = runs.get((PAPER_TRAINING, 10_000, problem, model), {})
         chosen = paper if training == PAPER_TRAINING else refit(runs, training, problem, model)
-        cell = found.setdefault(model, {}).setdefault(problem, {"kept": True, "seeds": {}})
+        cell = found.setdefault(model, {}).setdefault(
+            problem, {"kept": True, "refitted": False, "seeds": {}})
         cell["kept"] &= training == PAPER_TRAINING
         if seed in chosen and seed in paper:
             cell["seeds"][seed] = float(np.mean(chosen[seed]) - np.mean(paper[seed]))
+            cell["refitted"] |= training != PAPER_TRAINING
     return {model: {problem: None if cell["kept"] else {
         "mean": float(np.mean(list(cell["seeds"].values()))), "n": len(cell["seeds"])}
-        for problem, cell in sorted(by_problem.items()) if cell["kept"] or cell["seeds"]}
+        for problem, cell in sorted(by_problem.items()) if cell["kept"] or cell["refitted"]}
         for model, by_problem in sorted(found.items())}
 
 
@@ -516,7 +520,7 @@ def capacity_rows(runs, baselines, choices, n_boot):
         for training in wider:
             now = chosen.get(problem, set())
             group = found.setdefault(problem, {})[str(training)] = {
-                "choice": "yes" if now == {training} else "no: now " + ", ".join(sorted(
+                "choice": "yes" if now == {training} else "no: now " + "; ".join(sorted(
                     f"lr {t.lr:g}, {t.lr_schedule}" for t in now)) if now else "none made",
                 "widths": {}}
             narrow = refit(runs, training, problem, "rad")
@@ -953,7 +957,8 @@ def selected_reading_table(study):
                   for p, cell in by_problem.items() if cell is None)
     first = ("**What the selection changed** (mean over the refitted seeds of the chosen "
              "training's held-out score minus the paper protocol's, paired by seed): "
-             + "; ".join(text for _, text in sorted(changes, key=lambda c: -c[0])) + ".")
+             + ("; ".join(text for _, text in sorted(changes, key=lambda c: -c[0])) or "none")
+             + ".")
     if kept:
         first += " The paper's training was kept for " + ", ".join(t for _, t in kept) + "."
     ahead, none, below, total = [], [], 0, 0
@@ -969,7 +974,7 @@ def selected_reading_table(study):
     flows_ahead = [text for d, text in none if d["holm_low"] > 0]
     none = [text for d, text in none if d["holm_low"] <= 0]
     baseline = _baseline_name(study, study["selected"])
-    second = ("**Against the baseline chosen on validation data** (Holm across the six "
+    second = ("**Against the baseline chosen on validation data** (Holm across the "
               f"problems of each model): {baseline} stays ahead of "
               + ("; ".join(t for _, t in ahead) or "no flow") + ".")
     if none:
@@ -983,12 +988,12 @@ def selected_reading_table(study):
         if not d or "holm_low" not in d:
             continue
         group = ("Rad ahead on" if d["holm_low"] > 0 else "no difference shown on"
-                 if d["holm_high"] > 0 else "Real NVP ahead on")
+                 if d["holm_high"] >= 0 else "Real NVP ahead on")
         groups[group].append(f"{problem} {d['mean']:+.3f} [{d['holm_low']:+.3f}, "
                              f"{d['holm_high']:+.3f}] (n = {len(d['seeds'])})")
     third = ("**Rad − Real NVP, each with its chosen training**: "
-             + "; ".join(f"{name} " + "; ".join(items) for name, items in groups.items()
-                         if items) + ".")
+             + ("; ".join(f"{name} " + "; ".join(items) for name, items in groups.items()
+                          if items) or "none tabled") + ".")
     return [line for text in (first, second, third) for line in _bullet(text)]
 
 

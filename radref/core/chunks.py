@@ -147,21 +147,56 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+#: the blocks inside :func:`one_blas_thread` (of any thread), and the
+#: limiter that gives BLAS its threads back when the last one ends
+_ONE_BLAS_THREAD = {"lock": threading.Lock(), "blocks": 0, "limiter": None}
+
+
 @contextlib.contextmanager
 def one_blas_thread():
-    """Within the block, BLAS (the matrix products) runs in one thread; on
-    exit it has its threads back.  Without threadpoolctl, it does nothing.
+    """Within the block, BLAS (the matrix products) runs in one thread; when
+    the block ends it has its threads back.  Without threadpoolctl, it does
+    nothing.
 
-    The limit holds for the whole process, as BLAS's own setting does:
-    :func:`map_row_chunks` takes it only while its own threads keep the
-    cores busy.
+    The limit holds for the whole process, as BLAS's own setting does, so
+    blocks of several threads at once share it: the first to begin sets it,
+    the last to end lifts it (each lifting its own would hand BLAS its
+    threads back while another block runs, or keep them from it after all
+    ended).  :func:`map_row_chunks` takes it only while its own threads keep
+    the cores busy.
     """
     controller = _blas_controller()
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    shared = _ONE_BLAS_THREAD
+    with shared["lock"]:
+        if shared["blocks"] == 0:
+            _any_thread_may_set_blas()
+            shared["limiter"] = controller.limit(limits=1, user_api="blas")
+        shared["blocks"] += 1
+    try:
         yield
+    finally:
+        with shared["lock"]:
+            shared["blocks"] -= 1
+            if shared["blocks"] == 0:
+                _any_thread_may_set_blas()  # the last block may end in another thread
+                shared["limiter"].restore_original_limits()
+                shared["limiter"] = None
+                _any_thread_may_set_blas()
+
+
+def _any_thread_may_set_blas():
+    """threadpoolctl (3.6 and later) lets only one thread set OpenBLAS's
+    threads, the first that did, until its ``with`` block ends, and ignores
+    the others without a word; :func:`one_blas_thread` sets and restores
+    from whichever thread begins the first block and ends the last, so it
+    hands the control back each time."""
+    from threadpoolctl import OpenBLASController
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 def map_row_chunks(fn, arrays, chunk_rows=CHUNK_ROWS, n_jobs=None):

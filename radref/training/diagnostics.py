@@ -4,6 +4,9 @@ Used by :mod:`radref.training.train` to turn a non-finite loss into a precise er
 (:class:`radref.training.train.NonFiniteError`); it re-runs one minibatch layer by layer,
 so it costs nothing in normal training.
 """
+import contextlib
+import contextvars
+
 import numpy as np
 
 from radref.core.base import normal_logpdf_forward
@@ -106,6 +109,23 @@ class DivergenceWarning(UserWarning):
     far below its value at the first step (:class:`DivergenceWatch`).  To stop
     instead of warning, turn it into an error:
     ``warnings.simplefilter("error", DivergenceWarning)``."""
+
+
+#: The name of the run being trained, or None: several runs share one log
+#: (``radref reproduce``), and a divergence warning must say whose training
+#: diverged.  A context variable: each thread (a Dask worker's) has its own.
+RUN_LABEL = contextvars.ContextVar("radref_run_label", default=None)
+
+
+@contextlib.contextmanager
+def naming_the_run(label):
+    """Within the block, divergence warnings of this thread's training start
+    with ``run <label>: `` (:data:`RUN_LABEL`)."""
+    token = RUN_LABEL.set(label)
+    try:
+        yield
+    finally:
+        RUN_LABEL.reset(token)
 
 
 class DivergenceWatch:

@@ -482,10 +482,11 @@ def _recipe_state(groups, extra, config, path):
 
 
 def merge_histories(old, new):
-    """Concatenate two training histories (either may be ``None``)."""
-    keys = ("step", "loglik", "val_step", "val_loglik")
+    """Concatenate two training histories (either may be ``None``; a history
+    of radref 0.2 has no ``"divergence"``: none recorded)."""
+    keys = ("step", "loglik", "val_step", "val_loglik", "divergence")
     parts = [h for h in (old, new) if h is not None]
-    return {k: [v for h in parts for v in h[k]] for k in keys}
+    return {k: [v for h in parts for v in h.get(k, [])] for k in keys}
 
 
 class _Monitor:

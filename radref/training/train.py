@@ -7,8 +7,8 @@ import numpy as np
 
 from radref.core.flow import CHUNK_ROWS, flow_backward, flow_forward, flow_log_density, row_chunks
 from radref.core.layers import LAYER_KINDS
-from radref.training.diagnostics import (DivergenceWarning, DivergenceWatch, far_outside,
-                                         locate_non_finite)
+from radref.training.diagnostics import (RUN_LABEL, DivergenceWarning, DivergenceWatch,
+                                         far_outside, locate_non_finite)
 from radref.training.progress import TrainingProgress, display_mode
 from radref.training.optim import (AdamConfig, PackedAdam, adam_init, adam_update,
                                    check_adam_config)
@@ -192,7 +192,9 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     -------
     history : dict
         ``"step"``, ``"loglik"`` (minibatch mean log-likelihood per step),
-        ``"val_step"``, ``"val_loglik"``, and ``"optimizer_state"``.
+        ``"val_step"``, ``"val_loglik"``, ``"divergence"`` (one entry per
+        divergence warning: ``{"step", "start_loglik", "message"}``), and
+        ``"optimizer_state"``.
 
     Raises
     ------
@@ -204,14 +206,16 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
     Warns
     -----
     DivergenceWarning
-        Once, when the run is diverging (:class:`~radref.training.diagnostics.DivergenceWatch`).
+        Once, when the run is diverging (:class:`~radref.training.diagnostics.DivergenceWatch`);
+        it starts with ``run <label>:`` inside
+        :func:`~radref.training.diagnostics.naming_the_run`.
     """
     check_adam_config(adam)
     if lr_schedule is not None:
         lr_schedule = check_lr_schedule(lr_schedule)
     schedule = MinibatchSchedule(x.shape[0], batch_size, as_seed_sequence(random_state))
     state = optimizer_state if optimizer_state is not None else adam_init(params)
-    history = {"step": [], "loglik": [], "val_step": [], "val_loglik": []}
+    history = {"step": [], "loglik": [], "val_step": [], "val_loglik": [], "divergence": []}
     display = TrainingProgress(steps, start_step, display_mode(progress, sys.stderr),
                                label=LAYER_KINDS[config.kind].DISPLAY_NAME)
     watch = DivergenceWatch()
@@ -227,8 +231,13 @@ def train(params, config, x, steps, batch_size=500, adam=AdamConfig(), random_st
             loglik = _update_on_batch(x, indices, step, params, config, packed, history)
             diverging = watch.update(step, loglik)
             if diverging is not None:  # (an error, not a warning, under a filter "error")
-                warning = DivergenceWarning(f"{diverging}; try a smaller --lr (the estimators' "
-                                            f"lr; now {packed.config.lr:g})")
+                message = (f"{diverging}; try a smaller --lr (the estimators' lr; now "
+                           f"{packed.config.lr:g})")
+                history["divergence"].append({"step": step, "start_loglik": float(watch.start),
+                                              "message": message})
+                label = RUN_LABEL.get()
+                warning = DivergenceWarning(message if label is None else f"run {label}: "
+                                                                          f"{message}")
                 warning.step, warning.start = step, watch.start
                 warnings.warn(warning, stacklevel=2)
             history["step"].append(step)

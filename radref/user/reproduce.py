@@ -22,10 +22,8 @@ Dask cluster (:mod:`radref.user.sweep`).  The protocols and directories are
 :mod:`radref.user.runfiles`, the tables :mod:`radref.user.tables`, the command
 line :mod:`radref.user.cli_reproduce` (``radref reproduce``).
 """
-import contextlib
 import os
 import socket
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +32,7 @@ from radref import datasets
 from radref._version import __version__
 from radref.core.flow import flow_log_density
 from radref.training.checkpoint import CheckpointError
-from radref.training.diagnostics import DivergenceWarning
+from radref.training.diagnostics import naming_the_run
 from radref.training.files import LockedError, exclusive, is_locked
 from radref.user import sweep
 from radref.user.estimators import MODELS as ESTIMATORS
@@ -279,45 +277,21 @@ def _run_locked(job, spec, directory):
     reporter = sweep.ProgressReporter(os.path.join(directory, PROGRESS_FILE), job["session"],
                                       protocol["steps"], start_step)
     reporter.report(start_step)
-    model, divergences = None, []
-    for until in segment_ends(start_step, protocol["steps"], protocol["eval_every"]):
-        with _divergences_named(run_label(spec, with_protocol=True), divergences):
+    model = None
+    with naming_the_run(run_label(spec, with_protocol=True)):  # several runs share one log
+        for until in segment_ends(start_step, protocol["steps"], protocol["eval_every"]):
             model = train_one_model(spec, X_train, X_test, checkpoint, until)
-        reporter.report(until)
+            reporter.report(until)
     if model is None:  # the checkpoint holds every step: load it
         model = train_one_model(spec, X_train, X_test, checkpoint, protocol["steps"])
     result, points = make_result(spec, model, X_train, X_test)
     result.update(resumed_from_step=start_step, host=socket.gethostname(),
-                  seconds_this_session=reporter.record["seconds"],
-                  divergence_warnings=divergences)
+                  seconds_this_session=reporter.record["seconds"])
     result = json_ready(result)
     write_test_points(os.path.join(directory, POINTS_FILE), points)
     write_json_atomic(os.path.join(directory, RESULT_FILE), result)
     record_digests(directory)
     return result
-
-
-@contextlib.contextmanager
-def _divergences_named(label, record):
-    """Within the block, a :class:`DivergenceWarning` of the training is
-    appended to ``record`` (``{"step", "start_loglik", "message"}``: the step
-    it was raised at, the smoothed log-likelihood it fell from, its text) and warned again with
-    the run's ``label`` in front, when the block ends: several runs share one
-    log, and the warning alone does not say whose training diverged.  Other
-    warnings pass through unchanged."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DivergenceWarning)
-        yield
-    for w in caught:
-        if issubclass(w.category, DivergenceWarning):
-            record.append({"step": int(w.message.step),
-                           "start_loglik": float(w.message.start),
-                           "message": str(w.message)})
-            named = DivergenceWarning(f"run {label}: {w.message}")
-            named.step, named.start = w.message.step, w.message.start
-            warnings.warn(named, stacklevel=2)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def make_result(spec, model, X_train, X_test):
@@ -326,7 +300,9 @@ def make_result(spec, model, X_train, X_test):
     best parameters of early stopping, else the average, else the last
     iterate) and, with a recipe, ``"last_iterate"`` too.
 
-    The result's ``test_loglik`` is the mean of ``"model"``; with a recipe
+    The result's ``test_loglik`` is the mean of ``"model"``;
+    ``divergence_warnings`` lists the divergences of the training (the
+    history's ``"divergence"``); with a recipe
     it also records ``test_loglik_last_iterate``, ``steps_done`` (fewer than
     the protocol's when early stopping stopped), ``best_step`` and
     ``best_validation_score`` (early stopping).
@@ -352,6 +328,8 @@ def make_result(spec, model, X_train, X_test):
         "train_loglik": model.score(X_train), "test_loglik": float(np.mean(points["model"])),
         "val_step": model.history_["val_step"], "val_loglik": model.history_["val_loglik"],
         "train_curve": _smooth(model.history_["loglik"], 250),
+        # every session's (the history is the checkpoint's, resumed or not)
+        "divergence_warnings": model.history_.get("divergence", []),
         **extra,
     }, points
 
