@@ -213,7 +213,8 @@ def test_blas_runs_in_one_thread_while_the_chunks_run_in_threads():
     with threadpool_limits(limits=2, user_api="blas"):
         before = _blas_threads()
         map_row_chunks(record, (x,), 3, n_jobs=2)
-        assert len(seen) == 2 and all(n == [1] for calls in seen.values() for n in calls)
+        # (every BLAS library loaded: scipy may bring its own beside NumPy's)
+        assert len(seen) == 2 and all(set(n) == {1} for calls in seen.values() for n in calls)
         assert _blas_threads() == before  # BLAS has its threads back
         seen.clear()
         map_row_chunks(record, (x,), 3, n_jobs=1)  # one thread: BLAS keeps its own
