@@ -1216,7 +1216,9 @@ def paired_figure(study):
         # the values under every panel: in a figure this tall, the bottom
         # axis alone is a long way from the top panels
         ax.tick_params(axis="x", labelbottom=True, labelsize=8)
-        ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+        # long row labels (the two-moons controls) wrapped: they would squeeze the panels
+        ax.set_yticks(range(len(rows)), [textwrap.fill(label, 38) for label, _ in rows],
+                      fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.grid(axis="x", color="0.9")
         ax.set_title(textwrap.fill(title, 75), fontsize=10)
