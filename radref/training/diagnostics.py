@@ -120,7 +120,7 @@ RUN_LABEL = contextvars.ContextVar("radref_run_label", default=None)
 @contextlib.contextmanager
 def naming_the_run(label):
     """Within the block, divergence warnings of this thread's training start
-    with ``run <label>: `` (:data:`RUN_LABEL`)."""
+    with ``run <label>:`` (:data:`RUN_LABEL`)."""
     token = RUN_LABEL.set(label)
     try:
         yield
