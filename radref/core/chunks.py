@@ -188,7 +188,7 @@ def one_blas_thread():
 
 
 def _any_thread_may_set_blas():
-    """threadpoolctl (3.6 and later) lets only one thread set OpenBLAS's
+    """threadpoolctl (3.8, for one) lets only one thread set OpenBLAS's
     threads, the first that did, until its ``with`` block ends, and ignores
     the others without a word; :func:`one_blas_thread` sets and restores
     from whichever thread begins the first block and ends the last, so it
