@@ -961,38 +961,37 @@ def selected_reading_table(study):
              + ".")
     if kept:
         first += " The paper's training was kept for " + ", ".join(t for _, t in kept) + "."
-    ahead, none, below, total = [], [], 0, 0
+    # each comparison read by verdict(), as the tables are
+    by_verdict, below, total = {}, 0, 0
     for problem, row in study["selected"].items():
         for model in ("rad", "realnvp"):
             d = row.get(model, {}).get("minus_best")
             if not d or "holm_low" not in d:
                 continue
             total, below = total + 1, below + (d["mean"] < 0)
-            text = (f"{MODEL_NAMES[model]} on {problem} {d['mean']:+.3f}, corrected "
-                    f"[{d['holm_low']:+.3f}, {d['holm_high']:+.3f}] (n = {len(d['seeds'])})")
-            (ahead if d["holm_high"] < 0 else none).append((d, text))
-    flows_ahead = [text for d, text in none if d["holm_low"] > 0]
-    none = [text for d, text in none if d["holm_low"] <= 0]
+            by_verdict.setdefault(verdict(d, "the flow", "the baseline"), []).append(
+                f"{MODEL_NAMES[model]} on {problem} {d['mean']:+.3f}, corrected "
+                f"[{d['holm_low']:+.3f}, {d['holm_high']:+.3f}] (n = {len(d['seeds'])})")
     baseline = _baseline_name(study, study["selected"])
     second = ("**Against the baseline chosen on validation data** (Holm across the "
               f"problems of each model): {baseline} stays ahead of "
-              + ("; ".join(t for _, t in ahead) or "no flow") + ".")
-    if none:
-        second += " No difference is shown for " + "; ".join(none) + "."
-    second += (" Ahead of the best baseline: " + "; ".join(flows_ahead) + "." if flows_ahead
+              + ("; ".join(by_verdict.get("the baseline ahead", [])) or "no flow") + ".")
+    if by_verdict.get("no difference shown"):
+        second += (" No difference is shown for " + "; ".join(by_verdict["no difference shown"])
+                   + ".")
+    second += (" Ahead of the best baseline: " + "; ".join(by_verdict["the flow ahead"]) + "."
+               if by_verdict.get("the flow ahead")
                else " No flow is ahead of the best baseline on any problem.")
     second += f" {below} of the {total} point estimates are below it."
-    groups = {"Rad ahead on": [], "no difference shown on": [], "Real NVP ahead on": []}
+    groups = {"Rad ahead": [], "no difference shown": [], "Real NVP ahead": []}
     for problem, row in study["selected"].items():
         d = row.get("rad_minus_realnvp")
         if not d or "holm_low" not in d:
             continue
-        group = ("Rad ahead on" if d["holm_low"] > 0 else "no difference shown on"
-                 if d["holm_high"] >= 0 else "Real NVP ahead on")
-        groups[group].append(f"{problem} {d['mean']:+.3f} [{d['holm_low']:+.3f}, "
-                             f"{d['holm_high']:+.3f}] (n = {len(d['seeds'])})")
+        groups[verdict(d)].append(f"{problem} {d['mean']:+.3f} [{d['holm_low']:+.3f}, "
+                                  f"{d['holm_high']:+.3f}] (n = {len(d['seeds'])})")
     third = ("**Rad − Real NVP, each with its chosen training**: "
-             + ("; ".join(f"{name} " + "; ".join(items) for name, items in groups.items()
+             + ("; ".join(f"{name} on " + "; ".join(items) for name, items in groups.items()
                           if items) or "none tabled") + ".")
     return [line for text in (first, second, third) for line in _bullet(text)]
 
